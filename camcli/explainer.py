@@ -1,0 +1,198 @@
+"""One forward per batch shared by every method at every layer, with hooks that clean up.
+
+The :class:`Explainer` hooks the target layers, runs the model once, takes the gradient of
+the explained scores with ``torch.autograd.grad`` *with respect to the layer outputs only*
+(parameters are frozen for the call, so no parameter ``.grad`` is ever computed or left
+behind), and hands the result to each method. Hooks are removed and ``requires_grad``
+flags restored in ``finally`` blocks, also when a method raises.
+
+Each hook returns a clone of the layer output. Downstream in-place operations (ResNet's
+``relu(inplace=True)``, VGG's ReLU after ``features[28]``) then modify the clone, and the
+captured activation keeps its values and autograd history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from camcli.errors import UsageError
+from camcli.layers import display_name, first_tensor
+from camcli.methods import CAMMethod
+from camcli.methods.base import ForwardPass, MapBatch
+
+SCORES = ("logit", "softmax")
+
+
+@dataclass(frozen=True)
+class BatchExplanation:
+    """Predictions and normalised maps for one batch; maps are keyed by (method, layer)."""
+
+    logits: torch.Tensor  # (N, K)
+    probs: torch.Tensor  # (N, K), softmax
+    targets: torch.Tensor  # (N,)
+    maps: dict[tuple[str, str], MapBatch]
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Turn ``requires_grad`` off for every parameter, and restore each flag afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def capture(model: nn.Module, layers: Sequence[str], track_grad: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Hook ``layers``; the yielded dict fills with each layer's output during the forward."""
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def hook_for(layer: str):
+        def hook(_module, _inputs, output):
+            if layer in store:
+                raise UsageError(f"layer {display_name(layer)} runs more than once per forward "
+                                 "(a shared module); choose another --layer")
+            tensor = first_tensor(output)
+            if tensor is None:
+                raise UsageError(f"layer {display_name(layer)} produced no tensor")
+            if track_grad and not tensor.requires_grad:
+                tensor.requires_grad_(True)  # a leaf: frozen parameters and a plain input
+            store[layer] = tensor
+            return _replace_first_tensor(output, tensor.clone())
+        return hook
+
+    try:
+        for layer in layers:
+            handles.append(model.get_submodule(layer).register_forward_hook(hook_for(layer)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _replace_first_tensor(output, new: torch.Tensor):
+    if isinstance(output, torch.Tensor):
+        return new
+    if isinstance(output, (tuple, list)):
+        items = list(output)
+        for i, item in enumerate(items):
+            if first_tensor(item) is not None:
+                items[i] = _replace_first_tensor(item, new)
+                break
+        return type(output)(items) if not hasattr(output, "_fields") else type(output)(*items)
+    if isinstance(output, dict):
+        out = dict(output)
+        for k, item in out.items():
+            if first_tensor(item) is not None:
+                out[k] = _replace_first_tensor(item, new)
+                break
+        return type(output)(out)
+    return output
+
+
+class Explainer:
+    """Explain batches with several methods at several layers of one model.
+
+    >>> explainer = Explainer(model, ["layer4.1"], [get_method("gradcam")])  # doctest: +SKIP
+    >>> result = explainer(batch)                                            # doctest: +SKIP
+    >>> result.maps[("gradcam", "layer4.1")].maps.shape                      # doctest: +SKIP
+    torch.Size([16, 7, 7])
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod],
+                 score: str = "logit") -> None:
+        if score not in SCORES:
+            raise UsageError(f"unknown --score {score!r}; choose one of {', '.join(SCORES)}")
+        if not layers or not methods:
+            raise UsageError("at least one layer and one method are needed")
+        self.model = model
+        self.layers = list(dict.fromkeys(layers))
+        self.methods = list(methods)
+        self.score = score
+        self.needs_gradients = any(m.needs_gradients for m in self.methods)
+
+    def validate(self, input_size: tuple[int, int], device: torch.device | str) -> None:
+        """Check every method at every layer on one dummy batch before any image is processed."""
+        x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+        fp = self.forward(x, None)
+        for layer, acts in fp.activations.items():
+            if acts.dim() != 4:
+                raise UsageError(f"layer {display_name(layer)} outputs shape {tuple(acts.shape)}; "
+                                 "CAM methods need a 4-D (N, C, H, W) map")
+        for method in self.methods:
+            for layer in self.layers:
+                method.validate(fp, layer)
+
+    def forward(self, x: torch.Tensor, target: int | torch.Tensor | None) -> ForwardPass:
+        """One forward (and partial backward when a method needs gradients) for a batch."""
+        model = self.model
+        with frozen_parameters(model), capture(model, self.layers, self.needs_gradients) as store:
+            if self.needs_gradients:
+                with torch.inference_mode(False), torch.enable_grad():
+                    x = x.clone()  # a normal tensor even if the caller made it in inference mode
+                    logits = _logits(model(x))
+                    targets = self._targets(logits, target)
+                    scores = self._scores(logits, targets)
+                    missing = [display_name(l) for l in self.layers if l not in store]
+                    if missing:
+                        raise UsageError(f"layer(s) {', '.join(missing)} did not run during the forward pass")
+                    acts = [store[l] for l in self.layers]
+                    grads = torch.autograd.grad(scores.sum(), acts, allow_unused=True)
+                gradients = {l: (g if g is not None else torch.zeros_like(a)).detach()
+                             for l, a, g in zip(self.layers, acts, grads)}
+            else:
+                with torch.inference_mode():
+                    logits = _logits(model(x))
+                    targets = self._targets(logits, target)
+                gradients = {}
+            missing = [display_name(l) for l in self.layers if l not in store]
+            if missing:
+                raise UsageError(f"layer(s) {', '.join(missing)} did not run during the forward pass")
+            activations = {l: store[l].detach() for l in self.layers}
+        return ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.score)
+
+    def __call__(self, x: torch.Tensor, target: int | torch.Tensor | None = None) -> BatchExplanation:
+        fp = self.forward(x, target)
+        maps = {}
+        for method in self.methods:
+            for layer in self.layers:
+                maps[(method.name, layer)] = method(fp, layer)
+        logits = fp.logits.float()
+        return BatchExplanation(logits, logits.softmax(1), fp.targets, maps)
+
+    def _targets(self, logits: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
+        n, k = logits.shape
+        if target is None:
+            return logits.detach().argmax(1)
+        t = torch.as_tensor(target, device=logits.device).long().flatten()
+        t = t.expand(n) if t.numel() == 1 else t
+        if t.numel() != n or (t < 0).any() or (t >= k).any():
+            raise UsageError(f"target class {target} is out of range for a model with {k} classes")
+        return t
+
+    def _scores(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.score == "softmax":
+            return logits.softmax(1).gather(1, targets[:, None]).squeeze(1)
+        return logits.gather(1, targets[:, None]).squeeze(1)
+
+
+def _logits(output) -> torch.Tensor:
+    """Models may return a tensor, a tuple (Inception's aux logits) or a dict with 'logits'."""
+    if isinstance(output, dict) and "logits" in output:
+        output = output["logits"]
+    if hasattr(output, "logits"):
+        output = output.logits
+    tensor = first_tensor(output)
+    if tensor is None or tensor.dim() != 2:
+        raise UsageError(f"the model's output is not (N, classes) logits: got {type(output).__name__}")
+    return tensor

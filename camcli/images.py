@@ -1,0 +1,151 @@
+"""Finding images and decoding them into what the model and the overlay need.
+
+Discovery is deterministic (sorted, recursive) and gives every image a relative path that
+the output tree mirrors: with one folder argument, paths are relative to it; with several
+arguments, relative to their common parent, so ``a/cat.jpg`` and ``b/cat.jpg`` stay apart.
+Decoding never raises for a bad file: it returns an error record that becomes a CSV row.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from camcli.errors import UsageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One input image: where it is and the relative path its outputs mirror."""
+
+    index: int
+    path: str
+    rel: str  # POSIX-style, never absolute, never containing '..'
+
+
+def discover(inputs: Sequence[str | os.PathLike]) -> list[ImageItem]:
+    """Expand files and folders (recursively, sorted) into a list of images."""
+    if not inputs:
+        raise UsageError("no input given: pass image files or folders")
+    found: list[tuple[str, str]] = []  # (absolute path, anchor directory)
+    for raw in inputs:
+        p = Path(raw)
+        if not p.exists():
+            raise UsageError(f"input {str(raw)!r} does not exist")
+        if p.is_dir():
+            anchor = os.path.abspath(p)
+            for dirpath, dirnames, filenames in os.walk(anchor):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                        found.append((os.path.join(dirpath, name), anchor))
+        else:
+            found.append((os.path.abspath(p), os.path.dirname(os.path.abspath(p))))
+    if not found:
+        raise UsageError("no images found in " + ", ".join(map(str, inputs))
+                         + f" (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    if len(inputs) > 1:
+        common = os.path.commonpath([os.path.dirname(a) if not Path(a).is_dir() else a for a, _ in found])
+        found = [(a, common) for a, _ in found]
+    items, seen = [], set()
+    for path, anchor in found:
+        if path in seen:
+            continue
+        seen.add(path)
+        rel = PurePosixPath(*Path(os.path.relpath(path, anchor)).parts).as_posix()
+        items.append(ImageItem(len(items), path, rel))
+    return items
+
+
+def decode(path: str) -> tuple[np.ndarray, str]:
+    """RGB uint8 array, upright (EXIF orientation applied), and a note for the CSV.
+
+    Raises ``ValueError`` with a one-line reason for anything that is not a readable image.
+    """
+    try:
+        with Image.open(path) as im:
+            note = ""
+            if getattr(im, "is_animated", False):
+                note = f"first of {im.n_frames} frames"
+                im.seek(0)
+            im = ImageOps.exif_transpose(im)
+            arr = _to_rgb(im)
+    except UnidentifiedImageError:
+        raise ValueError("not a recognised image file") from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"image too large: {e}") from None
+    except (OSError, SyntaxError, EOFError) as e:
+        raise ValueError(f"cannot decode image: {e}") from None
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"unexpected image shape {arr.shape}")
+    return np.ascontiguousarray(arr), note
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(im.convert("RGB"))
+
+
+def resize_for_model(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The whole image squashed to (height, width): area averaging down, bilinear up.
+
+    We resize rather than centre-crop so that the heatmap covers every pixel of the original.
+    """
+    h, w = size
+    shrink = rgb.shape[0] > h or rgb.shape[1] > w
+    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+@dataclass
+class Decoded:
+    """One dataset item: the model input (uint8, CHW) and the original, or an error."""
+
+    item: ImageItem
+    pixels: torch.Tensor | None = None  # (3, h, w) uint8 at model input size
+    original: np.ndarray | None = None  # (H, W, 3) uint8, upright
+    note: str = ""
+    error: str = ""
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Decodes and resizes in DataLoader workers; failures come back as records, not exceptions."""
+
+    def __init__(self, items: Sequence[ImageItem], input_size: tuple[int, int]) -> None:
+        self.items = list(items)
+        self.input_size = input_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Decoded:
+        item = self.items[i]
+        try:
+            rgb, note = decode(item.path)
+            small = resize_for_model(rgb, self.input_size)
+        except ValueError as e:
+            return Decoded(item, error=str(e).splitlines()[0])
+        except Exception as e:  # noqa: BLE001 - any failure on one file must become its CSV row
+            return Decoded(item, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return Decoded(item, torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1))), rgb, note)
+
+
+def collate(batch: list[Decoded]) -> list[Decoded]:
+    """Keep records as they are; the pipeline stacks the good ones itself."""
+    return batch

@@ -1,0 +1,37 @@
+"""The registry of CAM methods, filled by the :func:`register` decorator.
+
+``get_method("gradcam")`` returns a fresh instance; ``available()`` lists every class in
+registration order, which is the order ``camcli methods`` prints.
+"""
+
+from __future__ import annotations
+
+from camcli.errors import unknown
+from camcli.methods.base import CAMMethod, ForwardPass, MapBatch, normalise
+
+_REGISTRY: dict[str, type[CAMMethod]] = {}
+
+
+def register(cls: type[CAMMethod]) -> type[CAMMethod]:
+    """Class decorator: make a method reachable by its ``name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"method {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> dict[str, type[CAMMethod]]:
+    return dict(_REGISTRY)
+
+
+def get_method(name: str, **options) -> CAMMethod:
+    key = name.strip().lower()
+    if key not in _REGISTRY:
+        raise unknown("method", name, _REGISTRY, "Run `camcli methods` for the list.")
+    return _REGISTRY[key](**options)
+
+
+# Importing the modules registers their classes.
+from camcli.methods import cam, gradcam  # noqa: E402,F401
+
+__all__ = ["CAMMethod", "ForwardPass", "MapBatch", "available", "get_method", "normalise", "register"]

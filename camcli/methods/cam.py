@@ -1,0 +1,68 @@
+"""Classic CAM (Zhou et al., 2016): the classifier's weights for the class weight the feature maps.
+
+Only defined when the layer feeds global average pooling and then a single linear layer
+(ResNet's ``layer4`` -> ``avgpool`` -> ``fc``). We check that numerically on a dummy batch:
+the logits must equal ``W @ mean(A) + b``; anything else gets a clear error.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from camcli.errors import UsageError
+from camcli.layers import display_name
+from camcli.methods import register
+from camcli.methods.base import CAMMethod, ForwardPass
+
+
+def linear_head(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The last ``nn.Linear`` registered in the model: the classifier of GAP + linear networks."""
+    found = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            found = (name, module)
+    return found
+
+
+@register
+class CAM(CAMMethod):
+    name = "cam"
+    summary = "classifier weights of the class weight the feature maps (GAP + linear heads only)"
+    paper = "Zhou et al., CVPR 2016, arXiv:1512.04150"
+    needs_gradients = False
+    cost = "1 forward"
+
+    def validate(self, fp: ForwardPass, layer: str) -> None:
+        head = linear_head(fp.model)
+        acts = fp.activations[layer]
+        where = display_name(layer)
+        why = None
+        if head is None:
+            why = "the model has no linear classifier"
+        elif head[1].in_features != acts.shape[1] or head[1].out_features != fp.logits.shape[1]:
+            why = (f"{where} has {acts.shape[1]} channels but the last linear layer "
+                   f"({display_name(head[0])}) maps {head[1].in_features} -> {head[1].out_features}")
+        else:
+            predicted = self._logits_from_gap(head[1], acts)
+            err = (predicted - fp.logits.float()).abs().max().item()
+            tol = 1e-3 * max(1.0, fp.logits.abs().max().item())
+            if err > tol:
+                why = (f"the logits are not a linear function of the global average of {where} "
+                       f"(max difference {err:.3g})")
+        if why:
+            raise UsageError(f"method 'cam' needs a layer followed by global average pooling and one linear "
+                             f"layer: {why}. Use --method gradcam (or another gradient method) for this model/layer.")
+
+    @staticmethod
+    def _logits_from_gap(head: nn.Linear, acts: torch.Tensor) -> torch.Tensor:
+        pooled = acts.float().mean(dim=(2, 3))
+        out = pooled @ head.weight.detach().float().t()
+        if head.bias is not None:
+            out = out + head.bias.detach().float()
+        return out
+
+    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        _, head = linear_head(fp.model)
+        weights = head.weight.detach()[fp.targets].to(fp.activations[layer].dtype)  # (N, C)
+        return torch.einsum("nc,nchw->nhw", weights, fp.activations[layer])

@@ -1,0 +1,104 @@
+"""Everything written to the output folder: paths inside it, atomic files, the CSV, run.json.
+
+Every output path is built from an image's relative path and checked to stay inside the
+output folder. Files are written to a temporary name and renamed, so a killed run never
+leaves a half-written PNG; CSV rows are flushed as images finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from camcli.errors import UsageError
+from camcli.layers import file_safe
+
+BASE_COLUMNS = ["path", "width", "height", "pred_index", "pred_label", "score", "target_index", "target_label",
+                "target_score", "method", "layer", "output", "empty_map", "status", "error", "note"]
+
+
+def csv_columns(topk: int) -> list[str]:
+    cols = list(BASE_COLUMNS)
+    for k in range(1, topk + 1):
+        cols += [f"top{k}_index", f"top{k}_label", f"top{k}_score"]
+    return cols
+
+
+def inside(out_dir: Path, rel: str) -> Path:
+    """``out_dir / rel``, refusing anything that would land outside ``out_dir``."""
+    parts = PurePosixPath(rel.replace("\\", "/")).parts
+    if not parts or any(p in ("..", "") for p in parts) or PurePosixPath(rel).is_absolute():
+        raise ValueError(f"unsafe output path {rel!r}")
+    target = (out_dir / Path(*parts)).resolve()
+    root = out_dir.resolve()
+    if target != root and root not in target.parents:
+        raise ValueError(f"output path {rel!r} escapes the output folder")
+    return target
+
+
+def overlay_rel(image_rel: str, method: str, layer: str) -> str:
+    """``overlays/a/cat.jpg.gradcam@layer4.1.png``: mirrors the input tree, names method and layer."""
+    return f"overlays/{image_rel}.{method.replace('+', 'pp')}@{file_safe(layer)}.png"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+class PredictionsCSV:
+    """``predictions.csv``: the header once, then rows appended and flushed as images finish."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path = path
+        self.columns = columns
+        self._file = open(path, "w", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="raise")
+        self._writer.writeheader()
+        self._file.flush()
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow({k: _cell(row.get(k)) for k in self.columns})
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def prepare_out_dir(out: Path) -> Path:
+    """Create the output folder; refuse a path that exists and is not a folder."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create output folder {out}: {e.strerror or e}") from e
+    return out

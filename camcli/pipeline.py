@@ -1,0 +1,116 @@
+"""The stream at the heart of a run: images in, per-image explanations out, in input order.
+
+Decoding and resizing happen in DataLoader workers; the main process normalises on the
+device, runs the :class:`~camcli.explainer.Explainer` once per batch and upsamples every map
+to its image's original size on the device. Nothing accumulates: memory is bounded by the
+batch size and the workers' prefetch, whatever the folder's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from camcli.explainer import Explainer
+from camcli.images import Decoded, ImageDataset, ImageItem, collate
+from camcli.models import LoadedModel
+from camcli.render import upsample
+
+
+@dataclass
+class MapResult:
+    """One heatmap of one image: a method at a layer."""
+
+    method: str
+    layer: str
+    heatmap: np.ndarray  # (H, W) float32 in [0, 1] at the image's original size
+    layer_map: np.ndarray  # (h, w) float32 in [0, 1] at the layer's resolution
+    empty: bool  # no positive evidence: the map is all zeros
+
+
+@dataclass
+class ImageResult:
+    """Everything camcli learnt about one image. ``status`` is ``ok`` or ``error``."""
+
+    item: ImageItem
+    status: str
+    error: str = ""
+    note: str = ""
+    width: int | None = None
+    height: int | None = None
+    image: np.ndarray | None = None  # original RGB uint8, upright
+    topk: list[tuple[int, str, float]] = field(default_factory=list)  # (index, label, probability)
+    target_index: int | None = None
+    target_label: str | None = None
+    target_score: float | None = None
+    maps: list[MapResult] = field(default_factory=list)
+
+    @property
+    def pred_index(self) -> int | None:
+        return self.topk[0][0] if self.topk else None
+
+    @property
+    def pred_label(self) -> str | None:
+        return self.topk[0][1] if self.topk else None
+
+    @property
+    def score(self) -> float | None:
+        return self.topk[0][2] if self.topk else None
+
+
+def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[ImageItem], *,
+                 batch_size: int = 16, workers: int = 0, device: torch.device | str = "cpu",
+                 target: int | None = None, topk: int = 5) -> Iterator[ImageResult]:
+    """Explain ``items`` batch by batch and yield one :class:`ImageResult` per item, in order."""
+    device = torch.device(device)
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(items, loaded.input_size), batch_size=max(1, batch_size), shuffle=False,
+        num_workers=max(0, workers), collate_fn=collate, pin_memory=device.type == "cuda",
+        prefetch_factor=2 if workers > 0 else None)
+    mean = torch.tensor(loaded.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(loaded.std, device=device).view(1, 3, 1, 1)
+    k = max(1, min(topk, loaded.num_classes))
+    for batch in loader:
+        yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k)
+
+
+def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explainer, device: torch.device,
+                   mean: torch.Tensor, std: torch.Tensor, target: int | None, k: int) -> Iterator[ImageResult]:
+    good = [d for d in batch if not d.error]
+    results: dict[int, ImageResult] = {}
+    if good:
+        pixels = torch.stack([d.pixels for d in good])
+        if device.type == "cuda":
+            pixels = pixels.pin_memory()
+        x = (pixels.to(device, non_blocking=True).float().div_(255) - mean) / std
+        try:
+            exp = explainer(x, target)
+        except (RuntimeError, ValueError) as e:  # e.g. out of memory: the batch fails, the run goes on
+            reason = f"model failed on this batch: {str(e).splitlines()[0]}"
+            for d in good:
+                results[d.item.index] = ImageResult(d.item, "error", error=reason)
+        else:
+            probs, idx = exp.probs.topk(k, dim=1)
+            probs, idx = probs.cpu().tolist(), idx.cpu().tolist()
+            targets = exp.targets.cpu().tolist()
+            target_scores = exp.probs.gather(1, exp.targets[:, None]).squeeze(1).cpu().tolist()
+            for i, d in enumerate(good):
+                h, w = d.original.shape[:2]
+                maps = []
+                for (method, layer), mb in exp.maps.items():
+                    small = mb.maps[i]
+                    maps.append(MapResult(method, layer, upsample(small, (h, w)).cpu().numpy(),
+                                          small.cpu().numpy(), bool(mb.empty[i])))
+                t = targets[i]
+                results[d.item.index] = ImageResult(
+                    d.item, "ok", note=d.note, width=w, height=h, image=d.original,
+                    topk=[(c, loaded.labels[c], p) for c, p in zip(idx[i], probs[i])],
+                    target_index=t, target_label=loaded.labels[t], target_score=target_scores[i], maps=maps)
+    for d in batch:
+        if d.error:
+            yield ImageResult(d.item, "error", error=d.error)
+        else:
+            yield results[d.item.index]

@@ -1,0 +1,57 @@
+"""Turning normalised heatmaps into pictures: upsampling, colour maps and blending.
+
+Maps are upsampled on the device with one bilinear ``F.interpolate`` per image (sizes differ),
+coloured with a 256-entry lookup table and blended in integer-friendly numpy.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from camcli.errors import unknown
+
+COLORMAPS = {n[len("COLORMAP_"):].lower(): getattr(cv2, n) for n in dir(cv2) if n.startswith("COLORMAP_")}
+
+
+@lru_cache(maxsize=None)
+def colormap_lut(name: str) -> np.ndarray:
+    """(256, 3) uint8 RGB table for a colour map name (``jet``, ``turbo``, ``viridis``...)."""
+    key = name.strip().lower()
+    if key not in COLORMAPS:
+        raise unknown("colormap", name, sorted(COLORMAPS))
+    ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
+    return np.ascontiguousarray(cv2.applyColorMap(ramp, COLORMAPS[key])[:, 0, ::-1])
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(h, w) or (N, h, w) map(s) -> same at ``size`` (H, W), bilinear, clamped to [0, 1]."""
+    x = maps[None, None] if maps.dim() == 2 else maps[:, None]
+    y = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False).clamp_(0, 1)
+    return y[0, 0] if maps.dim() == 2 else y[:, 0]
+
+
+def to_uint8(heat: np.ndarray) -> np.ndarray:
+    return np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
+    """Blend ``colormap(heat)`` over ``image`` (both H x W); ``alpha`` is the heatmap's weight."""
+    colour = colormap_lut(colormap)[to_uint8(heat)]
+    out = image.astype(np.float32) * (1.0 - alpha) + colour.astype(np.float32) * alpha
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+#: zlib level 1: about 3x faster than OpenCV's default 3 on photographic overlays, a few % larger.
+PNG_COMPRESSION = 1
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()

@@ -1,0 +1,167 @@
+"""Settings of an ``explain`` run and where each value came from.
+
+Precedence, lowest to highest: built-in defaults < ``--config FILE.toml`` < ``CAMCLI_*``
+environment variables < command-line options. Paths given in a config file (``checkpoint``,
+``labels``) are relative to that file, so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from camcli.errors import UsageError, closest
+
+
+@dataclass
+class ExplainSettings:
+    """Every option of ``camcli explain``, with its default."""
+
+    model: str = "resnet50"
+    weights: str = "DEFAULT"
+    checkpoint: str | None = None
+    num_classes: int | None = None
+    labels: str | None = None
+    input_size: int | None = None
+    method: list[str] = field(default_factory=lambda: ["gradcam"])
+    layer: list[str] = field(default_factory=list)  # empty: found automatically
+    target: str | None = None
+    score: str = "logit"
+    out: str = "camcli-out"
+    alpha: float = 0.5
+    colormap: str = "jet"
+    topk: int = 1
+    batch_size: int = 16
+    workers: int = 2
+    device: str = "auto"
+    quiet: bool = False
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(ExplainSettings) if f.name != "sources"}
+_PATH_KEYS = ("checkpoint", "labels")
+_LIST_KEYS = ("method", "layer")
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    """Check and convert a value from a config file or the environment to the field's type."""
+    kind = FIELDS[name].type
+    if name in _LIST_KEYS:
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",")] if name == "method" else [value.strip()]
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            items = [v.strip() for v in value]
+        else:
+            raise UsageError(f"{origin}: {name} must be a string or a list of strings")
+        return [i for i in items if i]
+    if value is None:
+        return None
+    try:
+        if "bool" in str(kind):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if "int" in str(kind):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if "float" in str(kind):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if isinstance(value, (list, dict)):
+            raise ValueError(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{origin}: invalid value {value!r} for {name} (expected {kind})") from None
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML file: top-level keys or an ``[explain]`` table; unknown keys are errors."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UsageError(f"cannot read config file {p}: {e.strerror or e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config file {p}: {e}") from e
+    if "explain" in data and isinstance(data["explain"], dict):
+        extra = [k for k in data if k != "explain"]
+        if extra:
+            raise UsageError(f"config file {p}: unknown key {extra[0]!r} beside the [explain] table")
+        data = data["explain"]
+    out = {}
+    for raw_key, value in data.items():
+        key = raw_key.replace("-", "_")
+        if key not in FIELDS:
+            near = closest(key, FIELDS)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise UsageError(f"config file {p}: unknown key {raw_key!r}{hint}")
+        value = _coerce(key, value, f"config file {p}, key {raw_key!r}")
+        if key in _PATH_KEYS and value is not None:
+            value = str((p.parent / value)) if not Path(value).is_absolute() else value
+        out[key] = value
+    return out
+
+
+def read_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Settings from ``CAMCLI_<NAME>`` variables (``CAMCLI_BATCH_SIZE=32``)."""
+    env = os.environ if environ is None else environ
+    out = {}
+    for key in FIELDS:
+        var = f"CAMCLI_{key.upper()}"
+        if var in env and env[var] != "":
+            out[key] = _coerce(key, env[var], f"environment variable {var}")
+    return out
+
+
+def resolve(cli: dict[str, Any], config: str | Path | None = None,
+            environ: dict[str, str] | None = None) -> ExplainSettings:
+    """Merge defaults, config file, environment and command line (``None`` means "not given")."""
+    settings = ExplainSettings()
+    sources = {k: "default" for k in FIELDS}
+    layers = [("config", read_config(config) if config else {}), ("environment", read_env(environ)),
+              ("command line", {k: v for k, v in cli.items() if v is not None and k in FIELDS})]
+    for origin, values in layers:
+        for key, value in values.items():
+            if origin == "command line" and key in _LIST_KEYS:
+                value = _coerce(key, value if isinstance(value, (list, str)) else list(value), "command line")
+                if key == "method":
+                    value = [m.strip() for v in value for m in v.split(",") if m.strip()]
+                if not value:
+                    continue
+            setattr(settings, key, value)
+            sources[key] = origin if origin != "config" else f"config {config}"
+    settings.sources = sources
+    _check(settings)
+    return settings
+
+
+def _check(s: ExplainSettings) -> None:
+    if not 0.0 <= s.alpha <= 1.0:
+        raise UsageError(f"--alpha must be between 0 and 1, got {s.alpha}")
+    if s.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {s.batch_size}")
+    if s.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {s.workers}")
+    if s.topk < 1:
+        raise UsageError(f"--topk must be at least 1, got {s.topk}")
+    if s.input_size is not None and s.input_size < 8:
+        raise UsageError(f"--input-size must be at least 8 pixels, got {s.input_size}")
+    if s.num_classes is not None and s.num_classes < 1:
+        raise UsageError(f"--num-classes must be at least 1, got {s.num_classes}")
+    if not s.method:
+        raise UsageError("--method is empty")
