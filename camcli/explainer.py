@@ -140,7 +140,7 @@ class Explainer:
             if self.needs_gradients:
                 with torch.inference_mode(False), torch.enable_grad():
                     x = x.clone()  # a normal tensor even if the caller made it in inference mode
-                    logits = _logits(model(x))
+                    logits = model_logits(model(x))
                     targets = self._targets(logits, target)
                     scores = self._scores(logits, targets)
                     missing = [display_name(l) for l in self.layers if l not in store]
@@ -152,7 +152,7 @@ class Explainer:
                              for l, a, g in zip(self.layers, acts, grads)}
             else:
                 with torch.inference_mode():
-                    logits = _logits(model(x))
+                    logits = model_logits(model(x))
                     targets = self._targets(logits, target)
                 gradients = {}
             missing = [display_name(l) for l in self.layers if l not in store]
@@ -186,7 +186,7 @@ class Explainer:
         return logits.gather(1, targets[:, None]).squeeze(1)
 
 
-def _logits(output) -> torch.Tensor:
+def model_logits(output) -> torch.Tensor:
     """Models may return a tensor, a tuple (Inception's aux logits) or a dict with 'logits'."""
     if isinstance(output, dict) and "logits" in output:
         output = output["logits"]

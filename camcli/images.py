@@ -32,6 +32,27 @@ class ImageItem:
     rel: str  # POSIX-style, never absolute, never containing '..'
 
 
+def expand_inputs(args: Sequence[str], stdin=None) -> list[str]:
+    """``-`` reads paths from standard input, ``@list.txt`` from a file (one per line, ``#`` comments)."""
+    import sys
+    out: list[str] = []
+    for arg in args:
+        if arg == "-":
+            stream = stdin if stdin is not None else sys.stdin
+            out += [line.strip() for line in stream.read().splitlines() if line.strip()]
+        elif arg.startswith("@") and len(arg) > 1:
+            try:
+                lines = Path(arg[1:]).read_text(encoding="utf-8").splitlines()
+            except OSError as e:
+                raise UsageError(f"cannot read list file {arg[1:]}: {e.strerror or e}") from e
+            out += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        else:
+            out.append(arg)
+    if not out:
+        raise UsageError("no input paths given" + (" on standard input" if "-" in args else ""))
+    return out
+
+
 def discover(inputs: Sequence[str | os.PathLike]) -> list[ImageItem]:
     """Expand files and folders (recursively, sorted) into a list of images."""
     if not inputs:

@@ -17,11 +17,16 @@ from camcli.errors import UsageError
 from camcli.layers import file_safe
 
 BASE_COLUMNS = ["path", "width", "height", "pred_index", "pred_label", "score", "target_index", "target_label",
-                "target_score", "method", "layer", "output", "empty_map", "status", "error", "note"]
+                "target_score", "method", "layer", "output", "heatmap", "panel", "empty_map", "status", "error", "note"]
 
 
-def csv_columns(topk: int) -> list[str]:
+BOX_COLUMNS = ["box_status", "box_x0", "box_y0", "box_x1", "box_y1"]
+
+
+def csv_columns(topk: int, boxes: bool = False, rotated: bool = False, all_boxes: bool = False) -> list[str]:
     cols = list(BASE_COLUMNS)
+    if boxes:
+        cols += BOX_COLUMNS + (["box_rotated"] if rotated else []) + (["boxes_all"] if all_boxes else [])
     for k in range(1, topk + 1):
         cols += [f"top{k}_index", f"top{k}_label", f"top{k}_score"]
     return cols
@@ -42,6 +47,15 @@ def inside(out_dir: Path, rel: str) -> Path:
 def overlay_rel(image_rel: str, method: str, layer: str) -> str:
     """``overlays/a/cat.jpg.gradcam@layer4.1.png``: mirrors the input tree, names method and layer."""
     return f"overlays/{image_rel}.{method.replace('+', 'pp')}@{file_safe(layer)}.png"
+
+
+def heatmap_rel(image_rel: str, method: str, layer: str, fmt: str) -> str:
+    """``heatmaps/a/cat.jpg.gradcam@layer4.1.npy`` (or ``.png`` for png16)."""
+    return f"heatmaps/{image_rel}.{method.replace('+', 'pp')}@{file_safe(layer)}.{'npy' if fmt == 'npy' else 'png'}"
+
+
+def panel_rel(image_rel: str) -> str:
+    return f"panels/{image_rel}.png"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -102,3 +116,26 @@ def prepare_out_dir(out: Path) -> Path:
     except OSError as e:
         raise UsageError(f"cannot create output folder {out}: {e.strerror or e}") from e
     return out
+
+
+def ndjson_record(result, rows: list[dict]) -> dict:
+    """One ``--json`` line for an image: prediction, explained class, and one entry per map."""
+    first = rows[0]
+    record = {"type": "image", "path": result.item.rel, "status": first["status"] if all(
+        r["status"] == "ok" for r in rows) else "error", "error": "; ".join(r["error"] for r in rows if r.get("error"))}
+    if result.status == "ok":
+        record.update(width=result.width, height=result.height, note=result.note or None,
+                      prediction={"index": result.pred_index, "label": result.pred_label, "score": result.score},
+                      target={"index": result.target_index, "label": result.target_label, "score": result.target_score},
+                      topk=[{"index": i, "label": lab, "score": p} for i, lab, p in result.topk])
+        maps = []
+        for r in rows:
+            entry = {"method": r.get("method"), "layer": r.get("layer"), "overlay": r.get("output") or None,
+                     "heatmap": r.get("heatmap") or None, "empty_map": r.get("empty_map")}
+            if r.get("box_status"):
+                entry["box"] = ([r["box_x0"], r["box_y0"], r["box_x1"], r["box_y1"]]
+                                if r["box_status"] == "ok" else None)
+            maps.append(entry)
+        record["maps"] = maps
+        record["panel"] = first.get("panel") or None
+    return record

@@ -42,6 +42,7 @@ class ImageResult:
     width: int | None = None
     height: int | None = None
     image: np.ndarray | None = None  # original RGB uint8, upright
+    pixels: torch.Tensor | None = None  # (3, h, w) uint8, the image as resized for the model
     topk: list[tuple[int, str, float]] = field(default_factory=list)  # (index, label, probability)
     target_index: int | None = None
     target_label: str | None = None
@@ -106,7 +107,7 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
                                           small.cpu().numpy(), bool(mb.empty[i])))
                 t = targets[i]
                 results[d.item.index] = ImageResult(
-                    d.item, "ok", note=d.note, width=w, height=h, image=d.original,
+                    d.item, "ok", note=d.note, width=w, height=h, image=d.original, pixels=d.pixels,
                     topk=[(c, loaded.labels[c], p) for c, p in zip(idx[i], probs[i])],
                     target_index=t, target_label=loaded.labels[t], target_score=target_scores[i], maps=maps)
     for d in batch:

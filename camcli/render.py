@@ -55,3 +55,46 @@ def encode_png(rgb: np.ndarray) -> bytes:
     if not ok:
         raise ValueError("PNG encoding failed")
     return buf.tobytes()
+
+
+def encode_png16(heat: np.ndarray) -> bytes:
+    """A [0, 1] map as a 16-bit grayscale PNG (0..65535), for tools that want the raw values."""
+    data = np.clip(heat * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
+    ok, buf = cv2.imencode(".png", data, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def draw_boxes(image: np.ndarray, found, rotated: bool = False) -> np.ndarray:
+    """Boxes found in a heatmap, drawn in white with a dark outline so they show on any colour."""
+    out = image.copy()
+    thickness = max(2, round(min(image.shape[:2]) / 150))
+    for f in found:
+        if rotated:
+            pts = np.round(np.array(f.corners)).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(out, [pts], True, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+            cv2.polylines(out, [pts], True, (255, 255, 255), thickness, cv2.LINE_AA)
+        else:
+            p0 = (int(f.box.x0), int(f.box.y0))
+            p1 = (int(f.box.x1) - 1, int(f.box.y1) - 1)
+            cv2.rectangle(out, p0, p1, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+            cv2.rectangle(out, p0, p1, (255, 255, 255), thickness, cv2.LINE_AA)
+    return out
+
+
+def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
+    """``text`` in white on a dark band across the top, sized to stay legible at any image size."""
+    out = image.copy()
+    h, w = image.shape[:2]
+    band = max(14, min(h // 8, round(min(h, w) / 12)))
+    scale = band / 34.0
+    thickness = max(1, round(band / 22))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    while scale > 0.25 and cv2.getTextSize(text, font, scale, thickness)[0][0] > w - 8:
+        scale *= 0.9
+    (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
+    top = out[:band].astype(np.float32)
+    out[:band] = (top * 0.35).astype(np.uint8)
+    cv2.putText(out, text, (4, (band + th) // 2), font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return out

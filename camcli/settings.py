@@ -36,10 +36,24 @@ class ExplainSettings:
     layer: list[str] = field(default_factory=list)  # empty: found automatically
     target: str | None = None
     score: str = "logit"
+    cam_batch_size: int = 64
+    max_n: int | None = None
     out: str = "camcli-out"
     alpha: float = 0.5
     colormap: str = "jet"
     topk: int = 1
+    save_heatmap: str | None = None  # npy or png16
+    heatmap_size: str = "image"  # image or layer
+    panel: bool = False
+    grid: bool = False
+    boxes: bool = False
+    box_threshold: float = 0.2
+    box_mode: str = "largest"  # largest or all
+    box_min_area: float = 0.01  # with box_mode all: share of the image area
+    box_rotated: bool = False
+    draw_boxes: bool = False
+    caption: bool = False
+    html: bool = False
     batch_size: int = 16
     workers: int = 2
     device: str = "auto"
@@ -165,3 +179,22 @@ def _check(s: ExplainSettings) -> None:
         raise UsageError(f"--num-classes must be at least 1, got {s.num_classes}")
     if not s.method:
         raise UsageError("--method is empty")
+    if s.save_heatmap is not None and s.save_heatmap not in ("npy", "png16"):
+        raise UsageError(f"--save-heatmap must be npy or png16, got {s.save_heatmap!r}")
+    if s.heatmap_size not in ("image", "layer"):
+        raise UsageError(f"--heatmap-size must be image or layer, got {s.heatmap_size!r}")
+    if not 0.0 < s.box_threshold <= 1.0:
+        raise UsageError(f"--box-threshold must be in (0, 1], got {s.box_threshold}")
+    if s.box_mode not in ("largest", "all"):
+        raise UsageError(f"--box-mode must be largest or all, got {s.box_mode!r}")
+    if not 0.0 <= s.box_min_area < 1.0:
+        raise UsageError(f"--box-min-area is a share of the image area in [0, 1), got {s.box_min_area}")
+    if s.draw_boxes or s.box_rotated or s.box_mode == "all":
+        s.boxes = True
+    if s.cam_batch_size < 1:
+        raise UsageError(f"--cam-batch-size must be at least 1, got {s.cam_batch_size}")
+    if s.max_n is not None:
+        if s.max_n < 1:
+            raise UsageError(f"--max-n must be at least 1, got {s.max_n}")
+        if "scorecam" not in [m.strip().lower() for m in s.method]:
+            raise UsageError("--max-n (Faster Score-CAM) applies to --method scorecam only")

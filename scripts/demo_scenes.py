@@ -21,26 +21,29 @@ class SceneObject:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, inclusive-exclusive
 
 
-def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    """A colour gradient, blurred noise texture, stripes, lines and dots: clutter without shapes."""
+def _background(rng: np.random.Generator, w: int, h: int, clutter: float = 1.0) -> np.ndarray:
+    """A colour gradient, blurred noise texture, stripes, lines and dots: clutter without shapes.
+
+    ``clutter`` in [0, 1] scales texture, stripes, lines and dots (the trainer's curriculum).
+    """
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     t = np.linspace(0, 1, w if rng.random() < 0.5 else h)
     grad = (c0[None] * (1 - t[:, None]) + c1[None] * t[:, None]).astype(np.float32)
     img = np.broadcast_to(grad[None] if len(t) == w else grad[:, None], (h, w, 3)).copy()
     for scale in (rng.integers(2, 6), rng.integers(8, 24)):
         noise = rng.normal(0, 1, (h // scale + 2, w // scale + 2, 3)).astype(np.float32)
-        img += cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC) * rng.uniform(10, 35)
-    if rng.random() < 0.5:  # stripes
+        img += cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC) * rng.uniform(10, 35) * clutter
+    if rng.random() < 0.5 * clutter:  # stripes
         period, angle = rng.uniform(6, 30), rng.uniform(0, np.pi)
         yy, xx = np.mgrid[0:h, 0:w]
         img += (np.sin((xx * np.cos(angle) + yy * np.sin(angle)) / period * 2 * np.pi)[..., None]
                 * rng.uniform(8, 25))
     img = np.clip(img, 0, 255).astype(np.uint8)
-    for _ in range(rng.integers(4, 14)):  # thin random lines
+    for _ in range(int(rng.integers(4, 14) * clutter)):  # thin random lines
         p0 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         cv2.line(img, p0, p1, rng.integers(0, 256, 3).tolist(), int(rng.integers(1, 3)), cv2.LINE_AA)
-    for _ in range(rng.integers(5, 25)):  # small dots
+    for _ in range(int(rng.integers(5, 25) * clutter)):  # small dots
         c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         cv2.circle(img, c, int(rng.integers(1, 4)), rng.integers(0, 256, 3).tolist(), -1, cv2.LINE_AA)
     return img
@@ -92,10 +95,10 @@ def _contrasting_colour(rng: np.random.Generator, patch: np.ndarray) -> np.ndarr
 
 
 def make_scene(rng: np.random.Generator, size: tuple[int, int], n_objects: int = 1,
-               labels: list[str] | None = None) -> tuple[np.ndarray, list[SceneObject]]:
+               labels: list[str] | None = None, clutter: float = 1.0) -> tuple[np.ndarray, list[SceneObject]]:
     """Draw ``n_objects`` shapes of distinct classes at random, non-overlapping places."""
     w, h = size
-    img = _background(rng, w, h)
+    img = _background(rng, w, h, clutter)
     labels = labels or list(rng.choice(CLASSES, size=n_objects, replace=False))
     objects: list[SceneObject] = []
     taken: list[tuple[int, int, int, int]] = []

@@ -7,7 +7,7 @@ registration order, which is the order ``camcli methods`` prints.
 from __future__ import annotations
 
 from camcli.errors import unknown
-from camcli.methods.base import CAMMethod, ForwardPass, MapBatch, normalise
+from camcli.methods.base import CAMMethod, ForwardPass, MapBatch, class_scores, normalise
 
 _REGISTRY: dict[str, type[CAMMethod]] = {}
 
@@ -25,13 +25,15 @@ def available() -> dict[str, type[CAMMethod]]:
 
 
 def get_method(name: str, **options) -> CAMMethod:
+    """A fresh method by name; ``options`` it does not understand (and ``None`` values) are ignored."""
     key = name.strip().lower()
     if key not in _REGISTRY:
         raise unknown("method", name, _REGISTRY, "Run `camcli methods` for the list.")
-    return _REGISTRY[key](**options)
+    cls = _REGISTRY[key]
+    return cls(**{k: v for k, v in options.items() if k in cls.options and v is not None})
 
 
 # Importing the modules registers their classes.
-from camcli.methods import cam, gradcam  # noqa: E402,F401
+from camcli.methods import cam, gradcam, elementwise, scorecam, eigencam, ablationcam  # noqa: E402,F401
 
-__all__ = ["CAMMethod", "ForwardPass", "MapBatch", "available", "get_method", "normalise", "register"]
+__all__ = ["CAMMethod", "ForwardPass", "MapBatch", "available", "class_scores", "get_method", "normalise", "register"]

@@ -48,6 +48,8 @@ class CAMMethod(ABC):
     cost: ClassVar[str] = "1 forward + 1 partial backward"
     #: keep only positive evidence before normalising (the ReLU of Grad-CAM, eq. 2)
     relu: ClassVar[bool] = True
+    #: constructor options this method understands (``cam_batch_size``, ``max_n``)
+    options: ClassVar[tuple[str, ...]] = ()
 
     def validate(self, fp: ForwardPass, layer: str) -> None:
         """Raise ``UsageError`` if the method cannot be applied at ``layer``; called on a dummy batch."""
@@ -61,6 +63,12 @@ class CAMMethod(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def class_scores(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
+    """The explained class's logit, or its softmax probability, for each row."""
+    values = logits.float().softmax(1) if score == "softmax" else logits.float()
+    return values.gather(1, targets.view(-1, 1).to(values.device)).squeeze(1)
 
 
 def normalise(raw: torch.Tensor, relu: bool = True) -> MapBatch:

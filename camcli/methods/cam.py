@@ -66,3 +66,29 @@ class CAM(CAMMethod):
         _, head = linear_head(fp.model)
         weights = head.weight.detach()[fp.targets].to(fp.activations[layer].dtype)  # (N, C)
         return torch.einsum("nc,nchw->nhw", weights, fp.activations[layer])
+
+
+def cam_capable_layers(model: nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> set[str]:
+    """Layers where classic CAM applies: their global average, through the last linear layer,
+    reproduces the logits. Checked on one random input with a single forward pass."""
+    head = linear_head(model)
+    if head is None:
+        return set()
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            def hook(_m, _i, out, name=name):
+                if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[1] == head[1].in_features:
+                    outputs.setdefault(name, out.detach().clone())
+            handles.append(module.register_forward_hook(hook))
+    try:
+        x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+        with torch.inference_mode():
+            logits = model(x).float()
+    finally:
+        for h in handles:
+            h.remove()
+    tol = 1e-3 * max(1.0, logits.abs().max().item())
+    return {name for name, acts in outputs.items()
+            if (CAM._logits_from_gap(head[1], acts) - logits).abs().max().item() <= tol}

@@ -1,0 +1,46 @@
+"""Shared fixtures: the demo model, sample images, a CLI runner and small models made on the spot."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from camcli.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_images"
+DEMO_CONFIG = ROOT / "configs" / "demo.toml"
+DEMO_CHECKPOINT = ROOT / "demo" / "shapes_resnet18.safetensors"
+
+
+@pytest.fixture
+def cli():
+    """Invoke ``camcli`` in-process; returns the Result (exit_code, stdout, stderr)."""
+    runner = CliRunner()
+
+    def invoke(*args: str, **kwargs):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)
+    return invoke
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def read_boxes() -> dict[str, list[tuple[str, tuple[int, int, int, int]]]]:
+    """sample_images/boxes.csv as path -> [(label, (x0, y0, x1, y1))]."""
+    boxes: dict[str, list] = {}
+    for row in read_csv(SAMPLES / "boxes.csv"):
+        boxes.setdefault(row["path"], []).append(
+            (row["label"], tuple(int(row[k]) for k in ("x0", "y0", "x1", "y1"))))
+    return boxes
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

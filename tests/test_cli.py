@@ -1,0 +1,157 @@
+"""The command line as a user meets it: outputs, CSV, exit codes, errors and configuration."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from conftest import read_csv
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A seeded random resnet18 with 3 classes saved as a state dict, plus its labels."""
+    d = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), d / "r18.pth")
+    (d / "labels.txt").write_text("apple\nbanana\ncherry\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Two folders with the same file name, an odd-sized PNG and a file that is not an image."""
+    d = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for sub, (h, w) in (("a", (90, 130)), ("b", (200, 120))):
+        (d / sub).mkdir()
+        cv2.imwrite(str(d / sub / "cat.jpg"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    cv2.imwrite(str(d / "b" / "tiny.png"), rng.integers(0, 256, (17, 23, 3), dtype=np.uint8))
+    return d
+
+
+def model_args(small_model):
+    return ["--model", "resnet18", "--checkpoint", small_model / "r18.pth", "--labels", small_model / "labels.txt",
+            "--input-size", "64", "--workers", "0"]
+
+
+def test_run_writes_overlays_csv_and_manifest(cli, small_model, images, tmp_path):
+    out = tmp_path / "out"
+    r = cli("explain", images, *model_args(small_model), "--out", out, "--topk", "2", "--method", "gradcam,cam")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == ""  # data only on request; logs go to stderr
+    rows = read_csv(out / "predictions.csv")
+    assert [(row["path"], row["method"]) for row in rows] == [
+        ("a/cat.jpg", "gradcam"), ("a/cat.jpg", "cam"), ("b/cat.jpg", "gradcam"), ("b/cat.jpg", "cam"),
+        ("b/tiny.png", "gradcam"), ("b/tiny.png", "cam")]
+    for row in rows:
+        assert row["status"] == "ok" and row["layer"] == "layer4[1]"
+        assert row["pred_label"] in ("apple", "banana", "cherry") and row["top2_label"] in ("apple", "banana", "cherry")
+        assert 0 < float(row["score"]) <= 1 and row["pred_index"] == row["target_index"] == row["top1_index"]
+        png = cv2.imread(str(out / row["output"]))
+        src = cv2.imread(str(images / row["path"]))
+        assert png.shape == src.shape and (png.shape[1], png.shape[0]) == (int(row["width"]), int(row["height"]))
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["counts"] == {"images": 3, "ok": 3, "failed": 0, "empty_maps": 0}
+    assert manifest["model"]["checkpoint_sha256"] and manifest["layers"] == ["layer4[1]"]
+    assert manifest["methods"] == ["gradcam", "cam"] and manifest["device"] == "cpu"
+    assert {"torch", "torchvision", "camcli", "seconds", "settings"} <= manifest.keys()
+
+
+def test_bad_file_is_a_row_and_exit_1(cli, small_model, images, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(cv2.imencode(".png", np.full((40, 50, 3), 99, np.uint8))[1].tobytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    r = cli("explain", folder, *model_args(small_model), "--out", tmp_path / "out")
+    assert r.exit_code == 1
+    rows = {row["path"]: row for row in read_csv(tmp_path / "out" / "predictions.csv")}
+    assert rows["good.png"]["status"] == "ok"
+    assert rows["broken.jpg"]["status"] == "error" and rows["broken.jpg"]["error"]
+    assert "Traceback" not in r.stderr
+
+
+def test_target_by_label_and_by_index(cli, small_model, images, tmp_path):
+    for spec, index in (("cherry", "2"), ("BANANA", "1"), ("0", "0")):
+        out = tmp_path / spec
+        assert cli("explain", images / "a", *model_args(small_model), "--out", out, "--target", spec).exit_code == 0
+        rows = read_csv(out / "predictions.csv")
+        assert {row["target_index"] for row in rows} == {index}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "resnet81"], "resnet18"),
+    (["--layer", "layer5[1]"], "layer4[1]"),
+    (["--method", "gradkam"], "gradcam"),
+    (["--target", "chery"], "cherry"),
+    (["--target", "7"], "out of range"),
+    (["--colormap", "jett"], "jet"),
+    (["--method", "cam", "--layer", "layer3"], "gradcam"),
+    (["--num-classes", "5"], "fc.weight"),
+    (["--device", "cuda:7"], "cuda"),
+    (["--alpha", "1.5"], "alpha"),
+])
+def test_usage_errors_exit_2_with_one_clear_line(cli, small_model, images, tmp_path, args, needle):
+    base = model_args(small_model)
+    if "--model" in args:
+        base = base[2:]
+    r = cli("explain", images, *base, *args, "--out", tmp_path / "out")
+    assert r.exit_code == 2, r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2
+
+
+def test_missing_path_and_empty_folder_exit_2(cli, small_model, tmp_path):
+    r = cli("explain", tmp_path / "nope", *model_args(small_model), "--out", tmp_path / "o1")
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = cli("explain", tmp_path / "empty", *model_args(small_model), "--out", tmp_path / "o2")
+    assert r.exit_code == 2 and "no images found" in r.stderr
+
+
+def test_config_supplies_defaults_and_flags_win(cli, small_model, images, tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'model = "resnet18"\ncheckpoint = "{small_model / "r18.pth"}"\ninput_size = 64\n'
+                   f'topk = 3\nworkers = 0\nlabels = "{small_model / "labels.txt"}"\n')
+    r = cli("explain", images / "a", "--config", cfg, "--out", tmp_path / "o1")
+    assert r.exit_code == 0, r.stderr
+    assert "top3_label" in read_csv(tmp_path / "o1" / "predictions.csv")[0]
+    r = cli("explain", images / "a", "--config", cfg, "--topk", "1", "--out", tmp_path / "o2")
+    assert "top2_label" not in read_csv(tmp_path / "o2" / "predictions.csv")[0]
+    cfg.write_text(cfg.read_text() + "batchsize = 4\n")
+    r = cli("explain", images / "a", "--config", cfg, "--out", tmp_path / "o3")
+    assert r.exit_code == 2 and "batchsize" in r.stderr and str(cfg) in r.stderr and "batch_size" in r.stderr
+
+
+def test_environment_sits_between_config_and_flags(cli, small_model, images, tmp_path, monkeypatch):
+    monkeypatch.setenv("CAMCLI_TOPK", "2")
+    r = cli("explain", images / "a", *model_args(small_model), "--out", tmp_path / "o1")
+    assert r.exit_code == 0 and "top2_label" in read_csv(tmp_path / "o1" / "predictions.csv")[0]
+    r = cli("explain", images / "a", *model_args(small_model), "--topk", "1", "--out", tmp_path / "o2")
+    assert "top2_label" not in read_csv(tmp_path / "o2" / "predictions.csv")[0]
+
+
+def test_methods_models_layers_and_help(cli):
+    r = cli("methods")
+    assert r.exit_code == 0 and r.stdout.startswith("cam ") and "\ngradcam " in r.stdout
+    r = cli("models", "resnet1")
+    assert r.exit_code == 0 and "resnet18" in r.stdout and "IMAGENET1K_V1" in r.stdout
+    r = cli("layers", "resnet18", "--input-size", "64")
+    assert r.exit_code == 0
+    rows = {line.split()[-3]: line for line in r.stdout.splitlines() if len(line.split()) >= 3}
+    assert rows["layer4[1]"].startswith("*cam") and rows["layer4[1]"].endswith("512x2x2")
+    assert rows["layer4"].startswith(" cam") and rows["layer3[1]"].startswith("    ")  # cam applies / does not
+    r = cli("explain", "--help")
+    assert r.exit_code == 0
+    for option in ("--method", "--layer", "--checkpoint", "--target", "--config", "Exit codes"):
+        assert option in r.stdout
+
+
+def test_python_dash_m_and_version():
+    r = subprocess.run([sys.executable, "-m", "camcli", "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("camcli ") and "torch" in r.stdout and "device cpu" in r.stdout

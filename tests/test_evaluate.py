@@ -1,0 +1,95 @@
+"""`camcli evaluate` on the demo: localisation figures, the CI gate's exit codes, and the
+per-image CSV."""
+
+import json
+
+import pytest
+
+from conftest import DEMO_CONFIG, SAMPLES, read_csv
+
+# Measured on sample_images/ with the shipped demo model (see README): Grad-CAM's mean IoU is
+# IOU_MEASURED; the floor leaves room for platform-level numerical noise but fails if boxes
+# stop covering the objects (a box on the wrong object or on the background scores < 0.2).
+IOU_FLOOR = 0.35
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from camcli.cli import app
+    out = tmp_path_factory.mktemp("eval") / "run"
+    r = CliRunner().invoke(app, ["explain", str(SAMPLES), "--config", str(DEMO_CONFIG), "--out", str(out),
+                                 "--method", "gradcam,cam", "--save-heatmap", "npy", "--boxes", "--workers", "0",
+                                 "--quiet"], catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    return out
+
+
+def summary_of(result, method):
+    data = json.loads(result.stdout)
+    return next(s for s in data["summaries"] if s["method"] == method), data
+
+
+def test_demo_localisation_figures(cli, demo_run):
+    r = cli("evaluate", demo_run, "--truth", SAMPLES / "boxes.csv", "--json")
+    assert r.exit_code == 0, r.stderr
+    grad, data = summary_of(r, "gradcam")
+    assert grad["images"] == 24 and grad["pointing"] >= 0.9
+    assert grad["mean_iou"] >= IOU_FLOOR and grad["accuracy"] >= 0.9
+    assert data["passed"] and data["images_without_truth"] == [] and data["truth_without_image"] == []
+    rows = read_csv(demo_run / "evaluation.csv")
+    assert len(rows) == 48 and {r["method"] for r in rows} == {"gradcam", "cam"}
+    assert all(0.0 <= float(r["iou"]) <= 1.0 for r in rows)
+    assert "mean IoU" in r.stderr  # the table goes to stderr
+
+
+def test_gate_fails_above_and_passes_below_the_measured_value(cli, demo_run):
+    r = cli("evaluate", demo_run, "--truth", SAMPLES / "boxes.csv", "--json")
+    grad, _ = summary_of(r, "gradcam")
+    cam, _ = summary_of(r, "cam")
+    lowest_iou = min(grad["mean_iou"], cam["mean_iou"])
+    ok = cli("evaluate", demo_run, "--truth", SAMPLES / "boxes.csv", "--min-iou", f"{lowest_iou - 0.01:.3f}",
+             "--min-pointing", "0.5")
+    assert ok.exit_code == 0, ok.stderr
+    bad = cli("evaluate", demo_run, "--truth", SAMPLES / "boxes.csv", "--min-iou", f"{grad['mean_iou'] + 0.01:.3f}")
+    assert bad.exit_code == 1 and "gate failed: gradcam" in bad.stderr and "mean IoU" in bad.stderr
+    bad = cli("evaluate", demo_run, "--truth", SAMPLES / "boxes.csv", "--min-accuracy", "1.01")
+    assert bad.exit_code == 1 and "accuracy" in bad.stderr
+
+
+def test_boxes_only_output_scores_iou(cli, tmp_path):
+    from typer.testing import CliRunner
+
+    from camcli.cli import app
+    out = tmp_path / "boxes"
+    r = CliRunner().invoke(app, ["explain", str(SAMPLES / "single"), "--config", str(DEMO_CONFIG), "--out", str(out),
+                                 "--boxes", "--workers", "0", "--quiet"], catch_exceptions=False)
+    assert r.exit_code == 0
+    r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv", "--json")
+    grad, data = summary_of(r, "gradcam")
+    assert grad["images"] == 16 and grad["mean_iou"] >= IOU_FLOOR and grad["pointing"] is None
+    assert len(data["truth_without_image"]) == 8  # the pair scenes were not explained: reported, not dropped
+
+
+def test_output_without_maps_or_boxes_is_a_usage_error(cli, tmp_path):
+    from typer.testing import CliRunner
+
+    from camcli.cli import app
+    out = tmp_path / "plain"
+    CliRunner().invoke(app, ["explain", str(SAMPLES / "pairs"), "--config", str(DEMO_CONFIG), "--out", str(out),
+                             "--workers", "0", "--quiet"], catch_exceptions=False)
+    r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv")
+    assert r.exit_code == 2 and "--save-heatmap" in r.stderr
+
+
+def test_evaluate_images_directly_with_faithfulness(cli, tmp_path):
+    r = cli("evaluate", SAMPLES / "pairs", "--config", DEMO_CONFIG, "--truth", SAMPLES / "boxes.csv",
+            "--method", "gradcam", "--faithfulness", "--steps", "8", "--workers", "0", "--json", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.stderr
+    grad, _ = summary_of(r, "gradcam")
+    assert grad["images"] == 8
+    assert 0 <= grad["average_drop"] <= 1 and 0 <= grad["deletion_auc"] <= 1
+    assert grad["insertion_auc"] > grad["deletion_auc"]  # a faithful map: inserting its pixels helps more
+    rows = read_csv(tmp_path / "e" / "evaluation.csv")
+    assert len(rows) == 8 and all(r["deletion_auc"] for r in rows)

@@ -1,0 +1,148 @@
+"""camcli in pipelines and by hand: NDJSON, stdin and list files, dry runs, captions, the
+gallery in a real browser, and the Python API."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import camcli
+from conftest import read_csv
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("iface")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), d / "r18.pth")
+    (d / "labels.txt").write_text("apple\nbanana\ncherry\n")
+    imgs = d / "imgs"
+    (imgs / "sub dir").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in ("one.png", "two.jpg", "sub dir/three é.png"):
+        cv2.imwrite(str(imgs / name), rng.integers(0, 256, (70, 90, 3), dtype=np.uint8))
+    (imgs / "bad.png").write_bytes(b"nope")
+    return d
+
+
+def args(setup):
+    return ["--model", "resnet18", "--checkpoint", setup / "r18.pth", "--labels", setup / "labels.txt",
+            "--input-size", "64", "--workers", "0", "--quiet"]
+
+
+def test_json_is_one_object_per_image_then_a_summary(cli, setup, tmp_path):
+    r = cli("explain", setup / "imgs", *args(setup), "--out", tmp_path / "o", "--json", "--boxes")
+    assert r.exit_code == 1  # bad.png
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["type"] for x in lines] == ["image"] * 4 + ["summary"]
+    by_path = {x["path"]: x for x in lines[:-1]}
+    assert by_path["bad.png"]["status"] == "error" and by_path["bad.png"]["error"]
+    good = by_path["sub dir/three é.png"]
+    assert good["status"] == "ok" and good["prediction"]["label"] in ("apple", "banana", "cherry")
+    assert good["maps"][0]["overlay"].startswith("overlays/sub dir/") and "box" in good["maps"][0]
+    assert (tmp_path / "o" / good["maps"][0]["overlay"]).is_file()
+    assert lines[-1] == {**lines[-1], "images": 4, "ok": 3, "failed": 1}
+
+
+def test_paths_from_stdin_and_list_file(cli, setup, tmp_path):
+    listing = f"{setup / 'imgs' / 'one.png'}\n{setup / 'imgs' / 'sub dir' / 'three é.png'}\n"
+    r = cli("explain", "-", *args(setup), "--out", tmp_path / "o1", input=listing)
+    assert r.exit_code == 0, r.stderr
+    assert sorted(row["path"] for row in read_csv(tmp_path / "o1" / "predictions.csv")) == ["one.png", "sub dir/three é.png"]
+    lst = tmp_path / "list.txt"
+    lst.write_text("# my images\n" + str(setup / "imgs" / "two.jpg") + "\n")
+    r = cli("explain", f"@{lst}", *args(setup), "--out", tmp_path / "o2")
+    assert r.exit_code == 0 and [row["path"] for row in read_csv(tmp_path / "o2" / "predictions.csv")] == ["two.jpg"]
+
+
+def test_dry_run_loads_no_model_and_shows_sources(cli, setup, tmp_path, monkeypatch):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('method = "cam"\ntopk = 2\n')
+    monkeypatch.setenv("CAMCLI_TOPK", "3")
+    import camcli.models
+    monkeypatch.setattr(camcli.models, "load_model", lambda *a, **k: pytest.fail("dry run loaded a model"))
+    checkpoint = setup / "r18.pth"
+    before = os.stat(checkpoint).st_atime_ns
+    start = time.perf_counter()
+    r = cli("explain", setup / "imgs", "--config", cfg, "--checkpoint", checkpoint, "--alpha", "0.3",
+            "--out", tmp_path / "never", "--dry-run")
+    assert time.perf_counter() - start < 5
+    assert r.exit_code == 0, r.stderr
+    assert not (tmp_path / "never").exists() and os.stat(checkpoint).st_atime_ns == before
+    lines = {line.split("=")[0].strip(): line for line in r.stdout.splitlines() if "=" in line}
+    assert "(command line)" in lines["alpha"] and "(environment)" in lines["topk"] and "3" in lines["topk"]
+    assert f"(config {cfg})" in lines["method"] and "(default)" in lines["colormap"]
+    assert "4 image(s):" in r.stdout and "three é.png" in r.stdout
+
+
+def test_caption_keeps_the_original_size(cli, setup, tmp_path):
+    r = cli("explain", setup / "imgs" / "one.png", *args(setup), "--out", tmp_path / "o", "--caption")
+    row = read_csv(tmp_path / "o" / "predictions.csv")[0]
+    plain = cli("explain", setup / "imgs" / "one.png", *args(setup), "--out", tmp_path / "p")
+    assert r.exit_code == plain.exit_code == 0
+    a = cv2.imread(str(tmp_path / "o" / row["output"]))
+    b = cv2.imread(str(tmp_path / "p" / row["output"]))
+    assert a.shape == b.shape == (70, 90, 3)
+    band = max(14, min(70 // 8, round(70 / 12)))
+    assert not np.array_equal(a[:band], b[:band]) and np.array_equal(a[band:], b[band:])
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_gallery_loads_in_headless_chromium(cli, setup, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium found: install Debian's chromium (CI does) to test the HTML gallery")
+    out = tmp_path / "o"
+    r = cli("explain", setup / "imgs", *args(setup), "--out", out, "--html", "--method", "gradcam,cam", "--panel")
+    assert r.exit_code == 1
+    index = out / "index.html"
+    assert index.is_file()
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--enable-logging=stderr", "--v=0", "--allow-file-access-from-files", "--virtual-time-budget=3000",
+         "--dump-dom", index.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = proc.stdout
+    assert dom.count('class="card"') == 3 and dom.count('class="card error"') == 1
+    console_errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
+    assert console_errors == []
+    for link in ("overlays/one.png.gradcam@layer4.1.png", "panels/sub%20dir/three%20%C3%A9.png.png"):
+        assert link in dom
+
+
+def test_python_api_yields_results_without_writing(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    results = list(camcli.explain(setup / "imgs", model="resnet18", checkpoint=setup / "r18.pth",
+                                  labels=setup / "labels.txt", input_size=64, workers=0, method="gradcam,cam"))
+    assert [r.item.rel for r in results] == ["bad.png", "one.png", "sub dir/three é.png", "two.jpg"]
+    assert results[0].status == "error"
+    ok = results[1]
+    assert ok.pred_label in ("apple", "banana", "cherry") and len(ok.topk) == 3
+    assert [(m.method, m.heatmap.shape) for m in ok.maps] == [("gradcam", (70, 90)), ("cam", (70, 90))]
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TypeError, match="colour"):
+        list(camcli.explain(setup / "imgs", colour="red"))
+
+
+def test_python_api_writes_when_asked(setup, tmp_path):
+    results = list(camcli.explain([setup / "imgs" / "one.png"], model="resnet18", checkpoint=setup / "r18.pth",
+                                  input_size=64, workers=0, out=tmp_path / "o"))
+    assert len(results) == 1 and (tmp_path / "o" / "predictions.csv").is_file()
+
+
+def test_no_color_and_plain_stderr_in_pipes(setup, tmp_path):
+    env = dict(os.environ, NO_COLOR="1")
+    r = subprocess.run([sys.executable, "-m", "camcli", "explain", str(setup / "nope")], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "\x1b[" not in r.stderr and "does not exist" in r.stderr and r.stdout == ""
