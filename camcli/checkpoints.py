@@ -29,6 +29,39 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def is_torchscript(path: Path) -> bool:
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+_UNTRUSTED = ("unpickling can run arbitrary code, so camcli refuses it unless you pass --trust-checkpoint "
+              "(only for files you trust). Better: save `model.state_dict()` (or use safetensors).")
+
+
+def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor] | nn.Module:
+    """A state dict, or, only with ``trust``, a whole pickled model or TorchScript module."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"checkpoint {p} does not exist")
+    if p.suffix.lower() != ".safetensors" and is_torchscript(p):
+        if not trust:
+            raise UsageError(f"checkpoint {p} is a TorchScript archive: it carries code, and {_UNTRUSTED}")
+        return torch.jit.load(str(p), map_location="cpu").eval()
+    try:
+        return read_state_dict(p)
+    except UsageError as e:
+        if not trust or "pickled Python objects" not in str(e):
+            raise
+    obj = torch.load(p, map_location="cpu", weights_only=False)  # the user vouched for this file
+    if isinstance(obj, nn.Module):
+        return obj
+    return strip_wrappers(obj, str(p))
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors``, ``.pt`` or ``.pth`` checkpoint, unwrapped and unprefixed."""
     p = Path(path)
@@ -47,8 +80,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except pickle.UnpicklingError as e:
             raise UsageError(
                 f"checkpoint {p} is not a plain state dict: it contains pickled Python objects "
-                "(a whole model?), and unpickling can run arbitrary code, so camcli refuses it. "
-                "Save `model.state_dict()` (or use safetensors) instead.") from e
+                f"(a whole model?), and {_UNTRUSTED}") from e
         except (RuntimeError, OSError, EOFError, ValueError) as e:
             raise UsageError(f"cannot read checkpoint {p}: {str(e).splitlines()[0]}") from e
     return strip_wrappers(data, str(p))

@@ -39,7 +39,7 @@ app = typer.Typer(
 
 
 def _console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line, also in pipes
 
 
 def _stdout() -> Console:
@@ -103,11 +103,18 @@ def explain(
     save_heatmap: Annotated[Optional[str], typer.Option("--save-heatmap", help="Also write each raw normalised map under heatmaps/: npy (float32) or png16 (16-bit grayscale).", rich_help_panel="Output")] = None,
     heatmap_size: Annotated[Optional[str], typer.Option("--heatmap-size", help="Resolution of --save-heatmap maps: image (original size) or layer. [default: image]", rich_help_panel="Output")] = None,
     boxes: Annotated[Optional[bool], typer.Option("--boxes/--no-boxes", help="Find a box in each heatmap (threshold, contours) and write it to the CSV (box_* columns, original-image pixels).", rich_help_panel="Boxes")] = None,
-    box_threshold: Annotated[Optional[float], typer.Option("--box-threshold", help="Keep pixels >= this share of the map's maximum (0.2: CAM paper's value). [default: 0.2]", rich_help_panel="Boxes")] = None,
+    box_threshold: Annotated[Optional[float], typer.Option("--box-threshold", help="Keep pixels >= this share of the map's maximum (half maximum suits the coarse maps of last blocks; the CAM paper used 0.2 on ImageNet). [default: 0.5]", rich_help_panel="Boxes")] = None,
     box_mode: Annotated[Optional[str], typer.Option("--box-mode", help="largest: the largest region; all: every region above --box-min-area (boxes_all column). [default: largest]", rich_help_panel="Boxes")] = None,
     box_min_area: Annotated[Optional[float], typer.Option("--box-min-area", help="With --box-mode all: smallest region kept, as a share of the image area. [default: 0.01]", rich_help_panel="Boxes")] = None,
     box_rotated: Annotated[Optional[bool], typer.Option("--box-rotated/--no-box-rotated", help="Also write the minAreaRect rotated box's corners (box_rotated column).", rich_help_panel="Boxes")] = None,
     draw_boxes: Annotated[Optional[bool], typer.Option("--draw-boxes/--no-draw-boxes", help="Draw the boxes on the overlays (implies --boxes).", rich_help_panel="Boxes")] = None,
+    trust_checkpoint: Annotated[Optional[bool], typer.Option("--trust-checkpoint/--no-trust-checkpoint", help="Allow a whole pickled model or TorchScript file as --checkpoint. Unpickling runs code: only for files you trust.", rich_help_panel="Model")] = None,
+    hidden: Annotated[Optional[bool], typer.Option("--hidden/--no-hidden", help="Include hidden files and folders (names starting with '.') when walking folders.", rich_help_panel="Run")] = None,
+    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse images larger than this many pixels (decompression-bomb guard). [default: 89478485, Pillow's]", rich_help_panel="Run")] = None,
+    fail_fast: Annotated[Optional[bool], typer.Option("--fail-fast/--no-fail-fast", help="Stop at the first image that fails (its row is written; exit 1).", rich_help_panel="Run")] = None,
+    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="Continue a run in the same --out: images whose rows and files are complete are skipped; refused if settings differ.", rich_help_panel="Run")] = None,
+    overwrite: Annotated[Optional[bool], typer.Option("--overwrite/--no-overwrite", help="Replace camcli's earlier outputs in a non-empty --out (other files are left alone).", rich_help_panel="Run")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="INDEX/COUNT: process only this share of the sorted images (cluster array jobs); join parts with `camcli merge`. Under torchrun, RANK/WORLD_SIZE do this.", rich_help_panel="Run")] = None,
     caption: Annotated[Optional[bool], typer.Option("--caption/--no-caption", help="Write the predicted label and score (and the explained class, if different) on each overlay.", rich_help_panel="Output")] = None,
     html: Annotated[Optional[bool], typer.Option("--html/--no-html", help="Write index.html: a gallery of the run that opens in any browser, no server needed.", rich_help_panel="Output")] = None,
     panel: Annotated[Optional[bool], typer.Option("--panel/--no-panel", help="Write panels/<image>.png: the original beside one titled overlay per method x layer.", rich_help_panel="Output")] = None,
@@ -140,7 +147,8 @@ def explain(
                cam_batch_size=cam_batch_size, max_n=max_n, alpha=alpha, colormap=colormap, topk=topk,
                save_heatmap=save_heatmap, heatmap_size=heatmap_size, panel=panel, grid=grid, boxes=boxes,
                box_threshold=box_threshold, box_mode=box_mode, box_min_area=box_min_area, box_rotated=box_rotated,
-               draw_boxes=draw_boxes, caption=caption, html=html,
+               draw_boxes=draw_boxes, caption=caption, html=html, trust_checkpoint=trust_checkpoint, hidden=hidden,
+               max_pixels=max_pixels, fail_fast=fail_fast, resume=resume, overwrite=overwrite, shard=shard,
                batch_size=batch_size, workers=workers, device=device, quiet=quiet)
     settings = resolve(cli, config)
     console = _console()
@@ -180,11 +188,13 @@ def explain(
                           "interrupted": summary.interrupted, "out": str(summary.out)}), flush=True)
     if not settings.quiet:
         rate = summary.images / summary.seconds if summary.seconds else 0.0
+        if summary.resumed:
+            console.print(f"resumed: {summary.resumed} image(s) were already done", markup=False)
         console.print(f"explained {summary.ok} of {summary.images} image(s), {summary.failed} failed"
                       f"{f', {summary.empty_maps} empty map(s)' if summary.empty_maps else ''} "
                       f"in {summary.seconds:.1f} s ({rate:.1f} img/s) -> {summary.out}", markup=False)
     if summary.failed and settings.quiet:
-        console.print(f"camcli: {summary.failed} image(s) failed; see {summary.out / 'predictions.csv'}", markup=False)
+        console.print(f"camcli: {summary.failed} image(s) failed; see {summary.out / summary.csv_name}", markup=False)
     if summary.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_FAILURES if summary.failed else EXIT_OK)
@@ -229,7 +239,8 @@ def evaluate(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images per forward pass. [default: 16]", rich_help_panel="Model")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", "-j", help="Decoding processes. [default: 2]", rich_help_panel="Model")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps. [default: auto]", rich_help_panel="Model")] = None,
-    box_threshold: Annotated[float, typer.Option("--box-threshold", help="Box from pixels >= this share of the map's maximum.", rich_help_panel="Metrics")] = 0.2,
+    box_threshold: Annotated[float, typer.Option("--box-threshold", help="Box from pixels >= this share of the map's maximum.", rich_help_panel="Metrics")] = 0.5,
+    pointing_tolerance: Annotated[float, typer.Option("--pointing-tolerance", help="Pointing game: a maximum this many pixels outside a box still counts (15, as published; 0 is strict).", rich_help_panel="Metrics")] = 15.0,
     box_mode: Annotated[str, typer.Option("--box-mode", help="largest or all: which regions the IoU box covers (largest region, or the best-matching of all).", rich_help_panel="Metrics")] = "largest",
     faithfulness: Annotated[bool, typer.Option("--faithfulness", help="Also measure Average Drop, Increase in Confidence and deletion/insertion AUC (1 + 2 x (steps+1) forwards per map; reruns the model).", rich_help_panel="Metrics")] = False,
     steps: Annotated[int, typer.Option("--steps", help="Deletion/insertion curve points.", rich_help_panel="Metrics")] = 16,
@@ -299,7 +310,7 @@ def evaluate(
         maps = list(maps_from_images(settings, inputs, faithfulness, steps, log=log))
         sizes = {m.path: (m.width, m.height) for m in maps}
     gt = read_truth(truth, normalized=normalized, sizes=sizes)
-    evaluation = score(maps, gt, threshold=box_threshold, mode=box_mode)
+    evaluation = score(maps, gt, threshold=box_threshold, mode=box_mode, tolerance=pointing_tolerance)
     write_csv(eval_dir / "evaluation.csv", evaluation)
     if evaluation.without_truth:
         console.print(f"camcli: warning: {len(evaluation.without_truth)} image(s) have no ground truth and were "
@@ -312,6 +323,8 @@ def evaluate(
     failures = check_gates(evaluation.summaries, min_iou=min_iou, min_pointing=min_pointing, min_accuracy=min_accuracy)
 
     if not quiet:
+        if not console.is_terminal:
+            console = Console(stderr=True, highlight=False, width=160)  # the whole table, also in logs
         table = Table(title=f"camcli evaluate ({len(evaluation.rows)} maps)", title_style="bold")
         cols = ["method", "layer", "images", "mean IoU", "IoU>=0.5", "pointing", "energy", "accuracy"]
         if faithfulness:
@@ -336,6 +349,18 @@ def evaluate(
                                  "truth_without_image": evaluation.truth_without_image,
                                  "evaluation_csv": str(eval_dir / "evaluation.csv")}))
     raise typer.Exit(EXIT_FAILURES if failures else EXIT_OK)
+
+
+@app.command()
+@handle_errors
+def merge(
+    out: Annotated[Path, typer.Argument(help="Output folder holding predictions.part-*.csv from `explain --shard i/n` jobs.")],
+) -> None:
+    """Join the CSV parts of sharded runs into predictions.csv, in input order."""
+    from camcli.run import merge_parts
+
+    n = merge_parts(out)
+    _console().print(f"merged {n} rows into {out / 'predictions.csv'}", markup=False)
 
 
 @app.command()

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import torch
 
-from camcli.boxes import DEFAULT_THRESHOLD, Box, best_iou, boxes_from_heatmap, energy_inside, pointing_hit
+from camcli.boxes import (DEFAULT_THRESHOLD, POINTING_TOLERANCE, Box, best_iou, boxes_from_heatmap,
+                          energy_inside, pointing_hit)
 from camcli.errors import UsageError
 from camcli.faithfulness import Faithfulness
 from camcli.truth import Truth
@@ -89,24 +90,25 @@ def _matching(truth: list[Box], target_label: str | None) -> list[Box]:
 
 
 def score(items: Iterable[MapToScore], truth: Truth, threshold: float = DEFAULT_THRESHOLD,
-          mode: str = "largest") -> Evaluation:
+          mode: str = "largest", tolerance: float = POINTING_TOLERANCE) -> Evaluation:
     rows: list[Scored] = []
     seen: set[str] = set()
     without: list[str] = []
     for item in items:
-        seen.add(item.path)
-        if item.path not in truth:
+        key = match_path(item.path, truth)
+        if key is None:
             if item.path not in without:
                 without.append(item.path)
             continue
-        gt = truth[item.path]
+        seen.add(key)
+        gt = truth[key]
         matched = _matching(gt, item.target_label)
         labels = {b.label.lower() for b in gt if b.label}
         correct = (item.pred_label or "").lower() in labels if labels else None
         if item.heat is not None:
             found = boxes_from_heatmap(item.heat, threshold, mode)
-            box = found[0].box if found else None
-            pointing = pointing_hit(item.heat, matched)
+            box = max(found, key=lambda f: best_iou(f.box, matched)).box if found else None
+            pointing = pointing_hit(item.heat, matched, tolerance)
             energy = energy_inside(item.heat, matched)
         else:
             box, pointing, energy = item.box, None, None
@@ -114,6 +116,16 @@ def score(items: Iterable[MapToScore], truth: Truth, threshold: float = DEFAULT_
         rows.append(Scored(item, matched, value, None if value is None else value >= 0.5, pointing, energy, correct, box))
     missing = sorted(set(truth) - seen)
     return Evaluation(rows, summarise(rows), without, missing)
+
+
+def match_path(path: str, truth: Truth) -> str | None:
+    """The truth entry for an explained image: the same relative path, or else the one entry
+    whose path ends with it (or that it ends with), so that explaining ``data/single/`` matches a
+    truth file written relative to ``data/``. Ambiguous suffixes match nothing."""
+    if path in truth:
+        return path
+    found = [k for k in truth if k.endswith("/" + path) or path.endswith("/" + k)]
+    return found[0] if len(found) == 1 else None
 
 
 def _mean(values) -> float | None:

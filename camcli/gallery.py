@@ -30,7 +30,7 @@ h1{font-size:1.2rem} .grid{display:flex;flex-wrap:wrap;gap:12px}
 
 
 def _href(rel: str) -> str:
-    return html.escape(quote(rel))
+    return html.escape(quote(rel, safe="/@"))
 
 
 class Gallery:

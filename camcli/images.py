@@ -20,7 +20,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from camcli.errors import UsageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+#: Pillow's own decompression-bomb limit (89.5 megapixels); --max-pixels changes it
+DEFAULT_MAX_PIXELS = 89_478_485
+_GLOB_CHARS = set("*?[")
 
 
 @dataclass(frozen=True)
@@ -53,29 +56,63 @@ def expand_inputs(args: Sequence[str], stdin=None) -> list[str]:
     return out
 
 
-def discover(inputs: Sequence[str | os.PathLike]) -> list[ImageItem]:
-    """Expand files and folders (recursively, sorted) into a list of images."""
+def _walk(root: str, hidden: bool) -> list[str]:
+    """Image files under ``root``, sorted; symbolic links are followed, each directory once."""
+    found = []
+    visited = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith(".") and not hidden:
+                continue
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in visited:  # a symlink loop or a second way to the same folder
+                continue
+            visited.add(real)
+            keep.append(d)
+        dirnames[:] = keep
+        for name in filenames:
+            if (hidden or not name.startswith(".")) and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(os.path.join(dirpath, name))
+    # one order for everyone: by relative path, as `sort` would list them
+    return sorted(found, key=lambda f: Path(os.path.relpath(f, root)).as_posix())
+
+
+def discover(inputs: Sequence[str | os.PathLike], hidden: bool = False) -> list[ImageItem]:
+    """Expand files, folders (recursively, sorted) and globs into a list of images.
+
+    A file named explicitly is always taken, whatever its extension or name: if it is not an
+    image, its row says so. In folders, only image extensions are taken, and hidden files and
+    folders only with ``hidden``.
+    """
     if not inputs:
         raise UsageError("no input given: pass image files or folders")
+    import glob
     found: list[tuple[str, str]] = []  # (absolute path, anchor directory)
+    args: list[str] = []
     for raw in inputs:
-        p = Path(raw)
-        if not p.exists():
-            raise UsageError(f"input {str(raw)!r} does not exist")
+        text = os.fspath(raw)
+        if not os.path.lexists(text) and _GLOB_CHARS & set(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise UsageError(f"no file matches {text!r}")
+            args += matches
+        else:
+            args.append(text)
+    for text in args:
+        p = Path(text)
+        if not os.path.lexists(text):
+            raise UsageError(f"input {text!r} does not exist")
         if p.is_dir():
             anchor = os.path.abspath(p)
-            for dirpath, dirnames, filenames in os.walk(anchor):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                        found.append((os.path.join(dirpath, name), anchor))
+            found += [(f, anchor) for f in _walk(anchor, hidden)]
         else:
             found.append((os.path.abspath(p), os.path.dirname(os.path.abspath(p))))
     if not found:
         raise UsageError("no images found in " + ", ".join(map(str, inputs))
                          + f" (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    if len(inputs) > 1:
-        common = os.path.commonpath([os.path.dirname(a) if not Path(a).is_dir() else a for a, _ in found])
+    if len(args) > 1:
+        common = os.path.commonpath([a for _, a in found])
         found = [(a, common) for a, _ in found]
     items, seen = [], set()
     for path, anchor in found:
@@ -87,13 +124,21 @@ def discover(inputs: Sequence[str | os.PathLike]) -> list[ImageItem]:
     return items
 
 
-def decode(path: str) -> tuple[np.ndarray, str]:
+def decode(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
     """RGB uint8 array, upright (EXIF orientation applied), and a note for the CSV.
 
-    Raises ``ValueError`` with a one-line reason for anything that is not a readable image.
+    Raises ``ValueError`` with a one-line reason for anything that is not a readable image,
+    including images larger than ``max_pixels`` (checked from the header, before decoding).
     """
+    if os.path.isdir(path):
+        raise ValueError("is a directory, not an image file")
+    Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with our own message
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ValueError(f"image is {w}x{h} = {w * h:,} pixels, over the {max_pixels:,}-pixel "
+                                 "decompression-bomb limit; raise --max-pixels to allow it")
             note = ""
             if getattr(im, "is_animated", False):
                 note = f"first of {im.n_frames} frames"
@@ -102,10 +147,9 @@ def decode(path: str) -> tuple[np.ndarray, str]:
             arr = _to_rgb(im)
     except UnidentifiedImageError:
         raise ValueError("not a recognised image file") from None
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"image too large: {e}") from None
-    except (OSError, SyntaxError, EOFError) as e:
-        raise ValueError(f"cannot decode image: {e}") from None
+    except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ValueError(f"cannot decode image: {reason}") from None
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"unexpected image shape {arr.shape}")
     return np.ascontiguousarray(arr), note
@@ -148,9 +192,11 @@ class Decoded:
 class ImageDataset(torch.utils.data.Dataset):
     """Decodes and resizes in DataLoader workers; failures come back as records, not exceptions."""
 
-    def __init__(self, items: Sequence[ImageItem], input_size: tuple[int, int]) -> None:
+    def __init__(self, items: Sequence[ImageItem], input_size: tuple[int, int],
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.items = list(items)
         self.input_size = input_size
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.items)
@@ -158,7 +204,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Decoded:
         item = self.items[i]
         try:
-            rgb, note = decode(item.path)
+            rgb, note = decode(item.path, self.max_pixels)
             small = resize_for_model(rgb, self.input_size)
         except ValueError as e:
             return Decoded(item, error=str(e).splitlines()[0])

@@ -108,12 +108,15 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int], device: torch.de
     seen: dict[str, dict] = {}
     counter = [0]
     handles = []
+    alive: list[torch.Tensor] = []  # freed storage is reused: keep outputs so pointers stay unique
 
     def hook_for(name: str):
         def hook(_module, _inputs, output):
             entry = seen.get(name)
             if entry is None:
                 tensor = first_tensor(output)
+                if tensor is not None:
+                    alive.append(tensor)
                 seen[name] = entry = {
                     "shape": tuple(tensor.shape) if tensor is not None else None,
                     "identity": (tensor.data_ptr(), tensor._version) if tensor is not None else None,

@@ -18,7 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
-from camcli.checkpoints import file_sha256, head_key, load_into, read_state_dict
+from camcli.checkpoints import file_sha256, head_key, load_into, read_checkpoint
 from camcli.errors import UsageError, unknown
 from camcli.labels import fit_labels, read_labels
 
@@ -67,12 +67,14 @@ def weight_names(architecture: str) -> list[str]:
 
 def load_model(architecture: str, weights: str | None = "DEFAULT", checkpoint: str | Path | None = None,
                num_classes: int | None = None, labels: str | Path | list[str] | None = None,
-               input_size: int | tuple[int, int] | None = None, device: torch.device | str = "cpu") -> LoadedModel:
+               input_size: int | tuple[int, int] | None = None, device: torch.device | str = "cpu",
+               trust: bool = False) -> LoadedModel:
     """Build ``architecture`` and load weights into it.
 
     ``weights`` is a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``...) or ``none``;
     with ``checkpoint`` the weights come from that file instead, and the class count is read
-    from the head's weight shape unless ``num_classes`` says otherwise.
+    from the head's weight shape unless ``num_classes`` says otherwise. A whole pickled model or
+    TorchScript file loads only with ``trust=True`` (``--trust-checkpoint``): it runs code.
 
     >>> lm = load_model("resnet18", weights="none", num_classes=10)  # doctest: +SKIP
     """
@@ -85,11 +87,16 @@ def load_model(architecture: str, weights: str | None = "DEFAULT", checkpoint: s
     if checkpoint is not None:
         if weights not in (None, "none", "None", "DEFAULT"):
             raise UsageError("--weights and --checkpoint exclude each other: the checkpoint supplies the weights")
-        state = read_state_dict(checkpoint)
-        if num_classes is None:
-            num_classes = _classes_in(architecture, state)
-        model = _build(architecture, num_classes=num_classes)
-        load_into(model, state, str(checkpoint))
+        state = read_checkpoint(checkpoint, trust=trust)
+        if isinstance(state, nn.Module):  # trusted whole model: use it as it is
+            model = state
+            with torch.inference_mode():
+                num_classes = int(model.eval()(torch.zeros(1, 3, *(_size(input_size) or (224, 224)))).shape[1])
+        else:
+            if num_classes is None:
+                num_classes = _classes_in(architecture, state)
+            model = _build(architecture, num_classes=num_classes)
+            load_into(model, state, str(checkpoint))
         loaded = LoadedModel(model, architecture, fit_labels(label_list, num_classes, "--labels"),
                              size or (224, 224), checkpoint=str(checkpoint),
                              checkpoint_sha256=file_sha256(checkpoint))

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from camcli.errors import UsageError
 from camcli.layers import file_safe
 
-BASE_COLUMNS = ["path", "width", "height", "pred_index", "pred_label", "score", "target_index", "target_label",
+BASE_COLUMNS = ["index", "path", "width", "height", "pred_index", "pred_label", "score", "target_index", "target_label",
                 "target_score", "method", "layer", "output", "heatmap", "panel", "empty_map", "status", "error", "note"]
 
 
@@ -78,15 +78,24 @@ def write_json(path: Path, obj) -> None:
 
 
 class PredictionsCSV:
-    """``predictions.csv``: the header once, then rows appended and flushed as images finish."""
+    """``predictions.csv``: the header once, then rows appended and flushed as images finish.
 
-    def __init__(self, path: Path, columns: list[str]) -> None:
+    ``keep`` rows (from a resumed run) are written first, through a temporary file and a rename,
+    so that a half-written last line of the killed run never survives.
+    """
+
+    def __init__(self, path: Path, columns: list[str], keep: list[dict] | None = None) -> None:
         self.path = path
         self.columns = columns
-        self._file = open(path, "w", newline="", encoding="utf-8")
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            w.writeheader()
+            for row in keep or []:
+                w.writerow(row)
+        os.replace(tmp, path)
+        self._file = open(path, "a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="raise")
-        self._writer.writeheader()
-        self._file.flush()
 
     def write(self, row: dict) -> None:
         self._writer.writerow({k: _cell(row.get(k)) for k in self.columns})
@@ -139,3 +148,38 @@ def ndjson_record(result, rows: list[dict]) -> dict:
         record["maps"] = maps
         record["panel"] = first.get("panel") or None
     return record
+
+
+def read_complete_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """Header and the rows of a CSV that were written completely (a killed run may leave half a line)."""
+    if not path.is_file():
+        return [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        text = f.read()
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]  # drop the unfinished last line
+    reader = csv.DictReader(text.splitlines())
+    rows = [r for r in reader if None not in r.values() and None not in r]
+    return list(reader.fieldnames or []), rows
+
+
+def sort_csv_by_index(path: Path) -> None:
+    """Rewrite a predictions CSV in input order (rows of one image keep their order)."""
+    header, rows = read_complete_rows(path)
+    rows = sorted(enumerate(rows), key=lambda ir: (int(ir[1]["index"]), ir[0]))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        w.writerows(r for _, r in rows)
+    os.replace(tmp, path)
+
+
+#: what camcli writes into an output folder; --overwrite removes these and nothing else
+OWN_OUTPUTS = ("overlays", "heatmaps", "panels", "grid", "predictions.csv", "run.json", "run-settings.json",
+               "index.html", "evaluation.csv")
+
+
+def is_camcli_output(name: str) -> bool:
+    return name in OWN_OUTPUTS or (name.startswith("predictions.part-") and name.endswith(".csv")) or \
+        (name.startswith("run.part-") and name.endswith(".json")) or name.startswith(".")

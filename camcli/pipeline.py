@@ -64,16 +64,19 @@ class ImageResult:
 
 def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[ImageItem], *,
                  batch_size: int = 16, workers: int = 0, device: torch.device | str = "cpu",
-                 target: int | None = None, topk: int = 5) -> Iterator[ImageResult]:
+                 target: int | None = None, topk: int = 5, max_pixels: int | None = None) -> Iterator[ImageResult]:
     """Explain ``items`` batch by batch and yield one :class:`ImageResult` per item, in order."""
     device = torch.device(device)
     loader = torch.utils.data.DataLoader(
-        ImageDataset(items, loaded.input_size), batch_size=max(1, batch_size), shuffle=False,
+        ImageDataset(items, loaded.input_size, **({"max_pixels": max_pixels} if max_pixels else {})),
+        batch_size=max(1, batch_size), shuffle=False,
         num_workers=max(0, workers), collate_fn=collate, pin_memory=device.type == "cuda",
         prefetch_factor=2 if workers > 0 else None)
     mean = torch.tensor(loaded.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(loaded.std, device=device).view(1, 3, 1, 1)
     k = max(1, min(topk, loaded.num_classes))
+    if not items:
+        return
     for batch in loader:
         yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k)
 

@@ -94,7 +94,7 @@ def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
     while scale > 0.25 and cv2.getTextSize(text, font, scale, thickness)[0][0] > w - 8:
         scale *= 0.9
     (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
-    top = out[:band].astype(np.float32)
-    out[:band] = (top * 0.35).astype(np.uint8)
-    cv2.putText(out, text, (4, (band + th) // 2), font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    strip = np.ascontiguousarray((out[:band].astype(np.float32) * 0.35).astype(np.uint8))
+    cv2.putText(strip, text, (4, (band + th) // 2), font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    out[:band] = strip  # drawn on the band alone: descenders never spill onto the picture
     return out

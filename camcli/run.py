@@ -8,9 +8,12 @@ timing, and at most ``2 x batch size`` images are in flight.
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import os
 import platform
+import shutil
 import time
 from collections import deque
 from collections.abc import Generator
@@ -32,12 +35,12 @@ from camcli.layers import default_layer, display_name, resolve_layer
 from camcli.methods import get_method
 from camcli.figures import ContactSheets, panel
 from camcli.models import LoadedModel, load_model
-from camcli.outputs import (PredictionsCSV, atomic_write, csv_columns, heatmap_rel, inside, overlay_rel, panel_rel,
-                            prepare_out_dir, write_json)
+from camcli.outputs import (PredictionsCSV, atomic_write, csv_columns, heatmap_rel, inside, is_camcli_output,
+                            overlay_rel, panel_rel, prepare_out_dir, read_complete_rows, sort_csv_by_index, write_json)
 from camcli.pipeline import ImageResult, iter_results
 from camcli.gallery import Gallery
 from camcli.render import colormap_lut, draw_boxes, draw_caption, encode_png, encode_png16, overlay
-from camcli.settings import ExplainSettings
+from camcli.settings import OUTPUT_KEYS, ExplainSettings, parse_shard
 
 
 @dataclass
@@ -49,6 +52,9 @@ class RunSummary:
     seconds: float
     out: Path
     interrupted: bool = False
+    stopped: bool = False  # --fail-fast stopped the run
+    resumed: int = 0  # images already done by an earlier run
+    csv_name: str = "predictions.csv"
 
 
 def resolve_target(spec: str | None, labels: list[str]) -> int | None:
@@ -67,14 +73,20 @@ def resolve_target(spec: str | None, labels: list[str]) -> int | None:
     raise unknown("--target label", text, labels)
 
 
-def prepare(settings: ExplainSettings, log=None) -> tuple[LoadedModel, Explainer, list[str], torch.device]:
-    """Load the model, resolve layers and methods, and check them on a dummy batch."""
+def prepare(settings: ExplainSettings, log=None, local_rank: int | None = None
+            ) -> tuple[LoadedModel, Explainer, list[str], torch.device]:
+    """Load the model, resolve layers and methods, and check them on a dummy batch.
+
+    Under a launcher (``local_rank`` set) ``--device auto`` means this rank's own GPU.
+    """
     device = pick_device(settings.device)
+    if local_rank is not None and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
     methods = [get_method(m, cam_batch_size=settings.cam_batch_size, max_n=settings.max_n)
                for m in dict.fromkeys(settings.method)]
     loaded = load_model(settings.model, weights=settings.weights, checkpoint=settings.checkpoint,
                         num_classes=settings.num_classes, labels=settings.labels,
-                        input_size=settings.input_size, device=device)
+                        input_size=settings.input_size, device=device, trust=settings.trust_checkpoint)
     layers = ([resolve_layer(loaded.model, spec) for spec in settings.layer] if settings.layer
               else [default_layer(loaded.model, loaded.input_size, device)])
     explainer = Explainer(loaded.model, layers, methods, score=settings.score)
@@ -111,7 +123,8 @@ def _box_fields(row: dict, m, result: ImageResult, settings: ExplainSettings) ->
 def _render_and_write(result: ImageResult, out: Path, settings: ExplainSettings) -> tuple[list[dict], list]:
     """Write one image's files; return its CSV rows (one per method x layer, or one error row)
     and the (thumbnail source, caption) pairs for the contact sheet."""
-    base = {"path": result.item.rel, "status": result.status, "error": result.error, "note": result.note}
+    base = {"index": result.item.index, "path": result.item.rel, "status": result.status, "error": result.error,
+            "note": result.note}
     if result.status != "ok":
         return [base], []
     base.update(width=result.width, height=result.height, pred_index=result.pred_index,
@@ -119,7 +132,7 @@ def _render_and_write(result: ImageResult, out: Path, settings: ExplainSettings)
                 target_label=result.target_label, target_score=result.target_score)
     for k, (idx, label, prob) in enumerate(result.topk[:settings.topk], start=1):
         base.update({f"top{k}_index": idx, f"top{k}_label": label, f"top{k}_score": prob})
-    rows, titled, thumbs = [], [], []
+    rows, titled = [], []
     for m in result.maps:
         rel = overlay_rel(result.item.rel, m.method, m.layer)
         row = dict(base, method=m.method, layer=display_name(m.layer), output=rel, empty_map=m.empty)
@@ -142,9 +155,7 @@ def _render_and_write(result: ImageResult, out: Path, settings: ExplainSettings)
             row.update(status="error", error=f"cannot write outputs: {e}", output="")
             picture = None
         if picture is not None:
-            title = f"{m.method} @ {display_name(m.layer)}"
-            titled.append((title, picture))
-            thumbs.append((picture, f"{result.item.rel} | {title} | {result.target_label}"))
+            titled.append((f"{m.method} @ {display_name(m.layer)}", picture))
         rows.append(row)
     if settings.panel and titled:
         prel = panel_rel(result.item.rel)
@@ -156,7 +167,64 @@ def _render_and_write(result: ImageResult, out: Path, settings: ExplainSettings)
         except (OSError, ValueError) as e:
             for row in rows:
                 row.update(status="error", error=f"cannot write panel: {e}")
-    return rows, thumbs if settings.grid else []
+    return rows, []
+
+
+def _shard() -> tuple[int, int, bool]:
+    """(rank, world size, launched by torchrun) from the launcher's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    return rank, world, world > 1 and "MASTER_ADDR" in os.environ
+
+
+def fingerprint(settings: ExplainSettings, loaded: LoadedModel | None = None) -> dict:
+    """The settings that decide what a run writes (compared by --resume)."""
+    values = {k: getattr(settings, k) for k in OUTPUT_KEYS}
+    if loaded is not None and loaded.checkpoint_sha256:
+        values["checkpoint"] = loaded.checkpoint_sha256
+    return json.loads(json.dumps(values, default=str))
+
+
+def _check_out_dir(out: Path, settings: ExplainSettings, part: str) -> None:
+    existing = [p for p in out.iterdir() if not p.name.startswith(".")] if out.exists() else []
+    if not existing or settings.resume:
+        return
+    if settings.overwrite:
+        for p in existing:
+            if is_camcli_output(p.name):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return
+    if part != "predictions.csv" and not (out / part).exists() and all(
+            p.name.startswith(("predictions.part-", "run.part-", "run-settings", "overlays", "heatmaps", "panels"))
+            for p in existing):
+        return  # another shard of the same run already started here
+    raise UsageError(f"output folder {out} is not empty: use --resume to continue the run there, --overwrite to "
+                     "replace camcli's outputs in it, or another --out")
+
+
+def _resume_rows(out: Path, csv_name: str, settings: ExplainSettings, expected: dict, per_image: int) -> list[dict]:
+    """Rows of images finished by an earlier run that match these settings; refuse when they differ."""
+    saved_path = out / "run-settings.json"
+    if not saved_path.is_file():
+        if (out / csv_name).exists():
+            raise UsageError(f"cannot resume in {out}: run-settings.json is missing (not a camcli output folder?)")
+        return []
+    saved = json.loads(saved_path.read_text())
+    diff = [f"{k} ({saved.get(k)!r} -> {expected.get(k)!r})" for k in expected if saved.get(k) != expected.get(k)]
+    if diff:
+        raise UsageError(f"cannot resume in {out}: settings differ from the earlier run: {', '.join(diff)}. "
+                         "Use the same settings, or --overwrite to start afresh.")
+    _header, rows = read_complete_rows(out / csv_name)
+    by_path: dict[str, list[dict]] = {}
+    for row in rows:
+        by_path.setdefault(row["path"], []).append(row)
+    keep = []
+    for path, group in by_path.items():
+        files = [r[k] for r in group for k in ("output", "heatmap", "panel") if r.get(k)]
+        if len(group) == per_image and all(r["status"] == "ok" for r in group) and \
+                all((out / f).is_file() for f in files):
+            keep += group
+    return keep
 
 
 def stream_run(settings: ExplainSettings, inputs: list[str], log=None, progress=None
@@ -168,40 +236,49 @@ def stream_run(settings: ExplainSettings, inputs: list[str], log=None, progress=
     """
     log = log or (lambda msg: None)
     started = time.perf_counter()
-    items = discover(inputs)
-    out = prepare_out_dir(Path(settings.out))
-    loaded, explainer, layers, device = prepare(settings, log)
+    all_items = discover(inputs, hidden=settings.hidden)
+    rank, world, distributed = _shard()
+    if settings.shard is not None:
+        rank, world = parse_shard(settings.shard)
+    items = all_items[rank::world] if world > 1 else all_items
+    suffix = f".part-{rank:03d}-of-{world:03d}" if world > 1 else ""
+    csv_name, json_name = f"predictions{suffix}.csv", f"run{suffix}.json"
+    out = Path(settings.out)
+    _check_out_dir(out, settings, csv_name)
+    out = prepare_out_dir(out)
+    loaded, explainer, layers, device = prepare(settings, log, local_rank=rank if distributed else None)
     target = resolve_target(settings.target, loaded.labels)
+    expected = fingerprint(settings, loaded)
+    per_image = len(layers) * len(explainer.methods)
+    keep = _resume_rows(out, csv_name, settings, expected, per_image) if settings.resume else []
+    done = {r["path"] for r in keep}
+    if rank == 0 or not (out / "run-settings.json").exists():
+        write_json(out / "run-settings.json", expected)
+    todo = [i for i in items if i.rel not in done]
     log(f"model {loaded.architecture} ({loaded.weights or loaded.checkpoint or 'random weights'}), "
         f"{loaded.num_classes} classes, input {loaded.input_size[0]}x{loaded.input_size[1]}; "
         f"layer {', '.join(display_name(l) for l in layers)}; method {', '.join(m.name for m in explainer.methods)}; "
-        f"device {describe(device)}; {len(items)} image(s)")
+        f"device {describe(device)}; {len(items)} image(s)"
+        + (f" (shard {rank}/{world} of {len(all_items)})" if world > 1 else "")
+        + (f", {len(done)} already done" if done else ""))
 
-    csv_file = PredictionsCSV(out / "predictions.csv", csv_columns(settings.topk, settings.boxes, settings.box_rotated,
-                                                                   settings.box_mode == "all"))
-    counts = {"ok": 0, "failed": 0, "empty": 0}
-    interrupted = False
+    csv_file = PredictionsCSV(out / csv_name, csv_columns(settings.topk, settings.boxes, settings.box_rotated,
+                                                          settings.box_mode == "all"), keep=keep)
+    counts = {"ok": len(done), "failed": 0, "empty": sum(1 for r in keep if r.get("empty_map") == "true")}
+    interrupted = stopped = False
     pending: deque[tuple[ImageResult, Future]] = deque()
-    sheets = ContactSheets() if settings.grid else None
-    sheet_count = 0
-    gallery = Gallery(out) if settings.html else None
 
     def finish_one() -> tuple[ImageResult, list[dict]]:
-        nonlocal sheet_count
+        nonlocal stopped
         result, future = pending.popleft()
-        rows, thumbs = future.result()
+        rows, _thumbs = future.result()
         for row in rows:
             csv_file.write(row)
-        for picture, text in thumbs:
-            sheet = sheets.add(picture, text)
-            if sheet is not None:
-                sheet_count += 1
-                atomic_write(out / "grid" / f"sheet_{sheet_count:03d}.png", encode_png(sheet))
-        if gallery is not None:
-            gallery.add(rows)
         failed = any(r["status"] != "ok" for r in rows)
         counts["failed" if failed else "ok"] += 1
         counts["empty"] += sum(1 for r in rows if r.get("empty_map") is True)
+        if failed and settings.fail_fast:
+            stopped = True
         if progress:
             progress(counts["ok"] + counts["failed"], len(items))
         return result, rows
@@ -209,40 +286,129 @@ def stream_run(settings: ExplainSettings, inputs: list[str], log=None, progress=
     try:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcli-write") as pool:
             try:
-                for result in iter_results(loaded, explainer, items, batch_size=settings.batch_size,
-                                           workers=settings.workers, device=device, target=target,
-                                           topk=settings.topk):
+                stream = iter_results(loaded, explainer, todo, batch_size=settings.batch_size,
+                                      workers=settings.workers, device=device, target=target,
+                                      topk=settings.topk, max_pixels=settings.max_pixels)
+                for result in stream:
                     pending.append((result, pool.submit(_render_and_write, result, out, settings)))
-                    while len(pending) > 2 * settings.batch_size:
+                    # write rows as soon as they are ready (in order), and never hold more than
+                    # two batches of images in flight
+                    while pending and (len(pending) > 2 * settings.batch_size or pending[0][1].done()):
                         yield finish_one()
+                    if stopped:
+                        log(f"stopping at the first failure (--fail-fast): {result.item.rel}")
+                        break
             except KeyboardInterrupt:
                 interrupted = True
             while pending:  # finish what is in flight, also after Ctrl-C
                 yield finish_one()
-        if sheets is not None:
-            sheet = sheets.flush()
-            if sheet is not None:
-                sheet_count += 1
-                atomic_write(out / "grid" / f"sheet_{sheet_count:03d}.png", encode_png(sheet))
     finally:
         csv_file.close()
-        if gallery is not None:
-            gallery.close()
+    if settings.resume and keep:
+        sort_csv_by_index(out / csv_name)
+
+    merged = False
+    if distributed:
+        merged = _merge_after_barrier(out, rank, world, log)
+    if world == 1 or merged:
+        _post_run_pictures(out, settings, log)
 
     seconds = time.perf_counter() - started
     summary = RunSummary(len(items), counts["ok"], counts["failed"], counts["empty"], seconds, out, interrupted)
-    write_json(out / "run.json", {
+    summary.stopped = stopped
+    summary.resumed = len(done)
+    summary.csv_name = csv_name
+    write_json(out / json_name, {
         "camcli": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
         "python": platform.python_version(), "platform": platform.platform(),
         "model": loaded.describe(), "layers": [display_name(l) for l in layers],
         "methods": [m.name for m in explainer.methods], "device": describe(device),
-        "contact_sheets": sheet_count, "target": target, "inputs": [os.path.abspath(i) for i in inputs],
+        "target": target, "inputs": [os.path.abspath(i) for i in inputs],
+        "shard": {"index": rank, "count": world} if world > 1 else None,
         "settings": {k: v for k, v in vars(settings).items() if k != "sources"},
         "counts": {"images": summary.images, "ok": summary.ok, "failed": summary.failed,
-                   "empty_maps": summary.empty_maps}, "interrupted": interrupted,
-        "seconds": round(seconds, 3),
+                   "empty_maps": summary.empty_maps, "resumed": len(done)}, "interrupted": interrupted,
+        "stopped_at_first_failure": stopped, "seconds": round(seconds, 3),
     })
     return summary
+
+
+def _merge_after_barrier(out: Path, rank: int, world: int, log) -> bool:
+    """Under torchrun: wait for every rank, then rank 0 merges the parts into predictions.csv."""
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    try:
+        dist.barrier()
+        if rank == 0:
+            n = merge_parts(out)
+            log(f"merged {world} parts into {out / 'predictions.csv'} ({n} rows)")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    return rank == 0
+
+
+def merge_parts(out: Path) -> int:
+    """Join ``predictions.part-*.csv`` into ``predictions.csv`` in input order; returns the row count."""
+    parts = sorted(out.glob("predictions.part-*.csv"))
+    if not parts:
+        raise UsageError(f"no predictions.part-*.csv files in {out}")
+    counts = {p.name.split("-of-")[-1].removesuffix(".csv") for p in parts}
+    if len(counts) != 1:
+        raise UsageError(f"parts in {out} come from different shard counts: {sorted(counts)}")
+    expected = int(counts.pop())
+    if len(parts) != expected:
+        raise UsageError(f"{out} holds {len(parts)} of {expected} parts; wait for every shard or rerun the missing ones")
+    header, rows = None, []
+    for p in parts:
+        h, r = read_complete_rows(p)
+        if header is not None and h != header:
+            raise UsageError(f"{p.name} has different columns from {parts[0].name}")
+        header = h
+        rows += r
+    rows.sort(key=lambda r: int(r["index"]))  # stable: an image's rows keep their order
+    tmp = out / ".predictions.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, out / "predictions.csv")
+    return len(rows)
+
+
+def _post_run_pictures(out: Path, settings: ExplainSettings, log) -> None:
+    """The gallery and contact sheets, built from the final CSV (so resumed and merged runs get them too)."""
+    if not (settings.html or settings.grid):
+        return
+    _header, rows = read_complete_rows(out / "predictions.csv")
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["path"], []).append(row)
+    if settings.html:
+        gallery = Gallery(out)
+        try:
+            for group in groups.values():
+                gallery.add(group)
+        finally:
+            gallery.close()
+    if settings.grid:
+        import cv2
+        sheets, count = ContactSheets(), 0
+        for row in rows:
+            if row["status"] != "ok" or not row.get("output"):
+                continue
+            picture = cv2.imread(str(out / row["output"]), cv2.IMREAD_COLOR)
+            if picture is None:
+                continue
+            sheet = sheets.add(picture[..., ::-1], f"{row['path']} | {row['method']} @ {row['layer']} | {row['target_label']}")
+            if sheet is not None:
+                count += 1
+                atomic_write(out / "grid" / f"sheet_{count:03d}.png", encode_png(sheet))
+        sheet = sheets.flush()
+        if sheet is not None:
+            count += 1
+            atomic_write(out / "grid" / f"sheet_{count:03d}.png", encode_png(sheet))
 
 
 def run_explain(settings: ExplainSettings, inputs: list[str], log=None, progress=None) -> RunSummary:

@@ -47,13 +47,20 @@ class ExplainSettings:
     panel: bool = False
     grid: bool = False
     boxes: bool = False
-    box_threshold: float = 0.2
+    box_threshold: float = 0.5
     box_mode: str = "largest"  # largest or all
     box_min_area: float = 0.01  # with box_mode all: share of the image area
     box_rotated: bool = False
     draw_boxes: bool = False
     caption: bool = False
     html: bool = False
+    hidden: bool = False
+    max_pixels: int = 89_478_485
+    fail_fast: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    trust_checkpoint: bool = False
+    shard: str | None = None  # "i/n": this job's share of the sorted image list
     batch_size: int = 16
     workers: int = 2
     device: str = "auto"
@@ -191,6 +198,12 @@ def _check(s: ExplainSettings) -> None:
         raise UsageError(f"--box-min-area is a share of the image area in [0, 1), got {s.box_min_area}")
     if s.draw_boxes or s.box_rotated or s.box_mode == "all":
         s.boxes = True
+    if s.resume and s.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+    if s.max_pixels < 1:
+        raise UsageError(f"--max-pixels must be positive, got {s.max_pixels}")
+    if s.shard is not None:
+        parse_shard(s.shard)
     if s.cam_batch_size < 1:
         raise UsageError(f"--cam-batch-size must be at least 1, got {s.cam_batch_size}")
     if s.max_n is not None:
@@ -198,3 +211,21 @@ def _check(s: ExplainSettings) -> None:
             raise UsageError(f"--max-n must be at least 1, got {s.max_n}")
         if "scorecam" not in [m.strip().lower() for m in s.method]:
             raise UsageError("--max-n (Faster Score-CAM) applies to --method scorecam only")
+
+
+#: settings that change what a run writes; a resumed run must match them exactly
+OUTPUT_KEYS = ("model", "weights", "checkpoint", "num_classes", "labels", "input_size", "method", "layer", "target",
+               "score", "max_n", "alpha", "colormap", "topk", "save_heatmap", "heatmap_size", "panel", "grid", "boxes",
+               "box_threshold", "box_mode", "box_min_area", "box_rotated", "draw_boxes", "caption", "html", "hidden",
+               "max_pixels", "shard")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/8"`` -> (2, 8): the third of eight shards (0-based index)."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise UsageError(f"--shard takes INDEX/COUNT such as 0/4, got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"--shard {text}: INDEX must be in 0..COUNT-1")
+    return i, n

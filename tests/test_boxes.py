@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from camcli.boxes import Box, boxes_from_heatmap, energy_inside, iou, pointing_hit, polygon_iou
+from camcli.boxes import Box, boxes_from_heatmap, energy_inside, iou, peak, pointing_hit, polygon_iou
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -66,12 +66,29 @@ def test_pointing_game_and_energy():
     heat[20:30, 20:30] = 0.5
     inside = Box(28, 0, 40, 10)
     outside = Box(0, 0, 10, 10)
-    assert pointing_hit(heat, [inside]) and not pointing_hit(heat, [outside])
-    assert pointing_hit(heat, [outside, inside])  # any of several boxes
-    assert pointing_hit(heat, [Box(31, 6, 40, 10)], tolerance=2) and not pointing_hit(heat, [Box(31, 6, 40, 10)])
+    assert pointing_hit(heat, [inside], tolerance=0) and not pointing_hit(heat, [outside], tolerance=0)
+    assert pointing_hit(heat, [outside, inside], tolerance=0)  # any of several boxes
+    near = Box(31, 6, 40, 10)  # the maximum (30, 5) is one pixel left of and above it
+    assert pointing_hit(heat, [near], tolerance=2) and not pointing_hit(heat, [near], tolerance=0)
+    assert pointing_hit(heat, [Box(0, 20, 15, 40)]) is False  # 15 px default: (30, 5) is farther
+    assert pointing_hit(heat, [Box(0, 0, 16, 12)])  # within 15 px of the published game
     assert not pointing_hit(np.zeros((5, 5)), [Box(0, 0, 5, 5)])  # empty map never hits
     total = 1.0 + 100 * 0.5
     assert energy_inside(heat, [Box(20, 20, 30, 30)]) == pytest.approx(50 / total)
     assert energy_inside(heat, [Box(20, 20, 30, 30), Box(0, 0, 40, 10)]) == pytest.approx(1.0)
     assert energy_inside(heat, [Box(0, 0, 40, 40), Box(0, 0, 40, 40)]) == pytest.approx(1.0)  # union, not sum
     assert energy_inside(np.zeros((4, 4)), [Box(0, 0, 4, 4)]) == 0.0
+
+
+def test_peak_of_a_border_cell_is_its_centre_not_the_edge():
+    import torch
+
+    from camcli.render import upsample
+    cells = torch.zeros(5, 5)
+    cells[0, 2] = 1.0  # strongest cell on the top edge
+    heat = upsample(cells, (50, 50)).numpy()  # 10 px cells: the cell's centre is at (24.5, 4.5)
+    x, y = peak(heat)
+    assert 24 <= x <= 25 and 4 <= y <= 5  # not (x, 0), where the flat strip meets the border
+    heat = np.zeros((30, 40), np.float32)
+    heat[7, 9] = 1.0
+    assert peak(heat) == (9, 7)

@@ -57,7 +57,7 @@ def test_run_writes_overlays_csv_and_manifest(cli, small_model, images, tmp_path
         src = cv2.imread(str(images / row["path"]))
         assert png.shape == src.shape and (png.shape[1], png.shape[0]) == (int(row["width"]), int(row["height"]))
     manifest = json.loads((out / "run.json").read_text())
-    assert manifest["counts"] == {"images": 3, "ok": 3, "failed": 0, "empty_maps": 0}
+    assert manifest["counts"] == {"images": 3, "ok": 3, "failed": 0, "empty_maps": 0, "resumed": 0}
     assert manifest["model"]["checkpoint_sha256"] and manifest["layers"] == ["layer4[1]"]
     assert manifest["methods"] == ["gradcam", "cam"] and manifest["device"] == "cpu"
     assert {"torch", "torchvision", "camcli", "seconds", "settings"} <= manifest.keys()

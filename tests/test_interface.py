@@ -125,7 +125,7 @@ def test_python_api_yields_results_without_writing(setup, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     results = list(camcli.explain(setup / "imgs", model="resnet18", checkpoint=setup / "r18.pth",
                                   labels=setup / "labels.txt", input_size=64, workers=0, method="gradcam,cam"))
-    assert [r.item.rel for r in results] == ["bad.png", "one.png", "sub dir/three é.png", "two.jpg"]
+    assert [r.item.rel for r in results] == ["bad.png", "one.png", "sub dir/three é.png", "two.jpg"]  # sorted
     assert results[0].status == "error"
     ok = results[1]
     assert ok.pred_label in ("apple", "banana", "cherry") and len(ok.topk) == 3

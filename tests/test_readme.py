@@ -19,3 +19,12 @@ def test_readme_demo_command_names_real_files():
     assert "camcli explain sample_images/ --config configs/demo.toml --out runs/demo" in readme
     for path in ("configs/demo.toml", "sample_images/boxes.csv", "demo/shapes_resnet18.safetensors", "demo/labels.txt"):
         assert (ROOT / path).exists(), path
+
+
+def test_every_shipped_config_parses():
+    from camcli.settings import resolve
+    configs = sorted((ROOT / "configs").glob("*.toml"))
+    assert len(configs) >= 4
+    for cfg in configs:
+        settings = resolve({}, cfg, environ={})
+        assert settings.model and settings.method
