@@ -122,6 +122,7 @@ def explain(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images per forward pass. [default: 16]", rich_help_panel="Performance")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", "-j", help="Processes decoding images; 0 decodes in the main process. [default: 2]", rich_help_panel="Performance")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps. [default: auto]", rich_help_panel="Performance")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, or bf16/fp16 autocast for the forward pass (CUDA only; maps stay float32). [default: fp32]", rich_help_panel="Performance")] = None,
     quiet: Annotated[Optional[bool], typer.Option("--quiet/--no-quiet", "-q", help="No progress bar and no log lines; errors only.", rich_help_panel="Run")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also log each failed image and where every setting came from.", rich_help_panel="Run")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Write NDJSON to stdout: one object per image as it finishes, then a summary object.", rich_help_panel="Run")] = False,
@@ -149,7 +150,7 @@ def explain(
                box_threshold=box_threshold, box_mode=box_mode, box_min_area=box_min_area, box_rotated=box_rotated,
                draw_boxes=draw_boxes, caption=caption, html=html, trust_checkpoint=trust_checkpoint, hidden=hidden,
                max_pixels=max_pixels, fail_fast=fail_fast, resume=resume, overwrite=overwrite, shard=shard,
-               batch_size=batch_size, workers=workers, device=device, quiet=quiet)
+               batch_size=batch_size, workers=workers, device=device, precision=precision, quiet=quiet)
     settings = resolve(cli, config)
     console = _console()
     paths = expand_inputs(inputs)

@@ -13,6 +13,7 @@ captured activation keeps its values and autograd history.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ class Explainer:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod],
-                 score: str = "logit") -> None:
+                 score: str = "logit", precision: str = "fp32") -> None:
         if score not in SCORES:
             raise UsageError(f"unknown --score {score!r}; choose one of {', '.join(SCORES)}")
         if not layers or not methods:
@@ -119,7 +120,15 @@ class Explainer:
         self.layers = list(dict.fromkeys(layers))
         self.methods = list(methods)
         self.score = score
+        self.precision = precision
         self.needs_gradients = any(m.needs_gradients for m in self.methods)
+
+    def _autocast(self, x: torch.Tensor):
+        """Mixed precision for the shared forward (CUDA only; maps are computed in float32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=x.device.type, dtype=dtype)
 
     def validate(self, input_size: tuple[int, int], device: torch.device | str) -> None:
         """Check every method at every layer on one dummy batch before any image is processed."""
@@ -140,7 +149,8 @@ class Explainer:
             if self.needs_gradients:
                 with torch.inference_mode(False), torch.enable_grad():
                     x = x.clone()  # a normal tensor even if the caller made it in inference mode
-                    logits = model_logits(model(x))
+                    with self._autocast(x):
+                        logits = model_logits(model(x)).float()
                     targets = self._targets(logits, target)
                     scores = self._scores(logits, targets)
                     missing = [display_name(l) for l in self.layers if l not in store]
@@ -151,8 +161,8 @@ class Explainer:
                 gradients = {l: (g if g is not None else torch.zeros_like(a)).detach()
                              for l, a, g in zip(self.layers, acts, grads)}
             else:
-                with torch.inference_mode():
-                    logits = model_logits(model(x))
+                with torch.inference_mode(), self._autocast(x):
+                    logits = model_logits(model(x)).float()
                     targets = self._targets(logits, target)
                 gradients = {}
             missing = [display_name(l) for l in self.layers if l not in store]

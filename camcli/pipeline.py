@@ -81,6 +81,13 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
         yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k)
 
 
+def _channels_last(model) -> bool:
+    for p in model.parameters():
+        if p.dim() == 4:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
+
+
 def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explainer, device: torch.device,
                    mean: torch.Tensor, std: torch.Tensor, target: int | None, k: int) -> Iterator[ImageResult]:
     good = [d for d in batch if not d.error]
@@ -90,6 +97,8 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
         if device.type == "cuda":
             pixels = pixels.pin_memory()
         x = (pixels.to(device, non_blocking=True).float().div_(255) - mean) / std
+        if _channels_last(loaded.model):
+            x = x.contiguous(memory_format=torch.channels_last)
         try:
             exp = explainer(x, target)
         except (RuntimeError, ValueError) as e:  # e.g. out of memory: the batch fails, the run goes on

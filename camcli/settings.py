@@ -64,6 +64,7 @@ class ExplainSettings:
     batch_size: int = 16
     workers: int = 2
     device: str = "auto"
+    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast on CUDA
     quiet: bool = False
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -198,6 +199,8 @@ def _check(s: ExplainSettings) -> None:
         raise UsageError(f"--box-min-area is a share of the image area in [0, 1), got {s.box_min_area}")
     if s.draw_boxes or s.box_rotated or s.box_mode == "all":
         s.boxes = True
+    if s.precision not in ("fp32", "bf16", "fp16"):
+        raise UsageError(f"--precision must be fp32, bf16 or fp16, got {s.precision!r}")
     if s.resume and s.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     if s.max_pixels < 1:

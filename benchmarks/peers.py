@@ -1,0 +1,115 @@
+"""The scripts camcli is measured against, run as child processes by bench.py.
+
+    python peers.py floor|pgc|torchcam|pgc-scorecam IMAGES CHECKPOINT ARCH OUT [--maps DIR]
+
+``floor`` decodes, resizes and runs plain inference (no explanation, nothing written): the
+lower bound. ``pgc`` and ``torchcam`` do camcli's job the way each library's README shows:
+Grad-CAM at the last block, an overlay PNG at the original size and a CSV row per image.
+All use the same decoding (Pillow, EXIF, RGB), a 224x224 resize, batches of 16 and 2 loader
+workers, so only the explanation and writing differ.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+from PIL import Image, ImageOps
+
+SIZE, BATCH, WORKERS = 224, 16, 2
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+class Images(torch.utils.data.Dataset):
+    def __init__(self, files):
+        self.files = files
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        with Image.open(self.files[i]) as im:
+            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        small = cv2.resize(rgb, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(small).permute(2, 0, 1), rgb, self.files[i]
+
+
+def batches(folder):
+    files = sorted(str(p) for p in Path(folder).rglob("*.jpg"))
+    loader = torch.utils.data.DataLoader(Images(files), batch_size=BATCH, num_workers=WORKERS,
+                                         collate_fn=lambda b: (torch.stack([x[0] for x in b]), [x[1] for x in b],
+                                                               [x[2] for x in b]))
+    for pixels, originals, names in loader:
+        yield (pixels.float() / 255 - MEAN) / STD, originals, names
+
+
+def load(arch, checkpoint):
+    model = torchvision.models.get_model(arch, num_classes=1000)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    return model.eval()
+
+
+def main():
+    tool, folder, checkpoint, arch, out = sys.argv[1:6]
+    maps_dir = sys.argv[sys.argv.index("--maps") + 1] if "--maps" in sys.argv else None
+    torch.set_num_threads(2)
+    model = load(arch, checkpoint)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if tool == "floor":
+        n = 0
+        with torch.inference_mode():
+            for x, _, _ in batches(folder):
+                n += int(model(x).argmax(1).numel())
+        print(n)
+        return
+    rows = open(out / "predictions.csv", "w", newline="")
+    writer = csv.writer(rows)
+    writer.writerow(["path", "pred_index"])
+    if tool in ("pgc", "pgc-scorecam"):
+        from pytorch_grad_cam import GradCAM, ScoreCAM
+        from pytorch_grad_cam.utils.image import show_cam_on_image
+        cls = GradCAM if tool == "pgc" else ScoreCAM
+        with cls(model=model, target_layers=[model.layer4[-1]]) as cam:
+            if maps_dir:
+                cam.get_target_width_height = lambda _x: None
+            for x, originals, names in batches(folder):
+                grayscale = cam(input_tensor=x, targets=None)
+                preds = cam.outputs.argmax(1).tolist()
+                for g, rgb, name, pred in zip(grayscale, originals, names, preds):
+                    if maps_dir:
+                        np.save(Path(maps_dir) / (Path(name).stem + ".npy"), g)
+                        g = cv2.resize(g, (SIZE, SIZE))
+                    heat = cv2.resize(g, (rgb.shape[1], rgb.shape[0]))
+                    vis = show_cam_on_image(rgb.astype(np.float32) / 255, heat, use_rgb=True)
+                    cv2.imwrite(str(out / (Path(name).stem + ".png")), vis[..., ::-1])
+                    writer.writerow([name, pred])
+    elif tool == "torchcam":
+        from torchcam.methods import GradCAM
+        from torchcam.utils import overlay_mask
+        from torchvision.transforms.functional import to_pil_image
+        with GradCAM(model, target_layer="layer4") as extractor:
+            for x, originals, names in batches(folder):
+                scores = model(x)
+                preds = scores.argmax(1).tolist()
+                maps = extractor(preds, scores)[0]
+                for m, rgb, name, pred in zip(maps, originals, names, preds):
+                    if maps_dir:
+                        np.save(Path(maps_dir) / (Path(name).stem + ".npy"), m.detach().numpy())
+                    result = overlay_mask(Image.fromarray(rgb), to_pil_image(m.detach(), mode="F"), alpha=0.5)
+                    result.save(out / (Path(name).stem + ".png"))
+                    writer.writerow([name, pred])
+    else:
+        raise SystemExit(f"unknown tool {tool}")
+    rows.close()
+
+
+if __name__ == "__main__":
+    main()
