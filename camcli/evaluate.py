@@ -175,14 +175,7 @@ EVAL_COLUMNS = ["path", "method", "layer", "pred_label", "target_label", "correc
 
 
 def write_csv(path: Path, evaluation: Evaluation) -> None:
-    def cell(v):
-        if v is None:
-            return ""
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, float):
-            return f"{v:.6g}"
-        return str(v)
+    from camcli.outputs import csv_cell as cell
 
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:

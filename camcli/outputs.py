@@ -98,7 +98,7 @@ class PredictionsCSV:
         self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="raise")
 
     def write(self, row: dict) -> None:
-        self._writer.writerow({k: _cell(row.get(k)) for k in self.columns})
+        self._writer.writerow({k: csv_cell(row.get(k)) for k in self.columns})
         self._file.flush()
 
     def close(self) -> None:
@@ -106,7 +106,8 @@ class PredictionsCSV:
             self._file.close()
 
 
-def _cell(value) -> str:
+def csv_cell(value) -> str:
+    """How camcli writes a value into a CSV cell: empty for None, true/false, 6 significant digits."""
     if value is None:
         return ""
     if isinstance(value, bool):

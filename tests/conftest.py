@@ -44,3 +44,14 @@ def read_boxes() -> dict[str, list[tuple[str, tuple[int, int, int, int]]]]:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory):
+    """A seeded random 3-class resnet18 saved as a state dict, with labels apple/banana/cherry."""
+    import torchvision
+    d = tmp_path_factory.mktemp("small_model")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), d / "r18.pth")
+    (d / "labels.txt").write_text("apple\nbanana\ncherry\n")
+    return d

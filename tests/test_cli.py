@@ -7,20 +7,8 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
-import torchvision
 
 from conftest import read_csv
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    """A seeded random resnet18 with 3 classes saved as a state dict, plus its labels."""
-    d = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), d / "r18.pth")
-    (d / "labels.txt").write_text("apple\nbanana\ncherry\n")
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,10 @@ from conftest import read_csv
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(small_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("iface")
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), d / "r18.pth")
-    (d / "labels.txt").write_text("apple\nbanana\ncherry\n")
+    for name in ("r18.pth", "labels.txt"):
+        shutil.copy(small_model / name, d / name)
     imgs = d / "imgs"
     (imgs / "sub dir").mkdir(parents=True)
     rng = np.random.default_rng(1)
