@@ -14,6 +14,8 @@ import json
 import os
 import platform
 import shutil
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Generator
@@ -177,6 +179,30 @@ def _render_and_write(result: ImageResult, out: Path, settings: ExplainSettings)
     return rows, []
 
 
+class _GracefulStop:
+    """During a run, the first Ctrl-C asks the stream to stop after the image in hand, so that
+    everything in flight is written and the summary printed; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 def _shard() -> tuple[int, int, bool]:
     """(rank, world size, launched by torchrun) from the launcher's environment."""
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
@@ -290,8 +316,9 @@ def stream_run(settings: ExplainSettings, inputs: list[str], log=None, progress=
             progress(counts["ok"] + counts["failed"], len(items))
         return result, rows
 
+    stop_requested = _GracefulStop()
     try:
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcli-write") as pool:
+        with stop_requested, ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcli-write") as pool:
             try:
                 stream = iter_results(loaded, explainer, todo, batch_size=settings.batch_size,
                                       workers=settings.workers, device=device, target=target,
@@ -305,7 +332,14 @@ def stream_run(settings: ExplainSettings, inputs: list[str], log=None, progress=
                     if stopped:
                         log(f"stopping at the first failure (--fail-fast): {result.item.rel}")
                         break
+                    if stop_requested.flag:
+                        interrupted = True
+                        break
             except KeyboardInterrupt:
+                interrupted = True
+            except RuntimeError:
+                if not stop_requested.flag:  # a loader worker killed by the same Ctrl-C
+                    raise
                 interrupted = True
             while pending:  # finish what is in flight, also after Ctrl-C
                 yield finish_one()

@@ -1,6 +1,6 @@
 """Train camcli's demo model and write the sample images (not run by CI).
 
-    python scripts/train_demo.py            # about 16 minutes on 2 CPU cores
+    python scripts/train_demo.py            # 19 minutes on 2 CPU cores
 
 Writes ``demo/shapes_resnet18.safetensors`` (fp16 state dict of a torchvision resnet18 whose
 ``fc`` has 6 outputs), ``demo/labels.txt``, ``demo/model.json`` (how it was made and what it

@@ -8,8 +8,9 @@ import pytest
 from conftest import DEMO_CONFIG, SAMPLES, read_csv
 
 # Measured on sample_images/ with the shipped demo model (see README): Grad-CAM's mean IoU is
-# IOU_MEASURED; the floor leaves room for platform-level numerical noise but fails if boxes
-# stop covering the objects (a box on the wrong object or on the background scores < 0.2).
+# 0.409 at the default half-maximum threshold (0.422 on the single-object scenes alone). The
+# floor leaves room for numerical noise across platforms but fails when boxes stop covering
+# the objects: boxes of the whole blob (threshold 0.2) score 0.20, a box on the wrong object 0.
 IOU_FLOOR = 0.35
 
 

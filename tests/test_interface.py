@@ -145,3 +145,36 @@ def test_no_color_and_plain_stderr_in_pipes(setup, tmp_path):
     r = subprocess.run([sys.executable, "-m", "camcli", "explain", str(setup / "nope")], capture_output=True,
                        text=True, env=env, timeout=120)
     assert r.returncode == 2 and "\x1b[" not in r.stderr and "does not exist" in r.stderr and r.stdout == ""
+
+
+def test_every_command_help_mentions_every_option(cli):
+    import typer.main
+
+    from camcli.cli import app
+    group = typer.main.get_command(app)
+    r = cli("--help")
+    assert r.exit_code == 0
+    for name in group.commands:
+        assert name in r.stdout
+    for name, command in group.commands.items():
+        r = cli(name, "--help")
+        assert r.exit_code == 0, name
+        text = " ".join(r.stdout.split())
+        for param in command.params:
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    assert opt in text, f"camcli {name} --help does not mention {opt}"
+
+
+def test_merge_joins_shards_in_input_order(cli, setup, tmp_path):
+    out = tmp_path / "o"
+    for i in range(3):
+        r = cli("explain", setup / "imgs", *args(setup), "--out", out, "--shard", f"{i}/3")
+        assert r.exit_code in (0, 1)
+    r = cli("merge", out)
+    assert r.exit_code == 0 and "merged 4 rows" in r.stderr
+    rows = read_csv(out / "predictions.csv")
+    assert [row["index"] for row in rows] == ["0", "1", "2", "3"]
+    (out / "predictions.part-002-of-003.csv").unlink()
+    r = cli("merge", out)
+    assert r.exit_code == 2 and "2 of 3 parts" in r.stderr

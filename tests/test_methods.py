@@ -321,3 +321,31 @@ def test_eigencam_is_the_first_principal_component_and_class_agnostic():
 
 def _norm(a):
     return (a - a.min()) / (a.max() - a.min())
+
+
+def test_layer_with_a_tuple_output():
+    """Some blocks return (features, extras); the first tensor is the map, the rest passes through."""
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            return y, y.mean()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Pair()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            feats, extra = self.block(x)
+            return self.fc(feats.mean((2, 3))) + 0 * extra
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    result = Explainer(model, ["block"], [get_method("gradcam"), get_method("cam")])(torch.randn(2, 3, 8, 8))
+    g, c = result.maps[("gradcam", "block")].maps, result.maps[("cam", "block")].maps
+    assert g.shape == (2, 8, 8) and torch.allclose(g, c, atol=1e-5)  # GAP + linear: Grad-CAM == CAM
