@@ -79,7 +79,8 @@ def cam_capable_layers(model: nn.Module, input_size: tuple[int, int], device: to
     for name, module in model.named_modules():
         if name:
             def hook(_m, _i, out, name=name):
-                if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[1] == head[1].in_features:
+                if (isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[1] == head[1].in_features
+                        and out.shape[2] * out.shape[3] > 1):  # a 1x1 map (avgpool) explains nothing
                     outputs.setdefault(name, out.detach().clone())
             handles.append(module.register_forward_hook(hook))
     try:
