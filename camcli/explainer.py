@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from camcli.errors import UsageError
-from camcli.layers import display_name, first_tensor
+from camcli.layers import display_name, first_tensor, replace_first_tensor
 from camcli.methods import CAMMethod
-from camcli.methods.base import ForwardPass, MapBatch
+from camcli.methods.base import ForwardPass, MapBatch, model_logits
 
 SCORES = ("logit", "softmax")
 
@@ -69,7 +69,7 @@ def capture(model: nn.Module, layers: Sequence[str], track_grad: bool) -> Iterat
             if track_grad and not tensor.requires_grad:
                 tensor.requires_grad_(True)  # a leaf: frozen parameters and a plain input
             store[layer] = tensor
-            return _replace_first_tensor(output, tensor.clone())
+            return replace_first_tensor(output, tensor.clone())
         return hook
 
     try:
@@ -79,26 +79,6 @@ def capture(model: nn.Module, layers: Sequence[str], track_grad: bool) -> Iterat
     finally:
         for h in handles:
             h.remove()
-
-
-def _replace_first_tensor(output, new: torch.Tensor):
-    if isinstance(output, torch.Tensor):
-        return new
-    if isinstance(output, (tuple, list)):
-        items = list(output)
-        for i, item in enumerate(items):
-            if first_tensor(item) is not None:
-                items[i] = _replace_first_tensor(item, new)
-                break
-        return type(output)(items) if not hasattr(output, "_fields") else type(output)(*items)
-    if isinstance(output, dict):
-        out = dict(output)
-        for k, item in out.items():
-            if first_tensor(item) is not None:
-                out[k] = _replace_first_tensor(item, new)
-                break
-        return type(output)(out)
-    return output
 
 
 class Explainer:
@@ -153,9 +133,7 @@ class Explainer:
                         logits = model_logits(model(x)).float()
                     targets = self._targets(logits, target)
                     scores = self._scores(logits, targets)
-                    missing = [display_name(l) for l in self.layers if l not in store]
-                    if missing:
-                        raise UsageError(f"layer(s) {', '.join(missing)} did not run during the forward pass")
+                    _check_ran(store, self.layers)
                     acts = [store[l] for l in self.layers]
                     grads = torch.autograd.grad(scores.sum(), acts, allow_unused=True)
                 gradients = {l: (g if g is not None else torch.zeros_like(a)).detach()
@@ -165,9 +143,7 @@ class Explainer:
                     logits = model_logits(model(x)).float()
                     targets = self._targets(logits, target)
                 gradients = {}
-            missing = [display_name(l) for l in self.layers if l not in store]
-            if missing:
-                raise UsageError(f"layer(s) {', '.join(missing)} did not run during the forward pass")
+            _check_ran(store, self.layers)
             activations = {l: store[l].detach() for l in self.layers}
         return ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.score)
 
@@ -196,13 +172,7 @@ class Explainer:
         return logits.gather(1, targets[:, None]).squeeze(1)
 
 
-def model_logits(output) -> torch.Tensor:
-    """Models may return a tensor, a tuple (Inception's aux logits) or a dict with 'logits'."""
-    if isinstance(output, dict) and "logits" in output:
-        output = output["logits"]
-    if hasattr(output, "logits"):
-        output = output.logits
-    tensor = first_tensor(output)
-    if tensor is None or tensor.dim() != 2:
-        raise UsageError(f"the model's output is not (N, classes) logits: got {type(output).__name__}")
-    return tensor
+def _check_ran(store: dict[str, torch.Tensor], layers: Sequence[str]) -> None:
+    missing = [display_name(l) for l in layers if l not in store]
+    if missing:
+        raise UsageError(f"layer(s) {', '.join(missing)} did not run during the forward pass")

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from camcli.render import fit_text_scale
+
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -41,8 +43,7 @@ def caption(tile: np.ndarray, text: str, bar: int | None = None) -> np.ndarray:
     bar = bar or max(18, tile.shape[0] // 12)
     scale = bar / 40.0
     thickness = 1 if bar < 30 else 2
-    while scale > 0.2 and cv2.getTextSize(text, _FONT, scale, thickness)[0][0] > w - 6:
-        scale *= 0.9
+    scale = fit_text_scale(text, w - 6, scale, thickness)
     while len(text) > 3 and cv2.getTextSize(text, _FONT, scale, thickness)[0][0] > w - 6:
         text = text[:-4] + "..."
     head = np.full((bar, w, 3), 255, np.uint8)

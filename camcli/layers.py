@@ -192,3 +192,24 @@ def first_tensor(output) -> torch.Tensor | None:
             if t is not None:
                 return t
     return None
+
+
+def replace_first_tensor(output, new: torch.Tensor):
+    """``output`` with its first tensor (see :func:`first_tensor`) replaced by ``new``."""
+    if isinstance(output, torch.Tensor):
+        return new
+    if isinstance(output, (tuple, list)):
+        items = list(output)
+        for i, item in enumerate(items):
+            if first_tensor(item) is not None:
+                items[i] = replace_first_tensor(item, new)
+                break
+        return type(output)(items) if not hasattr(output, "_fields") else type(output)(*items)
+    if isinstance(output, dict):
+        out = dict(output)
+        for k, item in out.items():
+            if first_tensor(item) is not None:
+                out[k] = replace_first_tensor(item, new)
+                break
+        return type(output)(out)
+    return output

@@ -183,4 +183,5 @@ OWN_OUTPUTS = ("overlays", "heatmaps", "panels", "grid", "predictions.csv", "run
 
 def is_camcli_output(name: str) -> bool:
     return name in OWN_OUTPUTS or (name.startswith("predictions.part-") and name.endswith(".csv")) or \
-        (name.startswith("run.part-") and name.endswith(".json")) or name.startswith(".")
+        (name.startswith("run.part-") and name.endswith(".json")) or \
+        (name.startswith(".") and name.endswith(".tmp"))  # our interrupted temporary files only

@@ -75,10 +75,11 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
     mean = torch.tensor(loaded.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(loaded.std, device=device).view(1, 3, 1, 1)
     k = max(1, min(topk, loaded.num_classes))
+    nhwc = _channels_last(loaded.model)
     if not items:
         return
     for batch in loader:
-        yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k)
+        yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k, nhwc)
 
 
 def _channels_last(model) -> bool:
@@ -89,7 +90,7 @@ def _channels_last(model) -> bool:
 
 
 def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explainer, device: torch.device,
-                   mean: torch.Tensor, std: torch.Tensor, target: int | None, k: int) -> Iterator[ImageResult]:
+                   mean: torch.Tensor, std: torch.Tensor, target: int | None, k: int, nhwc: bool) -> Iterator[ImageResult]:
     good = [d for d in batch if not d.error]
     results: dict[int, ImageResult] = {}
     if good:
@@ -97,7 +98,7 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
         if device.type == "cuda":
             pixels = pixels.pin_memory()
         x = (pixels.to(device, non_blocking=True).float().div_(255) - mean) / std
-        if _channels_last(loaded.model):
+        if nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
         try:
             exp = explainer(x, target)

@@ -83,6 +83,13 @@ def draw_boxes(image: np.ndarray, found, rotated: bool = False) -> np.ndarray:
     return out
 
 
+def fit_text_scale(text: str, width: int, scale: float, thickness: int, floor: float = 0.2) -> float:
+    """Shrink an OpenCV font ``scale`` until ``text`` fits in ``width`` pixels (or reaches ``floor``)."""
+    while scale > floor and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][0] > width:
+        scale *= 0.9
+    return scale
+
+
 def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
     """``text`` in white on a dark band across the top, sized to stay legible at any image size."""
     out = image.copy()
@@ -91,8 +98,7 @@ def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
     scale = band / 34.0
     thickness = max(1, round(band / 22))
     font = cv2.FONT_HERSHEY_SIMPLEX
-    while scale > 0.25 and cv2.getTextSize(text, font, scale, thickness)[0][0] > w - 8:
-        scale *= 0.9
+    scale = fit_text_scale(text, w - 8, scale, thickness, floor=0.25)
     (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
     strip = np.ascontiguousarray((out[:band].astype(np.float32) * 0.35).astype(np.uint8))
     cv2.putText(strip, text, (4, (band + th) // 2), font, scale, (255, 255, 255), thickness, cv2.LINE_AA)

@@ -129,13 +129,12 @@ def _box_fields(row: dict, m, result: ImageResult, settings: ExplainSettings) ->
     return found
 
 
-def _render_and_write(result: ImageResult, out: Path, settings: ExplainSettings) -> tuple[list[dict], list]:
-    """Write one image's files; return its CSV rows (one per method x layer, or one error row)
-    and the (thumbnail source, caption) pairs for the contact sheet."""
+def _render_and_write(result: ImageResult, out: Path, settings: ExplainSettings) -> list[dict]:
+    """Write one image's files; return its CSV rows (one per method x layer, or one error row)."""
     base = {"index": result.item.index, "path": result.item.rel, "status": result.status, "error": result.error,
             "note": result.note}
     if result.status != "ok":
-        return [base], []
+        return [base]
     base.update(width=result.width, height=result.height, pred_index=result.pred_index,
                 pred_label=result.pred_label, score=result.score, target_index=result.target_index,
                 target_label=result.target_label, target_score=result.target_score)
@@ -176,7 +175,7 @@ def _render_and_write(result: ImageResult, out: Path, settings: ExplainSettings)
         except (OSError, ValueError) as e:
             for row in rows:
                 row.update(status="error", error=f"cannot write panel: {e}")
-    return rows, []
+    return rows
 
 
 class _GracefulStop:
@@ -304,7 +303,7 @@ def stream_run(settings: ExplainSettings, inputs: list[str], log=None, progress=
     def finish_one() -> tuple[ImageResult, list[dict]]:
         nonlocal stopped
         result, future = pending.popleft()
-        rows, _thumbs = future.result()
+        rows = future.result()
         for row in rows:
             csv_file.write(row)
         failed = any(r["status"] != "ok" for r in rows)

@@ -94,8 +94,7 @@ def read_voc(folder: Path) -> Truth:
         name = root.findtext("filename")
         if not name:
             raise UsageError(f"{xml}: no <filename>")
-        folder_text = (root.findtext("path") or "").strip()
-        rel = _norm_path(name) if not folder_text else _norm_path(name)
+        rel = _norm_path(name)
         boxes = out.setdefault(rel, [])
         for i, obj in enumerate(root.iter("object"), start=1):
             bb = obj.find("bndbox")

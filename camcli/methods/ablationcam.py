@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from camcli.errors import UsageError
-from camcli.layers import first_tensor
+from camcli.layers import replace_first_tensor
 from camcli.methods import register
-from camcli.methods.base import CAMMethod, ForwardPass, class_scores
+from camcli.methods.base import CAMMethod, ForwardPass, class_scores, model_logits
 
 
 @register
@@ -31,8 +31,6 @@ class AblationCAM(CAMMethod):
         self.cam_batch_size = cam_batch_size
 
     def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        from camcli.explainer import _replace_first_tensor, model_logits
-
         acts = fp.activations[layer]
         n, c = acts.shape[:2]
         base = class_scores(fp.logits, fp.targets, fp.score)
@@ -40,7 +38,7 @@ class AblationCAM(CAMMethod):
         replacement: dict[str, torch.Tensor] = {}
 
         def hook(_module, _inputs, output):
-            return _replace_first_tensor(output, replacement["acts"])
+            return replace_first_tensor(output, replacement["acts"])
 
         handle = fp.model.get_submodule(layer).register_forward_hook(hook)
         try:
@@ -62,7 +60,3 @@ class AblationCAM(CAMMethod):
             handle.remove()
             replacement.clear()
         return (weights[:, :, None, None] * acts.float()).sum(1)
-
-    def validate(self, fp: ForwardPass, layer: str) -> None:
-        if first_tensor(fp.activations[layer]) is None:
-            raise UsageError("ablationcam needs a layer that outputs a tensor")

@@ -15,6 +15,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from camcli.errors import UsageError
+from camcli.layers import first_tensor
+
 
 @dataclass
 class ForwardPass:
@@ -90,3 +93,15 @@ def normalise(raw: torch.Tensor, relu: bool = True) -> MapBatch:
     out = (maps - lo.view(-1, 1, 1)) / span.view(-1, 1, 1)
     out = torch.where(empty.view(-1, 1, 1), torch.zeros_like(out), out).clamp_(0, 1)
     return MapBatch(out, empty)
+
+
+def model_logits(output) -> torch.Tensor:
+    """Models may return a tensor, a tuple (Inception's aux logits) or a dict with 'logits'."""
+    if isinstance(output, dict) and "logits" in output:
+        output = output["logits"]
+    if hasattr(output, "logits"):
+        output = output.logits
+    tensor = first_tensor(output)
+    if tensor is None or tensor.dim() != 2:
+        raise UsageError(f"the model's output is not (N, classes) logits: got {type(output).__name__}")
+    return tensor

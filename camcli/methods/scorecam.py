@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from camcli.errors import UsageError
 from camcli.methods import register
-from camcli.methods.base import CAMMethod, ForwardPass, class_scores
+from camcli.methods.base import CAMMethod, ForwardPass, class_scores, model_logits
 
 
 def normalised_masks(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -80,12 +80,8 @@ class ScoreCAM(CAMMethod):
                     masks = normalised_masks(acts[i, idx], size)  # at most cam_batch_size masks in memory
                     masked = (fp.inputs[i:i + 1] * masks[:, None].to(fp.inputs.dtype)).contiguous(
                         memory_format=torch.channels_last)  # NHWC convolutions are faster, on CPU too
-                    logits = _logits(fp.model(masked))
+                    logits = model_logits(fp.model(masked))
                     scores[s:s + len(idx)] = class_scores(logits, target.expand(len(idx)), fp.score)
                 weights[i, chosen] = scores[inverse].softmax(0)
         return (weights[:, :, None, None] * acts).sum(1)
 
-
-def _logits(output) -> torch.Tensor:
-    from camcli.explainer import model_logits
-    return model_logits(output)
