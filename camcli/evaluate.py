@@ -251,6 +251,7 @@ def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = Fals
     from camcli.pipeline import iter_results
     from camcli.render import upsample
     from camcli.run import prepare, resolve_target
+    from camcli.settings import cam_batch_size_for
 
     items = discover(inputs)
     loaded, explainer, _layers, device = prepare(settings)
@@ -270,5 +271,5 @@ def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = Fals
                 pixels = result.pixels.to(device).float() / 255.0
                 heat = upsample(torch.from_numpy(m.layer_map), tuple(pixels.shape[1:]))
                 item.faith = faithfulness(loaded.model, pixels, heat, result.target_index, mean, std, steps=steps,
-                                          batch_size=settings.cam_batch_size)
+                                          batch_size=cam_batch_size_for(settings, device))
             yield item

@@ -41,8 +41,9 @@ from camcli.outputs import (PredictionsCSV, atomic_write, csv_columns, heatmap_r
                             overlay_rel, panel_rel, prepare_out_dir, read_complete_rows, sort_csv_by_index, write_json)
 from camcli.pipeline import ImageResult, iter_results
 from camcli.gallery import Gallery
+from camcli.fusion import fold_batchnorm
 from camcli.render import colormap_lut, draw_boxes, draw_caption, encode_png, encode_png16, overlay
-from camcli.settings import OUTPUT_KEYS, ExplainSettings, parse_shard
+from camcli.settings import OUTPUT_KEYS, ExplainSettings, cam_batch_size_for, parse_shard
 
 
 @dataclass
@@ -84,17 +85,19 @@ def prepare(settings: ExplainSettings, log=None, local_rank: int | None = None
     device = pick_device(settings.device)
     if local_rank is not None and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    methods = [get_method(m, cam_batch_size=settings.cam_batch_size, max_n=settings.max_n)
+    methods = [get_method(m, cam_batch_size=cam_batch_size_for(settings, device), max_n=settings.max_n)
                for m in dict.fromkeys(settings.method)]
     loaded = load_model(settings.model, weights=settings.weights, checkpoint=settings.checkpoint,
                         num_classes=settings.num_classes, labels=settings.labels,
                         input_size=settings.input_size, device=device, trust=settings.trust_checkpoint)
-    if device.type in ("cpu", "cuda"):
-        # NHWC convolutions: 1.4x faster inference on 2 CPU cores (benchmarks/), and the layout
-        # tensor cores want; results differ from NCHW only in float rounding
-        loaded.model.to(memory_format=torch.channels_last)
     layers = ([resolve_layer(loaded.model, spec) for spec in settings.layer] if settings.layer
               else [default_layer(loaded.model, loaded.input_size, device)])
+    # BatchNorm folded into its convolution (not at the target layers): ~10% faster inference
+    fold_batchnorm(loaded.model, keep=layers)
+    if device.type in ("cpu", "cuda"):
+        # NHWC convolutions: 1.2-1.4x faster inference on 2 CPU cores (benchmarks/), and the
+        # layout tensor cores want; results differ from NCHW only in float rounding
+        loaded.model.to(memory_format=torch.channels_last)
     if settings.precision != "fp32" and device.type != "cuda":
         raise UsageError(f"--precision {settings.precision} is GPU-only (CUDA autocast); on {device.type} camcli "
                          "computes in fp32 (CPU bf16 autocast is slower or unsupported on many CPUs)")
@@ -259,6 +262,21 @@ def _resume_rows(out: Path, csv_name: str, settings: ExplainSettings, expected: 
     return keep
 
 
+def _whole_batches(items: list, done: set[str], batch_size: int) -> list:
+    """The items still to do, padded out to the whole batches they belong to.
+
+    A resumed run recomputes (and then drops) the finished images that shared a batch with
+    unfinished ones, so every image is computed in the same batch as in an uninterrupted run:
+    batched kernels round differently for different batch shapes, and a resumed run must
+    write byte for byte what the whole run would have written.
+    """
+    if not done:
+        return list(items)
+    size = max(1, batch_size)
+    chunks = (items[k:k + size] for k in range(0, len(items), size))
+    return [i for chunk in chunks if any(i.rel not in done for i in chunk) for i in chunk]
+
+
 def stream_run(settings: ExplainSettings, inputs: list[str], log=None, progress=None
                ) -> Generator[tuple[ImageResult, list[dict]], None, RunSummary]:
     """Run a whole folder, yielding ``(result, csv_rows)`` per image in input order as it is written.
@@ -286,7 +304,7 @@ def stream_run(settings: ExplainSettings, inputs: list[str], log=None, progress=
     done = {r["path"] for r in keep}
     if rank == 0 or not (out / "run-settings.json").exists():
         write_json(out / "run-settings.json", expected)
-    todo = [i for i in items if i.rel not in done]
+    todo = _whole_batches(items, done, settings.batch_size)
     log(f"model {loaded.architecture} ({loaded.weights or loaded.checkpoint or 'random weights'}), "
         f"{loaded.num_classes} classes, input {loaded.input_size[0]}x{loaded.input_size[1]}; "
         f"layer {', '.join(display_name(l) for l in layers)}; method {', '.join(m.name for m in explainer.methods)}; "
@@ -323,6 +341,8 @@ def stream_run(settings: ExplainSettings, inputs: list[str], log=None, progress=
                                       workers=settings.workers, device=device, target=target,
                                       topk=settings.topk, max_pixels=settings.max_pixels)
                 for result in stream:
+                    if result.item.rel in done:  # recomputed only to keep its batch as it was
+                        continue
                     pending.append((result, pool.submit(_render_and_write, result, out, settings)))
                     # write rows as soon as they are ready (in order), and never hold more than
                     # two batches of images in flight

@@ -1,0 +1,55 @@
+"""A small PNG writer tuned for encoding speed: the "up" filter and Huffman-only deflate.
+
+Writing overlays is most of what camcli adds to plain inference, and PNG encoding is most of
+that. Two choices make it cheap: every row uses the "up" filter (one vectorised subtraction),
+and deflate runs Huffman-only, without LZ77 matching, in zlib-ng when it is installed (about
+2x faster than zlib at the same output). On blended overlays the files come out about the
+size of OpenCV's level-1 default at a third of its time (benchmarks/). Output is a standard
+8-bit RGB or grey, or 16-bit grey PNG; lossless.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+try:  # zlib-ng: the same deflate format, a faster implementation
+    from zlib_ng import zlib_ng as deflate
+except ImportError:  # pragma: no cover - platforms without a zlib-ng wheel
+    import zlib as deflate
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FILTER_UP = 2
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", deflate.crc32(data, deflate.crc32(kind)))
+
+
+def encode(pixels: np.ndarray, compressor=None) -> bytes:
+    """(H, W, 3) or (H, W) uint8, or (H, W) uint16, as PNG bytes."""
+    lib = compressor or deflate
+    a = np.asarray(pixels)
+    if a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3:
+        depth, colour = 8, 2
+    elif a.dtype == np.uint8 and a.ndim == 2:
+        depth, colour = 8, 0
+    elif a.dtype == np.uint16 and a.ndim == 2:
+        depth, colour = 16, 0
+        a = a.astype(">u2")  # PNG samples are big-endian
+    else:
+        raise ValueError(f"cannot write a {a.dtype} array of shape {a.shape} as PNG")
+    h, w = a.shape[:2]
+    if h < 1 or w < 1:
+        raise ValueError(f"cannot write an empty {w}x{h} image as PNG")
+    rows = np.ascontiguousarray(a).view(np.uint8).reshape(h, -1)
+    scan = np.empty((h, rows.shape[1] + 1), np.uint8)
+    scan[:, 0] = FILTER_UP
+    scan[0, 0] = 0  # the first row has nothing above it
+    scan[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=scan[1:, 1:])  # modulo 256, as the filter is defined
+    packer = lib.compressobj(1, lib.DEFLATED, 15, 9, lib.Z_HUFFMAN_ONLY)
+    data = packer.compress(scan) + packer.flush()
+    header = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
+    return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")

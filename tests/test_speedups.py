@@ -1,0 +1,88 @@
+"""What camcli does for speed (BatchNorm folding, channels-last, fast PNG settings) changes no result.
+
+The reference is the plain torchvision model, unmodified and in NCHW, run by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import camcli
+from camcli.explainer import Explainer
+from camcli.images import decode, resize_for_model
+from camcli.methods import get_method
+from camcli.render import encode_png, overlay
+
+METHODS = ("gradcam", "hirescam")  # HiResCAM: an affine change of the layer output shows in its map
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """ResNet-18 with seeded weights and BatchNorm statistics far from the identity, so a wrong
+    fold would show."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=7).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.3, 3.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    path = tmp_path_factory.mktemp("ck") / "r18.pth"
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (90 + 10 * i, 120, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _by_hand(model, layer, folder, size=96):
+    xs = []
+    for p in sorted(folder.glob("*.png")):
+        rgb, _ = decode(str(p))
+        x = torch.from_numpy(resize_for_model(rgb, (size, size))).permute(2, 0, 1).float() / 255
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+        xs.append((x - mean) / std)
+    return Explainer(model, [layer], [get_method(m) for m in METHODS])(torch.stack(xs))
+
+
+@pytest.mark.parametrize("layer", ["layer4.1", "layer4.1.conv2", "layer4.1.bn2", "layer3.0.bn1"])
+def test_scores_and_maps_equal_the_unmodified_model(checkpoint, images, layer):
+    """Also at layers inside a conv + BatchNorm pair: a target layer's own output is never folded."""
+    path, model = checkpoint
+    results = list(camcli.explain(images, "resnet18", checkpoint=str(path), num_classes=7, input_size=96,
+                                  layer=layer, method=list(METHODS), workers=0, device="cpu", topk=7))
+    want = _by_hand(model, layer, images)
+    for i, r in enumerate(results):
+        assert r.status == "ok"
+        got = dict((c, p) for c, _label, p in r.topk)
+        for c in range(7):
+            assert got[c] == pytest.approx(float(want.probs[i, c]), abs=1e-5)
+        for m in r.maps:
+            assert np.allclose(m.layer_map, want.maps[(m.method, layer)].maps[i].numpy(), atol=1e-4), m.method
+
+
+def test_fast_png_settings_are_lossless(tmp_path):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    heat = rng.random((37, 53), dtype=np.float32)
+    picture = overlay(image, heat, "turbo", 0.4)
+    path = tmp_path / "o.png"
+    path.write_bytes(encode_png(picture))
+    assert np.array_equal(np.asarray(Image.open(path)), picture)
+    # the blend is the published one, alpha * colour + (1 - alpha) * image, within one grey level
+    from camcli.render import colormap_lut
+    colour = colormap_lut("turbo")[np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8)].astype(np.float64)
+    want = 0.4 * colour + 0.6 * image
+    assert np.abs(picture - want).max() <= 1.0
