@@ -73,7 +73,35 @@ def test_scores_and_maps_equal_the_unmodified_model(checkpoint, images, layer):
             assert np.allclose(m.layer_map, want.maps[(m.method, layer)].maps[i].numpy(), atol=1e-4), m.method
 
 
-def test_fast_png_settings_are_lossless(tmp_path):
+@pytest.mark.parametrize("shape, dtype", [((37, 53, 3), np.uint8), ((1, 1, 3), np.uint8), ((20, 7), np.uint8),
+                                          ((9, 11), np.uint16)])
+@pytest.mark.parametrize("deflate", ["default", "stdlib zlib"])
+def test_png_writer_is_lossless_and_readable_by_two_decoders(tmp_path, shape, dtype, deflate):
+    """camcli's own PNG writer, with zlib-ng and with the stdlib fallback, read back by Pillow
+    (which checks every chunk's CRC) and by OpenCV."""
+    import zlib
+
+    import cv2
+
+    from camcli import pngfile
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+    path = tmp_path / "p.png"
+    path.write_bytes(pngfile.encode(pixels, zlib if deflate == "stdlib zlib" else None))
+    assert np.array_equal(np.asarray(Image.open(path)), pixels)
+    back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(back[..., ::-1] if back.ndim == 3 else back, pixels)
+
+
+def test_png_writer_refuses_what_it_cannot_write():
+    from camcli import pngfile
+    with pytest.raises(ValueError):
+        pngfile.encode(np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(ValueError):
+        pngfile.encode(np.zeros((0, 4, 3), np.uint8))
+
+
+def test_overlay_is_the_published_blend(tmp_path):
     rng = np.random.default_rng(1)
     image = rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)
     heat = rng.random((37, 53), dtype=np.float32)
