@@ -61,14 +61,17 @@ def fold_batchnorm(model: nn.Module, keep: Iterable[str] = ()) -> int:
         if bn.running_mean is None or bn.running_var is None or bn.training:
             continue
         with torch.no_grad():
-            scale = (bn.weight.double() if bn.affine else torch.ones_like(bn.running_var, dtype=torch.float64)) \
-                / torch.sqrt(bn.running_var.double() + bn.eps)
-            shift = bn.bias.double() if bn.affine else torch.zeros_like(scale)
-            bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
-            weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
-            new_bias = (bias - bn.running_mean.double()) * scale + shift
-            conv.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
-            conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+            def f64(t: torch.Tensor) -> torch.Tensor:  # on the CPU: MPS has no float64
+                return t.detach().to("cpu", torch.float64)
+            var = f64(bn.running_var)
+            scale = (f64(bn.weight) if bn.affine else torch.ones_like(var)) / torch.sqrt(var + bn.eps)
+            shift = f64(bn.bias) if bn.affine else torch.zeros_like(scale)
+            bias = f64(conv.bias) if conv.bias is not None else torch.zeros_like(scale)
+            weight = f64(conv.weight) * scale.view(-1, 1, 1, 1)
+            new_bias = (bias - f64(bn.running_mean)) * scale + shift
+            like, grad = conv.weight, conv.weight.requires_grad
+            conv.weight = nn.Parameter(weight.to(like.device, like.dtype), requires_grad=grad)
+            conv.bias = nn.Parameter(new_bias.to(like.device, like.dtype), requires_grad=grad)
         parent_name, _, child = bn_name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
         folded += 1
