@@ -164,6 +164,14 @@ def test_every_command_help_mentions_every_option(cli):
             for opt in param.opts:
                 if opt.startswith("--"):
                     assert opt in text, f"camcli {name} --help does not mention {opt}"
+        # every default written into an option's help reaches the screen (Rich markup would
+        # otherwise swallow "[default: ...]" as an unknown style tag)
+        unboxed = " ".join(r.stdout.replace("\u2502", " ").split())  # help wrapped inside Rich's boxes
+        for param in command.params:
+            help_text = getattr(param, "help", None) or ""
+            if "[default: " in help_text:
+                default = help_text.split("[default: ", 1)[1].split("]", 1)[0]
+                assert f"[default: {default}]" in unboxed, f"camcli {name} --help hides the default of {param.opts}"
 
 
 def test_merge_joins_shards_in_input_order(cli, setup, tmp_path):
