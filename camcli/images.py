@@ -19,10 +19,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from camcli.errors import UsageError
+from camcli.settings import DEFAULT_MAX_PIXELS
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
-#: Pillow's own decompression-bomb limit (89.5 megapixels); --max-pixels changes it
-DEFAULT_MAX_PIXELS = 89_478_485
 _GLOB_CHARS = set("*?[")
 
 

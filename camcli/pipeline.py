@@ -18,6 +18,7 @@ from camcli.explainer import Explainer
 from camcli.images import Decoded, ImageDataset, ImageItem, collate
 from camcli.models import LoadedModel
 from camcli.render import upsample
+from camcli.settings import DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -64,11 +65,11 @@ class ImageResult:
 
 def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[ImageItem], *,
                  batch_size: int = 16, workers: int = 0, device: torch.device | str = "cpu",
-                 target: int | None = None, topk: int = 5, max_pixels: int | None = None) -> Iterator[ImageResult]:
+                 target: int | None = None, topk: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[ImageResult]:
     """Explain ``items`` batch by batch and yield one :class:`ImageResult` per item, in order."""
     device = torch.device(device)
     loader = torch.utils.data.DataLoader(
-        ImageDataset(items, loaded.input_size, **({"max_pixels": max_pixels} if max_pixels else {})),
+        ImageDataset(items, loaded.input_size, max_pixels),
         batch_size=max(1, batch_size), shuffle=False,
         num_workers=max(0, workers), collate_fn=collate, pin_memory=device.type == "cuda",
         prefetch_factor=2 if workers > 0 else None)
@@ -111,13 +112,15 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
             probs, idx = probs.cpu().tolist(), idx.cpu().tolist()
             targets = exp.targets.cpu().tolist()
             target_scores = exp.probs.gather(1, exp.targets[:, None]).squeeze(1).cpu().tolist()
+            # one device-to-host copy per batch, not one per image
+            on_host = {key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in exp.maps.items()}
             for i, d in enumerate(good):
                 h, w = d.original.shape[:2]
                 maps = []
                 for (method, layer), mb in exp.maps.items():
-                    small = mb.maps[i]
-                    maps.append(MapResult(method, layer, upsample(small, (h, w)).cpu().numpy(),
-                                          small.cpu().numpy(), bool(mb.empty[i])))
+                    small, empty = on_host[(method, layer)]
+                    maps.append(MapResult(method, layer, upsample(mb.maps[i], (h, w)).cpu().numpy(),
+                                          small[i], bool(empty[i])))
                 t = targets[i]
                 results[d.item.index] = ImageResult(
                     d.item, "ok", note=d.note, width=w, height=h, image=d.original, pixels=d.pixels,

@@ -1,7 +1,7 @@
 """Orchestrating ``camcli explain``: settings in; overlays, predictions.csv and run.json out.
 
 The stream from :mod:`camcli.pipeline` feeds a small thread pool that colours, blends,
-encodes and writes PNGs while the next batch is computed (OpenCV's encoder releases the GIL).
+encodes and writes PNGs while the next batch is computed (OpenCV and zlib release the GIL).
 Futures are drained in submission order, so CSV rows appear in input order whatever the
 timing, and at most ``2 x batch size`` images are in flight.
 """

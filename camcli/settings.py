@@ -21,6 +21,9 @@ else:  # pragma: no cover
 
 from camcli.errors import UsageError, closest
 
+#: Pillow's own decompression-bomb limit (89.5 megapixels); --max-pixels changes it
+DEFAULT_MAX_PIXELS = 89_478_485
+
 
 @dataclass
 class ExplainSettings:
@@ -55,7 +58,7 @@ class ExplainSettings:
     caption: bool = False
     html: bool = False
     hidden: bool = False
-    max_pixels: int = 89_478_485
+    max_pixels: int = DEFAULT_MAX_PIXELS
     fail_fast: bool = False
     resume: bool = False
     overwrite: bool = False
