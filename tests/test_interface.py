@@ -174,6 +174,25 @@ def test_every_command_help_mentions_every_option(cli):
                 assert f"[default: {default}]" in unboxed, f"camcli {name} --help hides the default of {param.opts}"
 
 
+
+def test_help_answers_without_loading_torch():
+    """`--help` and shell completion run the program: they must not wait for torch to load."""
+    probe = ("import sys\n"
+             "from camcli.cli import main\n"
+             "sys.argv = ['camcli', *sys.argv[1:]]\n"
+             "try:\n    main()\n"
+             "except SystemExit:\n    pass\n"
+             "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded', file=sys.stderr)\n")
+    for args in (["--help"], ["explain", "--help"], ["evaluate", "--help"]):
+        r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+        assert "Usage" in r.stdout, args
+        assert "torch not loaded" in r.stderr, f"camcli {' '.join(args)} imported torch"
+    # the public API is still there, loaded on first use, and camcli.methods stays the function
+    r = subprocess.run([sys.executable, "-c", "import camcli, camcli.methods.scorecam; camcli.explain; "
+                        "print(sorted(camcli.methods())[:2], camcli.get_method('gradcam').name)"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "['ablationcam', 'cam'] gradcam" in r.stdout, r.stderr
+
 def test_merge_joins_shards_in_input_order(cli, setup, tmp_path):
     out = tmp_path / "o"
     for i in range(3):
