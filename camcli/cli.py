@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from camcli import __version__
+from camcli.allocator import keep_freed_memory
 from camcli.errors import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CamcliError, UsageError
 
 EXIT_CODES = (
@@ -431,6 +432,7 @@ def layers(
 
 def main() -> None:
     """Console-script entry point."""
+    keep_freed_memory()
     try:
         app()
     except KeyboardInterrupt:
