@@ -114,3 +114,19 @@ def test_overlay_is_the_published_blend(tmp_path):
     colour = colormap_lut("turbo")[np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8)].astype(np.float64)
     want = 0.4 * colour + 0.6 * image
     assert np.abs(picture - want).max() <= 1.0
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
+def test_allocator_tuning_leaves_users_own_settings_alone():
+    """The CLI raises glibc's mmap threshold, unless the user tuned malloc or preloaded another allocator."""
+    import os
+    import subprocess
+    import sys
+
+    probe = "from camcli.allocator import keep_freed_memory; print(keep_freed_memory())"
+    base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("MALLOC_")}
+    for extra, expected in (({}, "True"), ({"MALLOC_MMAP_THRESHOLD_": "65536"}, "False"),
+                            ({"LD_PRELOAD": "/nonexistent/libjemalloc.so"}, "False")):
+        r = subprocess.run([sys.executable, "-c", probe], env={**base, **extra}, capture_output=True, text=True,
+                           timeout=60)
+        assert r.stdout.strip() == expected, (extra, r.stdout, r.stderr)
