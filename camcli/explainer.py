@@ -147,8 +147,15 @@ class Explainer:
             activations = {l: store[l].detach() for l in self.layers}
         return ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.score)
 
-    def __call__(self, x: torch.Tensor, target: int | torch.Tensor | None = None) -> BatchExplanation:
+    def __call__(self, x: torch.Tensor, target: int | torch.Tensor | None = None,
+                 wanted: Sequence[bool] | torch.Tensor | None = None) -> BatchExplanation:
+        """Explain a batch; ``wanted`` (one bool per image) lets per-image methods skip the images
+        whose maps will be thrown away (their maps come back empty)."""
         fp = self.forward(x, target)
+        if wanted is not None:
+            fp.wanted = torch.as_tensor(wanted, dtype=torch.bool).flatten()
+            if fp.wanted.numel() != x.shape[0]:
+                raise ValueError(f"wanted has {fp.wanted.numel()} entries for a batch of {x.shape[0]}")
         maps = {}
         for method in self.methods:
             for layer in self.layers:

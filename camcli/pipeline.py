@@ -8,7 +8,7 @@ batch size and the workers' prefetch, whatever the folder's size.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,8 +65,13 @@ class ImageResult:
 
 def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[ImageItem], *,
                  batch_size: int = 16, workers: int = 0, device: torch.device | str = "cpu",
-                 target: int | None = None, topk: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[ImageResult]:
-    """Explain ``items`` batch by batch and yield one :class:`ImageResult` per item, in order."""
+                 target: int | None = None, topk: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 skip: Collection[str] = frozenset()) -> Iterator[ImageResult]:
+    """Explain ``items`` batch by batch and yield one :class:`ImageResult` per item, in order.
+
+    Items whose ``rel`` is in ``skip`` still go through the shared forward with their batch,
+    but per-image methods (Score-CAM, Ablation-CAM) leave them out; their maps are empty.
+    """
     device = torch.device(device)
     loader = torch.utils.data.DataLoader(
         ImageDataset(items, loaded.input_size, max_pixels),
@@ -80,7 +85,7 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
     if not items:
         return
     for batch in loader:
-        yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k, nhwc)
+        yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k, nhwc, skip)
 
 
 def _channels_last(model) -> bool:
@@ -91,7 +96,8 @@ def _channels_last(model) -> bool:
 
 
 def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explainer, device: torch.device,
-                   mean: torch.Tensor, std: torch.Tensor, target: int | None, k: int, nhwc: bool) -> Iterator[ImageResult]:
+                   mean: torch.Tensor, std: torch.Tensor, target: int | None, k: int, nhwc: bool,
+                   skip: Collection[str] = frozenset()) -> Iterator[ImageResult]:
     good = [d for d in batch if not d.error]
     results: dict[int, ImageResult] = {}
     if good:
@@ -102,7 +108,8 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
         if nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
         try:
-            exp = explainer(x, target)
+            wanted = [d.item.rel not in skip for d in good]
+            exp = explainer(x, target, wanted=None if all(wanted) else wanted)
         except (RuntimeError, ValueError) as e:  # e.g. out of memory: the batch fails, the run goes on
             reason = f"model failed on this batch: {str(e).splitlines()[0]}"
             for d in good:

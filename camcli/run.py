@@ -265,10 +265,11 @@ def _resume_rows(out: Path, csv_name: str, settings: ExplainSettings, expected: 
 def _whole_batches(items: list, done: set[str], batch_size: int) -> list:
     """The items still to do, padded out to the whole batches they belong to.
 
-    A resumed run recomputes (and then drops) the finished images that shared a batch with
-    unfinished ones, so every image is computed in the same batch as in an uninterrupted run:
-    batched kernels round differently for different batch shapes, and a resumed run must
-    write byte for byte what the whole run would have written.
+    A resumed run puts the finished images that shared a batch with unfinished ones through the
+    shared forward again (and then drops them), so every image is computed in the same batch as
+    in an uninterrupted run: batched kernels round differently for different batch shapes, and a
+    resumed run must write byte for byte what the whole run would have written. Per-image
+    passes (Score-CAM's masks, Ablation-CAM's channels) are not repeated for them.
     """
     if not done:
         return list(items)
@@ -339,7 +340,7 @@ def stream_run(settings: ExplainSettings, inputs: list[str], log=None, progress=
             try:
                 stream = iter_results(loaded, explainer, todo, batch_size=settings.batch_size,
                                       workers=settings.workers, device=device, target=target,
-                                      topk=settings.topk, max_pixels=settings.max_pixels)
+                                      topk=settings.topk, max_pixels=settings.max_pixels, skip=done)
                 for result in stream:
                     if result.item.rel in done:  # recomputed only to keep its batch as it was
                         continue

@@ -43,7 +43,7 @@ class AblationCAM(CAMMethod):
         handle = fp.model.get_submodule(layer).register_forward_hook(hook)
         try:
             with torch.inference_mode():
-                for i in range(n):
+                for i in fp.wanted_images():
                     for s in range(0, c, self.cam_batch_size):
                         channels = torch.arange(s, min(c, s + self.cam_batch_size), device=acts.device)
                         k = len(channels)

@@ -30,6 +30,16 @@ class ForwardPass:
     activations: dict[str, torch.Tensor]  # layer -> (N, C, h, w), detached
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> d score / d activation
     score: str = "logit"  # which score the gradients were taken of: "logit" or "softmax"
+    #: (N,) bool or None: the images whose maps will be used. Methods with per-image passes
+    #: (Score-CAM, Ablation-CAM) skip the others; a resumed run recomputes finished images
+    #: only so that their batch is the same as in the whole run.
+    wanted: torch.Tensor | None = None
+
+    def wanted_images(self) -> list[int]:
+        """Indices of the images whose maps are needed (all of them unless ``wanted`` says)."""
+        if self.wanted is None:
+            return list(range(self.inputs.shape[0]))
+        return [i for i, w in enumerate(self.wanted.tolist()) if w]
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class ScoreCAM(CAMMethod):
         size = tuple(fp.inputs.shape[2:])
         weights = torch.zeros(n, c, device=acts.device)
         with torch.inference_mode():
-            for i in range(n):
+            for i in fp.wanted_images():
                 chosen = torch.arange(c, device=acts.device)
                 if self.max_n is not None and self.max_n < c:
                     chosen = acts[i].flatten(1).std(1).topk(self.max_n).indices.sort().values
