@@ -1,7 +1,7 @@
 """camcli against the plain-inference floor and its peers, in one process tree, on the same images.
 
-    python benchmarks/bench.py                       # resnet18, 256 images; about 10 minutes on 2 cores
-    python benchmarks/bench.py --arch resnet50 --images 200 --parts gradcam  # about 12 minutes
+    python benchmarks/bench.py                       # resnet18, 256 images; about 14 minutes on 2 cores
+    python benchmarks/bench.py --arch resnet50 --images 200 --scorecam-images 1 --parts gradcam,scorecam  # ~30 min
 
 Generates JPEGs (240-640 px, seeded), saves seeded random weights, then runs, interleaved and
 each in its own child process (wall time and peak RSS from ``os.wait4``): the decode + plain
@@ -9,8 +9,8 @@ inference floor (NCHW, as a plain script runs it), the strict floor (the same in
 memory format, as camcli runs its convolutions), ``camcli explain --method gradcam``, a pytorch-grad-cam script and a torchcam
 script (benchmarks/peers.py; same decoding, batch 16, 2 loader workers, overlay PNG + CSV per
 image). Then checks that the heatmaps agree (Pearson r at layer resolution), times Score-CAM
-against pytorch-grad-cam's on a few images, and compares camcli's peak RSS at 100 and 2,000
-images. Peers are the optional dev dependencies; this is not part of the test suite.
+against pytorch-grad-cam's on N and 2N images (whole process, and per image after start-up),
+and compares camcli's peak RSS at 100 and 2,000 images. Peers are the optional dev dependencies; this is not part of the test suite.
 """
 
 from __future__ import annotations
