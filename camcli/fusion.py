@@ -44,6 +44,11 @@ def _fold_pairs(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
+def _f64(t: torch.Tensor) -> torch.Tensor:
+    """A float64 copy on the CPU (MPS has no float64)."""
+    return t.detach().to("cpu", torch.float64)
+
+
 def fold_batchnorm(model: nn.Module, keep: Iterable[str] = ()) -> int:
     """Fold eval-mode BatchNorm2d layers into their convolutions, in place; return how many.
 
@@ -61,14 +66,12 @@ def fold_batchnorm(model: nn.Module, keep: Iterable[str] = ()) -> int:
         if bn.running_mean is None or bn.running_var is None or bn.training:
             continue
         with torch.no_grad():
-            def f64(t: torch.Tensor) -> torch.Tensor:  # on the CPU: MPS has no float64
-                return t.detach().to("cpu", torch.float64)
-            var = f64(bn.running_var)
-            scale = (f64(bn.weight) if bn.affine else torch.ones_like(var)) / torch.sqrt(var + bn.eps)
-            shift = f64(bn.bias) if bn.affine else torch.zeros_like(scale)
-            bias = f64(conv.bias) if conv.bias is not None else torch.zeros_like(scale)
-            weight = f64(conv.weight) * scale.view(-1, 1, 1, 1)
-            new_bias = (bias - f64(bn.running_mean)) * scale + shift
+            var = _f64(bn.running_var)
+            scale = (_f64(bn.weight) if bn.affine else torch.ones_like(var)) / torch.sqrt(var + bn.eps)
+            shift = _f64(bn.bias) if bn.affine else torch.zeros_like(scale)
+            bias = _f64(conv.bias) if conv.bias is not None else torch.zeros_like(scale)
+            weight = _f64(conv.weight) * scale.view(-1, 1, 1, 1)
+            new_bias = (bias - _f64(bn.running_mean)) * scale + shift
             like, grad = conv.weight, conv.weight.requires_grad
             conv.weight = nn.Parameter(weight.to(like.device, like.dtype), requires_grad=grad)
             conv.bias = nn.Parameter(new_bias.to(like.device, like.dtype), requires_grad=grad)

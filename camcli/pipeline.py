@@ -69,8 +69,10 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
                  skip: Collection[str] = frozenset()) -> Iterator[ImageResult]:
     """Explain ``items`` batch by batch and yield one :class:`ImageResult` per item, in order.
 
-    Items whose ``rel`` is in ``skip`` still go through the shared forward with their batch,
-    but per-image methods (Score-CAM, Ablation-CAM) leave them out; their maps are empty.
+    Items whose ``rel`` is in ``skip`` still go through the shared forward with their batch (a
+    resumed run keeps batches as they were), but nothing else is done for them and they are
+    not yielded: per-image methods (Score-CAM, Ablation-CAM) leave them out, and their maps are
+    neither upsampled nor copied.
     """
     device = torch.device(device)
     loader = torch.utils.data.DataLoader(
@@ -122,6 +124,8 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
             # one device-to-host copy per batch, not one per image
             on_host = {key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in exp.maps.items()}
             for i, d in enumerate(good):
+                if d.item.rel in skip:
+                    continue
                 h, w = d.original.shape[:2]
                 maps = []
                 for (method, layer), mb in exp.maps.items():
@@ -134,6 +138,8 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
                     topk=[(c, loaded.labels[c], p) for c, p in zip(idx[i], probs[i])],
                     target_index=t, target_label=loaded.labels[t], target_score=target_scores[i], maps=maps)
     for d in batch:
+        if d.item.rel in skip:
+            continue
         if d.error:
             yield ImageResult(d.item, "error", error=d.error)
         else:

@@ -341,9 +341,7 @@ def stream_run(settings: ExplainSettings, inputs: list[str], log=None, progress=
                 stream = iter_results(loaded, explainer, todo, batch_size=settings.batch_size,
                                       workers=settings.workers, device=device, target=target,
                                       topk=settings.topk, max_pixels=settings.max_pixels, skip=done)
-                for result in stream:
-                    if result.item.rel in done:  # recomputed only to keep its batch as it was
-                        continue
+                for result in stream:  # finished images are not yielded (skip=done)
                     pending.append((result, pool.submit(_render_and_write, result, out, settings)))
                     # write rows as soon as they are ready (in order), and never hold more than
                     # two batches of images in flight
