@@ -3,7 +3,7 @@
 The command line (``camcli explain``) is a thin layer over this API:
 
 >>> import camcli
->>> results = camcli.explain("sample_images/", config="configs/demo.toml")   # doctest: +SKIP
+>>> run = camcli.explain("sample_images/", config="configs/demo.toml")       # doctest: +SKIP
 >>> lm = camcli.load_model("resnet18", checkpoint="demo/shapes_resnet18.safetensors")  # doctest: +SKIP
 >>> explainer = camcli.Explainer(lm.model, ["layer4.1"], [camcli.get_method("gradcam")])  # doctest: +SKIP
 >>> sorted(camcli.methods())                                                    # doctest: +SKIP
@@ -13,29 +13,16 @@ __version__ = "0.1.0"
 
 # The public names are imported on first use (PEP 562), so that `camcli --help`, `--version`
 # and shell completion do not wait ~4 s for torch and torchvision to load.
-import sys as _sys
-import types as _types
-
 _LAZY = {
     "explain": ("camcli.api", "explain"),
-    "Explainer": ("camcli.explainer", "Explainer"),
-    "methods": ("camcli.methods", "available"),
-    "get_method": ("camcli.methods", "get_method"),
+    "Run": ("camcli.run", "Run"),
+    "RunSummary": ("camcli.run", "RunSummary"),
+    "ExplainSession": ("camcli.session", "ExplainSession"),
+    "Explainer": ("camcli.engine.explainer", "Explainer"),
+    "methods": ("camcli.engine.methods", "available"),
+    "get_method": ("camcli.engine.methods", "get_method"),
     "load_model": ("camcli.models", "load_model"),
 }
-
-
-class _Package(_types.ModuleType):
-    """``camcli.methods`` is both a function and a subpackage: loading the subpackage must not
-    replace the function (it is still imported by ``from camcli.methods import ...``)."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name == "methods" and isinstance(value, _types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):
@@ -53,4 +40,5 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["Explainer", "__version__", "explain", "get_method", "load_model", "methods"]
+__all__ = ["ExplainSession", "Explainer", "Run", "RunSummary", "__version__", "explain", "get_method",
+           "load_model", "methods"]

@@ -2,15 +2,21 @@
 
 Anything raised as :class:`UsageError` is a mistake in what the user asked for (a path, a name,
 a setting): the CLI prints its one-line message and exits 2, without a traceback.
+
+The core speaks its own vocabulary: a message names a setting in backquotes, as the Python API
+spells it (```batch_size` must be at least 1``). ``str(error)`` reads "batch_size must be at
+least 1"; the command line shows the flag instead (:meth:`UsageError.for_cli`: "--batch-size
+must be at least 1").
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 EXIT_OK = 0
-EXIT_FAILURES = 1  # some images failed (or, later, an evaluation gate failed)
+EXIT_FAILURES = 1  # some images failed, or an evaluation gate failed
 EXIT_USAGE = 2  # bad arguments, configuration, model, layer, method or checkpoint
 EXIT_INTERRUPTED = 130
 
@@ -21,10 +27,26 @@ class CamcliError(Exception):
     exit_code = EXIT_FAILURES
 
 
+_SETTING = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
 class UsageError(CamcliError):
     """The request cannot be carried out as asked; exit code 2."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_SETTING.sub(r"\1", message))
+        self.template = message
+
+    @property
+    def settings(self) -> list[str]:
+        """The settings the message speaks of."""
+        return _SETTING.findall(self.template)
+
+    def for_cli(self) -> str:
+        """The message with each setting written as its command-line flag."""
+        return _SETTING.sub(lambda m: "--" + m.group(1).replace("_", "-"), self.template)
 
 
 def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:

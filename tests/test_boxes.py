@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from camcli.boxes import Box, boxes_from_heatmap, energy_inside, iou, peak, pointing_hit, polygon_iou
+from camcli.evaluation.boxes import Box, boxes_from_heatmap, energy_inside, iou, peak, pointing_hit, polygon_iou
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -83,7 +83,7 @@ def test_pointing_game_and_energy():
 def test_peak_of_a_border_cell_is_its_centre_not_the_edge():
     import torch
 
-    from camcli.render import upsample
+    from camcli.engine.tensors import upsample
     cells = torch.zeros(5, 5)
     cells[0, 2] = 1.0  # strongest cell on the top edge
     heat = upsample(cells, (50, 50)).numpy()  # 10 px cells: the cell's centre is at (24.5, 4.5)

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from camcli.boxes import Box, pointing_hit
-from camcli.images import discover
-from camcli.run import prepare, resolve_target
-from camcli.pipeline import iter_results
+from camcli.evaluation.boxes import Box, pointing_hit
+from camcli.engine.images import discover
+from camcli.session import ExplainSession, resolve_target
+from camcli.engine.stream import iter_results
 from camcli.settings import resolve
 from conftest import DEMO_CONFIG, SAMPLES, read_boxes, read_csv
 
@@ -35,7 +35,8 @@ def demo_out(tmp_path_factory):
 def demo():
     settings = resolve({"workers": 0}, DEMO_CONFIG)
     settings.method = ["gradcam", "cam"]
-    loaded, explainer, layers, device = prepare(settings)
+    session = ExplainSession.open(settings)
+    loaded, explainer, device = session.loaded, session.explainer, session.device
     return loaded, explainer, device
 
 
@@ -103,7 +104,8 @@ def test_every_class_discriminative_method_follows_the_target():
     floor, 85%, fails as soon as a method misses a third case (13/16 = 81%)."""
     settings = resolve({"workers": 0, "cam_batch_size": 256}, DEMO_CONFIG)
     settings.method = DISCRIMINATIVE
-    loaded, explainer, _layers, device = prepare(settings)
+    session = ExplainSession.open(settings)
+    loaded, explainer, device = session.loaded, session.explainer, session.device
     boxes = read_boxes()
     items = [i for i in discover([SAMPLES]) if len(boxes[i.rel]) == 2]
     cases = {m: [] for m in DISCRIMINATIVE}

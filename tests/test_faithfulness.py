@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from camcli.faithfulness import auc, faithfulness
+from camcli.evaluation.faithfulness import auc, faithfulness
 
 
 def checker(n: int) -> torch.Tensor:

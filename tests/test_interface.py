@@ -66,9 +66,20 @@ def test_dry_run_loads_no_model_and_shows_sources(cli, setup, tmp_path, monkeypa
     cfg = tmp_path / "c.toml"
     cfg.write_text('method = "cam"\ntopk = 2\n')
     monkeypatch.setenv("CAMCLI_TOPK", "3")
-    import camcli.models
-    monkeypatch.setattr(camcli.models, "load_model", lambda *a, **k: pytest.fail("dry run loaded a model"))
+    import torchvision.models
+
+    def loaded(*a, **k):
+        raise RuntimeError("a model was loaded")
+    # every way to a model goes through these two, looked up when called (not bound at import)
+    monkeypatch.setattr(torch, "load", loaded)
+    monkeypatch.setattr(torchvision.models, "get_model", loaded)
     checkpoint = setup / "r18.pth"
+    # the traps spring on a real run
+    r = cli("explain", setup / "imgs", "--checkpoint", checkpoint, "--out", tmp_path / "real", "--workers", "0")
+    assert r.exit_code == 2 and "a model was loaded" in r.stderr
+    with pytest.raises(RuntimeError, match="a model was loaded"):
+        cli("explain", setup / "imgs", "--model", "resnet18", "--weights", "none", "--out", tmp_path / "real2",
+            "--workers", "0")
     before = os.stat(checkpoint).st_atime_ns
     start = time.perf_counter()
     r = cli("explain", setup / "imgs", "--config", cfg, "--checkpoint", checkpoint, "--alpha", "0.3",
@@ -122,14 +133,27 @@ def test_gallery_loads_in_headless_chromium(cli, setup, tmp_path):
 
 def test_python_api_yields_results_without_writing(setup, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    results = list(camcli.explain(setup / "imgs", model="resnet18", checkpoint=setup / "r18.pth",
-                                  labels=setup / "labels.txt", input_size=64, workers=0, method="gradcam,cam"))
+    run = camcli.explain(setup / "imgs", model="resnet18", checkpoint=setup / "r18.pth", labels=setup / "labels.txt",
+                         input_size=64, workers=0, method="gradcam,cam", topk=3)
+    results = list(run)
     assert [r.item.rel for r in results] == ["bad.png", "one.png", "sub dir/three é.png", "two.jpg"]  # sorted
     assert results[0].status == "error"
     ok = results[1]
-    assert ok.pred_label in ("apple", "banana", "cherry") and len(ok.topk) == 3
+    assert ok.pred_label in ("apple", "banana", "cherry") and len(ok.topk) == 3  # topk means what --topk means
     assert [(m.method, m.heatmap.shape) for m in ok.maps] == [("gradcam", (70, 90)), ("cam", (70, 90))]
+    assert (run.summary.images, run.summary.ok, run.summary.failed, run.summary.out) == (4, 3, 1, None)
     assert list(tmp_path.iterdir()) == []
+    # the API honours hidden and max_pixels like the command line
+    (setup / "imgs" / ".hidden.png").write_bytes((setup / "imgs" / "one.png").read_bytes())
+    try:
+        common = dict(model="resnet18", checkpoint=setup / "r18.pth", input_size=64, workers=0)
+        assert len(list(camcli.explain(setup / "imgs", **common))) == 4
+        found = {r.item.rel: r for r in camcli.explain(setup / "imgs", hidden=True, **common)}
+        assert ".hidden.png" in found and len(found["one.png"].topk) == 1
+        limited = {r.item.rel: r for r in camcli.explain(setup / "imgs", max_pixels=6000, **common)}
+        assert "max-pixels" in limited["one.png"].error  # 90 x 70 = 6,300 pixels
+    finally:
+        (setup / "imgs" / ".hidden.png").unlink()
     with pytest.raises(TypeError, match="colour"):
         list(camcli.explain(setup / "imgs", colour="red"))
 
@@ -187,8 +211,8 @@ def test_help_answers_without_loading_torch():
         r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
         assert "Usage" in r.stdout, args
         assert "torch not loaded" in r.stderr, f"camcli {' '.join(args)} imported torch"
-    # the public API is still there, loaded on first use, and camcli.methods stays the function
-    r = subprocess.run([sys.executable, "-c", "import camcli, camcli.methods.scorecam; camcli.explain; "
+    # the public API is still there, loaded on first use, and camcli.methods is the function
+    r = subprocess.run([sys.executable, "-c", "import camcli, camcli.engine.methods.scorecam; camcli.explain; "
                         "print(sorted(camcli.methods())[:2], camcli.get_method('gradcam').name)"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "['ablationcam', 'cam'] gradcam" in r.stdout, r.stderr

@@ -4,7 +4,8 @@ import pytest
 import torchvision
 
 from camcli.errors import UsageError
-from camcli.layers import default_layer, display_name, parse_layer, resolve_layer
+from camcli.models.layer_names import display_name, parse_layer, resolve_layer
+from camcli.models.layer_search import default_layer
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import torchvision
 from torch import nn
 
 from camcli.errors import UsageError
-from camcli.explainer import Explainer
-from camcli.layers import resolve_layer
-from camcli.methods import available, get_method
+from camcli.engine.explainer import Explainer
+from camcli.models.layer_names import resolve_layer
+from camcli.engine.methods import available, get_method
 
 
 def pearson(a, b) -> float:
@@ -238,8 +238,8 @@ def test_scorecam_matches_hand_computation():
 
 def test_scorecam_deduplication_is_exact():
     """Dead (constant) channels and affine copies share one masked forward; results are unchanged."""
-    from camcli.methods.scorecam import distinct_channels
-    from camcli.methods.base import ForwardPass
+    from camcli.engine.methods.scorecam import distinct_channels
+    from camcli.engine.methods.base import ForwardPass
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=3).eval()
@@ -260,7 +260,7 @@ def test_scorecam_deduplication_is_exact():
 
     # the plain computation: one masked forward per channel, no sharing
     plain = torch.zeros_like(deduped)
-    from camcli.methods.scorecam import normalised_masks
+    from camcli.engine.methods.scorecam import normalised_masks
     with torch.no_grad():
         for i in range(2):
             masks = normalised_masks(acts[i], (64, 64))
@@ -270,17 +270,28 @@ def test_scorecam_deduplication_is_exact():
 
 
 def test_faster_scorecam_uses_only_the_widest_channels():
+    """With max_n=N only the N channels with the largest spatial standard deviation weigh in:
+    the map equals Score-CAM's formula computed by hand on exactly those channels."""
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=3).eval()
     x = torch.randn(1, 3, 64, 64)
     calls = []
     handle = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    ex = Explainer(model, ["layer4.1"], [get_method("scorecam", max_n=10)])
-    handle2 = None
-    result = ex(x)
+    result = Explainer(model, ["layer4.1"], [get_method("scorecam", max_n=10, cam_batch_size=64)])(x, target=1)
     handle.remove()
     assert sum(calls) <= 1 + 10  # the shared forward, then at most N masked inputs
-    assert torch.isfinite(result.maps[("scorecam", "layer4.1")].maps).all()
+    with torch.no_grad():
+        acts = torch.nn.Sequential(*list(model.children())[:-2])(x)[0]
+        widest = acts.flatten(1).std(1).topk(10).indices
+        ups = torch.nn.functional.interpolate(acts[widest][:, None], size=(64, 64), mode="bilinear",
+                                              align_corners=False)[:, 0]
+        lo, hi = ups.flatten(1).min(1).values, ups.flatten(1).max(1).values
+        masks = (ups - lo[:, None, None]) / (hi - lo)[:, None, None]
+        scores = model(x * masks[:, None])[:, 1]
+        weights = scores.softmax(0)
+        cam = torch.relu((weights[:, None, None] * acts[widest]).sum(0))
+        want = (cam - cam.min()) / (cam.max() - cam.min())
+    torch.testing.assert_close(result.maps[("scorecam", "layer4.1")].maps[0], want, atol=1e-4, rtol=1e-4)
 
 
 def test_ablationcam_matches_hand_computation():

@@ -16,9 +16,9 @@ import pytest
 import torch
 import torchvision
 
-from camcli.explainer import Explainer
-from camcli.layers import resolve_layer
-from camcli.methods import get_method
+from camcli.engine.explainer import Explainer
+from camcli.models.layer_names import resolve_layer
+from camcli.engine.methods import get_method
 
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
@@ -134,13 +134,13 @@ def test_ablationcam_matches_pytorch_grad_cam_at_a_rectified_layer():
 
 def test_demo_model_matches_pytorch_grad_cam_for_every_shared_method():
     """The trained demo model on two sample scenes, every method pytorch-grad-cam also has."""
-    from camcli.run import prepare
+    from camcli.session import ExplainSession
     from camcli.settings import resolve
     from conftest import DEMO_CONFIG, SAMPLES
     settings = resolve({"workers": 0, "device": "cpu"}, DEMO_CONFIG)
-    loaded, _explainer, _layers, _device = prepare(settings)
+    loaded = ExplainSession.open(settings).loaded
     model = loaded.model.to(memory_format=torch.contiguous_format)
-    from camcli.images import decode, resize_for_model
+    from camcli.engine.images import decode, resize_for_model
     xs = []
     for rel in ("pairs/star_ring_03.png", "single/triangle_04.jpg"):
         rgb, _ = decode(str(SAMPLES / rel))
@@ -166,12 +166,12 @@ def test_demo_model_scorecam_against_the_authors_formula():
     written out step by step, r >= 0.99."""
     import torch.nn.functional as F
 
-    from camcli.run import prepare
+    from camcli.session import ExplainSession
     from camcli.settings import resolve
     from conftest import DEMO_CONFIG, SAMPLES
-    from camcli.images import decode, resize_for_model
+    from camcli.engine.images import decode, resize_for_model
     settings = resolve({"workers": 0, "device": "cpu"}, DEMO_CONFIG)
-    loaded, _e, _l, _d = prepare(settings)
+    loaded = ExplainSession.open(settings).loaded
     model = loaded.model.to(memory_format=torch.contiguous_format)
     rgb, _ = decode(str(SAMPLES / "single" / "triangle_04.jpg"))
     small = torch.from_numpy(resize_for_model(rgb, loaded.input_size)).permute(2, 0, 1).float() / 255
@@ -277,10 +277,10 @@ def test_ablationcam_against_the_paper_where_the_peer_departs_from_it(arch, laye
 
 def test_demo_model_cam_matches_torchcam():
     torchcam = pytest.importorskip("torchcam.methods")
-    from camcli.run import prepare
+    from camcli.session import ExplainSession
     from camcli.settings import resolve
     from conftest import DEMO_CONFIG
-    loaded, _e, _l, _d = prepare(resolve({"workers": 0, "device": "cpu"}, DEMO_CONFIG))
+    loaded = ExplainSession.open(resolve({"workers": 0, "device": "cpu"}, DEMO_CONFIG)).loaded
     model = loaded.model.to(memory_format=torch.contiguous_format)
     x = torch.randn(2, 3, *loaded.input_size, generator=torch.Generator().manual_seed(7))
     ours = Explainer(model, ["layer4.1"], [get_method("cam")])(x)

@@ -160,7 +160,7 @@ def test_fuzzed_bytes_always_give_one_row_per_file(cli, model, tmp_path):
 
 
 def test_inputs_from_globs_and_a_vanishing_file(model, tmp_path):
-    from camcli.run import stream_run
+    from camcli.run import Run
     from camcli.settings import resolve
     folder = tmp_path / "in"
     folder.mkdir()
@@ -168,7 +168,7 @@ def test_inputs_from_globs_and_a_vanishing_file(model, tmp_path):
         (folder / f"{i}.png").write_bytes(_png(np.full((10, 10, 3), i * 40, np.uint8)))
     settings = resolve({"model": "resnet18", "checkpoint": str(model), "input_size": 64, "workers": 0,
                         "batch_size": 1, "out": str(tmp_path / "o")})
-    stream = stream_run(settings, [str(folder / "*.png")])
+    stream = Run(settings, [str(folder / "*.png")]).outcomes()
     first, _ = next(stream)
     (folder / "3.png").unlink()  # vanishes after discovery, before it is read
     rest = list(stream)

@@ -12,10 +12,10 @@ import torchvision
 from PIL import Image
 
 import camcli
-from camcli.explainer import Explainer
-from camcli.images import decode, resize_for_model
-from camcli.methods import get_method
-from camcli.render import encode_png, overlay
+from camcli.engine.explainer import Explainer
+from camcli.engine.images import decode, resize_for_model
+from camcli.engine.methods import get_method
+from camcli.output.render import encode_png, overlay
 
 METHODS = ("gradcam", "hirescam")  # HiResCAM: an affine change of the layer output shows in its map
 
@@ -83,7 +83,7 @@ def test_png_writer_is_lossless_and_readable_by_two_decoders(tmp_path, shape, dt
 
     import cv2
 
-    from camcli import pngfile
+    from camcli.output import pngfile
     rng = np.random.default_rng(2)
     pixels = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
     path = tmp_path / "p.png"
@@ -94,7 +94,7 @@ def test_png_writer_is_lossless_and_readable_by_two_decoders(tmp_path, shape, dt
 
 
 def test_png_writer_refuses_what_it_cannot_write():
-    from camcli import pngfile
+    from camcli.output import pngfile
     with pytest.raises(ValueError):
         pngfile.encode(np.zeros((4, 4, 4), np.uint8))
     with pytest.raises(ValueError):
@@ -110,7 +110,7 @@ def test_overlay_is_the_published_blend(tmp_path):
     path.write_bytes(encode_png(picture))
     assert np.array_equal(np.asarray(Image.open(path)), picture)
     # the blend is the published one, alpha * colour + (1 - alpha) * image, within one grey level
-    from camcli.render import colormap_lut
+    from camcli.output.render import colormap_lut
     colour = colormap_lut("turbo")[np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8)].astype(np.float64)
     want = 0.4 * colour + 0.6 * image
     assert np.abs(picture - want).max() <= 1.0
@@ -123,7 +123,7 @@ def test_allocator_tuning_leaves_users_own_settings_alone():
     import subprocess
     import sys
 
-    probe = "from camcli.allocator import keep_freed_memory; print(keep_freed_memory())"
+    probe = "from camcli.cli.allocator import keep_freed_memory; print(keep_freed_memory())"
     base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("MALLOC_")}
     for extra, expected in (({}, "True"), ({"MALLOC_MMAP_THRESHOLD_": "65536"}, "False"),
                             ({"LD_PRELOAD": "/nonexistent/libjemalloc.so"}, "False")):

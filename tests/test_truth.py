@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from camcli.boxes import Box
+from camcli.evaluation.boxes import Box
 from camcli.errors import UsageError
-from camcli.truth import read_truth
+from camcli.evaluation.truth import read_truth
 
 
 def test_csv_pixels_labels_and_several_boxes(tmp_path):

@@ -1,0 +1,97 @@
+"""The ``camcli`` command line: a thin layer over the Python API.
+
+Data goes to stdout; logs, progress and errors go to stderr. Errors a user can fix print one
+line and exit 2; failed images make the run exit 1; Ctrl-C exits 130. The commands live in
+:mod:`.explain`, :mod:`.evaluate` and :mod:`.listing`; their options that are settings come from
+the settings fields (:mod:`.options`).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from camcli import __version__
+from camcli.cli.allocator import keep_freed_memory
+from camcli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CamcliError
+
+EXIT_CODES = (
+    "Exit codes: 0 every image explained; 1 some images failed (see the status column of "
+    "predictions.csv); 2 usage or configuration error (bad path, model, layer, method, checkpoint); "
+    "130 interrupted."
+)
+
+app = typer.Typer(
+    name="camcli",
+    help="Explain image classifiers in bulk: class activation maps (CAM, Grad-CAM, ...) for whole folders.\n\n"
+         "Start with `camcli explain IMAGES --out DIR`; list methods with `camcli methods`, models with "
+         "`camcli models`, a model's layers with `camcli layers MODEL`.",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line, also in pipes
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def handle_errors(func):
+    """Turn camcli's errors into one line on stderr (settings named as flags) and the documented exit code."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except CamcliError as e:
+            text = e.for_cli() if hasattr(e, "for_cli") else str(e)
+            stderr_console().print(f"[bold red]camcli: error:[/] {text}", markup=True, highlight=False)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            stderr_console().print("camcli: interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    return wrapper
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        import torch
+        import torchvision
+
+        from camcli.engine.devices import describe, pick_device
+        print(f"camcli {__version__} (torch {torch.__version__}, torchvision {torchvision.__version__}, "
+              f"device {describe(pick_device('auto'))})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_version_callback, is_eager=True,
+        help="Print camcli's, torch's and torchvision's versions and the device found, then exit.")] = None) -> None:
+    """camcli: class activation maps for whole folders of images."""
+
+
+from camcli.cli import evaluate, explain, listing  # noqa: E402,F401  (registers the commands)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    keep_freed_memory()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except SystemExit as e:
+        code = e.code
+        sys.exit(code if code is not None else EXIT_OK)
+
+
+__all__ = ["app", "main", "EXIT_USAGE"]

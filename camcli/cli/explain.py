@@ -1,0 +1,132 @@
+"""``camcli explain``: iterate a :class:`~camcli.run.Run`, show progress, print NDJSON, exit truthfully."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from camcli.cli import EXIT_CODES, app, handle_errors, stderr_console, stdout_console
+from camcli.cli.options import settings_options
+from camcli.errors import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK
+from camcli.settings.fields import FIELDS
+
+
+@app.command(epilog=EXIT_CODES)
+@handle_errors
+@settings_options(FIELDS)
+def explain(
+    inputs: Annotated[list[str], typer.Argument(help="Image files and folders (searched recursively); - reads paths from stdin, @FILE reads them from a list file.", show_default=False)],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with defaults for any option below; options on the command line win.", rich_help_panel="Run")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also log each failed image and where every setting came from.", rich_help_panel="Run")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Write NDJSON to stdout: one object per image as it finishes, then a summary object.", rich_help_panel="Run")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the effective settings (and where each came from) and the images that would be processed; load no model, write nothing.", rich_help_panel="Run")] = False,
+    **settings,
+) -> None:
+    """Explain every image: write overlays, predictions.csv and run.json to --out.
+
+    Examples:
+
+      camcli explain sample_images/ --config configs/demo.toml --out runs/demo
+
+      camcli explain photos/ --model resnet50 --weights IMAGENET1K_V2 --method gradcam --layer "layer4[2]" --out runs/r50
+
+      camcli explain photos/ --model resnet18 --checkpoint finetuned.pth --labels labels.txt --method cam
+    """
+    from camcli.engine.images import expand_inputs
+    from camcli.output.ndjson import image_record, summary_record
+    from camcli.run import Run
+    from camcli.settings import resolve
+
+    resolved = resolve(settings, config)
+    console = stderr_console()
+    paths = expand_inputs(inputs)
+    if dry_run:
+        _dry_run(resolved, paths, json_out)
+        raise typer.Exit(EXIT_OK)
+    log = (lambda msg: None) if resolved.quiet else (lambda msg: console.print(msg, markup=False))
+    if verbose:
+        for key, origin in resolved.sources.items():
+            if origin != "default":
+                log(f"setting {key} = {getattr(resolved, key)!r} (from {origin})")
+    run = Run(resolved, paths, log=log)
+    show_bar = console.is_terminal and not resolved.quiet
+    with Progress(TextColumn("explaining"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                  console=console, disable=not show_bar, transient=True) as bar, GracefulStop(run):
+        task = bar.add_task("explain", total=None, rate="")
+        done = 0
+        for result, rows in run.outcomes():
+            done += 1
+            elapsed = bar.tasks[0].elapsed or 0
+            bar.update(task, completed=done, total=run.total,
+                       rate=f"{done / elapsed:.1f} img/s" if elapsed else "")
+            if json_out:
+                print(json.dumps(image_record(rows)), flush=True)
+            if verbose and result.status != "ok":
+                log(f"failed: {result.item.rel}: {result.error}")
+    summary = run.summary
+    if json_out:
+        print(json.dumps(summary_record(summary)), flush=True)
+    if not resolved.quiet:
+        rate = summary.images / summary.seconds if summary.seconds else 0.0
+        if summary.resumed:
+            console.print(f"resumed: {summary.resumed} image(s) were already done", markup=False)
+        console.print(f"explained {summary.ok} of {summary.images} image(s), {summary.failed} failed"
+                      f"{f', {summary.empty_maps} empty map(s)' if summary.empty_maps else ''} "
+                      f"in {summary.seconds:.1f} s ({rate:.1f} img/s) -> {summary.out}", markup=False)
+    if summary.failed and resolved.quiet:
+        console.print(f"camcli: {summary.failed} image(s) failed; see {summary.out / summary.csv_name}", markup=False)
+    if summary.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    raise typer.Exit(EXIT_FAILURES if summary.failed else EXIT_OK)
+
+
+class GracefulStop:
+    """While a run goes, the first Ctrl-C asks it to stop after the image in hand, so that
+    everything in flight is written and the summary printed; a second Ctrl-C interrupts at once.
+    Only the command line installs this handler: library use leaves SIGINT alone."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+        self.asked = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        self.run.request_stop()
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _dry_run(settings, paths: list[str], as_json: bool) -> None:
+    from camcli.engine.images import discover
+
+    items = discover(paths, hidden=settings.hidden)
+    values = {k: getattr(settings, k) for k in FIELDS}
+    if as_json:
+        print(json.dumps({"type": "dry_run", "settings": values, "sources": settings.sources,
+                          "images": [i.path for i in items]}))
+        return
+    out = stdout_console()
+    width = max(len(k) for k in values)
+    for key, value in values.items():
+        out.print(f"{key:<{width}} = {value!r:<40} ({settings.sources[key]})", markup=False)
+    out.print(f"{len(items)} image(s):", markup=False)
+    for item in items:
+        out.print(f"  {item.path}", markup=False)

@@ -1,0 +1,89 @@
+"""Commands that list or join things: ``methods``, ``models``, ``layers`` and ``merge``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from camcli.cli import app, handle_errors, stderr_console, stdout_console
+
+
+@app.command()
+@handle_errors
+def merge(
+    out: Annotated[Path, typer.Argument(help="Output folder holding predictions.part-*.csv from `explain --shard i/n` jobs.")],
+) -> None:
+    """Join the CSV parts of sharded runs into predictions.csv, in input order."""
+    from camcli.run import merge_parts
+
+    n = merge_parts(out)
+    stderr_console().print(f"merged {n} rows into {out / 'predictions.csv'}", markup=False)
+
+
+@app.command()
+@handle_errors
+def methods() -> None:
+    """List every CAM method: name, whether it needs gradients, its cost, and its paper."""
+    from camcli.engine.methods import available
+
+    out = stdout_console()
+    for name, cls in available().items():
+        needs = "gradients" if cls.needs_gradients else "no gradients"
+        kind = "class-discriminative" if cls.class_discriminative else "class-agnostic"
+        out.print(f"{name:<20} {cls.summary}. [{needs}; {kind}; cost: {cls.cost}] {cls.paper}", markup=False)
+
+
+@app.command()
+@handle_errors
+def models(
+    filter: Annotated[Optional[str], typer.Argument(help="Show only models whose name contains this text.")] = None,
+) -> None:
+    """List torchvision classification models and their weights (from the registry; nothing is downloaded)."""
+    from camcli.models import classification_models, weight_names
+
+    out = stdout_console()
+    shown = [m for m in classification_models() if not filter or filter.lower() in m.lower()]
+    if not shown:
+        from camcli.errors import unknown
+        raise unknown("model filter", filter or "", classification_models())
+    for name in shown:
+        out.print(f"{name:<24} {', '.join(weight_names(name)) or '-'}", markup=False)
+
+
+@app.command()
+@handle_errors
+def layers(
+    model: Annotated[str, typer.Argument(help="torchvision architecture, e.g. resnet18.")],
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="Load this state dict first (changes the head's size).")] = None,
+    num_classes: Annotated[Optional[int], typer.Option("--num-classes", help="Classes of the checkpoint's head.")] = None,
+    input_size: Annotated[int, typer.Option("--input-size", help="Side of the dummy input used to measure output shapes.")] = 224,
+) -> None:
+    """Show a model's modules with their output shapes, named as --layer accepts them.
+
+    Columns: mark, name (as --layer accepts it; layer4[1] may also be written layer4.1), module
+    type, output shape (channels x height x width). '*' marks the layer used when --layer is
+    not given; 'cam' marks layers where --method cam applies (global average pooling and one
+    linear layer follow). No weights are downloaded: shapes do not depend on them.
+    """
+    from camcli.models.layer_names import display_name
+    from camcli.models.layer_search import default_layer, trace_layers
+    from camcli.engine.methods.cam import cam_capable_layers
+    from camcli.models import load_model
+
+    loaded = load_model(model, weights="none", checkpoint=checkpoint, num_classes=num_classes)
+    size = (input_size, input_size)
+    chosen = default_layer(loaded.model, size)
+    cam_ok = cam_capable_layers(loaded.model, size)
+    out = stdout_console()
+    for info in trace_layers(loaded.model, size):
+        depth = info.name.count(".")
+        shape = "x".join(map(str, info.shape[1:])) if info.shape else "-"
+        mark = ("*" if info.name == chosen else " ") + ("cam" if info.name in cam_ok else "   ")
+        kind = type(loaded.model.get_submodule(info.name)).__name__
+        out.print(f"{mark} {'  ' * depth}{display_name(info.name):<28} {kind:<22} {shape}", markup=False)
+    console = stderr_console()
+    console.print(f"* default layer: {display_name(chosen)} (also written {chosen})", markup=False)
+    console.print("cam: --method cam applies here" if cam_ok else "cam: no layer of this model supports --method cam; "
+                  "use gradcam or another method", markup=False)

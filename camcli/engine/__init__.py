@@ -1,0 +1,11 @@
+"""The engine: images in, maps out.
+
+It finds and decodes images (:mod:`.images`), picks the device (:mod:`.devices`), runs one
+shared forward per batch for every method at every layer (:mod:`.explainer`, :mod:`.methods`)
+and streams per-image results in input order (:mod:`.stream`). It knows nothing of output
+folders, CSV files or evaluation, and never touches process-wide state (signals, Pillow's
+global limits): a notebook and the command line drive it the same way.
+"""
+
+#: Pillow's own decompression-bomb limit (89.5 megapixels); the ``max_pixels`` setting changes it
+DEFAULT_MAX_PIXELS = 89_478_485

@@ -1,0 +1,186 @@
+"""One forward per batch shared by every method at every layer, with hooks that clean up.
+
+The :class:`Explainer` hooks the target layers, runs the model once, takes the gradient of
+the explained scores with ``torch.autograd.grad`` *with respect to the layer outputs only*
+(parameters are frozen for the call, so no parameter ``.grad`` is ever computed or left
+behind), and hands the result to each method. Hooks are removed and ``requires_grad``
+flags restored in ``finally`` blocks, also when a method raises.
+
+Each hook returns a clone of the layer output. Downstream in-place operations (ResNet's
+``relu(inplace=True)``, VGG's ReLU after ``features[28]``) then modify the clone, and the
+captured activation keeps its values and autograd history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from camcli.errors import UsageError
+from camcli.engine.tensors import first_tensor, replace_first_tensor
+from camcli.models.layer_names import display_name
+from camcli.engine.methods import CAMMethod
+from camcli.engine.methods.base import ForwardPass, MapBatch, model_logits
+
+SCORES = ("logit", "softmax")
+
+
+@dataclass(frozen=True)
+class BatchExplanation:
+    """Predictions and normalised maps for one batch; maps are keyed by (method, layer)."""
+
+    logits: torch.Tensor  # (N, K)
+    probs: torch.Tensor  # (N, K), softmax
+    targets: torch.Tensor  # (N,)
+    maps: dict[tuple[str, str], MapBatch]
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Turn ``requires_grad`` off for every parameter, and restore each flag afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def capture(model: nn.Module, layers: Sequence[str], track_grad: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Hook ``layers``; the yielded dict fills with each layer's output during the forward."""
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def hook_for(layer: str):
+        def hook(_module, _inputs, output):
+            if layer in store:
+                raise UsageError(f"layer {display_name(layer)} runs more than once per forward "
+                                 "(a shared module); choose another `layer`")
+            tensor = first_tensor(output)
+            if tensor is None:
+                raise UsageError(f"layer {display_name(layer)} produced no tensor")
+            if track_grad and not tensor.requires_grad:
+                tensor.requires_grad_(True)  # a leaf: frozen parameters and a plain input
+            store[layer] = tensor
+            return replace_first_tensor(output, tensor.clone())
+        return hook
+
+    try:
+        for layer in layers:
+            handles.append(model.get_submodule(layer).register_forward_hook(hook_for(layer)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class Explainer:
+    """Explain batches with several methods at several layers of one model.
+
+    >>> explainer = Explainer(model, ["layer4.1"], [get_method("gradcam")])  # doctest: +SKIP
+    >>> result = explainer(batch)                                            # doctest: +SKIP
+    >>> result.maps[("gradcam", "layer4.1")].maps.shape                      # doctest: +SKIP
+    torch.Size([16, 7, 7])
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod],
+                 score: str = "logit", precision: str = "fp32") -> None:
+        if score not in SCORES:
+            raise UsageError(f"unknown `score` {score!r}; choose one of {', '.join(SCORES)}")
+        if not layers or not methods:
+            raise UsageError("at least one layer and one method are needed")
+        self.model = model
+        self.layers = list(dict.fromkeys(layers))
+        self.methods = list(methods)
+        self.score = score
+        self.precision = precision
+        self.needs_gradients = any(m.needs_gradients for m in self.methods)
+
+    def _autocast(self, x: torch.Tensor):
+        """Mixed precision for the shared forward (CUDA only; maps are computed in float32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=x.device.type, dtype=dtype)
+
+    def validate(self, input_size: tuple[int, int], device: torch.device | str) -> None:
+        """Check every method at every layer on one dummy batch before any image is processed."""
+        x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+        fp = self.forward(x, None)
+        for layer, acts in fp.activations.items():
+            if acts.dim() != 4:
+                raise UsageError(f"layer {display_name(layer)} outputs shape {tuple(acts.shape)}; "
+                                 "CAM methods need a 4-D (N, C, H, W) map")
+        for method in self.methods:
+            for layer in self.layers:
+                method.validate(fp, layer)
+
+    def forward(self, x: torch.Tensor, target: int | torch.Tensor | None) -> ForwardPass:
+        """One forward (and partial backward when a method needs gradients) for a batch."""
+        model = self.model
+        with frozen_parameters(model), capture(model, self.layers, self.needs_gradients) as store:
+            if self.needs_gradients:
+                with torch.inference_mode(False), torch.enable_grad():
+                    x = x.clone()  # a normal tensor even if the caller made it in inference mode
+                    with self._autocast(x):
+                        logits = model_logits(model(x)).float()
+                    targets = self._targets(logits, target)
+                    scores = self._scores(logits, targets)
+                    _check_ran(store, self.layers)
+                    acts = [store[l] for l in self.layers]
+                    grads = torch.autograd.grad(scores.sum(), acts, allow_unused=True)
+                gradients = {l: (g if g is not None else torch.zeros_like(a)).detach()
+                             for l, a, g in zip(self.layers, acts, grads)}
+            else:
+                with torch.inference_mode(), self._autocast(x):
+                    logits = model_logits(model(x)).float()
+                    targets = self._targets(logits, target)
+                gradients = {}
+            _check_ran(store, self.layers)
+            activations = {l: store[l].detach() for l in self.layers}
+        return ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.score)
+
+    def __call__(self, x: torch.Tensor, target: int | torch.Tensor | None = None,
+                 wanted: Sequence[bool] | torch.Tensor | None = None) -> BatchExplanation:
+        """Explain a batch; ``wanted`` (one bool per image) lets per-image methods skip the images
+        whose maps will be thrown away (their maps come back empty)."""
+        fp = self.forward(x, target)
+        if wanted is not None:
+            fp.wanted = torch.as_tensor(wanted, dtype=torch.bool).flatten()
+            if fp.wanted.numel() != x.shape[0]:
+                raise ValueError(f"wanted has {fp.wanted.numel()} entries for a batch of {x.shape[0]}")
+        maps = {}
+        for method in self.methods:
+            for layer in self.layers:
+                maps[(method.name, layer)] = method(fp, layer)
+        logits = fp.logits.float()
+        return BatchExplanation(logits, logits.softmax(1), fp.targets, maps)
+
+    def _targets(self, logits: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
+        n, k = logits.shape
+        if target is None:
+            return logits.detach().argmax(1)
+        t = torch.as_tensor(target, device=logits.device).long().flatten()
+        t = t.expand(n) if t.numel() == 1 else t
+        if t.numel() != n or (t < 0).any() or (t >= k).any():
+            raise UsageError(f"target class {target} is out of range for a model with {k} classes")
+        return t
+
+    def _scores(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.score == "softmax":
+            return logits.softmax(1).gather(1, targets[:, None]).squeeze(1)
+        return logits.gather(1, targets[:, None]).squeeze(1)
+
+
+def _check_ran(store: dict[str, torch.Tensor], layers: Sequence[str]) -> None:
+    missing = [display_name(l) for l in layers if l not in store]
+    if missing:
+        raise UsageError(f"layer(s) {', '.join(missing)} did not run during the forward pass")

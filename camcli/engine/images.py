@@ -1,0 +1,263 @@
+"""Finding images and decoding them into what the model and the overlay need.
+
+Discovery is deterministic (sorted, recursive) and gives every image a relative path that
+the output tree mirrors: with one folder argument, paths are relative to it; with several
+arguments, relative to their common parent, so ``a/cat.jpg`` and ``b/cat.jpg`` stay apart.
+Decoding never raises for a bad file: it returns an error record that becomes a CSV row.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from camcli.engine import DEFAULT_MAX_PIXELS
+from camcli.errors import UsageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One input image: where it is and the relative path its outputs mirror."""
+
+    index: int
+    path: str
+    rel: str  # POSIX-style, never absolute, never containing '..'
+
+
+def expand_inputs(args: Sequence[str], stdin=None) -> list[str]:
+    """``-`` reads paths from standard input, ``@list.txt`` from a file (one per line, ``#`` comments)."""
+    import sys
+    out: list[str] = []
+    for arg in args:
+        if arg == "-":
+            stream = stdin if stdin is not None else sys.stdin
+            out += [line.strip() for line in stream.read().splitlines() if line.strip()]
+        elif arg.startswith("@") and len(arg) > 1:
+            try:
+                lines = Path(arg[1:]).read_text(encoding="utf-8").splitlines()
+            except OSError as e:
+                raise UsageError(f"cannot read list file {arg[1:]}: {e.strerror or e}") from e
+            out += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        else:
+            out.append(arg)
+    if not out:
+        raise UsageError("no input paths given" + (" on standard input" if "-" in args else ""))
+    return out
+
+
+def _walk(root: str, hidden: bool) -> list[str]:
+    """Image files under ``root``, sorted; symbolic links are followed, each directory once."""
+    found = []
+    visited = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith(".") and not hidden:
+                continue
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in visited:  # a symlink loop or a second way to the same folder
+                continue
+            visited.add(real)
+            keep.append(d)
+        dirnames[:] = keep
+        for name in filenames:
+            if (hidden or not name.startswith(".")) and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(os.path.join(dirpath, name))
+    # one order for everyone: by relative path, as `sort` would list them
+    return sorted(found, key=lambda f: Path(os.path.relpath(f, root)).as_posix())
+
+
+def discover(inputs: Sequence[str | os.PathLike], hidden: bool = False) -> list[ImageItem]:
+    """Expand files, folders (recursively, sorted) and globs into a list of images.
+
+    A file named explicitly is always taken, whatever its extension or name: if it is not an
+    image, its row says so. In folders, only image extensions are taken, and hidden files and
+    folders only with ``hidden``.
+    """
+    if not inputs:
+        raise UsageError("no input given: pass image files or folders")
+    import glob
+    found: list[tuple[str, str]] = []  # (absolute path, anchor directory)
+    args: list[str] = []
+    for raw in inputs:
+        text = os.fspath(raw)
+        if not os.path.lexists(text) and _GLOB_CHARS & set(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise UsageError(f"no file matches {text!r}")
+            args += matches
+        else:
+            args.append(text)
+    for text in args:
+        p = Path(text)
+        if not os.path.lexists(text):
+            raise UsageError(f"input {text!r} does not exist")
+        if p.is_dir():
+            anchor = os.path.abspath(p)
+            found += [(f, anchor) for f in _walk(anchor, hidden)]
+        else:
+            found.append((os.path.abspath(p), os.path.dirname(os.path.abspath(p))))
+    if not found:
+        raise UsageError("no images found in " + ", ".join(map(str, inputs))
+                         + f" (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    if len(args) > 1:
+        common = os.path.commonpath([a for _, a in found])
+        found = [(a, common) for a, _ in found]
+    items, seen = [], set()
+    for path, anchor in found:
+        if path in seen:
+            continue
+        seen.add(path)
+        rel = PurePosixPath(*Path(os.path.relpath(path, anchor)).parts).as_posix()
+        items.append(ImageItem(len(items), path, rel))
+    return items
+
+
+def decode(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """RGB uint8 array, upright (EXIF orientation applied), and a note for the CSV.
+
+    Raises ``ValueError`` with a one-line reason for anything that is not a readable image,
+    including images larger than ``max_pixels`` (checked from the header, before decoding).
+    Pillow's process-wide limit (``Image.MAX_IMAGE_PIXELS``) is left as it is: ``max_pixels``
+    applies to this call only.
+    """
+    if os.path.isdir(path):
+        raise ValueError("is a directory, not an image file")
+    try:
+        with _open_image(path, max_pixels) as im:
+            w, h = im.size
+            _check_pixels(w * h, max_pixels, f"{w}x{h} = ")
+            note = ""
+            if getattr(im, "is_animated", False):
+                note = f"first of {im.n_frames} frames"
+                im.seek(0)
+            im = ImageOps.exif_transpose(im)
+            arr = _to_rgb(im)
+    except UnidentifiedImageError:
+        raise ValueError("not a recognised image file") from None
+    except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ValueError(f"cannot decode image: {reason}") from None
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"unexpected image shape {arr.shape}")
+    return np.ascontiguousarray(arr), note
+
+
+def _check_pixels(pixels: int, max_pixels: int, shape: str = "") -> None:
+    if pixels > max_pixels:
+        raise ValueError(f"image is {shape}{pixels:,} pixels, over the {max_pixels:,}-pixel decompression-bomb "
+                         "limit; raise max-pixels to allow it")
+
+
+def _open_image(path: str, max_pixels: int) -> Image.Image:
+    """``Image.open`` with ``max_pixels`` as the limit instead of Pillow's global one.
+
+    Pillow warns above its limit and refuses above twice it. The warning is silenced here (our
+    own check follows); a refusal is ours to make: an image within ``max_pixels`` is opened by
+    Pillow's format plugins directly, the same readers ``Image.open`` tries, without its check.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError as e:
+            found = re.search(r"\((\d+) pixels\)", str(e))
+            if found is None:
+                raise
+            _check_pixels(int(found.group(1)), max_pixels)
+    return _open_without_pillow_limit(path)
+
+
+def _open_without_pillow_limit(path: str) -> Image.Image:
+    Image.init()
+    fp = open(path, "rb")
+    prefix = fp.read(16)
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and accept(prefix) is not True:
+            continue
+        try:
+            fp.seek(0)
+            im = factory(fp, path)
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
+        im._exclusive_fp = True  # closing the image closes the file, as with Image.open(path)
+        return im
+    fp.close()
+    raise UnidentifiedImageError(f"cannot identify image file {path!r}")
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(im.convert("RGB"))
+
+
+def resize_for_model(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The whole image squashed to (height, width): area averaging down, bilinear up.
+
+    We resize rather than centre-crop so that the heatmap covers every pixel of the original.
+    """
+    h, w = size
+    shrink = rgb.shape[0] > h or rgb.shape[1] > w
+    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+@dataclass
+class Decoded:
+    """One dataset item: the model input (uint8, CHW) and the original, or an error."""
+
+    item: ImageItem
+    pixels: torch.Tensor | None = None  # (3, h, w) uint8 at model input size
+    original: np.ndarray | None = None  # (H, W, 3) uint8, upright
+    note: str = ""
+    error: str = ""
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Decodes and resizes in DataLoader workers; failures come back as records, not exceptions."""
+
+    def __init__(self, items: Sequence[ImageItem], input_size: tuple[int, int],
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.items = list(items)
+        self.input_size = input_size
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Decoded:
+        item = self.items[i]
+        try:
+            rgb, note = decode(item.path, self.max_pixels)
+            small = resize_for_model(rgb, self.input_size)
+        except ValueError as e:
+            return Decoded(item, error=str(e).splitlines()[0])
+        except Exception as e:  # noqa: BLE001 - any failure on one file must become its CSV row
+            return Decoded(item, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return Decoded(item, torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1))), rgb, note)
+
+
+def collate(batch: list[Decoded]) -> list[Decoded]:
+    """Keep records as they are; the stream stacks the good ones itself."""
+    return batch

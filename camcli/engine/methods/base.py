@@ -1,0 +1,117 @@
+"""The shared base of every CAM method, and the data one forward pass hands to them.
+
+A method is a small class: it declares what it needs (gradients or not), optionally checks
+that it applies to a model and layer, and turns a :class:`ForwardPass` into raw maps. The
+base class owns what all methods share: keeping positive evidence, min-max normalising each
+map to [0, 1], and flagging maps that carry no evidence at all instead of dividing by zero.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from camcli.errors import UsageError
+from camcli.engine.tensors import first_tensor
+
+
+@dataclass
+class ForwardPass:
+    """What one shared forward (and, if needed, one backward) produced for a batch."""
+
+    model: nn.Module
+    inputs: torch.Tensor  # (N, 3, H, W), preprocessed
+    logits: torch.Tensor  # (N, K), detached
+    targets: torch.Tensor  # (N,), the class explained for each image
+    activations: dict[str, torch.Tensor]  # layer -> (N, C, h, w), detached
+    gradients: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> d score / d activation
+    score: str = "logit"  # which score the gradients were taken of: "logit" or "softmax"
+    #: (N,) bool or None: the images whose maps will be used. Methods with per-image passes
+    #: (Score-CAM, Ablation-CAM) skip the others; a resumed run recomputes finished images
+    #: only so that their batch is the same as in the whole run.
+    wanted: torch.Tensor | None = None
+
+    def wanted_images(self) -> list[int]:
+        """Indices of the images whose maps are needed (all of them unless ``wanted`` says)."""
+        if self.wanted is None:
+            return list(range(self.inputs.shape[0]))
+        return [i for i, w in enumerate(self.wanted.tolist()) if w]
+
+
+@dataclass(frozen=True)
+class MapBatch:
+    """Normalised maps for a batch at layer resolution, and which of them were empty."""
+
+    maps: torch.Tensor  # (N, h, w), float32 in [0, 1]
+    empty: torch.Tensor  # (N,), bool: no positive evidence, map is all zeros
+
+
+class CAMMethod(ABC):
+    """Base class: subclasses set the class attributes and implement :meth:`raw_maps`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    paper: ClassVar[str]
+    needs_gradients: ClassVar[bool] = True
+    class_discriminative: ClassVar[bool] = True
+    cost: ClassVar[str] = "1 forward + 1 partial backward"
+    #: keep only positive evidence before normalising (the ReLU of Grad-CAM, eq. 2)
+    relu: ClassVar[bool] = True
+    #: constructor options this method understands (``cam_batch_size``, ``max_n``)
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self, fp: ForwardPass, layer: str) -> None:
+        """Raise ``UsageError`` if the method cannot be applied at ``layer``; called on a dummy batch."""
+
+    @abstractmethod
+    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        """Unnormalised maps (N, h, w) for ``fp.targets`` at ``layer``."""
+
+    def __call__(self, fp: ForwardPass, layer: str) -> MapBatch:
+        return normalise(self.raw_maps(fp, layer), relu=self.relu)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+def class_scores(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
+    """The explained class's logit, or its softmax probability, for each row."""
+    values = logits.float().softmax(1) if score == "softmax" else logits.float()
+    return values.gather(1, targets.view(-1, 1).to(values.device)).squeeze(1)
+
+
+def normalise(raw: torch.Tensor, relu: bool = True) -> MapBatch:
+    """Per-map min-max scaling to [0, 1] in float32.
+
+    A map with no spread (all zeros after the ReLU, or constant) is returned as zeros and
+    flagged empty: a uniform "no evidence" answer, never NaN and never a stretched noise floor.
+    """
+    maps = raw.detach().float()
+    if relu:
+        maps = maps.clamp_min(0)
+    flat = maps.flatten(1)
+    lo = flat.min(1).values
+    hi = flat.max(1).values
+    span = hi - lo
+    scale = torch.maximum(hi.abs(), lo.abs())
+    empty = ~torch.isfinite(span) | (span <= scale * 1e-6) | (span == 0)
+    span = torch.where(empty, torch.ones_like(span), span)
+    out = (maps - lo.view(-1, 1, 1)) / span.view(-1, 1, 1)
+    out = torch.where(empty.view(-1, 1, 1), torch.zeros_like(out), out).clamp_(0, 1)
+    return MapBatch(out, empty)
+
+
+def model_logits(output) -> torch.Tensor:
+    """Models may return a tensor, a tuple (Inception's aux logits) or a dict with 'logits'."""
+    if isinstance(output, dict) and "logits" in output:
+        output = output["logits"]
+    if hasattr(output, "logits"):
+        output = output.logits
+    tensor = first_tensor(output)
+    if tensor is None or tensor.dim() != 2:
+        raise UsageError(f"the model's output is not (N, classes) logits: got {type(output).__name__}")
+    return tensor

@@ -1,0 +1,95 @@
+"""Classic CAM (Zhou et al., 2016): the classifier's weights for the class weight the feature maps.
+
+Only defined when the layer feeds global average pooling and then a single linear layer
+(ResNet's ``layer4`` -> ``avgpool`` -> ``fc``). We check that numerically on a dummy batch:
+the logits must equal ``W @ mean(A) + b``; anything else gets a clear error.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from camcli.errors import UsageError
+from camcli.models.layer_names import display_name
+from camcli.engine.methods import register
+from camcli.engine.methods.base import CAMMethod, ForwardPass
+
+
+def linear_head(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The last ``nn.Linear`` registered in the model: the classifier of GAP + linear networks."""
+    found = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            found = (name, module)
+    return found
+
+
+@register
+class CAM(CAMMethod):
+    name = "cam"
+    summary = "classifier weights of the class weight the feature maps (GAP + linear heads only)"
+    paper = "Zhou et al., CVPR 2016, arXiv:1512.04150"
+    needs_gradients = False
+    cost = "1 forward"
+
+    def validate(self, fp: ForwardPass, layer: str) -> None:
+        head = linear_head(fp.model)
+        acts = fp.activations[layer]
+        where = display_name(layer)
+        why = None
+        if head is None:
+            why = "the model has no linear classifier"
+        elif head[1].in_features != acts.shape[1] or head[1].out_features != fp.logits.shape[1]:
+            why = (f"{where} has {acts.shape[1]} channels but the last linear layer "
+                   f"({display_name(head[0])}) maps {head[1].in_features} -> {head[1].out_features}")
+        else:
+            predicted = self._logits_from_gap(head[1], acts)
+            err = (predicted - fp.logits.float()).abs().max().item()
+            tol = 1e-3 * max(1.0, fp.logits.abs().max().item())
+            if err > tol:
+                why = (f"the logits are not a linear function of the global average of {where} "
+                       f"(max difference {err:.3g})")
+        if why:
+            raise UsageError(f"method 'cam' needs a layer followed by global average pooling and one linear "
+                             f"layer: {why}. Use `method` gradcam (or another gradient method) for this model/layer.")
+
+    @staticmethod
+    def _logits_from_gap(head: nn.Linear, acts: torch.Tensor) -> torch.Tensor:
+        pooled = acts.float().mean(dim=(2, 3))
+        out = pooled @ head.weight.detach().float().t()
+        if head.bias is not None:
+            out = out + head.bias.detach().float()
+        return out
+
+    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        _, head = linear_head(fp.model)
+        weights = head.weight.detach()[fp.targets].to(fp.activations[layer].dtype)  # (N, C)
+        return torch.einsum("nc,nchw->nhw", weights, fp.activations[layer])
+
+
+def cam_capable_layers(model: nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> set[str]:
+    """Layers where classic CAM applies: their global average, through the last linear layer,
+    reproduces the logits. Checked on one random input with a single forward pass."""
+    head = linear_head(model)
+    if head is None:
+        return set()
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            def hook(_m, _i, out, name=name):
+                if (isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[1] == head[1].in_features
+                        and out.shape[2] * out.shape[3] > 1):  # a 1x1 map (avgpool) explains nothing
+                    outputs.setdefault(name, out.detach().clone())
+            handles.append(module.register_forward_hook(hook))
+    try:
+        x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+        with torch.inference_mode():
+            logits = model(x).float()
+    finally:
+        for h in handles:
+            h.remove()
+    tol = 1e-3 * max(1.0, logits.abs().max().item())
+    return {name for name, acts in outputs.items()
+            if (CAM._logits_from_gap(head[1], acts) - logits).abs().max().item() <= tol}

@@ -1,0 +1,41 @@
+"""Eigen-CAM (Muhammad & Yeasin, 2020): the first principal component of the activations.
+
+Class-agnostic: it shows what the layer responds to most, whatever the class, so ``--target``
+does not change it. The sign of a principal component is arbitrary (SVD may return either);
+we orient it to correlate positively with the channel-mean activation, so that the map
+highlights strong activations. pytorch-grad-cam leaves the sign to LAPACK, so its map is
+sometimes the inverse of ours.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from camcli.engine.methods import register
+from camcli.engine.methods.base import CAMMethod, ForwardPass
+
+
+def first_component(acts: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) -> (N, h, w): projection of each position on the first principal axis."""
+    n, c, h, w = acts.shape
+    x = acts.float().flatten(2).transpose(1, 2)  # (N, hw, C): positions are samples
+    x = x - x.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    proj = (x @ vh[:, 0, :, None]).squeeze(2)  # (N, hw)
+    energy = acts.float().mean(1).flatten(1)
+    energy = energy - energy.mean(1, keepdim=True)
+    sign = torch.where((proj * energy).sum(1) < 0, -1.0, 1.0)
+    return (proj * sign[:, None]).view(n, h, w)
+
+
+@register
+class EigenCAM(CAMMethod):
+    name = "eigencam"
+    summary = "first principal component of the activations; class-agnostic (ignores the target class)"
+    paper = "Muhammad & Yeasin, IJCNN 2020, arXiv:2008.00299"
+    needs_gradients = False
+    class_discriminative = False
+    cost = "1 forward + one small SVD per image"
+
+    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        return first_component(fp.activations[layer])

@@ -1,0 +1,62 @@
+"""Methods that weight each channel by one number computed from the gradients.
+
+Grad-CAM averages the gradients; Grad-CAM++ weights positive gradients by second- and
+third-order terms; XGrad-CAM normalises the gradients by the activations.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from camcli.engine.methods import register
+from camcli.engine.methods.base import CAMMethod, ForwardPass
+
+
+class ChannelWeightCAM(CAMMethod):
+    """Map = sum over channels of weight_k x A_k; subclasses define the weights."""
+
+    def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        acts, grads = fp.activations[layer].float(), fp.gradients[layer].float()
+        return (self.channel_weights(acts, grads) * acts).sum(1)  # ReLU by the base class
+
+
+@register
+class GradCAM(ChannelWeightCAM):
+    name = "gradcam"
+    summary = "gradient of the class score, averaged per channel, weights the feature maps"
+    paper = "Selvaraju et al., ICCV 2017, arXiv:1610.02391"
+
+    def channel_weights(self, acts, grads):
+        return grads.mean(dim=(2, 3), keepdim=True)  # alpha_k^c, eq. 1
+
+
+@register
+class GradCAMPlusPlus(ChannelWeightCAM):
+    name = "gradcam++"
+    summary = "positive gradients weighted by second/third-order terms of exp(score); better on several objects"
+    paper = "Chattopadhyay et al., WACV 2018, arXiv:1710.11063"
+
+    def channel_weights(self, acts, grads):
+        # With Y = exp(S), the derivatives of Y are exp(S) times powers of dS/dA, and exp(S)
+        # cancels in alpha (eq. 19); the remaining common factor exp(S) drops out when normalised.
+        g2, g3 = grads.pow(2), grads.pow(3)
+        denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3
+        alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+        alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+        return (alpha * grads.clamp_min(0)).sum(dim=(2, 3), keepdim=True)  # eq. 10
+
+
+@register
+class XGradCAM(ChannelWeightCAM):
+    name = "xgradcam"
+    summary = "gradients weighted by the normalised activations (axiom-based Grad-CAM)"
+    paper = "Fu et al., BMVC 2020, arXiv:2008.02312"
+
+    def channel_weights(self, acts, grads):
+        total = acts.sum(dim=(2, 3), keepdim=True)
+        norm = acts / torch.where(total != 0, total, torch.ones_like(total))
+        norm = torch.where(total != 0, norm, torch.zeros_like(norm))
+        return (grads * norm).sum(dim=(2, 3), keepdim=True)

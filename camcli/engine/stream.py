@@ -1,0 +1,145 @@
+"""The stream at the heart of a run: images in, per-image explanations out, in input order.
+
+Decoding and resizing happen in DataLoader workers; the main process normalises on the
+device, runs the :class:`~camcli.engine.explainer.Explainer` once per batch and upsamples every map
+to its image's original size on the device. Nothing accumulates: memory is bounded by the
+batch size and the workers' prefetch, whatever the folder's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from camcli.engine.explainer import Explainer
+from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageDataset, ImageItem, collate
+from camcli.models import LoadedModel
+from camcli.engine.tensors import upsample
+
+
+@dataclass
+class MapResult:
+    """One heatmap of one image: a method at a layer."""
+
+    method: str
+    layer: str
+    heatmap: np.ndarray  # (H, W) float32 in [0, 1] at the image's original size
+    layer_map: np.ndarray  # (h, w) float32 in [0, 1] at the layer's resolution
+    empty: bool  # no positive evidence: the map is all zeros
+
+
+@dataclass
+class ImageResult:
+    """Everything camcli learnt about one image. ``status`` is ``ok`` or ``error``."""
+
+    item: ImageItem
+    status: str
+    error: str = ""
+    note: str = ""
+    width: int | None = None
+    height: int | None = None
+    image: np.ndarray | None = None  # original RGB uint8, upright
+    pixels: torch.Tensor | None = None  # (3, h, w) uint8, the image as resized for the model
+    topk: list[tuple[int, str, float]] = field(default_factory=list)  # (index, label, probability)
+    target_index: int | None = None
+    target_label: str | None = None
+    target_score: float | None = None
+    maps: list[MapResult] = field(default_factory=list)
+
+    @property
+    def pred_index(self) -> int | None:
+        return self.topk[0][0] if self.topk else None
+
+    @property
+    def pred_label(self) -> str | None:
+        return self.topk[0][1] if self.topk else None
+
+    @property
+    def score(self) -> float | None:
+        return self.topk[0][2] if self.topk else None
+
+
+def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[ImageItem], *,
+                 batch_size: int = 16, workers: int = 0, device: torch.device | str = "cpu",
+                 target: int | None = None, topk: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 skip: Collection[str] = frozenset()) -> Iterator[ImageResult]:
+    """Explain ``items`` batch by batch and yield one :class:`ImageResult` per item, in order.
+
+    Items whose ``rel`` is in ``skip`` still go through the shared forward with their batch (a
+    resumed run keeps batches as they were), but nothing else is done for them and they are
+    not yielded: per-image methods (Score-CAM, Ablation-CAM) leave them out, and their maps are
+    neither upsampled nor copied.
+    """
+    device = torch.device(device)
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(items, loaded.input_size, max_pixels),
+        batch_size=max(1, batch_size), shuffle=False,
+        num_workers=max(0, workers), collate_fn=collate, pin_memory=device.type == "cuda",
+        prefetch_factor=2 if workers > 0 else None)
+    mean = torch.tensor(loaded.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(loaded.std, device=device).view(1, 3, 1, 1)
+    k = max(1, min(topk, loaded.num_classes))
+    nhwc = _channels_last(loaded.model)
+    if not items:
+        return
+    for batch in loader:
+        yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k, nhwc, skip)
+
+
+def _channels_last(model) -> bool:
+    for p in model.parameters():
+        if p.dim() == 4:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
+
+
+def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explainer, device: torch.device,
+                   mean: torch.Tensor, std: torch.Tensor, target: int | None, k: int, nhwc: bool,
+                   skip: Collection[str] = frozenset()) -> Iterator[ImageResult]:
+    good = [d for d in batch if not d.error]
+    results: dict[int, ImageResult] = {}
+    if good:
+        pixels = torch.stack([d.pixels for d in good])
+        if device.type == "cuda":
+            pixels = pixels.pin_memory()
+        x = (pixels.to(device, non_blocking=True).float().div_(255) - mean) / std
+        if nhwc:
+            x = x.contiguous(memory_format=torch.channels_last)
+        try:
+            wanted = [d.item.rel not in skip for d in good]
+            exp = explainer(x, target, wanted=None if all(wanted) else wanted)
+        except (RuntimeError, ValueError) as e:  # e.g. out of memory: the batch fails, the run goes on
+            reason = f"model failed on this batch: {str(e).splitlines()[0]}"
+            for d in good:
+                results[d.item.index] = ImageResult(d.item, "error", error=reason)
+        else:
+            probs, idx = exp.probs.topk(k, dim=1)
+            probs, idx = probs.cpu().tolist(), idx.cpu().tolist()
+            targets = exp.targets.cpu().tolist()
+            target_scores = exp.probs.gather(1, exp.targets[:, None]).squeeze(1).cpu().tolist()
+            # one device-to-host copy per batch, not one per image
+            on_host = {key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in exp.maps.items()}
+            for i, d in enumerate(good):
+                if d.item.rel in skip:
+                    continue
+                h, w = d.original.shape[:2]
+                maps = []
+                for (method, layer), mb in exp.maps.items():
+                    small, empty = on_host[(method, layer)]
+                    maps.append(MapResult(method, layer, upsample(mb.maps[i], (h, w)).cpu().numpy(),
+                                          small[i], bool(empty[i])))
+                t = targets[i]
+                results[d.item.index] = ImageResult(
+                    d.item, "ok", note=d.note, width=w, height=h, image=d.original, pixels=d.pixels,
+                    topk=[(c, loaded.labels[c], p) for c, p in zip(idx[i], probs[i])],
+                    target_index=t, target_label=loaded.labels[t], target_score=target_scores[i], maps=maps)
+    for d in batch:
+        if d.item.rel in skip:
+            continue
+        if d.error:
+            yield ImageResult(d.item, "error", error=d.error)
+        else:
+            yield results[d.item.index]

@@ -1,0 +1,51 @@
+"""Small tensor helpers the engine shares: the tensor inside a module's output, and map resizing."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(h, w) or (N, h, w) map(s) -> same at ``size`` (H, W), bilinear, clamped to [0, 1]."""
+    x = maps[None, None] if maps.dim() == 2 else maps[:, None]
+    y = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False).clamp_(0, 1)
+    return y[0, 0] if maps.dim() == 2 else y[:, 0]
+
+
+def first_tensor(output) -> torch.Tensor | None:
+    """The tensor a layer produced; for tuple/list/dict outputs, the first tensor inside."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            t = first_tensor(item)
+            if t is not None:
+                return t
+    if isinstance(output, dict):
+        for item in output.values():
+            t = first_tensor(item)
+            if t is not None:
+                return t
+    return None
+
+
+def replace_first_tensor(output, new: torch.Tensor):
+    """``output`` with its first tensor (see :func:`first_tensor`) replaced by ``new``."""
+    if isinstance(output, torch.Tensor):
+        return new
+    if isinstance(output, (tuple, list)):
+        items = list(output)
+        for i, item in enumerate(items):
+            if first_tensor(item) is not None:
+                items[i] = replace_first_tensor(item, new)
+                break
+        return type(output)(items) if not hasattr(output, "_fields") else type(output)(*items)
+    if isinstance(output, dict):
+        out = dict(output)
+        for k, item in out.items():
+            if first_tensor(item) is not None:
+                out[k] = replace_first_tensor(item, new)
+                break
+        return type(output)(out)
+    return output

@@ -1,0 +1,121 @@
+"""The maps ``camcli evaluate`` scores: read from a finished run, or explained now.
+
+A finished run gives its saved heatmaps (``--save-heatmap``) or, without them, the boxes in its
+CSV (``--boxes``). Explaining images now goes through the same :class:`~camcli.run.Run` as
+``camcli explain``, in memory; with ``faithfulness`` each map is also scored by rerunning the
+model on masked images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from camcli.engine.tensors import upsample
+from camcli.errors import UsageError
+from camcli.evaluation.boxes import Box
+from camcli.evaluation.scoring import MapToScore
+from camcli.models.layer_names import display_name
+from camcli.output.csvfile import read_rows
+
+
+def maps_from_output(out_dir: Path) -> Iterator[MapToScore]:
+    """Maps recorded by a finished ``explain`` run: saved heatmaps, else boxes in the CSV."""
+    csv_path = out_dir / "predictions.csv"
+    if not csv_path.is_file():
+        raise UsageError(f"{out_dir} has no predictions.csv: is it a `camcli explain` output folder?")
+    header, rows = read_rows(csv_path)
+    ok = [r for r in rows if r.ok]
+    has_heat = any(r.heatmap for r in ok)
+    has_box = "box_status" in header
+    if ok and not has_heat and not has_box:
+        raise UsageError(f"{out_dir} holds neither heatmaps nor boxes: run explain with `save_heatmap` npy "
+                         "(all metrics) or `boxes` (IoU only), or pass images and a model to evaluate directly")
+    for r in ok:
+        item = MapToScore(r.path, r.method, r.layer, r.width, r.height, r.pred_label, r.target_label)
+        if r.heatmap:
+            item.heat = _read_heatmap(out_dir / r.heatmap, r.width, r.height)
+        elif has_box:
+            item.box_known = True
+            if r.box is not None:
+                item.box = Box(*map(float, r.box))
+        yield item
+
+
+def _read_heatmap(path: Path, width: int, height: int) -> np.ndarray:
+    if path.suffix == ".npy":
+        heat = np.load(path, allow_pickle=False).astype(np.float32)
+    else:
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise UsageError(f"cannot read heatmap {path}")
+        heat = raw.astype(np.float32) / (65535.0 if raw.dtype == np.uint16 else 255.0)
+    if heat.shape != (height, width):
+        heat = upsample(torch.from_numpy(heat), (height, width)).numpy()
+    return heat
+
+
+def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = False, steps: int = 16,
+                     log=None) -> Iterator[MapToScore]:
+    """Explain ``inputs`` with ``settings`` in memory (nothing written) and yield the maps."""
+    from camcli.evaluation.faithfulness import faithfulness
+    from camcli.run import Run
+    from camcli.settings import cam_batch_size_for
+
+    run = Run(settings, inputs, write=False)
+    for result in run:
+        if result.status != "ok":
+            if log:
+                log(f"skipped {result.item.rel}: {result.error}")
+            continue
+        session = run.session
+        for m in result.maps:
+            item = MapToScore(result.item.rel, m.method, display_name(m.layer), result.width, result.height,
+                              result.pred_label, result.target_label, heat=m.heatmap)
+            if with_faithfulness:
+                lm, device = session.loaded, session.device
+                mean = torch.tensor(lm.mean, device=device).view(1, 3, 1, 1)
+                std = torch.tensor(lm.std, device=device).view(1, 3, 1, 1)
+                pixels = result.pixels.to(device).float() / 255.0
+                heat = upsample(torch.from_numpy(m.layer_map), tuple(pixels.shape[1:]))
+                item.faith = faithfulness(lm.model, pixels, heat, result.target_index, mean, std, steps=steps,
+                                          batch_size=cam_batch_size_for(settings, device))
+            yield item
+
+
+def gather_maps(sources: list[Path], given: dict, config: Path | None = None, faithfulness_steps: int | None = None,
+                out: Path | None = None, log=None) -> tuple[list[MapToScore], Path]:
+    """The maps to score and the folder ``evaluation.csv`` goes to.
+
+    ``sources``: one finished output folder, or images to explain now with the settings ``given``
+    (values of the settings ``camcli evaluate`` takes; ``None``: not given) over ``config``. A
+    finished folder is scored as it is; with ``faithfulness_steps`` its model is rerun on its
+    images, from the settings saved in its ``run.json`` (``given`` and ``config`` on top).
+    """
+    from camcli.output.folder import prepare_out_dir
+    from camcli.run.manifest import MANIFEST_FILE, read_manifest
+    from camcli.settings import EVALUATE_KEYS, resolve
+
+    folder = sources[0] if len(sources) == 1 else None
+    is_output = folder is not None and folder.is_dir() and (folder / "predictions.csv").is_file()
+    asked = {k: v for k, v in given.items() if v is not None}
+    if is_output and faithfulness_steps is None:
+        if asked or config:
+            raise UsageError("model options apply when explaining images; an output folder is scored as it is "
+                             "(add `faithfulness` to rerun its model)")
+        return list(maps_from_output(folder)), folder
+    if is_output:
+        manifest = read_manifest(folder)
+        saved = {k: v for k, v in manifest["settings"].items() if k in EVALUATE_KEYS}
+        settings = resolve(given, config, saved=saved, saved_origin=str(folder / MANIFEST_FILE))
+        inputs, eval_dir = [str(i) for i in manifest["inputs"]], folder
+    else:
+        settings = resolve(given, config)
+        inputs, eval_dir = [str(s) for s in sources], prepare_out_dir(out or Path("camcli-eval"))
+    with_faith = faithfulness_steps is not None
+    maps = list(maps_from_images(settings, inputs, with_faith, faithfulness_steps or 16, log=log))
+    return maps, eval_dir

@@ -1,0 +1,134 @@
+"""Reading user checkpoints safely and fitting them to a torchvision architecture.
+
+State dicts load with ``torch.load(weights_only=True)``, which refuses to run pickled code,
+or through safetensors. Training frameworks wrap and prefix state dicts in a few common ways
+(``{"state_dict": ...}``, ``module.`` from DataParallel, ``_orig_mod.`` from torch.compile);
+those are unwrapped here so that a checkpoint straight from a training script just works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from camcli.errors import UsageError
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "ema")
+_PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_torchscript(path: Path) -> bool:
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+_UNTRUSTED = ("unpickling can run arbitrary code, so camcli refuses it unless you pass `trust_checkpoint` "
+              "(only for files you trust). Better: save `model.state_dict()` (or use safetensors).")
+
+
+def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor] | nn.Module:
+    """A state dict, or, only with ``trust``, a whole pickled model or TorchScript module."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"checkpoint {p} does not exist")
+    if p.suffix.lower() != ".safetensors" and is_torchscript(p):
+        if not trust:
+            raise UsageError(f"checkpoint {p} is a TorchScript archive: it carries code, and {_UNTRUSTED}")
+        return torch.jit.load(str(p), map_location="cpu").eval()
+    try:
+        return read_state_dict(p)
+    except UsageError as e:
+        if not trust or "pickled Python objects" not in str(e):
+            raise
+    obj = torch.load(p, map_location="cpu", weights_only=False)  # the user vouched for this file
+    if isinstance(obj, nn.Module):
+        return obj
+    return strip_wrappers(obj, str(p))
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors``, ``.pt`` or ``.pth`` checkpoint, unwrapped and unprefixed."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"checkpoint {p} does not exist")
+    if p.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            data = load_file(str(p), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise UsageError(f"checkpoint {p} is not a readable safetensors file: {e}") from e
+    else:
+        try:
+            data = torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UsageError(
+                f"checkpoint {p} is not a plain state dict: it contains pickled Python objects "
+                f"(a whole model?), and {_UNTRUSTED}") from e
+        except (RuntimeError, OSError, EOFError, ValueError) as e:
+            raise UsageError(f"cannot read checkpoint {p}: {str(e).splitlines()[0]}") from e
+    return strip_wrappers(data, str(p))
+
+
+def strip_wrappers(data, source: str) -> dict[str, torch.Tensor]:
+    for _ in range(3):
+        if isinstance(data, dict) and not _is_tensor_dict(data):
+            inner = next((data[k] for k in _WRAPPER_KEYS if k in data and isinstance(data[k], dict)), None)
+            if inner is None:
+                break
+            data = inner
+    if not isinstance(data, dict) or not data or not _is_tensor_dict(data):
+        raise UsageError(f"checkpoint {source} holds no state dict of tensors")
+    for prefix in _PREFIXES:
+        if all(k.startswith(prefix) for k in data):
+            data = {k[len(prefix):]: v for k, v in data.items()}
+    return data
+
+
+def _is_tensor_dict(d: dict) -> bool:
+    return all(isinstance(k, str) for k in d) and all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def head_key(model: nn.Module) -> str | None:
+    """Name of the final classifier's weight (``fc.weight``, ``classifier.6.weight``, ...)."""
+    key = None
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and getattr(module, "weight", None) is not None:
+            key = f"{name}.weight"
+    return key
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the first mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(f"{k}: checkpoint {a} vs model {b}" for k, a, b in shapes[:3]))
+        if missing:
+            parts.append(f"{len(missing)} missing key(s) e.g. " + ", ".join(missing[:3]))
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) e.g. " + ", ".join(unexpected[:3]))
+        raise UsageError(f"checkpoint {source} does not fit the architecture: " + "; ".join(parts)
+                         + ". Check `model` and `num_classes`.")
+    model.load_state_dict(state, strict=True)

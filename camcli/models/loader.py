@@ -1,0 +1,181 @@
+"""Loading a classifier: a torchvision architecture by name, with torchvision weights or a checkpoint.
+
+Labels and preprocessing travel with the weights, as torchvision designs them: a weights enum
+carries ``meta["categories"]`` and ``transforms()`` (its crop size, mean and std). A user
+checkpoint carries neither, so they come from ``--labels`` and ``--input-size`` (ImageNet
+mean/std by default).
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+
+from camcli.models.checkpoints import file_sha256, head_key, load_into, read_checkpoint
+from camcli.errors import UsageError, unknown
+from camcli.models.labels import fit_labels, read_labels
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode plus everything needed to feed it and name its outputs."""
+
+    model: nn.Module
+    architecture: str
+    labels: list[str]
+    input_size: tuple[int, int]  # (height, width) fed to the model
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    weights: str | None = None  # torchvision weights enum member, e.g. "ResNet18_Weights.IMAGENET1K_V1"
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def describe(self) -> dict:
+        """What run.json records so that a result can be reproduced."""
+        return {"architecture": self.architecture, "weights": self.weights, "checkpoint": self.checkpoint,
+                "checkpoint_sha256": self.checkpoint_sha256, "num_classes": self.num_classes,
+                "input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std)}
+
+
+def classification_models() -> list[str]:
+    """Every classification architecture in torchvision's registry (no download)."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def weight_names(architecture: str) -> list[str]:
+    try:
+        enum = torchvision.models.get_model_weights(architecture)
+    except (ValueError, KeyError):
+        return []
+    return [w.name for w in enum]
+
+
+def load_model(architecture: str, weights: str | None = "DEFAULT", checkpoint: str | Path | None = None,
+               num_classes: int | None = None, labels: str | Path | list[str] | None = None,
+               input_size: int | tuple[int, int] | None = None, device: torch.device | str = "cpu",
+               trust: bool = False) -> LoadedModel:
+    """Build ``architecture`` and load weights into it.
+
+    ``weights`` is a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``...) or ``none``;
+    with ``checkpoint`` the weights come from that file instead, and the class count is read
+    from the head's weight shape unless ``num_classes`` says otherwise. A whole pickled model or
+    TorchScript file loads only with ``trust=True`` (``--trust-checkpoint``): it runs code.
+
+    >>> lm = load_model("resnet18", weights="none", num_classes=10)  # doctest: +SKIP
+    """
+    names = classification_models()
+    if architecture not in names:
+        raise unknown("model", architecture, names, "Run `camcli models` for the list.")
+    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
+    size = _size(input_size)
+
+    if checkpoint is not None:
+        if weights not in (None, "none", "None", "DEFAULT"):
+            raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
+        state = read_checkpoint(checkpoint, trust=trust)
+        if isinstance(state, nn.Module):  # trusted whole model: use it as it is
+            model = state
+            with torch.inference_mode():
+                num_classes = int(model.eval()(torch.zeros(1, 3, *(_size(input_size) or (224, 224)))).shape[1])
+        else:
+            if num_classes is None:
+                num_classes = _classes_in(architecture, state)
+            model = _build(architecture, num_classes=num_classes)
+            load_into(model, state, str(checkpoint))
+        loaded = LoadedModel(model, architecture, fit_labels(label_list, num_classes, "`labels`"),
+                             size or (224, 224), checkpoint=str(checkpoint),
+                             checkpoint_sha256=file_sha256(checkpoint))
+    elif weights is None or str(weights).lower() == "none":
+        n = num_classes or (len(label_list) if label_list else 1000)
+        model = _build(architecture, num_classes=n)
+        loaded = LoadedModel(model, architecture, fit_labels(label_list, n, "`labels`"), size or (224, 224))
+    else:
+        w = _weights_enum(architecture, str(weights))
+        if num_classes is not None and num_classes != len(w.meta["categories"]):
+            raise UsageError(f"`num_classes` {num_classes} does not match {w} ({len(w.meta['categories'])} "
+                             "classes); use `checkpoint` for a fine-tuned head")
+        model = _build_with_weights(architecture, w)
+        preset = w.transforms()
+        crop = getattr(preset, "crop_size", [224])
+        loaded = LoadedModel(model, architecture,
+                             fit_labels(label_list or list(w.meta["categories"]), len(w.meta["categories"]),
+                                        "`labels`" if label_list else str(w)),
+                             size or (int(crop[0]), int(crop[-1])),
+                             tuple(getattr(preset, "mean", IMAGENET_MEAN)), tuple(getattr(preset, "std", IMAGENET_STD)),
+                             weights=str(w))
+    loaded.model.eval().to(device)
+    return loaded
+
+
+def _size(input_size) -> tuple[int, int] | None:
+    if input_size is None:
+        return None
+    if isinstance(input_size, int):
+        return (input_size, input_size)
+    h, w = input_size
+    return (int(h), int(w))
+
+
+def _build(architecture: str, **kwargs) -> nn.Module:
+    try:
+        return torchvision.models.get_model(architecture, weights=None, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"cannot build {architecture}: {e}") from e
+
+
+def _weights_enum(architecture: str, name: str):
+    enum = torchvision.models.get_model_weights(architecture)
+    if name.upper() == "DEFAULT":
+        return enum.DEFAULT
+    short = name.split(".")[-1]
+    for w in enum:
+        if w.name.lower() == short.lower():
+            return w
+    raise unknown(f"weights for {architecture}", name, ["DEFAULT", "none", *[w.name for w in enum]])
+
+
+def hub_cache_file(w) -> Path:
+    """Where torch hub looks for (and downloads) a weights file."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(w.url).path)
+
+
+def _build_with_weights(architecture: str, w) -> nn.Module:
+    target = hub_cache_file(w)
+    try:
+        return torchvision.models.get_model(architecture, weights=w)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
+        if target.exists():
+            raise UsageError(f"cannot read cached weights {target}: {e}") from e
+        raise UsageError(
+            f"weights {w} are not in the torch hub cache and could not be downloaded ({_reason(e)}). "
+            f"Put the file from {w.url} at {target} (set TORCH_HOME to move the cache), "
+            "or pass your own weights with `checkpoint`.") from e
+    except RuntimeError as e:
+        raise UsageError(f"cached weights {target} do not load into {architecture}: {str(e).splitlines()[0]}") from e
+
+
+def _reason(e: Exception) -> str:
+    return str(getattr(e, "reason", None) or e).splitlines()[0][:120]
+
+
+def _classes_in(architecture: str, state: dict[str, torch.Tensor]) -> int:
+    """Class count from the classifier weight's first dimension."""
+    probe = _build(architecture)
+    key = head_key(probe)
+    if key is None or key not in state:
+        raise UsageError(f"cannot infer the number of classes: the checkpoint has no {key!r}; pass `num_classes`")
+    return int(state[key].shape[0])

@@ -1,0 +1,105 @@
+"""Writing one explained image: its overlays, raw heatmaps and panel, and its rows.
+
+:func:`write_image` runs in the run's writer threads (OpenCV and zlib release the GIL) while
+the next batch is computed. A file that cannot be written turns its row into an error row;
+it never stops the run.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from camcli.engine.stream import ImageResult, MapResult
+from camcli.evaluation.boxes import boxes_from_heatmap
+from camcli.models.layer_names import display_name
+from camcli.output.figures import panel
+from camcli.output.paths import atomic_write, heatmap_rel, inside, overlay_rel, panel_rel
+from camcli.output.render import draw_boxes, draw_caption, encode_png, encode_png16, overlay
+from camcli.output.rows import PredictionRow
+from camcli.settings import ExplainSettings
+
+
+def image_row(result: ImageResult) -> PredictionRow:
+    """The columns every row of this image shares (or its one error row)."""
+    row = PredictionRow(result.item.index, result.item.rel, status=result.status, error=result.error,
+                        note=result.note)
+    if result.status == "ok":
+        row.width, row.height = result.width, result.height
+        row.pred_index, row.pred_label, row.score = result.pred_index, result.pred_label, result.score
+        row.target_index, row.target_label = result.target_index, result.target_label
+        row.target_score = result.target_score
+        row.topk = tuple(result.topk)
+    return row
+
+
+def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> list[PredictionRow]:
+    """Write one image's files; return its CSV rows (one per method x layer, or one error row)."""
+
+    base = image_row(result)
+    if result.status != "ok":
+        return [base]
+    rows, titled = [], []
+    for m in result.maps:
+        rel = overlay_rel(result.item.rel, m.method, m.layer)
+        row = replace(base, method=m.method, layer=display_name(m.layer), output=rel, empty_map=m.empty)
+        found = _find_boxes(row, m, result, settings) if settings.boxes else []
+        try:
+            picture = overlay(result.image, m.heatmap, settings.colormap, settings.alpha)
+            if settings.draw_boxes and found:
+                picture = draw_boxes(picture, found, rotated=settings.box_rotated)
+            if settings.caption:
+                text = f"{result.pred_label} {result.score:.2f}"
+                if result.target_index != result.pred_index:
+                    text += f" | explained: {result.target_label} {result.target_score:.2f}"
+                picture = draw_caption(picture, text)
+            atomic_write(inside(out, rel), encode_png(picture))
+            if settings.save_heatmap:
+                hrel = heatmap_rel(result.item.rel, m.method, m.layer, settings.save_heatmap)
+                atomic_write(inside(out, hrel), _encode_heatmap(m, settings.save_heatmap, settings.heatmap_size))
+                row.heatmap = hrel
+        except (OSError, ValueError) as e:
+            row.status, row.error, row.output = "error", f"cannot write outputs: {e}", None
+            picture = None
+        if picture is not None:
+            titled.append((f"{m.method} @ {display_name(m.layer)}", picture))
+        rows.append(row)
+    if settings.panel and titled:
+        prel = panel_rel(result.item.rel)
+        try:
+            atomic_write(inside(out, prel), encode_png(panel(result.image, titled,
+                                                             title=f"{result.pred_label} {result.score:.2f}")))
+            for row in rows:
+                row.panel = prel
+        except (OSError, ValueError) as e:
+            for row in rows:
+                row.status, row.error = "error", f"cannot write panel: {e}"
+    return rows
+
+
+def _encode_heatmap(m: MapResult, fmt: str, size: str) -> bytes:
+    data = m.heatmap if size == "image" else m.layer_map
+    if fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, data.astype(np.float32))
+        return buf.getvalue()
+    return encode_png16(data)
+
+
+def _find_boxes(row: PredictionRow, m: MapResult, result: ImageResult, settings: ExplainSettings) -> list:
+    """Fill the box fields of ``row`` from the map; return the boxes found."""
+    min_area = settings.box_min_area * result.width * result.height
+    found = boxes_from_heatmap(m.heatmap, settings.box_threshold, settings.box_mode, min_area)
+    if not found:
+        row.box_status = "no box: empty map" if m.empty else "no box: no region above the threshold"
+        return []
+    b = found[0].box
+    row.box_status, row.box = "ok", (int(b.x0), int(b.y0), int(b.x1), int(b.y1))
+    if settings.box_rotated:
+        row.box_rotated = tuple((float(x), float(y)) for x, y in found[0].corners)
+    if settings.box_mode == "all":
+        row.boxes_all = tuple((int(f.box.x0), int(f.box.y0), int(f.box.x1), int(f.box.y1)) for f in found)
+    return found

@@ -1,0 +1,34 @@
+"""``--json``: one object per image as it finishes, then one summary object (NDJSON on stdout)."""
+
+from __future__ import annotations
+
+from camcli.output.rows import PredictionRow
+
+
+def image_record(rows: list[PredictionRow]) -> dict:
+    """The prediction, the explained class, and one entry per map, from an image's rows."""
+    first = rows[0]
+    record = {"type": "image", "path": first.path, "status": "ok" if all(r.ok for r in rows) else "error",
+              "error": "; ".join(r.error for r in rows if r.error)}
+    if first.explained:
+        record.update(width=first.width, height=first.height, note=first.note or None,
+                      prediction={"index": first.pred_index, "label": first.pred_label, "score": first.score},
+                      target={"index": first.target_index, "label": first.target_label, "score": first.target_score},
+                      topk=[{"index": i, "label": lab, "score": p} for i, lab, p in first.topk])
+        maps = []
+        for r in rows:
+            entry = {"method": r.method, "layer": r.layer, "overlay": r.output, "heatmap": r.heatmap,
+                     "empty_map": r.empty_map}
+            if r.box_status:
+                entry["box"] = list(r.box) if r.box_status == "ok" else None
+            maps.append(entry)
+        record["maps"] = maps
+        record["panel"] = first.panel
+    return record
+
+
+def summary_record(summary) -> dict:
+    """The closing object: counts, time, and where the outputs are."""
+    return {"type": "summary", "images": summary.images, "ok": summary.ok, "failed": summary.failed,
+            "empty_maps": summary.empty_maps, "seconds": round(summary.seconds, 3),
+            "interrupted": summary.interrupted, "out": str(summary.out) if summary.out else None}

@@ -1,0 +1,65 @@
+"""Where each file goes inside the output folder, and how it is written there.
+
+Every output path is built from an image's relative path and checked to stay inside the
+output folder. Files are written to a temporary name and renamed, so a killed run never
+leaves a half-written PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from camcli.models.layer_names import file_safe
+
+
+def inside(out_dir: Path, rel: str) -> Path:
+    """``out_dir / rel``, refusing anything that would land outside ``out_dir``."""
+    parts = PurePosixPath(rel.replace("\\", "/")).parts
+    if not parts or any(p in ("..", "") for p in parts) or PurePosixPath(rel).is_absolute():
+        raise ValueError(f"unsafe output path {rel!r}")
+    target = (out_dir / Path(*parts)).resolve()
+    root = out_dir.resolve()
+    if target != root and root not in target.parents:
+        raise ValueError(f"output path {rel!r} escapes the output folder")
+    return target
+
+
+def method_file_name(method: str) -> str:
+    """A method's name as it appears in file names: ``gradcam++`` -> ``gradcampp``."""
+    return method.replace("+", "p")
+
+
+def overlay_rel(image_rel: str, method: str, layer: str) -> str:
+    """``overlays/a/cat.jpg.gradcam@layer4.1.png``: mirrors the input tree, names method and layer."""
+    return f"overlays/{image_rel}.{method_file_name(method)}@{file_safe(layer)}.png"
+
+
+def heatmap_rel(image_rel: str, method: str, layer: str, fmt: str) -> str:
+    """``heatmaps/a/cat.jpg.gradcam@layer4.1.npy`` (or ``.png`` for png16)."""
+    return f"heatmaps/{image_rel}.{method_file_name(method)}@{file_safe(layer)}.{'npy' if fmt == 'npy' else 'png'}"
+
+
+def panel_rel(image_rel: str) -> str:
+    return f"panels/{image_rel}.png"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())

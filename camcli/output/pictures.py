@@ -1,0 +1,48 @@
+"""Pictures of a whole run, made from its final ``predictions.csv``: the gallery and contact sheets.
+
+Built after the run from the CSV (not from the stream), so resumed and merged runs get them
+too, and they show exactly what the CSV says.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+from pathlib import Path
+
+import cv2
+
+from camcli.output.csvfile import read_rows
+from camcli.output.figures import ContactSheets
+from camcli.output.gallery import Gallery
+from camcli.output.paths import atomic_write
+from camcli.output.render import encode_png
+
+
+def write_run_pictures(out: Path, html: bool, grid: bool) -> None:
+    """``index.html`` (with ``html``) and ``grid/sheet_NNN.png`` (with ``grid``)."""
+    if not (html or grid):
+        return
+    _header, rows = read_rows(out / "predictions.csv")
+    if html:
+        gallery = Gallery(out)
+        try:
+            for _path, group in groupby(rows, key=lambda r: r.path):
+                gallery.add(list(group))
+        finally:
+            gallery.close()
+    if grid:
+        sheets, count = ContactSheets(), 0
+
+        def save(sheet) -> None:
+            nonlocal count
+            if sheet is not None:
+                count += 1
+                atomic_write(out / "grid" / f"sheet_{count:03d}.png", encode_png(sheet))
+
+        for row in rows:
+            if not row.ok or not row.output:
+                continue
+            picture = cv2.imread(str(out / row.output), cv2.IMREAD_COLOR)
+            if picture is not None:
+                save(sheets.add(picture[..., ::-1], f"{row.path} | {row.method} @ {row.layer} | {row.target_label}"))
+        save(sheets.flush())

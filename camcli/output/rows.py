@@ -1,0 +1,135 @@
+"""One row of ``predictions.csv``, typed, with its CSV spelling in one place.
+
+A :class:`PredictionRow` is what the run writes, what ``--resume`` and ``camcli merge`` read
+back, and what the gallery, ``--json`` and ``camcli evaluate`` read: every reader gets ints,
+floats, bools and boxes, never cells. Which columns a file has depends on ``topk`` and the box
+options (:func:`columns`); a cell is empty when its value is ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in original-image pixels
+
+BASE_COLUMNS = ("index", "path", "width", "height", "pred_index", "pred_label", "score", "target_index",
+                "target_label", "target_score", "method", "layer", "output", "heatmap", "panel", "empty_map",
+                "status", "error", "note")
+BOX_COLUMNS = ("box_status", "box_x0", "box_y0", "box_x1", "box_y1")
+
+
+def columns(topk: int, boxes: bool = False, rotated: bool = False, all_boxes: bool = False) -> list[str]:
+    """The header of a predictions file written with these settings."""
+    cols = list(BASE_COLUMNS)
+    if boxes:
+        cols += [*BOX_COLUMNS, *(["box_rotated"] if rotated else []), *(["boxes_all"] if all_boxes else [])]
+    for k in range(1, topk + 1):
+        cols += [f"top{k}_index", f"top{k}_label", f"top{k}_score"]
+    return cols
+
+
+def cell(value) -> str:
+    """How camcli writes a value into a CSV cell: empty for None, true/false, 6 significant digits."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+@dataclass
+class PredictionRow:
+    """One image x method x layer (or one error row for an image that could not be explained)."""
+
+    index: int
+    path: str
+    status: str = "ok"
+    error: str = ""
+    note: str = ""
+    width: int | None = None
+    height: int | None = None
+    pred_index: int | None = None
+    pred_label: str | None = None
+    score: float | None = None
+    target_index: int | None = None
+    target_label: str | None = None
+    target_score: float | None = None
+    method: str | None = None
+    layer: str | None = None  # as displayed: layer4[1]
+    output: str | None = None  # overlay path relative to the output folder
+    heatmap: str | None = None
+    panel: str | None = None
+    empty_map: bool | None = None
+    box_status: str | None = None
+    box: Box | None = None
+    box_rotated: tuple[tuple[float, float], ...] | None = None
+    boxes_all: tuple[Box, ...] | None = None
+    topk: tuple[tuple[int, str, float], ...] = field(default_factory=tuple)  # (index, label, probability)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def explained(self) -> bool:
+        """The image was decoded and explained (its row has a prediction), even if a file failed."""
+        return self.width is not None
+
+    def files(self) -> list[str]:
+        """Output files this row names, relative to the output folder."""
+        return [f for f in (self.output, self.heatmap, self.panel) if f]
+
+    def cells(self) -> dict[str, str]:
+        """Every column this row has a value for, spelled as in the CSV."""
+        out = {name: cell(getattr(self, name)) for name in BASE_COLUMNS}
+        out["box_status"] = cell(self.box_status)
+        if self.box is not None:
+            out.update(zip(BOX_COLUMNS[1:], map(cell, self.box)))
+        if self.box_rotated is not None:
+            out["box_rotated"] = " ".join(f"{x:.1f},{y:.1f}" for x, y in self.box_rotated)
+        if self.boxes_all is not None:
+            out["boxes_all"] = ";".join(",".join(map(str, b)) for b in self.boxes_all)
+        for k, (idx, label, prob) in enumerate(self.topk, start=1):
+            out.update({f"top{k}_index": cell(idx), f"top{k}_label": label, f"top{k}_score": cell(prob)})
+        return out
+
+    @classmethod
+    def from_cells(cls, cells: Mapping[str, str]) -> PredictionRow:
+        """The row a CSV line spells; ``ValueError`` when a cell does not parse."""
+        kw = {}
+        for f in fields(cls):
+            if f.name in ("box", "box_rotated", "boxes_all", "topk") or f.name not in cells:
+                continue
+            text = cells[f.name]
+            kw[f.name] = _parse(text, str(f.type))
+        if cells.get("box_x0"):
+            kw["box"] = tuple(int(cells[c]) for c in BOX_COLUMNS[1:])
+        if cells.get("box_rotated"):
+            kw["box_rotated"] = tuple(tuple(float(v) for v in pair.split(",")) for pair in cells["box_rotated"].split())
+        if cells.get("boxes_all"):
+            kw["boxes_all"] = tuple(tuple(int(v) for v in b.split(",")) for b in cells["boxes_all"].split(";"))
+        topk, k = [], 1
+        while cells.get(f"top{k}_index"):
+            topk.append((int(cells[f"top{k}_index"]), cells[f"top{k}_label"], float(cells[f"top{k}_score"])))
+            k += 1
+        kw["topk"] = tuple(topk)
+        return cls(**kw)
+
+
+def _parse(text: str, kind: str):
+    if kind in ("int", "str"):  # required fields
+        return int(text) if kind == "int" else text
+    if text == "":
+        return None
+    if "bool" in kind:
+        if text not in ("true", "false"):
+            raise ValueError(f"not true or false: {text!r}")
+        return text == "true"
+    if "int" in kind:
+        return int(text)
+    if "float" in kind:
+        return float(text)
+    return text

@@ -1,0 +1,53 @@
+"""``run.json``: what a run was (versions, model, layers, methods, settings) and how it went.
+
+``camcli evaluate`` reads it back to rerun the same model on the same images.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from camcli import __version__
+from camcli.engine.devices import describe
+from camcli.errors import UsageError
+from camcli.models.layer_names import display_name
+from camcli.output.paths import write_json
+from camcli.run.resume import read_json_file
+
+MANIFEST_FILE = "run.json"
+_PATH_SETTINGS = ("checkpoint", "labels", "out")
+
+
+def write_manifest(path: Path, session, inputs: list[str], shard, summary, stopped: bool) -> None:
+    import torch
+    import torchvision
+
+    settings = {k: v for k, v in vars(session.settings).items() if k != "sources"}
+    for key in _PATH_SETTINGS:  # absolute, so that evaluate can rerun the run from anywhere
+        if settings.get(key):
+            settings[key] = os.path.abspath(settings[key])
+    write_json(path, {
+        "camcli": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "model": session.loaded.describe(), "layers": [display_name(l) for l in session.layers],
+        "methods": [m.name for m in session.methods], "device": describe(session.device),
+        "target": session.target, "inputs": [os.path.abspath(i) for i in inputs],
+        "shard": {"index": shard.index, "count": shard.count} if shard.count > 1 else None,
+        "settings": settings,
+        "counts": {"images": summary.images, "ok": summary.ok, "failed": summary.failed,
+                   "empty_maps": summary.empty_maps, "resumed": summary.resumed},
+        "interrupted": summary.interrupted, "stopped_at_first_failure": stopped, "seconds": round(summary.seconds, 3),
+    })
+
+
+def read_manifest(out_dir: Path) -> dict:
+    """A finished run's ``run.json``; a missing or damaged one is a one-line ``UsageError``."""
+    p = out_dir / MANIFEST_FILE
+    if not p.is_file():
+        raise UsageError(f"{out_dir} has no {MANIFEST_FILE}: is it a finished `camcli explain` output folder?")
+    manifest = read_json_file(p)
+    if not isinstance(manifest.get("settings"), dict) or not isinstance(manifest.get("inputs"), list):
+        raise UsageError(f"{p} lacks the run's settings or inputs: it was not written by camcli explain")
+    return manifest

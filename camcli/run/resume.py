@@ -1,0 +1,81 @@
+"""Continuing a killed run: which images are done, and which batches must be recomputed.
+
+``run-settings.json`` holds the fingerprint of the settings that shape a run's outputs; a
+resumed run must match it. An image counts as done when all its rows are in the CSV, all ``ok``,
+and every file they name exists. A resumed run writes byte for byte what an uninterrupted run
+would have written (see :func:`whole_batches`).
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import groupby
+from pathlib import Path
+
+from camcli.errors import UsageError
+from camcli.models import LoadedModel
+from camcli.output.csvfile import read_rows
+from camcli.output.rows import PredictionRow
+from camcli.settings import OUTPUT_KEYS, ExplainSettings
+
+SETTINGS_FILE = "run-settings.json"
+
+
+def fingerprint(settings: ExplainSettings, loaded: LoadedModel | None = None) -> dict:
+    """The settings that decide what a run writes (compared on resume); the checkpoint by its SHA-256."""
+    values = {k: getattr(settings, k) for k in OUTPUT_KEYS}
+    if loaded is not None and loaded.checkpoint_sha256:
+        values["checkpoint"] = loaded.checkpoint_sha256
+    return json.loads(json.dumps(values, default=str))
+
+
+def read_json_file(path: Path) -> dict:
+    """A JSON object camcli wrote; a damaged or foreign file is a one-line ``UsageError``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path} is damaged (invalid JSON at line {e.lineno}: {e.msg}); remove it, or use "
+                         "`overwrite` to start afresh") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is not a camcli file (expected a JSON object)")
+    return data
+
+
+def finished_rows(out: Path, csv_name: str, expected: dict, maps_per_image: int) -> list[PredictionRow]:
+    """Rows of the images an earlier run finished with these settings; refuse when the settings differ."""
+    saved_path = out / SETTINGS_FILE
+    if not saved_path.is_file():
+        if (out / csv_name).exists():
+            raise UsageError(f"cannot resume in {out}: {SETTINGS_FILE} is missing (not a camcli output folder?)")
+        return []
+    saved = read_json_file(saved_path)
+    diff = [f"{k} ({saved.get(k)!r} -> {expected.get(k)!r})" for k in expected if saved.get(k) != expected.get(k)]
+    if diff:
+        raise UsageError(f"cannot resume in {out}: settings differ from the earlier run: {', '.join(diff)}. "
+                         "Use the same settings, or `overwrite` to start afresh.")
+    _header, rows = read_rows(out / csv_name)
+    keep = []
+    for _path, group in groupby(rows, key=lambda r: r.path):
+        group = list(group)
+        if len(group) == maps_per_image and all(r.ok for r in group) and \
+                all((out / f).is_file() for r in group for f in r.files()):
+            keep += group
+    return keep
+
+
+def whole_batches(items: list, done: set[str], batch_size: int) -> list:
+    """The items still to do, padded out to the whole batches they belong to.
+
+    A resumed run puts the finished images that shared a batch with unfinished ones through the
+    shared forward again (and then drops them), so every image is computed in the same batch as
+    in an uninterrupted run: batched kernels round differently for different batch shapes, and a
+    resumed run must write byte for byte what the whole run would have written. Per-image
+    passes (Score-CAM's masks, Ablation-CAM's channels) are not repeated for them.
+    """
+    if not done:
+        return list(items)
+    size = max(1, batch_size)
+    chunks = (items[k:k + size] for k in range(0, len(items), size))
+    return [i for chunk in chunks if any(i.rel not in done for i in chunk) for i in chunk]

@@ -1,0 +1,150 @@
+"""Every option of ``camcli explain``, declared once.
+
+Each field of :class:`ExplainSettings` carries its default and, in its metadata, what the
+command line needs to offer it (help text, help panel, short flag, the default as shown) and
+whether it shapes what a run writes (``--resume`` compares those). The CLI builds its options
+from these fields; the Python API takes them as keywords; config files and ``CAMCLI_*``
+variables use the same names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from camcli.engine import DEFAULT_MAX_PIXELS
+
+
+def option(default: Any = None, help: str = "", panel: str = "Run", *, short: str | None = None,
+           shown: str | None = None, shapes_outputs: bool = False, evaluate: bool = False,
+           factory=None) -> Any:
+    """A settings field with what the CLI needs to offer it.
+
+    ``shown``: the default as ``--help`` shows it (``None``: the default itself, when it is not
+    empty); ``shapes_outputs``: a resumed run must match it; ``evaluate``: ``camcli evaluate``
+    offers it too, when it explains images itself.
+    """
+    meta = {"help": help, "panel": panel, "short": short, "shown": shown, "shapes_outputs": shapes_outputs,
+            "evaluate": evaluate}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ExplainSettings:
+    """Every option of ``camcli explain``, with its default."""
+
+    out: str = option("camcli-out", "Output folder for overlays/, predictions.csv and run.json.", "Run", short="-o")
+    model: str = option("resnet50", "torchvision architecture, e.g. resnet50 (see `camcli models`).", "Model",
+                        short="-m", shapes_outputs=True, evaluate=True)
+    weights: str = option("DEFAULT", "torchvision weights: DEFAULT, IMAGENET1K_V1, ... or none. Loaded from the torch "
+                          "hub cache, downloaded if missing.", "Model", shapes_outputs=True, evaluate=True)
+    checkpoint: str | None = option(None, "Your weights: a state dict (.pt/.pth, loaded with weights_only=True) or "
+                                    ".safetensors for --model's architecture.", "Model", shapes_outputs=True,
+                                    evaluate=True)
+    num_classes: int | None = option(None, "Classes of the checkpoint's head.", "Model", shown="read from the checkpoint",
+                                     shapes_outputs=True, evaluate=True)
+    labels: str | None = option(None, "Class names: a text file (one per line) or JSON.", "Model",
+                                shown="from the weights, else class_N", shapes_outputs=True, evaluate=True)
+    input_size: int | None = option(None, "Side of the square model input; each image is resized (not cropped) to it.",
+                                    "Model", shown="the weights' crop size, else 224", shapes_outputs=True,
+                                    evaluate=True)
+    trust_checkpoint: bool = option(False, "Allow a whole pickled model or TorchScript file as --checkpoint. "
+                                    "Unpickling runs code: only for files you trust.", "Model", evaluate=True)
+    method: list[str] = option(help="CAM method(s), comma-separated or repeated (see `camcli methods`).",
+                               panel="Explanation", shown="gradcam", shapes_outputs=True, evaluate=True,
+                               factory=lambda: ["gradcam"])
+    layer: list[str] = option(help="Target layer(s), e.g. 'layer4[1]' or layer4.1; repeat for several (see `camcli "
+                              "layers MODEL`).", panel="Explanation", shown="the last spatial layer",
+                              shapes_outputs=True, evaluate=True, factory=list)
+    target: str | None = option(None, "Class to explain in every image: an index or a label name.", "Explanation",
+                                shown="each image's top-1 class", shapes_outputs=True, evaluate=True)
+    score: str = option("logit", "Score explained: logit (what the Grad-CAM, Grad-CAM++ and Score-CAM papers and "
+                        "pytorch-grad-cam use) or softmax probability.", "Explanation", shapes_outputs=True,
+                        evaluate=True)
+    cam_batch_size: int | None = option(None, "Masked inputs per forward pass for scorecam, ablationcam and the "
+                                        "faithfulness metrics; bounds their memory.", "Explanation",
+                                        shown="16 on a CPU, 64 on a GPU", evaluate=True)
+    max_n: int | None = option(None, "Faster Score-CAM: use only the N channels with the largest spatial spread "
+                               "(scorecam only).", "Explanation", shown="all", shapes_outputs=True, evaluate=True)
+    alpha: float = option(0.5, "Heatmap opacity over the image, 0..1.", "Output", shapes_outputs=True)
+    colormap: str = option("jet", "OpenCV colour map: jet, turbo, viridis, inferno, magma, ...", "Output",
+                           shapes_outputs=True)
+    topk: int = option(1, "Write the K best classes as top1..topK columns.", "Output", shapes_outputs=True)
+    save_heatmap: str | None = option(None, "Also write each raw normalised map under heatmaps/: npy (float32) or "
+                                      "png16 (16-bit grayscale).", "Output", shapes_outputs=True)
+    heatmap_size: str = option("image", "Resolution of --save-heatmap maps: image (original size) or layer.", "Output",
+                               shapes_outputs=True)
+    caption: bool = option(False, "Write the predicted label and score (and the explained class, if different) on "
+                           "each overlay.", "Output", shapes_outputs=True)
+    panel: bool = option(False, "Write panels/<image>.png: the original beside one titled overlay per method x layer.",
+                         "Output", shapes_outputs=True)
+    grid: bool = option(False, "Write contact sheets grid/sheet_NNN.png: 36 captioned thumbnails each.", "Output",
+                        shapes_outputs=True)
+    html: bool = option(False, "Write index.html: a gallery of the run that opens in any browser, no server needed.",
+                        "Output", shapes_outputs=True)
+    boxes: bool = option(False, "Find a box in each heatmap (threshold, contours) and write it to the CSV (box_* "
+                         "columns, original-image pixels).", "Boxes", shapes_outputs=True)
+    box_threshold: float = option(0.5, "Keep pixels >= this share of the map's maximum (half maximum suits the coarse "
+                                  "maps of last blocks; the CAM paper used 0.2 on ImageNet).", "Boxes",
+                                  shapes_outputs=True)
+    box_mode: str = option("largest", "largest: the largest region; all: every region above --box-min-area "
+                           "(boxes_all column).", "Boxes", shapes_outputs=True)
+    box_min_area: float = option(0.01, "With --box-mode all: smallest region kept, as a share of the image area.",
+                                 "Boxes", shapes_outputs=True)
+    box_rotated: bool = option(False, "Also write the minAreaRect rotated box's corners (box_rotated column).", "Boxes",
+                               shapes_outputs=True)
+    draw_boxes: bool = option(False, "Draw the boxes on the overlays (implies --boxes).", "Boxes", shapes_outputs=True)
+    hidden: bool = option(False, "Include hidden files and folders (names starting with '.') when walking folders.",
+                          "Run", shapes_outputs=True, evaluate=True)
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "Refuse images larger than this many pixels (decompression-bomb "
+                             "guard).", "Run", shown=f"{DEFAULT_MAX_PIXELS}, Pillow's", shapes_outputs=True,
+                             evaluate=True)
+    fail_fast: bool = option(False, "Stop at the first image that fails (its row is written; exit 1).", "Run")
+    resume: bool = option(False, "Continue a run in the same --out: images whose rows and files are complete are "
+                          "skipped; refused if settings differ.", "Run")
+    overwrite: bool = option(False, "Replace camcli's earlier outputs in a non-empty --out (other files are left "
+                             "alone).", "Run")
+    shard: str | None = option(None, "INDEX/COUNT: process only this share of the sorted images (cluster array jobs); "
+                               "join parts with `camcli merge`. Under torchrun, RANK/WORLD_SIZE do this.", "Run",
+                               shapes_outputs=True)
+    quiet: bool = option(False, "No progress bar and no log lines; errors only.", "Run", short="-q")
+    batch_size: int = option(16, "Images per forward pass.", "Performance", short="-b", evaluate=True)
+    workers: int = option(2, "Processes decoding images; 0 decodes in the main process.", "Performance", short="-j",
+                          evaluate=True)
+    device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.", "Performance",
+                         evaluate=True)
+    precision: str = option("fp32", "fp32, or bf16/fp16 autocast for the forward pass (CUDA only; maps stay float32).",
+                            "Performance", evaluate=True)
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(ExplainSettings) if f.name != "sources"}
+
+#: settings that change what a run writes; a resumed run must match them exactly
+OUTPUT_KEYS: tuple[str, ...] = tuple(name for name, f in FIELDS.items() if f.metadata["shapes_outputs"])
+
+#: settings ``camcli evaluate`` takes when it explains images itself (model, method, performance)
+EVALUATE_KEYS: tuple[str, ...] = tuple(name for name, f in FIELDS.items() if f.metadata["evaluate"])
+
+
+def kind(name: str) -> type:
+    """The plain type of a field: bool, int, float, list (of str) or str."""
+    text = str(FIELDS[name].type)
+    for t in (bool, list, int, float):
+        if t.__name__ in text:
+            return t
+    return str
+
+
+def shown_default(name: str) -> str | None:
+    """The default as ``--help`` and the docs show it, or ``None`` when there is nothing to show."""
+    f = FIELDS[name]
+    if f.metadata["shown"] is not None:
+        return f.metadata["shown"]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if default in (None, False, [], ""):
+        return None
+    return str(default)

@@ -1,0 +1,136 @@
+"""Where settings come from, and how they are merged.
+
+Precedence, lowest to highest: built-in defaults < a finished run's saved settings (``camcli
+evaluate`` rerunning a run) < ``--config FILE.toml`` < ``CAMCLI_*`` environment variables <
+command-line options. Paths given in a config file (``checkpoint``, ``labels``) are relative to
+that file, so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from camcli.errors import UsageError, closest
+from camcli.settings.checks import check
+from camcli.settings.fields import FIELDS, ExplainSettings, kind
+
+_PATH_KEYS = ("checkpoint", "labels")
+_LIST_KEYS = ("method", "layer")
+
+
+def coerce(name: str, value: Any, origin: str) -> Any:
+    """Check and convert a value from a config file, the environment or a saved run to the field's type."""
+    t = kind(name)
+    if t is list:
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",")] if name == "method" else [value.strip()]
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            items = [v.strip() for v in value]
+        else:
+            raise UsageError(f"{origin}: {name} must be a string or a list of strings")
+        items = [i for i in items if i]
+        return [m.strip() for v in items for m in v.split(",") if m.strip()] if name == "method" else items
+    if value is None:
+        return None
+    try:
+        if t is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if t is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if t is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if isinstance(value, (list, dict)):
+            raise ValueError(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{origin}: invalid value {value!r} for {name} (expected {t.__name__})") from None
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML file: top-level keys or an ``[explain]`` table; unknown keys are errors."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UsageError(f"cannot read config file {p}: {e.strerror or e}") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"config file {p}: {e}") from e
+    if "explain" in data and isinstance(data["explain"], dict):
+        extra = [k for k in data if k != "explain"]
+        if extra:
+            raise UsageError(f"config file {p}: unknown key {extra[0]!r} beside the [explain] table")
+        data = data["explain"]
+    out = {}
+    for raw_key, value in data.items():
+        key = raw_key.replace("-", "_")
+        if key not in FIELDS:
+            near = closest(key, FIELDS)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise UsageError(f"config file {p}: unknown key {raw_key!r}{hint}")
+        value = coerce(key, value, f"config file {p}, key {raw_key!r}")
+        if key in _PATH_KEYS and value is not None:
+            value = str((p.parent / value)) if not Path(value).is_absolute() else value
+        out[key] = value
+    return out
+
+
+def read_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Settings from ``CAMCLI_<NAME>`` variables (``CAMCLI_BATCH_SIZE=32``)."""
+    env = os.environ if environ is None else environ
+    out = {}
+    for key in FIELDS:
+        var = f"CAMCLI_{key.upper()}"
+        if var in env and env[var] != "":
+            out[key] = coerce(key, env[var], f"environment variable {var}")
+    return out
+
+
+def read_saved(saved: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Settings recorded in a finished run's ``run.json`` (keys camcli no longer knows are ignored)."""
+    return {k: coerce(k, v, f"{origin}, setting {k!r}") for k, v in saved.items() if k in FIELDS}
+
+
+def resolve(cli: dict[str, Any], config: str | Path | None = None, environ: dict[str, str] | None = None,
+            saved: dict[str, Any] | None = None, saved_origin: str = "run.json") -> ExplainSettings:
+    """Merge defaults, a saved run, config file, environment and command line (``None`` means "not given").
+
+    Command-line values are the flags' own types; ``method`` and ``layer`` may be a string or a
+    list, and methods may be comma-separated (``"gradcam,cam"``).
+    """
+    settings = ExplainSettings()
+    sources = {k: "default" for k in FIELDS}
+    given = {k: v for k, v in cli.items() if v is not None and k in FIELDS}
+    for key in _LIST_KEYS:
+        if key in given:
+            value = given[key]
+            given[key] = coerce(key, value if isinstance(value, (list, str)) else list(value), "command line")
+            if not given[key]:
+                del given[key]
+    layers = [(saved_origin, read_saved(saved, saved_origin) if saved else {}),
+              (f"config {config}", read_config(config) if config else {}),
+              ("environment", read_env(environ)), ("command line", given)]
+    for origin, values in layers:
+        for key, value in values.items():
+            setattr(settings, key, value)
+            sources[key] = origin
+    settings.sources = sources
+    check(settings)
+    return settings
