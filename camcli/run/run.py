@@ -46,6 +46,28 @@ class RunSummary:
     csv_name: str = "predictions.csv"
 
 
+@dataclass
+class _Tally:
+    """Counts as images finish; ``stopped`` once an image fails under ``fail_fast``."""
+
+    ok: int = 0
+    failed: int = 0
+    empty: int = 0
+    fail_fast: bool = False
+    stopped: bool = False
+    interrupted: bool = False
+
+    def add(self, result: ImageResult, rows: list[PredictionRow]) -> tuple[ImageResult, list[PredictionRow]]:
+        failed = result.status != "ok" or any(not r.ok for r in rows)
+        if failed:
+            self.failed += 1
+            self.stopped = self.stopped or self.fail_fast
+        else:
+            self.ok += 1
+        self.empty += sum(m.empty for m in result.maps)
+        return result, rows
+
+
 class Run:
     """Explain every image of ``inputs`` with ``settings``; iterate for results in input order.
 
@@ -93,69 +115,77 @@ class Run:
         items = shard.select(all_items)
         self.total = len(items)
         with ExitStack() as stack:
-            out, keep, writer, raised = None, [], None, None
-            if self.write:
-                colormap_lut(s.colormap)  # an unknown colour map fails before anything is loaded
-                out = prepare_out_dir(Path(s.out))
-                stack.enter_context(OutputLock(out, shard.suffix))
-                claim_out_dir(out, shard.csv_name, s.resume, s.overwrite)
+            out = self._claim_folder(stack, shard) if self.write else None
             self.session = session = ExplainSession.open(s, local_rank=shard.local_rank)
-            if self.write:
-                expected = fingerprint(s, session.loaded)
-                keep = finished_rows(out, shard.csv_name, expected, session.maps_per_image) if s.resume else []
-                if shard.index == 0 or not (out / SETTINGS_FILE).exists():
-                    write_json(out / SETTINGS_FILE, expected)
-                csv = PredictionsCSV(out / shard.csv_name, columns(s.topk, s.boxes, s.box_rotated, s.box_mode == "all"),
-                                     keep=keep)
-                writer = OrderedWriter(out, s, csv, limit=2 * s.batch_size)
+            keep = self._finished_rows(out, shard) if self.write else []
             done = {r.path for r in keep}
             self.log(f"{session.describe()}; {len(items)} image(s){shard.describe(len(all_items))}"
                      + (f", {len(done)} already done" if done else ""))
-            counts = {"ok": len(done), "failed": 0, "empty": sum(bool(r.empty_map) for r in keep)}
-            stopped = interrupted = False
-
-            def counted(result: ImageResult, rows: list[PredictionRow]):
-                nonlocal stopped
-                failed = result.status != "ok" or any(not r.ok for r in rows)
-                counts["failed" if failed else "ok"] += 1
-                counts["empty"] += sum(m.empty for m in result.maps)
-                stopped = stopped or (failed and s.fail_fast)
-                return result, rows
-
+            tally = _Tally(ok=len(done), empty=sum(bool(r.empty_map) for r in keep), fail_fast=s.fail_fast)
+            writer = None
+            if self.write:
+                csv = PredictionsCSV(out / shard.csv_name, columns(s.topk, s.boxes, s.box_rotated, s.box_mode == "all"),
+                                     keep=keep)
+                writer = OrderedWriter(out, s, csv, limit=2 * s.batch_size)
             try:
-                try:
-                    for result in session.results(whole_batches(items, done, s.batch_size), skip=done):
-                        for pair in (writer.submit(result) if writer else [(result, [])]):
-                            yield counted(*pair)
-                        if stopped:
-                            self.log(f"stopping at the first failure (fail-fast): {result.item.rel}")
-                            break
-                        if self._stop:
-                            interrupted = True
-                            break
-                except KeyboardInterrupt as e:
-                    interrupted, raised = True, e
-                except RuntimeError:
-                    if not self._stop:  # a loader worker killed by the same Ctrl-C
-                        raise
-                    interrupted = True
-                if writer:
-                    for pair in writer.drain():  # finish what is in flight, also after Ctrl-C
-                        yield counted(*pair)
+                raised = yield from self._stream(session, whole_batches(items, done, s.batch_size), done, writer,
+                                                 tally)
             finally:
                 if writer:
                     writer.close()
-
-            summary = RunSummary(len(items), counts["ok"], counts["failed"], counts["empty"], 0.0, out, interrupted,
+            summary = RunSummary(len(items), tally.ok, tally.failed, tally.empty, 0.0, out, tally.interrupted,
                                  len(done), shard.csv_name)
             if self.write:
                 self._finish_folder(out, shard, bool(keep))
                 summary.seconds = time.perf_counter() - started
-                write_manifest(out / shard.manifest_name, session, self.inputs, shard, summary, stopped)
+                write_manifest(out / shard.manifest_name, session, self.inputs, shard, summary, tally.stopped)
             summary.seconds = time.perf_counter() - started
             self.summary = summary
         if raised is not None:
             raise raised
+
+    def _claim_folder(self, stack: ExitStack, shard: Shard) -> Path:
+        """Create and lock the output folder (the lock lives as long as ``stack``), then check it may be written."""
+        s = self.settings
+        colormap_lut(s.colormap)  # an unknown colour map fails before anything is loaded
+        out = prepare_out_dir(Path(s.out))
+        stack.enter_context(OutputLock(out, shard.suffix))
+        claim_out_dir(out, shard.csv_name, s.resume, s.overwrite)
+        return out
+
+    def _finished_rows(self, out: Path, shard: Shard) -> list[PredictionRow]:
+        """With ``resume``, the rows an earlier run finished; records this run's settings fingerprint."""
+        expected = fingerprint(self.settings, self.session.loaded)
+        keep = (finished_rows(out, shard.csv_name, expected, self.session.maps_per_image)
+                if self.settings.resume else [])
+        if shard.index == 0 or not (out / SETTINGS_FILE).exists():
+            write_json(out / SETTINGS_FILE, expected)
+        return keep
+
+    def _stream(self, session: ExplainSession, todo: list, done: set[str], writer: OrderedWriter | None,
+                tally: _Tally):
+        """Yield ``(result, rows)`` in order until the end, a stop or Ctrl-C; return a Ctrl-C to re-raise."""
+        raised = None
+        try:
+            for result in session.results(todo, skip=done):
+                for pair in (writer.submit(result) if writer else [(result, [])]):
+                    yield tally.add(*pair)
+                if tally.stopped:
+                    self.log(f"stopping at the first failure (fail-fast): {result.item.rel}")
+                    break
+                if self._stop:
+                    tally.interrupted = True
+                    break
+        except KeyboardInterrupt as e:
+            tally.interrupted, raised = True, e
+        except RuntimeError:
+            if not self._stop:  # a loader worker killed by the same Ctrl-C
+                raise
+            tally.interrupted = True
+        if writer:
+            for pair in writer.drain():  # finish what is in flight, also after Ctrl-C
+                yield tally.add(*pair)
+        return raised
 
     def _finish_folder(self, out: Path, shard: Shard, resumed: bool) -> None:
         if resumed:
