@@ -64,7 +64,8 @@ class ExplainSession:
             # NHWC convolutions: 1.2-1.4x faster inference on 2 CPU cores (benchmarks/), and the
             # layout tensor cores want; results differ from NCHW only in float rounding
             loaded.model.to(memory_format=torch.channels_last)
-        explainer = Explainer(loaded.model, layers, methods, score=settings.score, precision=settings.precision)
+        explainer = Explainer(loaded.model, layers, methods, score=settings.score, precision=settings.precision,
+                              strict=settings.strict)
         explainer.validate(loaded.input_size, device)
         target = resolve_target(settings.target, loaded.labels)
         return cls(settings, device, loaded, layers, methods, explainer, target)

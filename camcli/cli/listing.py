@@ -25,14 +25,16 @@ def merge(
 @app.command()
 @handle_errors
 def methods() -> None:
-    """List every CAM method: name, whether it needs gradients, its cost, and its paper."""
+    """List every CAM method: name, whether it needs gradients, its cost, what it assumes, and its paper."""
     from camcli.engine.methods import available
 
     out = stdout_console()
     for name, cls in available().items():
         needs = "gradients" if cls.needs_gradients else "no gradients"
         kind = "class-discriminative" if cls.class_discriminative else "class-agnostic"
-        out.print(f"{name:<20} {cls.summary}. [{needs}; {kind}; cost: {cls.cost}] {cls.paper}", markup=False)
+        assumes = "".join(f"; assumes {a.name}" for a in cls.assumptions)
+        out.print(f"{name:<20} {cls.summary}. [{needs}; {kind}; cost: {cls.cost}{assumes}] {cls.paper}",
+                  markup=False)
 
 
 @app.command()

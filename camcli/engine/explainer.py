@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from camcli.errors import UsageError
 from camcli.engine.tensors import first_tensor, replace_first_tensor
 from camcli.models.layer_names import display_name
 from camcli.engine.methods import CAMMethod
+from camcli.engine.methods.assumptions import Check
 from camcli.engine.methods.base import ForwardPass, MapBatch, model_logits
 
 SCORES = ("logit", "softmax")
@@ -38,6 +39,8 @@ class BatchExplanation:
     probs: torch.Tensor  # (N, K), softmax
     targets: torch.Tensor  # (N,)
     maps: dict[tuple[str, str], MapBatch]
+    #: (method, layer) -> the method's assumptions measured on this batch (methods that have any)
+    checks: dict[tuple[str, str], list[Check]] = field(default_factory=dict)
 
 
 @contextmanager
@@ -92,7 +95,7 @@ class Explainer:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod],
-                 score: str = "logit", precision: str = "fp32") -> None:
+                 score: str = "logit", precision: str = "fp32", strict: bool = False) -> None:
         if score not in SCORES:
             raise UsageError(f"unknown `score` {score!r}; choose one of {', '.join(SCORES)}")
         if not layers or not methods:
@@ -102,6 +105,7 @@ class Explainer:
         self.methods = list(methods)
         self.score = score
         self.precision = precision
+        self.strict = strict  # a failed assumption is a UsageError instead of a finding
         self.needs_gradients = any(m.needs_gradients for m in self.methods)
 
     def _autocast(self, x: torch.Tensor):
@@ -161,8 +165,36 @@ class Explainer:
         for method in self.methods:
             for layer in self.layers:
                 maps[(method.name, layer)] = method(fp, layer)
+        checks = self._check_assumptions(fp)
         logits = fp.logits.float()
-        return BatchExplanation(logits, logits.softmax(1), fp.targets, maps)
+        return BatchExplanation(logits, logits.softmax(1), fp.targets, maps, checks)
+
+    def _check_assumptions(self, fp: ForwardPass) -> dict[tuple[str, str], list[Check]]:
+        """Measure every method's assumptions at every layer (each assumption once per layer)."""
+        measured: dict[tuple[type, str], Check] = {}
+        checks: dict[tuple[str, str], list[Check]] = {}
+        for method in self.methods:
+            for layer in self.layers:
+                found = []
+                for a in method.assumptions:
+                    key = (type(a), layer)
+                    if key not in measured:
+                        measured[key] = a.check(fp.activations[layer])
+                    found.append(measured[key])
+                if found:
+                    checks[(method.name, layer)] = found
+                    if self.strict:
+                        self._refuse(method.name, layer, found, fp.wanted)
+        return checks
+
+    @staticmethod
+    def _refuse(method: str, layer: str, found: list[Check], wanted: torch.Tensor | None) -> None:
+        for c in found:
+            failed = c.failed if wanted is None else c.failed & wanted.to(c.failed.device)
+            if failed.any():
+                worst = float(c.values[failed].max())
+                raise UsageError(f"`strict`: {method} at {display_name(layer)} assumes {c.assumption.name}, but "
+                                 f"{c.assumption.describe(worst)}; {c.assumption.advice}")
 
     def _targets(self, logits: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
         n, k = logits.shape

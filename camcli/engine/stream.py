@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from camcli.engine.explainer import Explainer
+from camcli.engine.methods.assumptions import Assumption
 from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageDataset, ImageItem, collate
 from camcli.models import LoadedModel
 from camcli.engine.tensors import upsample
@@ -29,6 +30,13 @@ class MapResult:
     heatmap: np.ndarray  # (H, W) float32 in [0, 1] at the image's original size
     layer_map: np.ndarray  # (h, w) float32 in [0, 1] at the layer's resolution
     empty: bool  # no positive evidence: the map is all zeros
+    #: the method's assumptions that fail at this layer for this image, with the figure measured
+    failures: tuple[tuple[Assumption, float], ...] = ()
+
+    @property
+    def warning(self) -> str:
+        """The failed assumptions in words ("" when none failed)."""
+        return "; ".join(a.describe(v) for a, v in self.failures)
 
 
 @dataclass
@@ -122,6 +130,8 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
             target_scores = exp.probs.gather(1, exp.targets[:, None]).squeeze(1).cpu().tolist()
             # one device-to-host copy per batch, not one per image
             on_host = {key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in exp.maps.items()}
+            checks = {key: [(c.assumption, c.values.cpu().tolist(), c.failed.cpu().tolist()) for c in found]
+                      for key, found in exp.checks.items()}
             for i, d in enumerate(good):
                 if d.item.rel in skip:
                     continue
@@ -129,8 +139,9 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
                 maps = []
                 for (method, layer), mb in exp.maps.items():
                     small, empty = on_host[(method, layer)]
+                    failures = tuple((a, v[i]) for a, v, failed in checks.get((method, layer), ()) if failed[i])
                     maps.append(MapResult(method, layer, upsample(mb.maps[i], (h, w)).cpu().numpy(),
-                                          small[i], bool(empty[i])))
+                                          small[i], bool(empty[i]), failures))
                 t = targets[i]
                 results[d.item.index] = ImageResult(
                     d.item, "ok", note=d.note, width=w, height=h, image=d.original, pixels=d.pixels,

@@ -93,12 +93,34 @@ def default_layer(model: nn.Module, input_size: tuple[int, int], device: torch.d
     are skipped: at the usual input size VGG's ``avgpool`` only copies the last map through.
     """
     infos = trace_layers(model, input_size, device)
-    modules = dict(model.named_modules())
-    spatial = [i for i in infos if i.calls == 1 and is_spatial(i)
-               and not isinstance(modules[i.name], (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
+    spatial = _spatial(model, infos)
     if not spatial:
         raise UsageError("this model has no module with a spatial 4-D output that runs once per forward; "
                          "CAM methods need a convolutional layer (pass `layer` explicitly)")
+    return _last(model, spatial)
+
+
+def earlier_layer(model: nn.Module, input_size: tuple[int, int], layer: str,
+                  device: torch.device | str = "cpu") -> str | None:
+    """The last spatial layer (chosen as :func:`default_layer` chooses) that runs before ``layer``,
+    outside it, and outputs another map; ``None`` when there is none."""
+    infos = trace_layers(model, input_size, device)
+    this = next((i for i in infos if i.name == layer), None)
+    if this is None or this.order < 0:
+        return None
+    spatial = [i for i in _spatial(model, infos) if i.order < this.order and i.identity != this.identity
+               and not i.name.startswith(layer + ".")]
+    return _last(model, spatial) if spatial else None
+
+
+def _spatial(model: nn.Module, infos: list[LayerInfo]) -> list[LayerInfo]:
+    modules = dict(model.named_modules())
+    return [i for i in infos if i.calls == 1 and is_spatial(i)
+            and not isinstance(modules[i.name], (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
+
+
+def _last(model: nn.Module, spatial: list[LayerInfo]) -> str:
+    modules = dict(model.named_modules())
     last = max(spatial, key=lambda i: i.order)
     same = [i for i in spatial if i.identity == last.identity and i.shape == last.shape]
     plain = [i for i in same if not isinstance(modules[i.name], _ACTIVATIONS)]

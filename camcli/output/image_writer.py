@@ -45,7 +45,8 @@ def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> li
     rows, titled = [], []
     for m in result.maps:
         rel = overlay_rel(result.item.rel, m.method, m.layer)
-        row = replace(base, method=m.method, layer=display_name(m.layer), output=rel, empty_map=m.empty)
+        row = replace(base, method=m.method, layer=display_name(m.layer), output=rel, empty_map=m.empty,
+                      warning=m.warning or None)
         found = _find_boxes(row, m, result, settings) if settings.boxes else []
         try:
             picture = overlay(result.image, m.heatmap, settings.colormap, settings.alpha)

@@ -18,7 +18,7 @@ def image_record(rows: list[PredictionRow]) -> dict:
         maps = []
         for r in rows:
             entry = {"method": r.method, "layer": r.layer, "overlay": r.output, "heatmap": r.heatmap,
-                     "empty_map": r.empty_map}
+                     "empty_map": r.empty_map, "warning": r.warning}
             if r.box_status:
                 entry["box"] = list(r.box) if r.box_status == "ok" else None
             maps.append(entry)

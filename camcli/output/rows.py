@@ -15,7 +15,7 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in original-image pixels
 
 BASE_COLUMNS = ("index", "path", "width", "height", "pred_index", "pred_label", "score", "target_index",
                 "target_label", "target_score", "method", "layer", "output", "heatmap", "panel", "empty_map",
-                "status", "error", "note")
+                "warning", "status", "error", "note")
 BOX_COLUMNS = ("box_status", "box_x0", "box_y0", "box_x1", "box_y1")
 
 
@@ -63,6 +63,7 @@ class PredictionRow:
     heatmap: str | None = None
     panel: str | None = None
     empty_map: bool | None = None
+    warning: str | None = None  # the method's assumptions that fail at this layer for this image
     box_status: str | None = None
     box: Box | None = None
     box_rotated: tuple[tuple[float, float], ...] | None = None

@@ -20,7 +20,8 @@ MANIFEST_FILE = "run.json"
 _PATH_SETTINGS = ("checkpoint", "labels", "out")
 
 
-def write_manifest(path: Path, session, inputs: list[str], shard, summary, stopped: bool) -> None:
+def write_manifest(path: Path, session, inputs: list[str], shard, summary, stopped: bool,
+                   warnings: list[dict]) -> None:
     import torch
     import torchvision
 
@@ -38,6 +39,7 @@ def write_manifest(path: Path, session, inputs: list[str], shard, summary, stopp
         "settings": settings,
         "counts": {"images": summary.images, "ok": summary.ok, "failed": summary.failed,
                    "empty_maps": summary.empty_maps, "resumed": summary.resumed},
+        "warnings": warnings,
         "interrupted": summary.interrupted, "stopped_at_first_failure": stopped, "seconds": round(summary.seconds, 3),
     })
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from camcli.engine.images import discover
 from camcli.engine.stream import ImageResult
+from camcli.models.layer_search import earlier_layer
 from camcli.errors import UsageError
 from camcli.output.csvfile import PredictionsCSV, sort_by_index
 from camcli.output.folder import OutputLock, claim_out_dir, prepare_out_dir
@@ -29,6 +30,7 @@ from camcli.run.manifest import write_manifest
 from camcli.run.ordered_writer import OrderedWriter
 from camcli.run.resume import SETTINGS_FILE, finished_rows, fingerprint, whole_batches
 from camcli.run.shards import Shard, merge_after_barrier
+from camcli.run.warnings import RunWarnings
 from camcli.session import ExplainSession
 from camcli.settings import ExplainSettings
 
@@ -56,6 +58,7 @@ class _Tally:
     fail_fast: bool = False
     stopped: bool = False
     interrupted: bool = False
+    warnings: RunWarnings | None = None
 
     def add(self, result: ImageResult, rows: list[PredictionRow]) -> tuple[ImageResult, list[PredictionRow]]:
         failed = result.status != "ok" or any(not r.ok for r in rows)
@@ -65,6 +68,8 @@ class _Tally:
         else:
             self.ok += 1
         self.empty += sum(m.empty for m in result.maps)
+        if self.warnings is not None:
+            self.warnings.add(result)
         return result, rows
 
 
@@ -90,6 +95,7 @@ class Run:
         self.session: ExplainSession | None = None  # set once the model is loaded
         self.total: int | None = None  # images in this shard, once discovered
         self.summary: RunSummary | None = None  # set when the run has ended
+        self.warnings: list[dict] = []  # failed method assumptions and all-empty layers, when the run has ended
         self._stop = False
 
     def request_stop(self) -> None:
@@ -121,7 +127,8 @@ class Run:
             done = {r.path for r in keep}
             self.log(f"{session.describe()}; {len(items)} image(s){shard.describe(len(all_items))}"
                      + (f", {len(done)} already done" if done else ""))
-            tally = _Tally(ok=len(done), empty=sum(bool(r.empty_map) for r in keep), fail_fast=s.fail_fast)
+            tally = _Tally(ok=len(done), empty=sum(bool(r.empty_map) for r in keep), fail_fast=s.fail_fast,
+                           warnings=RunWarnings(self.log))
             writer = None
             if self.write:
                 csv = PredictionsCSV(out / shard.csv_name, columns(s.topk, s.boxes, s.box_rotated, s.box_mode == "all"),
@@ -133,12 +140,16 @@ class Run:
             finally:
                 if writer:
                     writer.close()
+            lm = session.loaded
+            self.warnings = tally.warnings.finish(
+                lambda layer: earlier_layer(lm.model, lm.input_size, layer, session.device))
             summary = RunSummary(len(items), tally.ok, tally.failed, tally.empty, 0.0, out, tally.interrupted,
                                  len(done), shard.csv_name)
             if self.write:
                 self._finish_folder(out, shard, bool(keep))
                 summary.seconds = time.perf_counter() - started
-                write_manifest(out / shard.manifest_name, session, self.inputs, shard, summary, tally.stopped)
+                write_manifest(out / shard.manifest_name, session, self.inputs, shard, summary, tally.stopped,
+                               self.warnings)
             summary.seconds = time.perf_counter() - started
             self.summary = summary
         if raised is not None:

@@ -69,6 +69,9 @@ class ExplainSettings:
                                         shown="16 on a CPU, 64 on a GPU", evaluate=True)
     max_n: int | None = option(None, "Faster Score-CAM: use only the N channels with the largest spatial spread "
                                "(scorecam only).", "Explanation", shown="all", shapes_outputs=True, evaluate=True)
+    strict: bool = option(False, "Stop with a usage error (exit 2) when a method's assumption fails at a layer "
+                          "(signed activations for gradcam++ and xgradcam, an ill-defined principal component "
+                          "for eigencam) instead of warning and going on.", "Explanation")
     alpha: float = option(0.5, "Heatmap opacity over the image, 0..1.", "Output", shapes_outputs=True)
     colormap: str = option("jet", "OpenCV colour map: jet, turbo, viridis, inferno, magma, ...", "Output",
                            shapes_outputs=True)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from camcli.errors import UsageError
+from camcli.engine.methods.assumptions import Assumption
 from camcli.engine.tensors import first_tensor
 
 
@@ -63,6 +64,8 @@ class CAMMethod(ABC):
     relu: ClassVar[bool] = True
     #: constructor options this method understands (``cam_batch_size``, ``max_n``)
     options: ClassVar[tuple[str, ...]] = ()
+    #: what the method's formula assumes of the layer, measured on every batch (assumptions.py)
+    assumptions: ClassVar[tuple[Assumption, ...]] = ()
 
     def validate(self, fp: ForwardPass, layer: str) -> None:
         """Raise ``UsageError`` if the method cannot be applied at ``layer``; called on a dummy batch."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from camcli.engine.methods import register
+from camcli.engine.methods.assumptions import SeparatedFirstComponent
 from camcli.engine.methods.base import CAMMethod, ForwardPass
 
 
@@ -36,6 +37,7 @@ class EigenCAM(CAMMethod):
     needs_gradients = False
     class_discriminative = False
     cost = "1 forward + one small SVD per image"
+    assumptions = (SeparatedFirstComponent(),)
 
     def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         return first_component(fp.activations[layer])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from camcli.engine.methods import register
+from camcli.engine.methods.assumptions import NonNegativeActivations
 from camcli.engine.methods.base import CAMMethod, ForwardPass
 
 
@@ -38,6 +39,7 @@ class GradCAMPlusPlus(ChannelWeightCAM):
     name = "gradcam++"
     summary = "positive gradients weighted by second/third-order terms of exp(score); better on several objects"
     paper = "Chattopadhyay et al., WACV 2018, arXiv:1710.11063"
+    assumptions = (NonNegativeActivations(),)  # sum(A) in the denominator of alpha (eq. 19)
 
     def channel_weights(self, acts, grads):
         # With Y = exp(S), the derivatives of Y are exp(S) times powers of dS/dA, and exp(S)
@@ -54,6 +56,7 @@ class XGradCAM(ChannelWeightCAM):
     name = "xgradcam"
     summary = "gradients weighted by the normalised activations (axiom-based Grad-CAM)"
     paper = "Fu et al., BMVC 2020, arXiv:2008.02312"
+    assumptions = (NonNegativeActivations(),)  # divides by each channel's activation sum
 
     def channel_weights(self, acts, grads):
         total = acts.sum(dim=(2, 3), keepdim=True)
