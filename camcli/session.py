@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,6 +26,9 @@ from camcli.models.batchnorm_folding import fold_batchnorm
 from camcli.models.layer_names import display_name, resolve_layer
 from camcli.models.layer_search import default_layer
 from camcli.settings import ExplainSettings, cam_batch_size_for
+
+if TYPE_CHECKING:
+    from camcli.run.memory import MemoryPlan
 
 
 @dataclass
@@ -84,11 +88,15 @@ class ExplainSession:
                 f"{', '.join(display_name(l) for l in self.layers)}; method "
                 f"{', '.join(m.name for m in self.methods)}; device {describe(self.device)}")
 
-    def results(self, items: Sequence[ImageItem], skip: Collection[str] = frozenset()) -> Iterator[ImageResult]:
-        """Explain ``items`` in order (see :func:`~camcli.engine.stream.iter_results`)."""
+    def results(self, items: Sequence[ImageItem], skip: Collection[str] = frozenset(),
+                plan: MemoryPlan | None = None) -> Iterator[ImageResult]:
+        """Explain ``items`` in order (see :func:`~camcli.engine.stream.iter_results`), batched as
+        ``plan`` says (by default: by count, with the ``workers`` setting)."""
         s = self.settings
-        return iter_results(self.loaded, self.explainer, items, batch_size=s.batch_size, workers=s.workers,
-                            device=self.device, target=self.target, topk=s.topk, max_pixels=s.max_pixels, skip=skip)
+        return iter_results(self.loaded, self.explainer, items, batch_size=s.batch_size,
+                            workers=plan.workers if plan else s.workers, device=self.device, target=self.target,
+                            topk=s.topk, max_pixels=s.max_pixels, skip=skip,
+                            batches=plan.batches if plan else None, prefetch=plan.prefetch if plan else 2)
 
 
 def resolve_target(spec: str | None, labels: list[str]) -> int | None:

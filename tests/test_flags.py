@@ -65,3 +65,36 @@ def test_softmax_score_changes_the_maps_and_verbose_logs_sources(cli, small_mode
 def test_flag_misuse_is_a_usage_error(cli, small_model, tmp_path, args, needle):
     r = run(cli, small_model, tmp_path / "o", *args)
     assert r.exit_code == 2 and needle in r.stderr
+
+
+def test_overlay_formats_quality_and_max_side(cli, small_model, tmp_path):
+    """jpg and webp overlays decode to the image's size; --overlay-max-side shrinks overlays only:
+    boxes and saved heatmaps stay in original pixels and equal the full-size run's."""
+    img = tmp_path / "in" / "wide.png"
+    img.parent.mkdir()
+    rng = np.random.default_rng(4)
+    cv2.imwrite(str(img), rng.integers(0, 256, (120, 300, 3), dtype=np.uint8))
+    base = [img, "--model", "resnet18", "--checkpoint", small_model / "r18.pth", "--input-size", "64",
+            "--workers", "0", "--quiet", "--boxes", "--draw-boxes", "--save-heatmap", "npy"]
+    rows, sizes = {}, {}
+    for name, extra in {"png": [], "jpg": ["--overlay-format", "jpg"],
+                        "webp": ["--overlay-format", "webp", "--overlay-quality", "60"],
+                        "small": ["--overlay-format", "jpg", "--overlay-max-side", "100"]}.items():
+        out = tmp_path / name
+        r = cli("explain", *base, "--out", out, *extra)
+        assert r.exit_code == 0, r.stderr
+        (rows[name],) = read_csv(out / "predictions.csv")
+        picture = cv2.imread(str(out / rows[name]["output"]))
+        assert picture is not None, name
+        sizes[name] = (picture.shape[:2], (out / rows[name]["output"]).stat().st_size)
+        assert np.load(out / rows[name]["heatmap"]).shape == (120, 300)
+    assert rows["jpg"]["output"].endswith(".jpg") and rows["webp"]["output"].endswith(".webp")
+    assert sizes["png"][0] == sizes["jpg"][0] == sizes["webp"][0] == (120, 300)
+    assert sizes["small"][0] == (40, 100)
+    assert sizes["jpg"][1] < sizes["png"][1] and sizes["small"][1] < sizes["jpg"][1]
+    boxes = {k: tuple(rows[k][c] for c in ("box_x0", "box_y0", "box_x1", "box_y1")) for k in rows}
+    assert len(set(boxes.values())) == 1  # boxes in original pixels, whatever the overlay
+    r = cli("explain", *base, "--out", tmp_path / "bad", "--overlay-quality", "80")
+    assert r.exit_code == 2 and "--overlay-quality applies to --overlay-format jpg and webp" in r.stderr
+    r = cli("explain", *base, "--out", tmp_path / "bad2", "--overlay-format", "gif")
+    assert r.exit_code == 2 and "--overlay-format must be png, jpg or webp" in r.stderr

@@ -172,3 +172,21 @@ def test_errors_name_keywords_in_the_library_and_flags_on_the_command_line(cli, 
     with pytest.raises(UsageError) as e:
         list(camcli.explain(folder / "imgs", target="durian", **opts(folder)))
     assert "--" not in str(e.value) and "target label 'durian'" in str(e.value)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_every_output_file_gets_the_mode_open_would_give(cli, folder, tmp_path, umask):
+    """Files written through a temporary name must not keep its private 0600 mode."""
+    old = os.umask(umask)
+    try:
+        out = tmp_path / "o"
+        r = cli("explain", folder / "imgs", *cli_args(folder), "--out", out, "--save-heatmap", "npy", "--panel",
+                "--grid", "--html")
+        assert r.exit_code == 0, r.stderr
+    finally:
+        os.umask(old)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    kinds = {p.suffix or p.name for p in files}
+    assert {".png", ".npy", ".csv", ".json", ".html", ".camcli-lock"} <= kinds
+    for p in files:
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, (p, oct(p.stat().st_mode & 0o777))

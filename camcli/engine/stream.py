@@ -1,15 +1,16 @@
 """The stream at the heart of a run: images in, per-image explanations out, in input order.
 
 Decoding and resizing happen in DataLoader workers; the main process normalises on the
-device, runs the :class:`~camcli.engine.explainer.Explainer` once per batch and upsamples every map
-to its image's original size on the device. Nothing accumulates: memory is bounded by the
-batch size and the workers' prefetch, whatever the folder's size.
+device and runs the :class:`~camcli.engine.explainer.Explainer` once per batch. Maps stay at
+the layer's resolution until someone asks for them full size. Nothing accumulates: memory is
+bounded by the batches (by count and by bytes) and the workers' prefetch, whatever the folder's size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -23,15 +24,29 @@ from camcli.engine.tensors import upsample
 
 @dataclass
 class MapResult:
-    """One heatmap of one image: a method at a layer."""
+    """One heatmap of one image: a method at a layer.
+
+    The map is kept at the layer's resolution; the full-size map (4 bytes per image pixel, 96 MB
+    for a 24-megapixel photo) is made when asked for: :attr:`heatmap` keeps it, :meth:`upsampled`
+    does not (the writer renders with it and lets it go).
+    """
 
     method: str
     layer: str
-    heatmap: np.ndarray  # (H, W) float32 in [0, 1] at the image's original size
     layer_map: np.ndarray  # (h, w) float32 in [0, 1] at the layer's resolution
     empty: bool  # no positive evidence: the map is all zeros
+    size: tuple[int, int]  # (H, W) of the original image
     #: the method's assumptions that fail at this layer for this image, with the figure measured
     failures: tuple[tuple[Assumption, float], ...] = ()
+
+    def upsampled(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The map bilinearly upsampled to ``size`` (the original size by default), float32 in [0, 1]."""
+        return upsample(torch.from_numpy(self.layer_map), size or self.size).numpy()
+
+    @cached_property
+    def heatmap(self) -> np.ndarray:
+        """(H, W) float32 in [0, 1] at the image's original size (made on first use, then kept)."""
+        return self.upsampled()
 
     @property
     def warning(self) -> str:
@@ -73,20 +88,27 @@ class ImageResult:
 def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[ImageItem], *,
                  batch_size: int = 16, workers: int = 0, device: torch.device | str = "cpu",
                  target: int | None = None, topk: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 skip: Collection[str] = frozenset()) -> Iterator[ImageResult]:
+                 skip: Collection[str] = frozenset(), batches: Sequence[Sequence[ImageItem]] | None = None,
+                 prefetch: int = 2) -> Iterator[ImageResult]:
     """Explain ``items`` batch by batch and yield one :class:`ImageResult` per item, in order.
 
+    ``batches`` (consecutive runs of ``items``, see :mod:`camcli.engine.batching`) replaces
+    ``batch_size``; ``prefetch`` is how many batches each loader worker prepares ahead.
     Items whose ``rel`` is in ``skip`` still go through the shared forward with their batch (a
     resumed run keeps batches as they were), but nothing else is done for them and they are
     not yielded: per-image methods (Score-CAM, Ablation-CAM) leave them out, and their maps are
     neither upsampled nor copied.
     """
     device = torch.device(device)
+    items = list(items)
+    if batches is None:
+        batches = [items[k:k + max(1, batch_size)] for k in range(0, len(items), max(1, batch_size))]
+    position = {id(item): k for k, item in enumerate(items)}
     loader = torch.utils.data.DataLoader(
         ImageDataset(items, loaded.input_size, max_pixels),
-        batch_size=max(1, batch_size), shuffle=False,
+        batch_sampler=[[position[id(i)] for i in batch] for batch in batches],
         num_workers=max(0, workers), collate_fn=collate, pin_memory=device.type == "cuda",
-        prefetch_factor=2 if workers > 0 else None)
+        prefetch_factor=max(1, prefetch) if workers > 0 else None)
     mean = torch.tensor(loaded.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(loaded.std, device=device).view(1, 3, 1, 1)
     k = max(1, min(topk, loaded.num_classes))
@@ -137,11 +159,10 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
                     continue
                 h, w = d.original.shape[:2]
                 maps = []
-                for (method, layer), mb in exp.maps.items():
+                for method, layer in exp.maps:
                     small, empty = on_host[(method, layer)]
                     failures = tuple((a, v[i]) for a, v, failed in checks.get((method, layer), ()) if failed[i])
-                    maps.append(MapResult(method, layer, upsample(mb.maps[i], (h, w)).cpu().numpy(),
-                                          small[i], bool(empty[i]), failures))
+                    maps.append(MapResult(method, layer, small[i], bool(empty[i]), (h, w), failures))
                 t = targets[i]
                 results[d.item.index] = ImageResult(
                     d.item, "ok", note=d.note, width=w, height=h, image=d.original, pixels=d.pixels,

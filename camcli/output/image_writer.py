@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from camcli.engine.stream import ImageResult, MapResult
+from camcli.engine.stream import ImageResult
 from camcli.evaluation.boxes import boxes_from_heatmap
 from camcli.models.layer_names import display_name
 from camcli.output.figures import panel
 from camcli.output.paths import atomic_write, heatmap_rel, inside, overlay_rel, panel_rel
-from camcli.output.render import draw_boxes, draw_caption, encode_png, encode_png16, overlay
+from camcli.output.render import (OVERLAY_FORMATS, draw_boxes, draw_caption, encode_picture, encode_png,
+                                  encode_png16, fit_side, overlay, to_uint8)
 from camcli.output.rows import PredictionRow
 from camcli.settings import ExplainSettings
 
@@ -37,41 +38,53 @@ def image_row(result: ImageResult) -> PredictionRow:
 
 
 def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> list[PredictionRow]:
-    """Write one image's files; return its CSV rows (one per method x layer, or one error row)."""
+    """Write one image's files; return its CSV rows (one per method x layer, or one error row).
 
+    Full-size maps are made here, one at a time, and let go once the image's files are written;
+    with ``overlay_max_side`` the overlay is blended at the reduced size directly.
+    """
     base = image_row(result)
     if result.status != "ok":
         return [base]
+    s = settings
+    backdrop, scale = fit_side(result.image, s.overlay_max_side)
+    # the full-size float map (4 bytes a pixel) is kept only while something needs it as floats
+    keep_full = s.boxes or (s.save_heatmap and s.heatmap_size == "image")
     rows, titled = [], []
     for m in result.maps:
-        rel = overlay_rel(result.item.rel, m.method, m.layer)
+        rel = overlay_rel(result.item.rel, m.method, m.layer, OVERLAY_FORMATS[s.overlay_format])
         row = replace(base, method=m.method, layer=display_name(m.layer), output=rel, empty_map=m.empty,
                       warning=m.warning or None)
-        found = _find_boxes(row, m, result, settings) if settings.boxes else []
+        full = m.upsampled() if keep_full else None
+        found = _find_boxes(row, full, m.empty, result, s) if s.boxes else []
         try:
-            picture = overlay(result.image, m.heatmap, settings.colormap, settings.alpha)
-            if settings.draw_boxes and found:
-                picture = draw_boxes(picture, found, rotated=settings.box_rotated)
-            if settings.caption:
+            heat = full if full is not None and scale == 1.0 else m.upsampled(backdrop.shape[:2])
+            picture = overlay(backdrop, to_uint8(heat), s.colormap, s.alpha)
+            del heat
+            if s.draw_boxes and found:
+                picture = draw_boxes(picture, found, rotated=s.box_rotated, scale=scale)
+            if s.caption:
                 text = f"{result.pred_label} {result.score:.2f}"
                 if result.target_index != result.pred_index:
                     text += f" | explained: {result.target_label} {result.target_score:.2f}"
                 picture = draw_caption(picture, text)
-            atomic_write(inside(out, rel), encode_png(picture))
-            if settings.save_heatmap:
-                hrel = heatmap_rel(result.item.rel, m.method, m.layer, settings.save_heatmap)
-                atomic_write(inside(out, hrel), _encode_heatmap(m, settings.save_heatmap, settings.heatmap_size))
+            atomic_write(inside(out, rel), encode_picture(picture, s.overlay_format, s.overlay_quality))
+            if s.save_heatmap:
+                hrel = heatmap_rel(result.item.rel, m.method, m.layer, s.save_heatmap)
+                data = full if s.heatmap_size == "image" else m.layer_map
+                atomic_write(inside(out, hrel), _encode_heatmap(data, s.save_heatmap))
                 row.heatmap = hrel
         except (OSError, ValueError) as e:
             row.status, row.error, row.output = "error", f"cannot write outputs: {e}", None
             picture = None
+        del full
         if picture is not None:
             titled.append((f"{m.method} @ {display_name(m.layer)}", picture))
         rows.append(row)
-    if settings.panel and titled:
+    if s.panel and titled:
         prel = panel_rel(result.item.rel)
         try:
-            atomic_write(inside(out, prel), encode_png(panel(result.image, titled,
+            atomic_write(inside(out, prel), encode_png(panel(backdrop, titled,
                                                              title=f"{result.pred_label} {result.score:.2f}")))
             for row in rows:
                 row.panel = prel
@@ -81,8 +94,7 @@ def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> li
     return rows
 
 
-def _encode_heatmap(m: MapResult, fmt: str, size: str) -> bytes:
-    data = m.heatmap if size == "image" else m.layer_map
+def _encode_heatmap(data: np.ndarray, fmt: str) -> bytes:
     if fmt == "npy":
         buf = io.BytesIO()
         np.save(buf, data.astype(np.float32))
@@ -90,12 +102,13 @@ def _encode_heatmap(m: MapResult, fmt: str, size: str) -> bytes:
     return encode_png16(data)
 
 
-def _find_boxes(row: PredictionRow, m: MapResult, result: ImageResult, settings: ExplainSettings) -> list:
-    """Fill the box fields of ``row`` from the map; return the boxes found."""
+def _find_boxes(row: PredictionRow, heat: np.ndarray, empty: bool, result: ImageResult,
+                settings: ExplainSettings) -> list:
+    """Fill the box fields of ``row`` from the full-size map; return the boxes found."""
     min_area = settings.box_min_area * result.width * result.height
-    found = boxes_from_heatmap(m.heatmap, settings.box_threshold, settings.box_mode, min_area)
+    found = boxes_from_heatmap(heat, settings.box_threshold, settings.box_mode, min_area)
     if not found:
-        row.box_status = "no box: empty map" if m.empty else "no box: no region above the threshold"
+        row.box_status = "no box: empty map" if empty else "no box: no region above the threshold"
         return []
     b = found[0].box
     row.box_status, row.box = "ok", (int(b.x0), int(b.y0), int(b.x1), int(b.y1))

@@ -32,9 +32,9 @@ def method_file_name(method: str) -> str:
     return method.replace("+", "p")
 
 
-def overlay_rel(image_rel: str, method: str, layer: str) -> str:
+def overlay_rel(image_rel: str, method: str, layer: str, ext: str = "png") -> str:
     """``overlays/a/cat.jpg.gradcam@layer4.1.png``: mirrors the input tree, names method and layer."""
-    return f"overlays/{image_rel}.{method_file_name(method)}@{file_safe(layer)}.png"
+    return f"overlays/{image_rel}.{method_file_name(method)}@{file_safe(layer)}.{ext}"
 
 
 def heatmap_rel(image_rel: str, method: str, layer: str, fmt: str) -> str:
@@ -47,11 +47,17 @@ def panel_rel(image_rel: str) -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
+
+    The file gets the mode an ordinary ``open()`` would give it (0666 less the umask), not the
+    temporary file's private 0600: overlays must be readable by whoever publishes the run.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -59,6 +65,28 @@ def atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` can only be read by setting
+    it, which would race with the writer threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def _read_umask_once() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _read_umask_once()  # at import, before any writer thread exists
 
 
 def write_json(path: Path, obj) -> None:

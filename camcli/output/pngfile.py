@@ -23,6 +23,10 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FILTER_UP = 2
 
 
+#: rows filtered and compressed at a time (a strip of a 6000-pixel-wide picture is 4.6 MB)
+STRIP_ROWS = 256
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", deflate.crc32(data, deflate.crc32(kind)))
 
@@ -44,12 +48,26 @@ def encode(pixels: np.ndarray, compressor=None) -> bytes:
     if h < 1 or w < 1:
         raise ValueError(f"cannot write an empty {w}x{h} image as PNG")
     rows = np.ascontiguousarray(a).view(np.uint8).reshape(h, -1)
-    scan = np.empty((h, rows.shape[1] + 1), np.uint8)
-    scan[:, 0] = FILTER_UP
-    scan[0, 0] = 0  # the first row has nothing above it
-    scan[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=scan[1:, 1:])  # modulo 256, as the filter is defined
     packer = lib.compressobj(1, lib.DEFLATED, 15, 9, lib.Z_HUFFMAN_ONLY)
-    data = packer.compress(scan) + packer.flush()
+    # filtered and compressed a strip of rows at a time: no second full-size copy of the picture
+    pieces = []
+    scan = np.empty((min(h, STRIP_ROWS), rows.shape[1] + 1), np.uint8)
+    for top in range(0, h, STRIP_ROWS):
+        n = min(STRIP_ROWS, h - top)
+        s = scan[:n]
+        s[:, 0] = FILTER_UP
+        if top == 0:
+            s[0, 0] = 0  # the first row has nothing above it
+            s[0, 1:] = rows[0]
+            np.subtract(rows[1:n], rows[:n - 1], out=s[1:, 1:])  # modulo 256, as the filter is defined
+        else:
+            np.subtract(rows[top:top + n], rows[top - 1:top + n - 1], out=s[:, 1:])
+        pieces.append(packer.compress(s))
+    pieces.append(packer.flush())
     header = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
-    return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+    length = sum(len(piece) for piece in pieces)
+    crc = deflate.crc32(b"IDAT")
+    for piece in pieces:
+        crc = deflate.crc32(piece, crc)
+    return b"".join([SIGNATURE, _chunk(b"IHDR", header), struct.pack(">I", length), b"IDAT", *pieces,
+                     struct.pack(">I", crc), _chunk(b"IEND", b"")])

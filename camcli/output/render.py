@@ -37,12 +37,39 @@ def to_uint8(heat: np.ndarray) -> np.ndarray:
 def overlay(image: np.ndarray, heat: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
     """Blend ``colormap(heat)`` over ``image`` (both H x W); ``alpha`` is the heatmap's weight.
 
-    Lookup and blend run in OpenCV's vectorised uint8 kernels: about 7x faster than the same
-    arithmetic in float32 numpy, and equal to it within one grey level (ties round to even).
+    ``heat`` is a [0, 1] float map, or already its 0..255 levels (:func:`to_uint8`). Lookup and
+    blend run in OpenCV's vectorised uint8 kernels: about 7x faster than the same arithmetic in
+    float32 numpy, and equal to it within one grey level (ties round to even).
     """
-    level = to_uint8(heat)
-    colour = cv2.LUT(cv2.merge([level, level, level]), colormap_lut(colormap).reshape(256, 1, 3))
+    level = heat if heat.dtype == np.uint8 else to_uint8(heat)
+    colour = cv2.applyColorMap(level, colormap_lut(colormap).reshape(256, 1, 3))  # one pass, one buffer
     return cv2.addWeighted(np.ascontiguousarray(image), 1.0 - alpha, colour, alpha, 0.0)
+
+
+#: overlay file formats and their extensions
+OVERLAY_FORMATS = {"png": "png", "jpg": "jpg", "webp": "webp"}
+
+
+def encode_picture(rgb: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
+    """An RGB uint8 picture as PNG (camcli's fast writer), JPEG or WebP bytes (OpenCV's encoders)."""
+    if fmt == "png":
+        return encode_png(rgb)
+    flag = cv2.IMWRITE_JPEG_QUALITY if fmt == "jpg" else cv2.IMWRITE_WEBP_QUALITY
+    ok, buf = cv2.imencode(f".{fmt}", np.ascontiguousarray(rgb[..., ::-1]), [flag, int(quality)])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} {fmt}")
+    return buf.tobytes()
+
+
+def fit_side(rgb: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """The picture scaled down (area averaging) so that its longer side is at most ``max_side``,
+    and the scale applied (1.0: unchanged)."""
+    h, w = rgb.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return rgb, 1.0
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -55,18 +82,21 @@ def encode_png16(heat: np.ndarray) -> bytes:
     return pngfile.encode(np.clip(heat * 65535.0 + 0.5, 0, 65535).astype(np.uint16))
 
 
-def draw_boxes(image: np.ndarray, found, rotated: bool = False) -> np.ndarray:
-    """Boxes found in a heatmap, drawn in white with a dark outline so they show on any colour."""
+def draw_boxes(image: np.ndarray, found, rotated: bool = False, scale: float = 1.0) -> np.ndarray:
+    """Boxes found in a heatmap, drawn in white with a dark outline so they show on any colour.
+
+    ``scale``: the picture's size over the original's (boxes are in original-image pixels).
+    """
     out = image.copy()
     thickness = max(2, round(min(image.shape[:2]) / 150))
     for f in found:
         if rotated:
-            pts = np.round(np.array(f.corners)).astype(np.int32).reshape(-1, 1, 2)
+            pts = np.round(np.array(f.corners) * scale).astype(np.int32).reshape(-1, 1, 2)
             cv2.polylines(out, [pts], True, (0, 0, 0), thickness + 2, cv2.LINE_AA)
             cv2.polylines(out, [pts], True, (255, 255, 255), thickness, cv2.LINE_AA)
         else:
-            p0 = (int(f.box.x0), int(f.box.y0))
-            p1 = (int(f.box.x1) - 1, int(f.box.y1) - 1)
+            p0 = (int(f.box.x0 * scale), int(f.box.y0 * scale))
+            p1 = (int(f.box.x1 * scale) - 1, int(f.box.y1 * scale) - 1)
             cv2.rectangle(out, p0, p1, (0, 0, 0), thickness + 2, cv2.LINE_AA)
             cv2.rectangle(out, p0, p1, (255, 255, 255), thickness, cv2.LINE_AA)
     return out

@@ -23,16 +23,27 @@ Written = tuple[ImageResult, list[PredictionRow]]
 
 
 class OrderedWriter:
-    def __init__(self, out: Path, settings: ExplainSettings, csv: PredictionsCSV, limit: int) -> None:
+    """At most ``limit`` images and ``max_bytes`` of decoded originals wait to be written
+    (always at least one); ``threads`` write them."""
+
+    def __init__(self, out: Path, settings: ExplainSettings, csv: PredictionsCSV, limit: int,
+                 max_bytes: int | None = None, threads: int = 2) -> None:
         self.out, self.settings, self.csv, self.limit = out, settings, csv, max(1, limit)
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcli-write")
+        self.max_bytes = max_bytes
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="camcli-write")
         self._pending: deque[tuple[ImageResult, Future]] = deque()
+        self._bytes = 0
 
     def submit(self, result: ImageResult) -> Iterator[Written]:
         """Queue ``result``; hand back the images that are finished, oldest first."""
         self._pending.append((result, self._pool.submit(write_image, result, self.out, self.settings)))
-        while self._pending and (len(self._pending) > self.limit or self._pending[0][1].done()):
+        self._bytes += _nbytes(result)
+        while self._pending and (len(self._pending) > self.limit or self._over_budget()
+                                 or self._pending[0][1].done()):
             yield self._finish_one()
+
+    def _over_budget(self) -> bool:
+        return self.max_bytes is not None and len(self._pending) > 1 and self._bytes > self.max_bytes
 
     def drain(self) -> Iterator[Written]:
         """Wait for everything in flight (also after Ctrl-C)."""
@@ -42,6 +53,7 @@ class OrderedWriter:
     def _finish_one(self) -> Written:
         result, future = self._pending.popleft()
         rows = future.result()
+        self._bytes -= _nbytes(result)
         for row in rows:
             self.csv.write(row)
         return result, rows
@@ -49,3 +61,7 @@ class OrderedWriter:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.csv.close()
+
+
+def _nbytes(result: ImageResult) -> int:
+    return result.image.nbytes if result.image is not None else 0

@@ -65,8 +65,8 @@ def finished_rows(out: Path, csv_name: str, expected: dict, maps_per_image: int)
     return keep
 
 
-def whole_batches(items: list, done: set[str], batch_size: int) -> list:
-    """The items still to do, padded out to the whole batches they belong to.
+def whole_batches(batches: list[list], done: set[str]) -> list[list]:
+    """The batches that hold an image still to do, whole.
 
     A resumed run puts the finished images that shared a batch with unfinished ones through the
     shared forward again (and then drops them), so every image is computed in the same batch as
@@ -74,8 +74,4 @@ def whole_batches(items: list, done: set[str], batch_size: int) -> list:
     resumed run must write byte for byte what the whole run would have written. Per-image
     passes (Score-CAM's masks, Ablation-CAM's channels) are not repeated for them.
     """
-    if not done:
-        return list(items)
-    size = max(1, batch_size)
-    chunks = (items[k:k + size] for k in range(0, len(items), size))
-    return [i for chunk in chunks if any(i.rel not in done for i in chunk) for i in chunk]
+    return [batch for batch in batches if any(i.rel not in done for i in batch)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from camcli.engine.images import discover
@@ -27,6 +27,7 @@ from camcli.output.pictures import write_run_pictures
 from camcli.output.render import colormap_lut
 from camcli.output.rows import PredictionRow, columns
 from camcli.run.manifest import write_manifest
+from camcli.run.memory import MemoryPlan, budget_bytes, plan_memory
 from camcli.run.ordered_writer import OrderedWriter
 from camcli.run.resume import SETTINGS_FILE, finished_rows, fingerprint, whole_batches
 from camcli.run.shards import Shard, merge_after_barrier
@@ -125,18 +126,20 @@ class Run:
             self.session = session = ExplainSession.open(s, local_rank=shard.local_rank)
             keep = self._finished_rows(out, shard) if self.write else []
             done = {r.path for r in keep}
+            plan = plan_memory(items, s.batch_size, s.workers, budget_bytes(s.memory_budget))
+            plan = replace(plan, batches=whole_batches(plan.batches, done))
             self.log(f"{session.describe()}; {len(items)} image(s){shard.describe(len(all_items))}"
-                     + (f", {len(done)} already done" if done else ""))
+                     + (f", {len(done)} already done" if done else "") + f"; {plan.describe()}")
             tally = _Tally(ok=len(done), empty=sum(bool(r.empty_map) for r in keep), fail_fast=s.fail_fast,
                            warnings=RunWarnings(self.log))
             writer = None
             if self.write:
                 csv = PredictionsCSV(out / shard.csv_name, columns(s.topk, s.boxes, s.box_rotated, s.box_mode == "all"),
                                      keep=keep)
-                writer = OrderedWriter(out, s, csv, limit=2 * s.batch_size)
+                writer = OrderedWriter(out, s, csv, limit=2 * s.batch_size, max_bytes=plan.writer_bytes,
+                                       threads=plan.writer_threads)
             try:
-                raised = yield from self._stream(session, whole_batches(items, done, s.batch_size), done, writer,
-                                                 tally)
+                raised = yield from self._stream(session, plan, done, writer, tally)
             finally:
                 if writer:
                     writer.close()
@@ -173,12 +176,12 @@ class Run:
             write_json(out / SETTINGS_FILE, expected)
         return keep
 
-    def _stream(self, session: ExplainSession, todo: list, done: set[str], writer: OrderedWriter | None,
+    def _stream(self, session: ExplainSession, plan: MemoryPlan, done: set[str], writer: OrderedWriter | None,
                 tally: _Tally):
         """Yield ``(result, rows)`` in order until the end, a stop or Ctrl-C; return a Ctrl-C to re-raise."""
         raised = None
         try:
-            for result in session.results(todo, skip=done):
+            for result in session.results([i for batch in plan.batches for i in batch], skip=done, plan=plan):
                 for pair in (writer.submit(result) if writer else [(result, [])]):
                     yield tally.add(*pair)
                 if tally.stopped:

@@ -41,6 +41,16 @@ def check(s: ExplainSettings) -> None:
         raise UsageError(f"`box_min_area` is a share of the image area in [0, 1), got {s.box_min_area}")
     if s.draw_boxes or s.box_rotated or s.box_mode == "all":
         s.boxes = True
+    if s.overlay_format not in ("png", "jpg", "webp"):
+        raise UsageError(f"`overlay_format` must be png, jpg or webp, got {s.overlay_format!r}")
+    if not 1 <= s.overlay_quality <= 100:
+        raise UsageError(f"`overlay_quality` must be between 1 and 100, got {s.overlay_quality}")
+    if s.overlay_format == "png" and s.sources.get("overlay_quality", "default") != "default":
+        raise UsageError("`overlay_quality` applies to `overlay_format` jpg and webp; png overlays are lossless")
+    if s.overlay_max_side is not None and s.overlay_max_side < 16:
+        raise UsageError(f"`overlay_max_side` must be at least 16 pixels, got {s.overlay_max_side}")
+    if s.memory_budget is not None and s.memory_budget < 64:
+        raise UsageError(f"`memory_budget` is in megabytes and must be at least 64, got {s.memory_budget}")
     if s.precision not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"`precision` must be fp32, bf16 or fp16, got {s.precision!r}")
     if s.resume and s.overwrite:

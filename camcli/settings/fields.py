@@ -75,6 +75,14 @@ class ExplainSettings:
     alpha: float = option(0.5, "Heatmap opacity over the image, 0..1.", "Output", shapes_outputs=True)
     colormap: str = option("jet", "OpenCV colour map: jet, turbo, viridis, inferno, magma, ...", "Output",
                            shapes_outputs=True)
+    overlay_format: str = option("png", "Overlay file format: png (lossless, largest), jpg or webp (a few percent of "
+                                 "the size; see --overlay-quality).", "Output", shapes_outputs=True)
+    overlay_quality: int = option(90, "JPEG or WebP quality of the overlays, 1..100 (jpg and webp only).", "Output",
+                                  shapes_outputs=True)
+    overlay_max_side: int | None = option(None, "Scale overlays (and panels) down so that their longer side is at "
+                                          "most N pixels; boxes, CSV coordinates and saved heatmaps stay in "
+                                          "original-image pixels.", "Output", shown="original size",
+                                          shapes_outputs=True)
     topk: int = option(1, "Write the K best classes as top1..topK columns.", "Output", shapes_outputs=True)
     save_heatmap: str | None = option(None, "Also write each raw normalised map under heatmaps/: npy (float32) or "
                                       "png16 (16-bit grayscale).", "Output", shapes_outputs=True)
@@ -119,6 +127,11 @@ class ExplainSettings:
                           evaluate=True)
     device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.", "Performance",
                          evaluate=True)
+    memory_budget: int | None = option(None, "Megabytes for images in flight: decoded originals waiting to be "
+                                       "explained or written and the buffers overlays are rendered in. Batches, "
+                                       "prefetch and writer threads shrink to fit; an image larger than the budget "
+                                       "is processed alone.", "Performance",
+                                       shown="a quarter of the available memory, at most 768")
     precision: str = option("fp32", "fp32, or bf16/fp16 autocast for the forward pass (CUDA only; maps stay float32).",
                             "Performance", evaluate=True)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
