@@ -10,8 +10,6 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from camcli.output import pngfile
 from camcli.errors import unknown
