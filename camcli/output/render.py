@@ -1,7 +1,8 @@
-"""Turning normalised heatmaps into pictures: upsampling, colour maps and blending.
+"""Turning normalised heatmaps into pictures: colour maps, blending, boxes, captions, encoders.
 
-Maps are upsampled on the device with one bilinear ``F.interpolate`` per image (sizes differ),
-coloured with a 256-entry lookup table and blended in OpenCV's uint8 kernels.
+Maps arrive upsampled (:meth:`~camcli.engine.stream.MapResult.upsampled`), are coloured with a
+256-entry lookup table and blended in OpenCV's uint8 kernels, then encoded as PNG (camcli's
+own writer), JPEG or WebP.
 """
 
 from __future__ import annotations
