@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from camcli.engine.devices import pick_device
+from camcli.engine.devices import describe, pick_device
 from camcli.engine.explainer import Explainer
 from camcli.engine.images import ImageItem
 from camcli.engine.methods import CAMMethod, get_method
@@ -80,8 +80,6 @@ class ExplainSession:
 
     def describe(self) -> str:
         """One log line: model, layers, methods, device."""
-        from camcli.engine.devices import describe
-
         lm = self.loaded
         return (f"model {lm.architecture} ({lm.weights or lm.checkpoint or 'random weights'}), {lm.num_classes} "
                 f"classes, input {lm.input_size[0]}x{lm.input_size[1]}; layer "

@@ -9,12 +9,10 @@ by count, and the plan depends only on the files, so a resumed run recomputes th
 
 from __future__ import annotations
 
-import warnings
+import sys
 from collections.abc import Sequence
 
-from PIL import Image
-
-from camcli.engine.images import ImageItem
+from camcli.engine.images import ImageItem, open_image
 
 #: bytes of one decoded RGB pixel
 BYTES_PER_PIXEL = 3
@@ -23,14 +21,9 @@ BYTES_PER_PIXEL = 3
 def image_pixels(path: str) -> int:
     """Width x height from the image's header (0 when it cannot be read: decoding will say why)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                w, h = im.size
+        with open_image(path, sys.maxsize) as im:
+            w, h = im.size
         return w * h
-    except Image.DecompressionBombError as e:  # over twice Pillow's own limit: the message has the size
-        digits = [int(t) for t in str(e).replace("(", " ").split() if t.isdigit()]
-        return digits[0] if digits else 0
     except Exception:  # noqa: BLE001 - unreadable, vanished, not an image: the decoder reports it
         return 0
 

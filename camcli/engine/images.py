@@ -137,7 +137,7 @@ def decode(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray,
     if os.path.isdir(path):
         raise ValueError("is a directory, not an image file")
     try:
-        with _open_image(path, max_pixels) as im:
+        with open_image(path, max_pixels) as im:
             w, h = im.size
             _check_pixels(w * h, max_pixels, f"{w}x{h} = ")
             note = ""
@@ -162,7 +162,7 @@ def _check_pixels(pixels: int, max_pixels: int, shape: str = "") -> None:
                          "limit; raise max-pixels to allow it")
 
 
-def _open_image(path: str, max_pixels: int) -> Image.Image:
+def open_image(path: str, max_pixels: int) -> Image.Image:
     """``Image.open`` with ``max_pixels`` as the limit instead of Pillow's global one.
 
     Pillow warns above its limit and refuses above twice it. The warning is silenced here (our

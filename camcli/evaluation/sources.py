@@ -67,19 +67,20 @@ def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = Fals
     from camcli.settings import cam_batch_size_for
 
     run = Run(settings, inputs, write=False)
+    mean = std = None
     for result in run:
         if result.status != "ok":
             if log:
                 log(f"skipped {result.item.rel}: {result.error}")
             continue
-        session = run.session
+        lm, device = run.session.loaded, run.session.device
+        if with_faithfulness and mean is None:
+            mean = torch.tensor(lm.mean, device=device).view(1, 3, 1, 1)
+            std = torch.tensor(lm.std, device=device).view(1, 3, 1, 1)
         for m in result.maps:
             item = MapToScore(result.item.rel, m.method, display_name(m.layer), result.width, result.height,
                               result.pred_label, result.target_label, heat=m.heatmap)
             if with_faithfulness:
-                lm, device = session.loaded, session.device
-                mean = torch.tensor(lm.mean, device=device).view(1, 3, 1, 1)
-                std = torch.tensor(lm.std, device=device).view(1, 3, 1, 1)
                 pixels = result.pixels.to(device).float() / 255.0
                 heat = upsample(torch.from_numpy(m.layer_map), tuple(pixels.shape[1:]))
                 item.faith = faithfulness(lm.model, pixels, heat, result.target_index, mean, std, steps=steps,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from camcli.engine.images import discover
@@ -59,7 +59,7 @@ class _Tally:
     fail_fast: bool = False
     stopped: bool = False
     interrupted: bool = False
-    warnings: RunWarnings | None = None
+    warnings: RunWarnings = field(default_factory=lambda: RunWarnings(lambda msg: None))
 
     def add(self, result: ImageResult, rows: list[PredictionRow]) -> tuple[ImageResult, list[PredictionRow]]:
         failed = result.status != "ok" or any(not r.ok for r in rows)
@@ -69,8 +69,7 @@ class _Tally:
         else:
             self.ok += 1
         self.empty += sum(m.empty for m in result.maps)
-        if self.warnings is not None:
-            self.warnings.add(result)
+        self.warnings.add(result)
         return result, rows
 
 
@@ -150,10 +149,10 @@ class Run:
                                  len(done), shard.csv_name)
             if self.write:
                 self._finish_folder(out, shard, bool(keep))
-                summary.seconds = time.perf_counter() - started
+            summary.seconds = time.perf_counter() - started
+            if self.write:
                 write_manifest(out / shard.manifest_name, session, self.inputs, shard, summary, tally.stopped,
                                self.warnings)
-            summary.seconds = time.perf_counter() - started
             self.summary = summary
         if raised is not None:
             raise raised

@@ -31,13 +31,12 @@ def coerce(name: str, value: Any, origin: str) -> Any:
     t = kind(name)
     if t is list:
         if isinstance(value, str):
-            items = [v.strip() for v in value.split(",")] if name == "method" else [value.strip()]
-        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            items = [v.strip() for v in value]
-        else:
+            value = [value]
+        if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
             raise UsageError(f"{origin}: {name} must be a string or a list of strings")
-        items = [i for i in items if i]
-        return [m.strip() for v in items for m in v.split(",") if m.strip()] if name == "method" else items
+        # methods may be comma-separated ("gradcam,cam"); layer names never contain commas
+        parts = [p for v in value for p in (v.split(",") if name == "method" else [v])]
+        return [p.strip() for p in parts if p.strip()]
     if value is None:
         return None
     try:
