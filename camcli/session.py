@@ -18,6 +18,7 @@ import torch
 from camcli.engine.devices import describe, pick_device
 from camcli.engine.explainer import Explainer
 from camcli.engine.images import ImageItem
+from camcli.engine.layouts import NotAMap
 from camcli.engine.methods import CAMMethod, get_method
 from camcli.engine.stream import ImageResult, iter_results
 from camcli.errors import UsageError, unknown
@@ -26,6 +27,7 @@ from camcli.models.batchnorm_folding import fold_batchnorm
 from camcli.models.layer_names import display_name, resolve_layer
 from camcli.models.layer_search import default_layer
 from camcli.settings import ExplainSettings, cam_batch_size_for
+from camcli.settings.checks import numbers
 
 if TYPE_CHECKING:
     from camcli.run.memory import MemoryPlan
@@ -59,7 +61,8 @@ class ExplainSession:
                    for m in dict.fromkeys(settings.method)]
         loaded = load_model(settings.model, weights=settings.weights, checkpoint=settings.checkpoint,
                             num_classes=settings.num_classes, labels=settings.labels,
-                            input_size=settings.input_size, device=device, trust=settings.trust_checkpoint)
+                            input_size=settings.input_size, device=device, trust=settings.trust_checkpoint,
+                            mean=numbers(settings.mean, "mean"), std=numbers(settings.std, "std"))
         layers = ([resolve_layer(loaded.model, spec) for spec in settings.layer] if settings.layer
                   else [default_layer(loaded.model, loaded.input_size, device)])
         # BatchNorm folded into its convolution (not at the target layers): ~10% faster inference
@@ -69,8 +72,12 @@ class ExplainSession:
             # layout tensor cores want; results differ from NCHW only in float rounding
             loaded.model.to(memory_format=torch.channels_last)
         explainer = Explainer(loaded.model, layers, methods, score=settings.score, precision=settings.precision,
-                              strict=settings.strict)
-        explainer.validate(loaded.input_size, device)
+                              strict=settings.strict, layer_layout=settings.layer_layout)
+        try:
+            explainer.validate(loaded.input_size, device)
+        except NotAMap as e:
+            suggestion = display_name(default_layer(loaded.model, loaded.input_size, device))
+            raise UsageError(f"{e}; `layer` {suggestion} gives a map (see `camcli layers {settings.model}`)") from None
         target = resolve_target(settings.target, loaded.labels)
         return cls(settings, device, loaded, layers, methods, explainer, target)
 
@@ -94,7 +101,8 @@ class ExplainSession:
         return iter_results(self.loaded, self.explainer, items, batch_size=s.batch_size,
                             workers=plan.workers if plan else s.workers, device=self.device, target=self.target,
                             topk=s.topk, max_pixels=s.max_pixels, skip=skip,
-                            batches=plan.batches if plan else None, prefetch=plan.prefetch if plan else 2)
+                            batches=plan.batches if plan else None, prefetch=plan.prefetch if plan else 2,
+                            resize=s.resize)
 
 
 def resolve_target(spec: str | None, labels: list[str]) -> int | None:

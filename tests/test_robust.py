@@ -348,10 +348,15 @@ def test_whole_model_and_torchscript_load_only_with_trust(cli, tmp_path):
                 "--workers", "0", "--layer", "layer4[1]"]
         r = cli(*args, "--out", tmp_path / f"no-{name}")
         assert r.exit_code == 2 and "--trust-checkpoint" in r.stderr, name
-        if name == "whole.pt":
-            r = cli(*args, "--out", tmp_path / f"yes-{name}", "--trust-checkpoint")
-            assert r.exit_code == 0, r.stderr
-            assert read_csv(tmp_path / f"yes-{name}" / "predictions.csv")[0]["pred_index"] in "0123"
+        r = cli(*args, "--out", tmp_path / f"yes-{name}", "--trust-checkpoint")
+        assert r.exit_code == 0, r.stderr
+        assert read_csv(tmp_path / f"yes-{name}" / "predictions.csv")[0]["pred_index"] in "0123"
+    # TorchScript takes no hooks: its weights go into --model's architecture, giving the same run
+    whole, scripted = (read_csv(tmp_path / f"yes-{n}" / "predictions.csv")[0] for n in ("whole.pt", "scripted.pt"))
+    assert (whole["pred_index"], whole["score"]) == (scripted["pred_index"], scripted["score"])
+    r = cli("explain", img, "--model", "resnet34", "--checkpoint", tmp_path / "scripted.pt", "--trust-checkpoint",
+            "--out", tmp_path / "wrong-arch")
+    assert r.exit_code == 2 and "does not fit the architecture" in r.stderr
 
 
 def test_torchrun_shards_merge_to_the_single_process_result(tmp_path):

@@ -42,16 +42,32 @@ def methods() -> None:
 def models(
     filter: Annotated[Optional[str], typer.Argument(help="Show only models whose name contains this text.")] = None,
 ) -> None:
-    """List torchvision classification models and their weights (from the registry; nothing is downloaded)."""
+    """List torchvision classification models and their weights (from the registry; nothing is downloaded).
+
+    A filter starting with 'timm' lists timm's architectures instead (when the optional timm
+    package is installed): use them as --model timm/NAME with --checkpoint.
+    """
     from camcli.models import classification_models, weight_names
+    from camcli.models import timm_models
 
     out = stdout_console()
-    shown = [m for m in classification_models() if not filter or filter.lower() in m.lower()]
+    if filter and filter.lower().startswith("timm"):
+        every = timm_models.names()
+        if not every:
+            from camcli.errors import UsageError
+            raise UsageError("timm is not installed: pip install 'camcli[timm]'")
+        rest = filter[len("timm/"):] if filter.lower().startswith("timm/") else ""
+        shown = [m for m in every if rest.lower() in m.lower()]
+        weights = lambda _name: "(weights from --checkpoint)"  # noqa: E731
+    else:
+        every = classification_models()
+        shown = [m for m in every if not filter or filter.lower() in m.lower()]
+        weights = lambda name: ", ".join(weight_names(name)) or "-"  # noqa: E731
     if not shown:
         from camcli.errors import unknown
-        raise unknown("model filter", filter or "", classification_models())
+        raise unknown("model filter", filter or "", every)
     for name in shown:
-        out.print(f"{name:<24} {', '.join(weight_names(name)) or '-'}", markup=False)
+        out.print(f"{name:<24} {weights(name)}", markup=False)
 
 
 @app.command()
@@ -65,9 +81,12 @@ def layers(
     """Show a model's modules with their output shapes, named as --layer accepts them.
 
     Columns: mark, name (as --layer accepts it; layer4[1] may also be written layer4.1), module
-    type, output shape (channels x height x width). '*' marks the layer used when --layer is
-    not given; 'cam' marks layers where --method cam applies (global average pooling and one
-    linear layer follow). No weights are downloaded: shapes do not depend on them.
+    type, output shape and the map it gives: '512x7x7' (channels x height x width), 'nhwc
+    7x7x768 -> 7x7' (channels-last, Swin), 'tokens 197x768 -> 14x14' (ViT: class token dropped,
+    patch tokens on a 14x14 grid). A shape without a map cannot be explained; one that reads
+    two ways needs --layer-layout. '*' marks the layer used when --layer is not given; 'cam'
+    marks layers where --method cam applies (global average pooling and one linear layer
+    follow). No weights are downloaded: shapes do not depend on them.
     """
     from camcli.models.layer_names import display_name
     from camcli.models.layer_search import default_layer, trace_layers
@@ -75,17 +94,34 @@ def layers(
     from camcli.models import load_model
 
     loaded = load_model(model, weights="none", checkpoint=checkpoint, num_classes=num_classes)
+    if checkpoint is None:
+        _randomise_zero_head(loaded.model)
     size = (input_size, input_size)
     chosen = default_layer(loaded.model, size)
     cam_ok = cam_capable_layers(loaded.model, size)
     out = stdout_console()
-    for info in trace_layers(loaded.model, size):
-        depth = info.name.count(".")
-        shape = "x".join(map(str, info.shape[1:])) if info.shape else "-"
+    infos = trace_layers(loaded.model, size)
+    rows = [(info, "  " * info.name.count(".") + display_name(info.name),
+             type(loaded.model.get_submodule(info.name)).__name__) for info in infos]
+    name_width = max((len(r[1]) for r in rows), default=0)
+    kind_width = max((len(r[2]) for r in rows), default=0)
+    for info, name, kind in rows:
         mark = ("*" if info.name == chosen else " ") + ("cam" if info.name in cam_ok else "   ")
-        kind = type(loaded.model.get_submodule(info.name)).__name__
-        out.print(f"{mark} {'  ' * depth}{display_name(info.name):<28} {kind:<22} {shape}", markup=False)
+        out.print(f"{mark} {name:<{name_width}} {kind:<{kind_width}} {info.describe()}", markup=False)
     console = stderr_console()
     console.print(f"* default layer: {display_name(chosen)} (also written {chosen})", markup=False)
     console.print("cam: --method cam applies here" if cam_ok else "cam: no layer of this model supports --method cam; "
                   "use gradcam or another method", markup=False)
+
+
+def _randomise_zero_head(model) -> None:
+    """Some architectures start with an all-zero classifier (torchvision's ViT); every layer's
+    average would then "reproduce" the zero logits and pass the CAM check. Shapes and the CAM
+    check are about structure, so the freshly built head gets seeded random weights."""
+    import torch
+    from camcli.engine.methods.cam import linear_head
+
+    head = linear_head(model)
+    if head is not None and not bool(head[1].weight.detach().any()):
+        with torch.no_grad():
+            head[1].weight.normal_(generator=torch.Generator().manual_seed(0))

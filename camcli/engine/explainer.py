@@ -6,15 +6,20 @@ the explained scores with ``torch.autograd.grad`` *with respect to the layer out
 behind), and hands the result to each method. Hooks are removed and ``requires_grad``
 flags restored in ``finally`` blocks, also when a method raises.
 
-Each hook returns a clone of the layer output. Downstream in-place operations (ResNet's
-``relu(inplace=True)``, VGG's ReLU after ``features[28]``) then modify the clone, and the
+Each hook returns a copy of the layer output. Downstream in-place operations (ResNet's
+``relu(inplace=True)``, VGG's ReLU after ``features[28]``) then modify the copy, and the
 captured activation keeps its values and autograd history.
+
+Methods see every layer as an (N, C, h, w) map. Transformer layers output tokens or
+channels-last maps; each layer's :class:`~camcli.engine.layouts.Layout` is decided from the
+first batch's shapes (never guessed), and the hook hands the model a copy made *from* the map,
+so that the gradient with respect to the map is the layer's gradient, reshaped.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -22,6 +27,7 @@ import torch
 from torch import nn
 
 from camcli.errors import UsageError
+from camcli.engine.layouts import LAYOUTS, NCHW, Layout, detect, readings, rescaled_shapes, token_geometry
 from camcli.engine.tensors import first_tensor, replace_first_tensor
 from camcli.models.layer_names import display_name
 from camcli.engine.methods import CAMMethod
@@ -57,8 +63,10 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def capture(model: nn.Module, layers: Sequence[str], track_grad: bool) -> Iterator[dict[str, torch.Tensor]]:
-    """Hook ``layers``; the yielded dict fills with each layer's output during the forward."""
+def capture(model: nn.Module, layers: Sequence[str], track_grad: bool,
+            layout_of: Callable[[str, torch.Tensor], Layout] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Hook ``layers``; the yielded dict fills with each layer's output, as an (N, C, h, w) map,
+    during the forward. ``layout_of(layer, output)`` says how to read an output (default: as it is)."""
     store: dict[str, torch.Tensor] = {}
     handles = []
 
@@ -72,8 +80,9 @@ def capture(model: nn.Module, layers: Sequence[str], track_grad: bool) -> Iterat
                 raise UsageError(f"layer {display_name(layer)} produced no tensor")
             if track_grad and not tensor.requires_grad:
                 tensor.requires_grad_(True)  # a leaf: frozen parameters and a plain input
-            store[layer] = tensor
-            return replace_first_tensor(output, tensor.clone())
+            layout = layout_of(layer, tensor) if layout_of else NCHW
+            store[layer] = layout.to_map(tensor)
+            return replace_first_tensor(output, layout.from_map(store[layer], tensor))
         return hook
 
     try:
@@ -83,6 +92,21 @@ def capture(model: nn.Module, layers: Sequence[str], track_grad: bool) -> Iterat
     finally:
         for h in handles:
             h.remove()
+
+
+def layout_requests(spec: str | Sequence[str] | None, layers: Sequence[str]) -> dict[str, str]:
+    """The ``layer_layout`` setting per layer: one value for all, or one per layer, in order."""
+    values = [v.strip().lower() for v in ([spec] if isinstance(spec, str) or spec is None else spec)
+              for v in (v or "auto").split(",")]
+    for v in values:
+        if v not in LAYOUTS:
+            raise UsageError(f"unknown `layer_layout` {v!r}; choose one of {', '.join(LAYOUTS)}")
+    if len(values) == 1:
+        return {layer: values[0] for layer in layers}
+    if len(values) != len(layers):
+        raise UsageError(f"`layer_layout` has {len(values)} values for {len(layers)} layers: give one for every "
+                         "layer, or one for all")
+    return dict(zip(layers, values))
 
 
 class Explainer:
@@ -95,7 +119,8 @@ class Explainer:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod],
-                 score: str = "logit", precision: str = "fp32", strict: bool = False) -> None:
+                 score: str = "logit", precision: str = "fp32", strict: bool = False,
+                 layer_layout: str | Sequence[str] = "auto") -> None:
         if score not in SCORES:
             raise UsageError(f"unknown `score` {score!r}; choose one of {', '.join(SCORES)}")
         if not layers or not methods:
@@ -107,6 +132,34 @@ class Explainer:
         self.precision = precision
         self.strict = strict  # a failed assumption is a UsageError instead of a finding
         self.needs_gradients = any(m.needs_gradients for m in self.methods)
+        self.requested = layout_requests(layer_layout, self.layers)
+        self.geometry = token_geometry(model)
+        #: (layer, input height, input width) -> how that layer's output reads as a map
+        self.layouts: dict[tuple[str, int, int], Layout] = {}
+        #: the same keys -> the layer's output shape for a larger input (only where 4-D was ambiguous)
+        self.rescaled: dict[tuple[str, int, int], tuple[int, ...]] = {}
+
+    def layout(self, layer: str, input_size: tuple[int, int]) -> Layout | None:
+        """How ``layer``'s output was read for inputs of ``input_size`` (None before the first batch)."""
+        return self.layouts.get((layer, *input_size))
+
+    def _layout(self, layer: str, tensor: torch.Tensor, size: tuple[int, int]) -> Layout:
+        """How ``layer``'s output reads as a map for inputs of ``size``; decided once per size.
+
+        Raises :class:`_NeedsProbe` when both 4-D readings fit and no larger-input shape is known
+        yet: :meth:`forward` then measures one and runs again.
+        """
+        key = (layer, *size)
+        if key not in self.layouts:
+            shape = tuple(tensor.shape)
+            rescaled = None
+            if len(shape) == 4 and self.requested[layer] == "auto" and len(readings(shape, size, self.geometry)) > 1:
+                if key not in self.rescaled:
+                    raise _NeedsProbe(layer)
+                rescaled = self.rescaled[key]
+            self.layouts[key] = detect(shape, size, self.geometry, self.requested[layer],
+                                       where=f"layer {display_name(layer)}", rescaled=rescaled)
+        return self.layouts[key]
 
     def _autocast(self, x: torch.Tensor):
         """Mixed precision for the shared forward (CUDA only; maps are computed in float32)."""
@@ -118,19 +171,27 @@ class Explainer:
     def validate(self, input_size: tuple[int, int], device: torch.device | str) -> None:
         """Check every method at every layer on one dummy batch before any image is processed."""
         x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
-        fp = self.forward(x, None)
-        for layer, acts in fp.activations.items():
-            if acts.dim() != 4:
-                raise UsageError(f"layer {display_name(layer)} outputs shape {tuple(acts.shape)}; "
-                                 "CAM methods need a 4-D (N, C, H, W) map")
+        fp = self.forward(x, None)  # a layer whose output is no map is refused here
         for method in self.methods:
             for layer in self.layers:
                 method.validate(fp, layer)
 
     def forward(self, x: torch.Tensor, target: int | torch.Tensor | None) -> ForwardPass:
         """One forward (and partial backward when a method needs gradients) for a batch."""
+        try:
+            return self._forward(x, target)
+        except _NeedsProbe:
+            size = tuple(x.shape[-2:])
+            unsure = [l for l in self.layers if (l, *size) not in self.layouts]
+            shapes = rescaled_shapes(self.model, unsure, x[:1].detach())
+            self.rescaled.update({(l, *size): shapes.get(l, ()) for l in unsure})
+            return self._forward(x, target)
+
+    def _forward(self, x: torch.Tensor, target: int | torch.Tensor | None) -> ForwardPass:
         model = self.model
-        with frozen_parameters(model), capture(model, self.layers, self.needs_gradients) as store:
+        size = tuple(x.shape[-2:])
+        with frozen_parameters(model), capture(model, self.layers, self.needs_gradients,
+                                               lambda l, t: self._layout(l, t, size)) as store:
             if self.needs_gradients:
                 with torch.inference_mode(False), torch.enable_grad():
                     x = x.clone()  # a normal tensor even if the caller made it in inference mode
@@ -150,7 +211,8 @@ class Explainer:
                 gradients = {}
             _check_ran(store, self.layers)
             activations = {l: store[l].detach() for l in self.layers}
-        return ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.score)
+        return ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.score,
+                           layouts={l: self.layouts[(l, *size)] for l in self.layers})
 
     def __call__(self, x: torch.Tensor, target: int | torch.Tensor | None = None,
                  wanted: Sequence[bool] | torch.Tensor | None = None) -> BatchExplanation:
@@ -210,6 +272,10 @@ class Explainer:
         if self.score == "softmax":
             return logits.softmax(1).gather(1, targets[:, None]).squeeze(1)
         return logits.gather(1, targets[:, None]).squeeze(1)
+
+
+class _NeedsProbe(Exception):
+    """Raised from a hook: a layer's 4-D output fits both layouts and needs a larger-input probe."""
 
 
 def _check_ran(store: dict[str, torch.Tensor], layers: Sequence[str]) -> None:

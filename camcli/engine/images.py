@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from camcli.engine import DEFAULT_MAX_PIXELS
+from camcli.engine.framing import DEFAULT_CROP_FRACTION, Frame, fit_to_model, resize_for_model  # noqa: F401
 from camcli.errors import UsageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
@@ -213,16 +214,6 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))  # no extra copy of an RGB photo
 
 
-def resize_for_model(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The whole image squashed to (height, width): area averaging down, bilinear up.
-
-    We resize rather than centre-crop so that the heatmap covers every pixel of the original.
-    """
-    h, w = size
-    shrink = rgb.shape[0] > h or rgb.shape[1] > w
-    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
 @dataclass
 class Decoded:
     """One dataset item: the model input (uint8, CHW) and the original, or an error."""
@@ -232,16 +223,21 @@ class Decoded:
     original: np.ndarray | None = None  # (H, W, 3) uint8, upright
     note: str = ""
     error: str = ""
+    frame: Frame | None = None  # where the original lies in the model input (None: stretched over all of it)
 
 
 class ImageDataset(torch.utils.data.Dataset):
     """Decodes and resizes in DataLoader workers; failures come back as records, not exceptions."""
 
     def __init__(self, items: Sequence[ImageItem], input_size: tuple[int, int],
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, resize: str = "stretch",
+                 fill: tuple[int, int, int] = (0, 0, 0), crop_fraction: float = DEFAULT_CROP_FRACTION) -> None:
         self.items = list(items)
         self.input_size = input_size
         self.max_pixels = max_pixels
+        self.resize = resize
+        self.fill = fill
+        self.crop_fraction = crop_fraction
 
     def __len__(self) -> int:
         return len(self.items)
@@ -250,12 +246,13 @@ class ImageDataset(torch.utils.data.Dataset):
         item = self.items[i]
         try:
             rgb, note = decode(item.path, self.max_pixels)
-            small = resize_for_model(rgb, self.input_size)
+            small, frame = fit_to_model(rgb, self.input_size, self.resize, self.fill, self.crop_fraction)
         except ValueError as e:
             return Decoded(item, error=str(e).splitlines()[0])
         except Exception as e:  # noqa: BLE001 - any failure on one file must become its CSV row
             return Decoded(item, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        return Decoded(item, torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1))), rgb, note)
+        return Decoded(item, torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1))), rgb, note,
+                       frame=frame)
 
 
 def collate(batch: list[Decoded]) -> list[Decoded]:

@@ -17,6 +17,7 @@ import torch
 
 from camcli.engine.explainer import Explainer
 from camcli.engine.methods.assumptions import Assumption
+from camcli.engine.framing import Frame, map_to_image
 from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageDataset, ImageItem, collate
 from camcli.models import LoadedModel
 from camcli.engine.tensors import upsample
@@ -38,10 +39,16 @@ class MapResult:
     size: tuple[int, int]  # (H, W) of the original image
     #: the method's assumptions that fail at this layer for this image, with the figure measured
     failures: tuple[tuple[Assumption, float], ...] = ()
+    #: where the original lay in the model input (letterbox, crop); None: stretched over all of it
+    frame: Frame | None = None
+    input_size: tuple[int, int] | None = None  # (h, w) of the model input the frame refers to
 
     def upsampled(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """The map bilinearly upsampled to ``size`` (the original size by default), float32 in [0, 1]."""
-        return upsample(torch.from_numpy(self.layer_map), size or self.size).numpy()
+        layer_map = torch.from_numpy(self.layer_map)
+        if self.frame is None:
+            return upsample(layer_map, size or self.size).numpy()
+        return map_to_image(layer_map, self.frame, self.input_size, size or self.size).numpy()
 
     @cached_property
     def heatmap(self) -> np.ndarray:
@@ -89,11 +96,12 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
                  batch_size: int = 16, workers: int = 0, device: torch.device | str = "cpu",
                  target: int | None = None, topk: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS,
                  skip: Collection[str] = frozenset(), batches: Sequence[Sequence[ImageItem]] | None = None,
-                 prefetch: int = 2) -> Iterator[ImageResult]:
+                 prefetch: int = 2, resize: str = "stretch") -> Iterator[ImageResult]:
     """Explain ``items`` batch by batch and yield one :class:`ImageResult` per item, in order.
 
     ``batches`` (consecutive runs of ``items``, see :mod:`camcli.engine.batching`) replaces
-    ``batch_size``; ``prefetch`` is how many batches each loader worker prepares ahead.
+    ``batch_size``; ``prefetch`` is how many batches each loader worker prepares ahead;
+    ``resize`` is how each image is fitted to the input (:mod:`camcli.engine.framing`).
     Items whose ``rel`` is in ``skip`` still go through the shared forward with their batch (a
     resumed run keeps batches as they were), but nothing else is done for them and they are
     not yielded: per-image methods (Score-CAM, Ablation-CAM) leave them out, and their maps are
@@ -105,7 +113,8 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
         batches = [items[k:k + max(1, batch_size)] for k in range(0, len(items), max(1, batch_size))]
     position = {id(item): k for k, item in enumerate(items)}
     loader = torch.utils.data.DataLoader(
-        ImageDataset(items, loaded.input_size, max_pixels),
+        ImageDataset(items, loaded.input_size, max_pixels, resize,
+                     tuple(int(round(255 * m)) for m in loaded.mean), loaded.crop_fraction),
         batch_sampler=[[position[id(i)] for i in batch] for batch in batches],
         num_workers=max(0, workers), collate_fn=collate, pin_memory=device.type == "cuda",
         prefetch_factor=max(1, prefetch) if workers > 0 else None)
@@ -162,7 +171,8 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
                 for method, layer in exp.maps:
                     small, empty = on_host[(method, layer)]
                     failures = tuple((a, v[i]) for a, v, failed in checks.get((method, layer), ()) if failed[i])
-                    maps.append(MapResult(method, layer, small[i], bool(empty[i]), (h, w), failures))
+                    maps.append(MapResult(method, layer, small[i], bool(empty[i]), (h, w), failures, d.frame,
+                                          loaded.input_size))
                 t = targets[i]
                 results[d.item.index] = ImageResult(
                     d.item, "ok", note=d.note, width=w, height=h, image=d.original, pixels=d.pixels,

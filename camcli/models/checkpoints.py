@@ -50,7 +50,13 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Te
     if p.suffix.lower() != ".safetensors" and is_torchscript(p):
         if not trust:
             raise UsageError(f"checkpoint {p} is a TorchScript archive: it carries code, and {_UNTRUSTED}")
-        return torch.jit.load(str(p), map_location="cpu").eval()
+        # A compiled module takes no forward hooks, which every method needs; its weights, named as
+        # in the eager model it was scripted from, load into `model`'s architecture instead.
+        try:
+            scripted = torch.jit.load(str(p), map_location="cpu")
+        except RuntimeError as e:
+            raise UsageError(f"cannot read TorchScript checkpoint {p}: {str(e).splitlines()[0]}") from e
+        return strip_wrappers(dict(scripted.state_dict()), str(p))
     try:
         return read_state_dict(p)
     except UsageError as e:

@@ -1,7 +1,9 @@
 """Finding layers by running the model once: output shapes, and the default target layer.
 
 A dummy forward with a hook on every module records what each one outputs and when it
-finishes; ``camcli layers`` prints that, and :func:`default_layer` picks the last spatial map.
+finishes, and how that output reads as a map (:mod:`camcli.engine.layouts`: as it is,
+channels-last, or tokens); ``camcli layers`` prints that, and :func:`default_layer` picks the
+last map that carries class evidence.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from camcli.engine.layouts import Layout, by_scaling, readings, rescaled_shapes, token_geometry
 from camcli.engine.tensors import first_tensor
 from camcli.errors import UsageError
 
@@ -24,6 +27,22 @@ class LayerInfo:
     calls: int
     order: int  # position of its (first) forward completion; -1 if it never ran
     identity: tuple[int, int] | None = None  # (storage pointer, version) of that output
+    #: every way the output reads as a map of the input (one: a usable layer; two: ambiguous)
+    layouts: tuple[Layout, ...] = ()
+
+    @property
+    def layout(self) -> Layout | None:
+        """The one reading of the output as a map, or None (not a map, or ambiguous)."""
+        return self.layouts[0] if len(self.layouts) == 1 else None
+
+    def describe(self) -> str:
+        """The output as ``camcli layers`` shows it: ``512x7x7``, ``tokens 197x768 -> 14x14``."""
+        if self.shape is None:
+            return "-"
+        if self.layout is not None:
+            return self.layout.describe(self.shape)
+        dims = "x".join(map(str, self.shape[1:]))
+        return dims + (f" (reads as {' or '.join(l.kind for l in self.layouts)})" if self.layouts else "")
 
 
 def trace_layers(model: nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> list[LayerInfo]:
@@ -65,12 +84,23 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int], device: torch.de
         model.train(was_training)
         for h in handles:
             h.remove()
+    geometry = token_geometry(model)
+    found = {name: readings(e["shape"], input_size, geometry) if e["shape"] else [] for name, e in seen.items()}
+    unsure = [name for name, r in found.items() if len(r) > 1 and len(seen[name]["shape"]) == 4]
+    if unsure:  # both readings fit: the axes that grow with the input are the spatial ones
+        was_training = model.training
+        try:
+            rescaled = rescaled_shapes(model.eval(), unsure, torch.zeros(1, 3, *input_size, device=device))
+        finally:
+            model.train(was_training)
+        for name in unsure:
+            found[name] = by_scaling(found[name], seen[name]["shape"], rescaled.get(name)) or found[name]
     infos = []
     for name, _module in model.named_modules():
         if not name:
             continue
         e = seen.get(name)
-        infos.append(LayerInfo(name, e["shape"], e["calls"], e["order"], e["identity"]) if e
+        infos.append(LayerInfo(name, e["shape"], e["calls"], e["order"], e["identity"], tuple(found[name])) if e
                      else LayerInfo(name, None, 0, -1))
     return infos
 
@@ -80,24 +110,46 @@ _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU, nn.LeakyReLU,
 
 
 def is_spatial(info: LayerInfo) -> bool:
-    return info.shape is not None and len(info.shape) == 4 and info.shape[2] * info.shape[3] > 1
+    """A layer whose output reads one way as a map larger than 1x1."""
+    layout = info.layout
+    if layout is None:
+        return False
+    h, w = layout.grid if layout.kind == "tokens" else (
+        info.shape[1:3] if layout.kind == "nhwc" else info.shape[2:4])
+    return h * w > 1
 
 
 def default_layer(model: nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> str:
-    """The last module, in execution order, whose output is a spatial 4-D map (H, W > 1).
+    """The last module, in execution order, whose output is a spatial map that carries class evidence.
 
     Containers finish after their children, so several names can produce the very same map
     (``layer4`` and ``layer4.1`` in a ResNet). We take the deepest of those that runs once per
-    forward and is not a bare activation, which is the name people write by hand
-    (``layer4[1]``, ``features[30]`` in VGG, ``features.norm5`` in DenseNet). Adaptive pools
-    are skipped: at the usual input size VGG's ``avgpool`` only copies the last map through.
+    forward and is not a bare activation, preferring a numbered block (``layer4[1]``,
+    ``blocks[3].layers[1]`` in MaxViT) over the operations inside it, which is the name people
+    write by hand (``features[30]`` in VGG, ``features.norm5`` in DenseNet). Adaptive pools are
+    skipped: at the usual input size VGG's ``avgpool`` only copies the last map through.
+
+    Token and channels-last layers must also receive gradient on their patch positions: after
+    ViT's last attention only the class token reaches the head, so maps there would be blank;
+    the last block's ``ln_1`` (timm: ``norm1``) is the last layer on the residual stream whose
+    patch tokens matter.
     """
     infos = trace_layers(model, input_size, device)
     spatial = _spatial(model, infos)
     if not spatial:
-        raise UsageError("this model has no module with a spatial 4-D output that runs once per forward; "
-                         "CAM methods need a convolutional layer (pass `layer` explicitly)")
+        raise UsageError("this model has no module whose output reads as a spatial map (N, C, H, W), channels-last "
+                         "or patch tokens, and runs once per forward; pass `layer` explicitly")
+    last = max(spatial, key=lambda i: i.order)
+    if last.layout.kind != "nchw":
+        # on the residual stream (the width the head reads: not timm's fused qkv projection)
+        stream = [i for i in spatial if i.layout.kind != "nchw" and _channels(i) == _channels(last)]
+        reached = _with_patch_gradient(model, stream, input_size, device)
+        spatial = [i for i in spatial if i.layout.kind == "nchw" or i.name in reached] or spatial
     return _last(model, spatial)
+
+
+def _channels(info: LayerInfo) -> int:
+    return info.shape[{"nchw": 1, "nhwc": 3, "tokens": 2}[info.layout.kind]]
 
 
 def earlier_layer(model: nn.Module, input_size: tuple[int, int], layer: str,
@@ -119,9 +171,52 @@ def _spatial(model: nn.Module, infos: list[LayerInfo]) -> list[LayerInfo]:
             and not isinstance(modules[i.name], (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
 
 
+def _with_patch_gradient(model: nn.Module, infos: list[LayerInfo], input_size: tuple[int, int],
+                         device: torch.device | str) -> set[str]:
+    """Names among ``infos`` whose map positions receive a non-zero gradient of the logits."""
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for info in infos:
+        def hook(_m, _i, output, name=info.name):
+            store[name] = first_tensor(output)
+        handles.append(model.get_submodule(info.name).register_forward_hook(hook))
+    # What reaches the classifier, seen through a random projection: a freshly built head can
+    # be all zeros (torchvision's ViT), and a plain sum cancels after a LayerNorm.
+    head = _last_linear(model)
+    if head is not None:
+        handles.append(head.register_forward_hook(lambda _m, inputs, _o: store.__setitem__("", inputs[0])))
+    was_training = model.training
+    generator = torch.Generator().manual_seed(0)
+    try:
+        model.eval()
+        x = torch.rand(1, 3, *input_size, generator=generator).to(device).requires_grad_(True)
+        with torch.enable_grad():
+            output = model(x)
+            out = store.get("")
+            out = out if out is not None else first_tensor(output)
+            objective = (out.float() * torch.randn(out.shape, generator=generator).to(out.device)).sum()
+            names = [i.name for i in infos if i.name in store and store[i.name].requires_grad]
+            grads = torch.autograd.grad(objective, [store[n] for n in names], allow_unused=True)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    layout = {i.name: i.layout for i in infos}
+    return {n for n, g in zip(names, grads) if g is not None and bool(layout[n].to_map(g).abs().sum() > 0)}
+
+
+def _last_linear(model: nn.Module) -> nn.Linear | None:
+    found = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            found = module
+    return found
+
+
 def _last(model: nn.Module, spatial: list[LayerInfo]) -> str:
     modules = dict(model.named_modules())
     last = max(spatial, key=lambda i: i.order)
     same = [i for i in spatial if i.identity == last.identity and i.shape == last.shape]
-    plain = [i for i in same if not isinstance(modules[i.name], _ACTIVATIONS)]
-    return max(plain or same, key=lambda i: (i.name.count("."), -i.order)).name
+    plain = [i for i in same if not isinstance(modules[i.name], _ACTIVATIONS)] or same
+    blocks = [i for i in plain if i.name.rsplit(".", 1)[-1].isdigit()] or plain
+    return max(blocks, key=lambda i: (i.name.count("."), -i.order)).name

@@ -3,13 +3,20 @@
 Labels and preprocessing travel with the weights, as torchvision designs them: a weights enum
 carries ``meta["categories"]`` and ``transforms()`` (its crop size, mean and std). A user
 checkpoint carries neither, so they come from ``--labels`` and ``--input-size`` (ImageNet
-mean/std by default).
+mean/std by default); ``--mean`` and ``--std`` replace either's normalisation.
+
+A checkpoint whose first convolution takes one channel (a grayscale fine-tune) is built to
+match and then given an equivalent RGB first convolution: its weights times the luminance
+coefficients, with one mean and std for all three channels, so that the model sees exactly the
+luminance image (borders included: the folded bias is zero) and every later step, from
+Score-CAM's masks to the faithfulness metrics, stays RGB.
 """
 
 from __future__ import annotations
 
 import os
 import urllib.error
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -20,10 +27,15 @@ from torch import nn
 
 from camcli.models.checkpoints import file_sha256, head_key, load_into, read_checkpoint
 from camcli.errors import UsageError, unknown
+from camcli.models import timm_models
 from camcli.models.labels import fit_labels, read_labels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ITU-R 601-2 luma, as Pillow's convert("L") computes it
+LUMA = (0.299, 0.587, 0.114)
+#: a grayscale model's default normalisation: ImageNet's, averaged over the channels
+GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)
 
 
 @dataclass
@@ -39,6 +51,8 @@ class LoadedModel:
     weights: str | None = None  # torchvision weights enum member, e.g. "ResNet18_Weights.IMAGENET1K_V1"
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
+    input_channels: int = 3  # what the checkpoint's first convolution takes (1: fed the luminance)
+    crop_fraction: float = 224 / 256  # `resize` crop: crop size over resize size (the weights' preset)
 
     @property
     def num_classes(self) -> int:
@@ -48,7 +62,8 @@ class LoadedModel:
         """What run.json records so that a result can be reproduced."""
         return {"architecture": self.architecture, "weights": self.weights, "checkpoint": self.checkpoint,
                 "checkpoint_sha256": self.checkpoint_sha256, "num_classes": self.num_classes,
-                "input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std)}
+                "input_size": list(self.input_size), "input_channels": self.input_channels,
+                "mean": list(self.mean), "std": list(self.std)}
 
 
 def classification_models() -> list[str]:
@@ -67,19 +82,25 @@ def weight_names(architecture: str) -> list[str]:
 def load_model(architecture: str, weights: str | None = "DEFAULT", checkpoint: str | Path | None = None,
                num_classes: int | None = None, labels: str | Path | list[str] | None = None,
                input_size: int | tuple[int, int] | None = None, device: torch.device | str = "cpu",
-               trust: bool = False) -> LoadedModel:
+               trust: bool = False, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None) -> LoadedModel:
     """Build ``architecture`` and load weights into it.
 
     ``weights`` is a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``...) or ``none``;
     with ``checkpoint`` the weights come from that file instead, and the class count is read
     from the head's weight shape unless ``num_classes`` says otherwise. A whole pickled model or
-    TorchScript file loads only with ``trust=True`` (``--trust-checkpoint``): it runs code.
+    TorchScript file loads only with ``trust=True`` (``--trust-checkpoint``): it runs code. A
+    TorchScript file's weights go into ``architecture`` (compiled modules take no hooks).
 
     >>> lm = load_model("resnet18", weights="none", num_classes=10)  # doctest: +SKIP
     """
+    from_timm = timm_models.is_timm(architecture)
     names = classification_models()
-    if architecture not in names:
-        raise unknown("model", architecture, names, "Run `camcli models` for the list.")
+    if architecture not in names and not from_timm:
+        raise unknown("model", architecture, names, "Run `camcli models` for the list (timm models: timm/NAME).")
+    if from_timm and checkpoint is None and str(weights).lower() != "none":
+        raise UsageError(f"camcli builds {architecture} with pretrained=False and downloads nothing: pass your "
+                         "weights with `checkpoint` (a timm training checkpoint works), or `weights` none")
     label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
     size = _size(input_size)
 
@@ -87,6 +108,7 @@ def load_model(architecture: str, weights: str | None = "DEFAULT", checkpoint: s
         if weights not in (None, "none", "None", "DEFAULT"):
             raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
         state = read_checkpoint(checkpoint, trust=trust)
+        channels = 3
         if isinstance(state, nn.Module):  # trusted whole model: use it as it is
             model = state
             with torch.inference_mode():
@@ -95,10 +117,16 @@ def load_model(architecture: str, weights: str | None = "DEFAULT", checkpoint: s
             if num_classes is None:
                 num_classes = _classes_in(architecture, state)
             model = _build(architecture, num_classes=num_classes)
+            channels = _match_input_channels(model, state, str(checkpoint))
             load_into(model, state, str(checkpoint))
+            if channels == 1:
+                _rgb_first_conv(model)
         loaded = LoadedModel(model, architecture, fit_labels(label_list, num_classes, "`labels`"),
                              size or (224, 224), checkpoint=str(checkpoint),
                              checkpoint_sha256=file_sha256(checkpoint))
+        if channels == 1:
+            loaded.input_channels = 1
+            loaded.mean, loaded.std = GRAY_MEAN * 3, GRAY_STD * 3
     elif weights is None or str(weights).lower() == "none":
         n = num_classes or (len(label_list) if label_list else 1000)
         model = _build(architecture, num_classes=n)
@@ -111,14 +139,79 @@ def load_model(architecture: str, weights: str | None = "DEFAULT", checkpoint: s
         model = _build_with_weights(architecture, w)
         preset = w.transforms()
         crop = getattr(preset, "crop_size", [224])
+        resize_to = getattr(preset, "resize_size", None)
         loaded = LoadedModel(model, architecture,
                              fit_labels(label_list or list(w.meta["categories"]), len(w.meta["categories"]),
                                         "`labels`" if label_list else str(w)),
                              size or (int(crop[0]), int(crop[-1])),
                              tuple(getattr(preset, "mean", IMAGENET_MEAN)), tuple(getattr(preset, "std", IMAGENET_STD)),
                              weights=str(w))
+        if resize_to:
+            loaded.crop_fraction = int(crop[0]) / int(resize_to[0])
+    if from_timm:
+        cfg = timm_models.preset(loaded.model)
+        loaded.input_size = size or cfg["input_size"]
+        loaded.crop_fraction = cfg["crop_fraction"]
+        if loaded.input_channels == 3:
+            loaded.mean, loaded.std = cfg["mean"], cfg["std"]
+        else:
+            loaded.mean, loaded.std = (sum(cfg["mean"]) / 3,) * 3, (sum(cfg["std"]) / 3,) * 3
+    if mean is not None or std is not None:
+        _set_normalisation(loaded, mean, std)
     loaded.model.eval().to(device)
     return loaded
+
+
+def _set_normalisation(loaded: LoadedModel, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+    """``mean``/``std`` given by the user: one value per input channel (one value: all channels)."""
+    for name, values in (("mean", mean), ("std", std)):
+        if values is None:
+            continue
+        values = tuple(float(v) for v in values)
+        if len(values) not in (1, loaded.input_channels):
+            kind = "an RGB" if loaded.input_channels == 3 else "a grayscale"
+            raise UsageError(f"`{name}` has {len(values)} values; {kind} model takes {loaded.input_channels} "
+                             "(or one for all channels)")
+        if name == "std" and any(v <= 0 for v in values):
+            raise UsageError(f"`std` values must be positive, got {', '.join(map(str, values))}")
+        if len(values) == 1:
+            values = values * 3
+        setattr(loaded, name, values)
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def _match_input_channels(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> int:
+    """Rebuild the first convolution for a checkpoint trained on one channel; returns the count."""
+    first = _first_conv(model)
+    key = f"{first[0]}.weight" if first else None
+    if first is None or key not in state or state[key].dim() != 4 or state[key].shape[1] == first[1].in_channels:
+        return first[1].in_channels if first else 3
+    channels = int(state[key].shape[1])
+    if channels != 1 or first[1].in_channels != 3:
+        raise UsageError(f"checkpoint {source}: its first convolution ({first[0]}) takes {channels} input channels; "
+                         "images can be fed as RGB (3 channels) or grayscale (1), nothing else")
+    name, conv = first
+    one = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
+                    conv.bias is not None, conv.padding_mode)
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, one)
+    return 1
+
+
+def _rgb_first_conv(model: nn.Module) -> None:
+    """The loaded one-channel first convolution as an RGB one that computes it on the luminance."""
+    name, conv = _first_conv(model)
+    rgb = nn.Conv2d(3, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
+                    conv.bias is not None, conv.padding_mode)
+    with torch.no_grad():
+        rgb.weight.copy_(conv.weight * torch.tensor(LUMA, dtype=conv.weight.dtype).view(1, 3, 1, 1))
+        if conv.bias is not None:
+            rgb.bias.copy_(conv.bias)
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, rgb)
 
 
 def _size(input_size) -> tuple[int, int] | None:
@@ -131,6 +224,8 @@ def _size(input_size) -> tuple[int, int] | None:
 
 
 def _build(architecture: str, **kwargs) -> nn.Module:
+    if timm_models.is_timm(architecture):
+        return timm_models.build(architecture, kwargs.get("num_classes"))
     try:
         return torchvision.models.get_model(architecture, weights=None, **kwargs)
     except (TypeError, ValueError) as e:

@@ -27,6 +27,10 @@ def check(s: ExplainSettings) -> None:
         raise UsageError(f"`input_size` must be at least 8 pixels, got {s.input_size}")
     if s.num_classes is not None and s.num_classes < 1:
         raise UsageError(f"`num_classes` must be at least 1, got {s.num_classes}")
+    if s.resize not in ("stretch", "letterbox", "crop"):
+        raise UsageError(f"`resize` must be stretch, letterbox or crop, got {s.resize!r}")
+    for name in ("mean", "std"):
+        numbers(getattr(s, name), name)
     if not s.method:
         raise UsageError("`method` is empty")
     if s.save_heatmap is not None and s.save_heatmap not in ("npy", "png16"):
@@ -85,3 +89,16 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise UsageError(f"`shard` {text}: INDEX must be in 0..COUNT-1")
     return i, n
+
+
+def numbers(text: str | None, name: str) -> tuple[float, ...] | None:
+    """A comma-separated list of numbers (``mean``, ``std``), or a usage error."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        raise UsageError(f"`{name}` must be numbers separated by commas (e.g. 0.5,0.5,0.5), got {text!r}") from None
+    if not values or len(values) > 3:
+        raise UsageError(f"`{name}` takes 1 or 3 values, got {len(values)}")
+    return values

@@ -48,9 +48,19 @@ class ExplainSettings:
                                      shapes_outputs=True, evaluate=True)
     labels: str | None = option(None, "Class names: a text file (one per line) or JSON.", "Model",
                                 shown="from the weights, else class_N", shapes_outputs=True, evaluate=True)
-    input_size: int | None = option(None, "Side of the square model input; each image is resized (not cropped) to it.",
+    input_size: int | None = option(None, "Side of the square model input; each image is fitted to it as --resize "
+                                    "says.",
                                     "Model", shown="the weights' crop size, else 224", shapes_outputs=True,
                                     evaluate=True)
+    mean: str | None = option(None, "Per-channel mean the model was trained with, comma-separated (0.5,0.5,0.5; one "
+                              "value for all channels); replaces the weights' normalisation.", "Model",
+                              shown="the weights', else ImageNet's", shapes_outputs=True, evaluate=True)
+    std: str | None = option(None, "Per-channel standard deviation, as --mean.", "Model",
+                             shown="the weights', else ImageNet's", shapes_outputs=True, evaluate=True)
+    resize: str = option("stretch", "How each image is fitted to the model's input: stretch (all of it, squashed to "
+                         "the input's shape), letterbox (aspect kept, padded with the mean colour) or crop (aspect "
+                         "kept, centre-cropped as torchvision's presets do). Maps go back onto the original exactly.",
+                         "Model", shapes_outputs=True, evaluate=True)
     trust_checkpoint: bool = option(False, "Allow a whole pickled model or TorchScript file as --checkpoint. "
                                     "Unpickling runs code: only for files you trust.", "Model", evaluate=True)
     method: list[str] = option(help="CAM method(s), comma-separated or repeated (see `camcli methods`).",
@@ -59,6 +69,10 @@ class ExplainSettings:
     layer: list[str] = option(help="Target layer(s), e.g. 'layer4[1]' or layer4.1; repeat for several (see `camcli "
                               "layers MODEL`).", panel="Explanation", shown="the last spatial layer",
                               shapes_outputs=True, evaluate=True, factory=list)
+    layer_layout: str = option("auto", "How a layer's output reads as a map: auto (detected from the shapes; refused "
+                               "when ambiguous), nchw, nhwc (channels-last, Swin) or tokens (ViT). One value for "
+                               "all layers, or one per --layer, comma-separated.", "Explanation",
+                               shapes_outputs=True, evaluate=True)
     target: str | None = option(None, "Class to explain in every image: an index or a label name.", "Explanation",
                                 shown="each image's top-1 class", shapes_outputs=True, evaluate=True)
     score: str = option("logit", "Score explained: logit (what the Grad-CAM, Grad-CAM++ and Score-CAM papers and "

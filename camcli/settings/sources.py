@@ -24,6 +24,7 @@ from camcli.settings.fields import FIELDS, ExplainSettings, kind
 
 _PATH_KEYS = ("checkpoint", "labels")
 _LIST_KEYS = ("method", "layer")
+_NUMBER_LISTS = ("mean", "std")
 
 
 def coerce(name: str, value: Any, origin: str) -> Any:
@@ -39,6 +40,8 @@ def coerce(name: str, value: Any, origin: str) -> Any:
         return [p.strip() for p in parts if p.strip()]
     if value is None:
         return None
+    if name in _NUMBER_LISTS and isinstance(value, (list, tuple)):  # TOML: mean = [0.5, 0.5, 0.5]
+        value = ",".join(str(v) for v in value)
     try:
         if t is bool:
             if isinstance(value, bool):

@@ -1,7 +1,8 @@
 """Ablation-CAM (Desai & Ramaswamy, 2020): how much the class score drops when a channel is zeroed.
 
 Gradient-free. For every channel k the layer's output is replaced, through a forward hook,
-by a copy with channel k set to zero, and the model is run on; the weight is the relative
+by a copy with channel k set to zero (for a transformer layer: channel k of every patch token),
+and the model is run on; the weight is the relative
 drop ``(y - y_k) / y``. Runs under ``torch.inference_mode``; the hook lives only for these
 passes and is always removed.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from camcli.errors import UsageError
-from camcli.engine.tensors import replace_first_tensor
+from camcli.engine.tensors import first_tensor, replace_first_tensor
 from camcli.engine.methods import register
 from camcli.engine.methods.base import CAMMethod, ForwardPass, class_scores, model_logits
 
@@ -38,7 +39,7 @@ class AblationCAM(CAMMethod):
         replacement: dict[str, torch.Tensor] = {}
 
         def hook(_module, _inputs, output):
-            return replace_first_tensor(output, replacement["acts"])
+            return replace_first_tensor(output, fp.layer_output(layer, replacement["acts"], first_tensor(output)))
 
         handle = fp.model.get_submodule(layer).register_forward_hook(hook)
         try:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from camcli.errors import UsageError
+from camcli.engine.layouts import Layout
 from camcli.engine.methods.assumptions import Assumption
 from camcli.engine.tensors import first_tensor
 
@@ -28,13 +29,20 @@ class ForwardPass:
     inputs: torch.Tensor  # (N, 3, H, W), preprocessed
     logits: torch.Tensor  # (N, K), detached
     targets: torch.Tensor  # (N,), the class explained for each image
-    activations: dict[str, torch.Tensor]  # layer -> (N, C, h, w), detached
+    activations: dict[str, torch.Tensor]  # layer -> (N, C, h, w) map (see layouts), detached
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> d score / d activation
     score: str = "logit"  # which score the gradients were taken of: "logit" or "softmax"
     #: (N,) bool or None: the images whose maps will be used. Methods with per-image passes
     #: (Score-CAM, Ablation-CAM) skip the others; a resumed run recomputes finished images
     #: only so that their batch is the same as in the whole run.
     wanted: torch.Tensor | None = None
+    #: layer -> how its output was read as the map above (transformers: tokens, channels-last)
+    layouts: dict[str, Layout] = field(default_factory=dict)
+
+    def layer_output(self, layer: str, maps: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        """Maps laid out as ``layer`` outputs them, to hand back to the model (Ablation-CAM)."""
+        layout = self.layouts.get(layer)
+        return maps if layout is None or layout.kind == "nchw" else layout.from_map(maps, original)
 
     def wanted_images(self) -> list[int]:
         """Indices of the images whose maps are needed (all of them unless ``wanted`` says)."""

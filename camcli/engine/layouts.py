@@ -1,0 +1,226 @@
+"""How a layer's output is laid out, and the (N, C, h, w) map every method works on.
+
+Convolutional layers output (N, C, H, W). Transformers do not: ViT's blocks output tokens
+(N, prefix + h*w, C) with a class token (and register tokens, in some timm models) before the
+patch tokens; Swin's blocks output channels-last maps (N, H, W, C). A :class:`Layout` turns
+such an output into the map the methods see, and a map back into the output the model goes on
+with, so that gradients, ablated channels and masks all pass through one reshape.
+
+The layout is decided once per layer, from the shapes and the input size, and never guessed.
+When both readings of a 4-D output fit the input's geometry (small maps: 2x4x5 from a 4x5
+input could be either), one more forward at a larger input shows which axes are spatial:
+they grow, the channel axis does not. What stays ambiguous, or a token count that several
+grids could explain, is refused with a request for ``layer_layout``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from camcli.engine.tensors import first_tensor
+from camcli.errors import UsageError
+
+LAYOUTS = ("auto", "nchw", "nhwc", "tokens")
+#: the most prefix tokens (class, distillation, register tokens) considered without the model saying
+MAX_PREFIX = 8
+
+
+class NotAMap(UsageError):
+    """A layer's output cannot be read as a map, or reads as one in more than one way."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One reading of a layer output: ``nchw`` (as it is), ``nhwc`` or ``tokens``."""
+
+    kind: str
+    grid: tuple[int, int] = (0, 0)  # tokens: the patch grid (h, w)
+    prefix: int = 0  # tokens: class/register tokens in front of the patch tokens
+
+    def to_map(self, t: torch.Tensor) -> torch.Tensor:
+        """The layer output as an (N, C, h, w) map (a view where possible, so gradients reach it)."""
+        if self.kind == "nchw":
+            return t
+        if self.kind == "nhwc":
+            return t.permute(0, 3, 1, 2)
+        n, _, c = t.shape
+        return t[:, self.prefix:].reshape(n, *self.grid, c).permute(0, 3, 1, 2)
+
+    def from_map(self, m: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        """A new layer output made from map ``m``; prefix tokens are taken from ``original``.
+
+        Always a fresh tensor: in-place operations further down the model never reach ``m``.
+        """
+        if self.kind == "nchw":
+            return m.clone()
+        if self.kind == "nhwc":
+            return m.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format)
+        n, c = m.shape[:2]
+        patches = m.permute(0, 2, 3, 1).reshape(n, -1, c)
+        if not self.prefix:
+            return patches.clone(memory_format=torch.contiguous_format)
+        front = original[:, :self.prefix].expand(n, -1, -1).to(patches.dtype)
+        return torch.cat([front, patches], dim=1)
+
+    def describe(self, shape: tuple[int, ...]) -> str:
+        """What ``camcli layers`` prints: ``768x7x7``, ``nhwc 7x7x768 -> 7x7``, ``tokens 197x768 -> 14x14``."""
+        dims = "x".join(map(str, shape[1:]))
+        if self.kind == "nchw":
+            return dims
+        grid = self.grid if self.kind == "tokens" else tuple(shape[1:3])
+        return f"{self.kind} {dims} -> {grid[0]}x{grid[1]}"
+
+
+NCHW = Layout("nchw")
+
+
+@dataclass(frozen=True)
+class TokenGeometry:
+    """What a transformer says about its tokens; ``None`` where it does not say."""
+
+    patch: tuple[int, int] | None = None
+    prefix: int | None = None
+
+
+def token_geometry(model: nn.Module) -> TokenGeometry:
+    """Patch size and prefix-token count, read from torchvision's and timm's ViT attributes."""
+    patch = prefix = None
+    if isinstance(getattr(model, "patch_size", None), int) and hasattr(model, "class_token"):
+        patch, prefix = (model.patch_size, model.patch_size), 1  # torchvision VisionTransformer
+    embed = getattr(model, "patch_embed", None)
+    if embed is not None and getattr(embed, "patch_size", None) is not None:  # timm
+        p = embed.patch_size
+        patch = (int(p[0]), int(p[1])) if isinstance(p, (tuple, list)) else (int(p), int(p))
+        if isinstance(getattr(model, "num_prefix_tokens", None), int):
+            prefix = model.num_prefix_tokens
+    return TokenGeometry(patch, prefix)
+
+
+def _fits(h: int, w: int, input_size: tuple[int, int]) -> bool:
+    """Whether an (h, w) grid can be the input (H, W) seen at one stride (rounding either way)."""
+    big_h, big_w = input_size
+    if not (1 <= h <= big_h and 1 <= w <= big_w):
+        return False
+    lo = max(big_h / (h + 1), big_w / (w + 1))
+    hi = min(big_h / (h - 1) if h > 1 else math.inf, big_w / (w - 1) if w > 1 else math.inf)
+    return lo < hi
+
+
+def token_grids(count: int, input_size: tuple[int, int], geometry: TokenGeometry) -> list[Layout]:
+    """Every (prefix, grid) reading of ``count`` tokens that the model and the input allow."""
+    big_h, big_w = input_size
+    if geometry.patch is not None:
+        grid = (big_h // geometry.patch[0], big_w // geometry.patch[1])
+        prefix = count - grid[0] * grid[1]
+        if prefix < 0 or (geometry.prefix is not None and prefix != geometry.prefix):
+            return []  # not this model's patch grid (a window of a hierarchical model): no map
+        return [Layout("tokens", grid, prefix)]
+    prefixes = [geometry.prefix] if geometry.prefix is not None else range(MAX_PREFIX + 1)
+    found = []
+    for p in prefixes:
+        n = count - p
+        for gh in range(1, n + 1):
+            gw = n // gh
+            if n % gh == 0 and big_h % gh == 0 and big_w % gw == 0 and big_h // gh == big_w // gw:
+                found.append(Layout("tokens", (gh, gw), p))
+    return list(dict.fromkeys(found))
+
+
+def readings(shape: tuple[int, ...], input_size: tuple[int, int], geometry: TokenGeometry) -> list[Layout]:
+    """Every layout under which ``shape`` is a map of an ``input_size`` image (empty: none)."""
+    if len(shape) == 4:
+        out = []
+        if _fits(shape[2], shape[3], input_size):
+            out.append(NCHW)
+        if _fits(shape[1], shape[2], input_size):
+            out.append(Layout("nhwc"))
+        return out
+    if len(shape) == 3:
+        return token_grids(shape[1], input_size, geometry)
+    return []
+
+
+def probe_size(input_size: tuple[int, int]) -> tuple[int, int]:
+    """A second input size for telling spatial axes from channels: 1.5x, rounded up to 32."""
+    return tuple(max(32, -(-int(s * 1.5) // 32) * 32) for s in input_size)
+
+
+def layer_shapes(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """The shape of each layer's output for input ``x`` (one forward, no gradients)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for layer in layers:
+        def hook(_m, _i, output, layer=layer):
+            t = first_tensor(output)
+            shapes.setdefault(layer, tuple(t.shape) if t is not None else ())
+        handles.append(model.get_submodule(layer).register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def rescaled_shapes(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """:func:`layer_shapes` at :func:`probe_size`; empty when the model refuses that size (ViT)."""
+    bigger = F.interpolate(x[:1].float(), size=probe_size(tuple(x.shape[-2:])), mode="bilinear",
+                           align_corners=False).to(x.dtype)
+    try:
+        return layer_shapes(model, layers, bigger)
+    except (RuntimeError, ValueError, AssertionError, TypeError):
+        return {}
+
+
+def by_scaling(found: list[Layout], shape: tuple[int, ...], other: tuple[int, ...] | None) -> list[Layout]:
+    """Of the 4-D readings ``found``, those whose spatial axes are the ones that changed when the
+    input grew (``other``: the same layer's output shape at :func:`probe_size`)."""
+    if not other or len(other) != len(shape) or len(shape) != 4:
+        return found
+    changed = {i for i in (1, 2, 3) if shape[i] != other[i]}
+    spatial = {"nchw": {2, 3}, "nhwc": {1, 2}}
+    return [r for r in found if changed and changed <= spatial.get(r.kind, set())]
+
+
+def detect(shape: tuple[int, ...], input_size: tuple[int, int], geometry: TokenGeometry,
+           requested: str = "auto", where: str = "the layer", rescaled: tuple[int, ...] | None = None) -> Layout:
+    """The one layout of ``shape``, or a ``UsageError`` saying why it is not a map or is ambiguous.
+
+    ``rescaled`` is the output's shape at :func:`probe_size`, where known: it settles 4-D outputs
+    that fit both ways. ``requested`` (``layer_layout``) chooses between the readings that fit;
+    ``auto`` accepts only a single reading. A requested layout that does not fit is refused.
+    """
+    if requested not in LAYOUTS:
+        raise UsageError(f"unknown `layer_layout` {requested!r}; choose one of {', '.join(LAYOUTS)}")
+    shown = "x".join(map(str, shape))
+    found = readings(shape, input_size, geometry)
+    if len(found) > 1 and len(shape) == 4:
+        found = by_scaling(found, shape, rescaled) or found
+    if requested != "auto":
+        chosen = [r for r in found if r.kind == requested]
+        if len(chosen) == 1:
+            return chosen[0]
+        if not chosen:
+            raise NotAMap(f"{where} outputs shape {shown}, which cannot be read as `layer_layout` {requested} "
+                          f"for a {input_size[0]}x{input_size[1]} input")
+        found = chosen
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        what = {4: "no channel axis leaves a grid that matches the input",
+                3: "no square patch grid (with up to 8 prefix tokens) matches the token count"}.get(
+                    len(shape), "CAM methods need a map: (N, C, H, W), (N, H, W, C) or tokens (N, L, C)")
+        raise NotAMap(f"{where} outputs shape {shown} for a {input_size[0]}x{input_size[1]} input: {what}")
+    if all(r.kind == "tokens" for r in found):
+        options = ", ".join(f"{r.prefix} prefix + {r.grid[0]}x{r.grid[1]}" for r in found)
+        raise NotAMap(f"{where} outputs {shape[1]} tokens, which fit several patch grids ({options}) and the model "
+                      "states no patch size; camcli does not guess: choose a layer whose output is a map")
+    raise NotAMap(f"{where} outputs shape {shown}, which reads as a map in more than one way "
+                  f"({' or '.join(r.kind for r in found)}); camcli does not guess: pass `layer_layout` "
+                  + " or ".join(r.kind for r in found))
