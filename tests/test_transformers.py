@@ -246,3 +246,16 @@ def test_cli_layers_shows_the_map_each_layer_gives(cli):
     assert ln1.rstrip().endswith("tokens 50x768 -> 7x7")
     r = cli("layers", "swin_t")
     assert any("features[7][1].norm1" in l and l.rstrip().endswith("nhwc 7x7x768 -> 7x7") for l in r.stdout.splitlines())
+
+
+def test_layer_layout_per_layer_and_refused_where_it_does_not_fit():
+    model = swin()
+    layers = ["features.3.1.norm1", "permute"]
+    x = torch.randn(1, 3, 64, 64)
+    ex = Explainer(model, layers, [get_method("gradcam")], layer_layout="nhwc,nchw")
+    ex(x)
+    assert [ex.layout(l, (64, 64)).kind for l in layers] == ["nhwc", "nchw"]
+    with pytest.raises(UsageError, match="permute outputs shape 1x32x8x8, which cannot be read as layer_layout nhwc"):
+        Explainer(model, layers, [get_method("gradcam")], layer_layout="nhwc")(x)
+    with pytest.raises(UsageError, match="3 values for 2 layers"):
+        Explainer(model, layers, [get_method("gradcam")], layer_layout="nhwc,nchw,auto")

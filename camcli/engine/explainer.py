@@ -96,8 +96,8 @@ def capture(model: nn.Module, layers: Sequence[str], track_grad: bool,
 
 def layout_requests(spec: str | Sequence[str] | None, layers: Sequence[str]) -> dict[str, str]:
     """The ``layer_layout`` setting per layer: one value for all, or one per layer, in order."""
-    values = [v.strip().lower() for v in ([spec] if isinstance(spec, str) or spec is None else spec)
-              for v in (v or "auto").split(",")]
+    items = [spec] if spec is None or isinstance(spec, str) else list(spec)
+    values = [part.strip().lower() for item in items for part in (item or "auto").split(",")]
     for v in values:
         if v not in LAYOUTS:
             raise UsageError(f"unknown `layer_layout` {v!r}; choose one of {', '.join(LAYOUTS)}")
