@@ -1,13 +1,25 @@
-"""Commands that list or join things: ``methods``, ``models``, ``layers`` and ``merge``."""
+"""Commands that list or join things: ``methods``, ``models``, ``layers`` and ``merge``.
+
+Each listing prints aligned text for people, or with ``--json`` one JSON array on stdout for
+programs (``camcli methods --json | jq -r '.[].name'``).
+"""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from camcli.cli import app, handle_errors, stderr_console, stdout_console
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON array on stdout instead of text.")]
+
+
+def _print_json(rows: list[dict]) -> None:
+    sys.stdout.write(json.dumps(rows, indent=1) + "\n")
 
 
 @app.command()
@@ -24,10 +36,21 @@ def merge(
 
 @app.command()
 @handle_errors
-def methods() -> None:
-    """List every CAM method: name, whether it needs gradients, its cost, what it assumes, and its paper."""
+def methods(as_json: JsonOption = False) -> None:
+    """List every CAM method: name, whether it needs gradients, its cost, what it assumes, and its paper.
+
+    With --json, each object has name, summary, paper, cost, needs_gradients,
+    class_discriminative, transformers (whether it works on token and channels-last layers,
+    or why not) and assumes.
+    """
     from camcli.engine.methods import available
 
+    if as_json:
+        _print_json([{"name": name, "summary": cls.summary, "paper": cls.paper, "cost": cls.cost,
+                      "needs_gradients": cls.needs_gradients, "class_discriminative": cls.class_discriminative,
+                      "transformers": cls.transformers, "assumes": [a.name for a in cls.assumptions]}
+                     for name, cls in available().items()])
+        return
     out = stdout_console()
     for name, cls in available().items():
         needs = "gradients" if cls.needs_gradients else "no gradients"
@@ -41,6 +64,7 @@ def methods() -> None:
 @handle_errors
 def models(
     filter: Annotated[Optional[str], typer.Argument(help="Show only models whose name contains this text.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """List torchvision classification models and their weights (from the registry; nothing is downloaded).
 
@@ -58,16 +82,21 @@ def models(
             raise UsageError("timm is not installed: pip install 'camcli[timm]'")
         rest = filter[len("timm/"):] if filter.lower().startswith("timm/") else ""
         shown = [m for m in every if rest.lower() in m.lower()]
-        weights = lambda _name: "(weights from --checkpoint)"  # noqa: E731
+        weights = lambda _name: []  # noqa: E731 - timm weights come from --checkpoint only
     else:
         every = classification_models()
         shown = [m for m in every if not filter or filter.lower() in m.lower()]
-        weights = lambda name: ", ".join(weight_names(name)) or "-"  # noqa: E731
+        weights = weight_names
     if not shown:
         from camcli.errors import unknown
         raise unknown("model filter", filter or "", every)
+    if as_json:
+        _print_json([{"name": name, "source": "timm" if name.startswith("timm/") else "torchvision",
+                      "weights": weights(name)} for name in shown])
+        return
     for name in shown:
-        out.print(f"{name:<24} {weights(name)}", markup=False)
+        listed = ", ".join(weights(name)) or ("(weights from --checkpoint)" if name.startswith("timm/") else "-")
+        out.print(f"{name:<24} {listed}", markup=False)
 
 
 @app.command()
@@ -77,6 +106,7 @@ def layers(
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="Load this state dict first (changes the head's size).")] = None,
     num_classes: Annotated[Optional[int], typer.Option("--num-classes", help="Classes of the checkpoint's head.")] = None,
     input_size: Annotated[int, typer.Option("--input-size", help="Side of the dummy input used to measure output shapes.")] = 224,
+    as_json: JsonOption = False,
 ) -> None:
     """Show a model's modules with their output shapes, named as --layer accepts them.
 
@@ -87,6 +117,10 @@ def layers(
     two ways needs --layer-layout. '*' marks the layer used when --layer is not given; 'cam'
     marks layers where --method cam applies (global average pooling and one linear layer
     follow). No weights are downloaded: shapes do not depend on them.
+
+    With --json, each object has name (dotted), display (as shown), type, shape (the output's,
+    without the batch axis; null if it never ran), calls, map (layout, grid h and w, prefix
+    tokens; null if the output is no map or is ambiguous), default and cam.
     """
     from camcli.models.layer_names import display_name
     from camcli.models.layer_search import default_layer, trace_layers
@@ -101,6 +135,9 @@ def layers(
     cam_ok = cam_capable_layers(loaded.model, size)
     out = stdout_console()
     infos = trace_layers(loaded.model, size)
+    if as_json:
+        _print_json([_layer_json(info, loaded.model, chosen, cam_ok) for info in infos])
+        return
     rows = [(info, "  " * info.name.count(".") + display_name(info.name),
              type(loaded.model.get_submodule(info.name)).__name__) for info in infos]
     name_width = max((len(r[1]) for r in rows), default=0)
@@ -125,3 +162,17 @@ def _randomise_zero_head(model) -> None:
     if head is not None and not bool(head[1].weight.detach().any()):
         with torch.no_grad():
             head[1].weight.normal_(generator=torch.Generator().manual_seed(0))
+
+
+def _layer_json(info, model, chosen: str, cam_ok: set[str]) -> dict:
+    from camcli.models.layer_names import display_name
+
+    layout = info.layout
+    grid = None
+    if layout is not None:
+        grid = list(layout.grid if layout.kind == "tokens" else
+                    (info.shape[1:3] if layout.kind == "nhwc" else info.shape[2:4]))
+    return {"name": info.name, "display": display_name(info.name), "type": type(model.get_submodule(info.name)).__name__,
+            "shape": list(info.shape[1:]) if info.shape else None, "calls": info.calls,
+            "map": {"layout": layout.kind, "grid": grid, "prefix": layout.prefix} if layout else None,
+            "default": info.name == chosen, "cam": info.name in cam_ok}

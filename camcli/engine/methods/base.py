@@ -74,6 +74,8 @@ class CAMMethod(ABC):
     options: ClassVar[tuple[str, ...]] = ()
     #: what the method's formula assumes of the layer, measured on every batch (assumptions.py)
     assumptions: ClassVar[tuple[Assumption, ...]] = ()
+    #: whether it works on transformer layers (tokens, channels-last), or where it does not
+    transformers: ClassVar[str] = "yes"
 
     def validate(self, fp: ForwardPass, layer: str) -> None:
         """Raise ``UsageError`` if the method cannot be applied at ``layer``; called on a dummy batch."""

@@ -32,6 +32,7 @@ class CAM(CAMMethod):
     paper = "Zhou et al., CVPR 2016, arXiv:1512.04150"
     needs_gradients = False
     cost = "1 forward"
+    transformers = "only where a global average and one linear layer follow (Swin's permute; not ViT's class token)"
 
     def validate(self, fp: ForwardPass, layer: str) -> None:
         head = linear_head(fp.model)

@@ -1,0 +1,31 @@
+"""`--json` on the commands that list things: one JSON array on stdout, what the text shows."""
+
+import json
+
+from camcli.engine.methods import available
+
+
+def test_methods_json_lists_every_method_with_its_properties(cli):
+    r = cli("methods", "--json")
+    assert r.exit_code == 0
+    rows = json.loads(r.stdout)
+    assert [m["name"] for m in rows] == list(available())
+    cam = next(m for m in rows if m["name"] == "cam")
+    assert cam["needs_gradients"] is False and "ViT" in cam["transformers"]
+    assert next(m for m in rows if m["name"] == "gradcam++")["assumes"] == ["non-negative activations"]
+    assert all(set(m) >= {"summary", "paper", "cost", "class_discriminative"} for m in rows)
+
+
+def test_models_json_filters_and_lists_weights(cli):
+    rows = json.loads(cli("models", "resnet18", "--json").stdout)
+    assert rows == [{"name": "resnet18", "source": "torchvision", "weights": ["IMAGENET1K_V1"]}]
+
+
+def test_layers_json_gives_each_layers_map(cli):
+    r = cli("layers", "swin_t", "--json")
+    assert r.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["features.7.1.norm1"]["map"] == {"layout": "nhwc", "grid": [7, 7], "prefix": 0}
+    assert rows["permute"]["default"] and rows["permute"]["cam"]
+    assert rows["head"]["map"] is None and rows["head"]["shape"] == [1000]
+    assert sum(row["default"] for row in rows.values()) == 1
