@@ -57,7 +57,8 @@ class ExplainSession:
         if settings.precision != "fp32" and device.type != "cuda":
             raise UsageError(f"`precision` {settings.precision} is GPU-only (CUDA autocast); on {device.type} camcli "
                              "computes in fp32 (CPU bf16 autocast is slower or unsupported on many CPUs)")
-        methods = [get_method(m, cam_batch_size=cam_batch_size_for(settings, device), max_n=settings.max_n)
+        methods = [get_method(m, cam_batch_size=cam_batch_size_for(settings, device), max_n=settings.max_n,
+                              fem_k=settings.fem_k, kpca_kernel=settings.kpca_kernel, kpca_gamma=settings.kpca_gamma)
                    for m in dict.fromkeys(settings.method)]
         loaded = load_model(settings.model, weights=settings.weights, checkpoint=settings.checkpoint,
                             num_classes=settings.num_classes, labels=settings.labels,

@@ -70,6 +70,14 @@ def check(s: ExplainSettings) -> None:
             raise UsageError(f"`max_n` must be at least 1, got {s.max_n}")
         if "scorecam" not in [m.strip().lower() for m in s.method]:
             raise UsageError("`max_n` (Faster Score-CAM) applies to `method` scorecam only")
+    if s.fem_k is not None:
+        if not s.fem_k >= 0:
+            raise UsageError(f"`fem_k` must be 0 or more, got {s.fem_k}")
+        if "fem" not in [m.strip().lower() for m in s.method]:
+            raise UsageError("`fem_k` applies to `method` fem only")
+    for name in ("kpca_kernel", "kpca_gamma"):
+        if getattr(s, name) is not None and "kpcacam" not in [m.strip().lower() for m in s.method]:
+            raise UsageError(f"`{name}` applies to `method` kpcacam only")
 
 
 def cam_batch_size_for(settings: ExplainSettings, device) -> int:

@@ -83,6 +83,14 @@ class ExplainSettings:
                                         shown="16 on a CPU, 64 on a GPU", evaluate=True)
     max_n: int | None = option(None, "Faster Score-CAM: use only the N channels with the largest spatial spread "
                                "(scorecam only).", "Explanation", shown="all", shapes_outputs=True, evaluate=True)
+    fem_k: float | None = option(None, "FEM's k-sigma rule: a position counts when it is above its channel's mean + k "
+                                 "standard deviations (fem only).", "Explanation", shown="2, the paper's",
+                                 shapes_outputs=True, evaluate=True)
+    kpca_kernel: str | None = option(None, "KPCA-CAM's kernel: sigmoid, rbf, poly, linear or cosine "
+                                     "(scikit-learn's definitions; kpcacam only).", "Explanation",
+                                     shown="sigmoid, the paper's", shapes_outputs=True, evaluate=True)
+    kpca_gamma: float | None = option(None, "KPCA-CAM's kernel coefficient (kpcacam only).", "Explanation",
+                                      shown="1 / channels", shapes_outputs=True, evaluate=True)
     strict: bool = option(False, "Stop with a usage error (exit 2) when a method's assumption fails at a layer "
                           "(signed activations for gradcam++ and xgradcam, an ill-defined principal component "
                           "for eigencam) instead of warning and going on.", "Explanation")

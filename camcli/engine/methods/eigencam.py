@@ -1,10 +1,14 @@
-"""Eigen-CAM (Muhammad & Yeasin, 2020): the first principal component of the activations.
+"""Eigen-CAM (Muhammad & Yeasin, 2020): the first principal component of the activations,
+and EigenGrad-CAM, the same of the gradients times the activations.
 
-Class-agnostic: it shows what the layer responds to most, whatever the class, so ``--target``
-does not change it. The sign of a principal component is arbitrary (SVD may return either);
-we orient it to correlate positively with the channel-mean activation, so that the map
-highlights strong activations. pytorch-grad-cam leaves the sign to LAPACK, so its map is
-sometimes the inverse of ours.
+Eigen-CAM is class-agnostic: it shows what the layer responds to most, whatever the class, so
+``--target`` does not change it. EigenGrad-CAM (pytorch-grad-cam's variant) weights each
+position's activations by their gradients first, which makes it class-discriminative.
+
+The sign of a principal component is arbitrary (SVD may return either); we orient it to
+correlate positively with the channel-mean of what was decomposed (the activations; for
+EigenGrad-CAM, gradients x activations), so that the map highlights strong evidence.
+pytorch-grad-cam leaves the sign to LAPACK, so its map is sometimes the inverse of ours.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from camcli.engine.methods.base import CAMMethod, ForwardPass
 
 
 def first_component(acts: torch.Tensor) -> torch.Tensor:
-    """(N, C, h, w) -> (N, h, w): projection of each position on the first principal axis."""
+    """(N, C, h, w) -> (N, h, w): projection of each position on the first principal axis,
+    oriented towards the channel mean."""
     n, c, h, w = acts.shape
     x = acts.float().flatten(2).transpose(1, 2)  # (N, hw, C): positions are samples
     x = x - x.mean(dim=1, keepdim=True)
@@ -41,3 +46,14 @@ class EigenCAM(CAMMethod):
 
     def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         return first_component(fp.activations[layer])
+
+
+@register
+class EigenGradCAM(CAMMethod):
+    name = "eigengradcam"
+    summary = "first principal component of gradients x activations; class-discriminative Eigen-CAM"
+    paper = "variant of Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, arXiv:2008.00299), as in pytorch-grad-cam"
+    cost = "1 forward + 1 partial backward + one small SVD per image"
+
+    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        return first_component(fp.gradients[layer].float() * fp.activations[layer].float())
