@@ -103,7 +103,7 @@ class ExplainSession:
                             workers=plan.workers if plan else s.workers, device=self.device, target=self.target,
                             topk=s.topk, max_pixels=s.max_pixels, skip=skip,
                             batches=plan.batches if plan else None, prefetch=plan.prefetch if plan else 2,
-                            resize=s.resize)
+                            resize=s.resize, seed=s.seed)
 
 
 def resolve_target(spec: str | None, labels: list[str]) -> int | None:

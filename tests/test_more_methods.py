@@ -114,3 +114,40 @@ def test_kpcacam_kernels_and_options(cli, tmp_path):
     r = cli("explain", image, "--config", DEMO_CONFIG, "--method", "kpcacam,eigengradcam,fem",
             "--kpca-kernel", "rbf", "--fem-k", "1", "--out", tmp_path / "b", "--quiet")
     assert r.exit_code == 0, r.stderr
+
+
+def test_randomcam_is_seeded_per_image_not_per_batch(small_model, tmp_path):
+    """The same image gets the same random weights alone, in a batch, after a resume; another
+    seed gives another map; the weights are the formula's uniform [-1, 1] draw."""
+    import camcli
+    from conftest import SAMPLES
+    from camcli.engine.stream import image_seed
+    images = sorted((SAMPLES / "single").glob("*.jpg"))[:3]
+    args = dict(model="resnet18", checkpoint=str(small_model / "r18.pth"), input_size=64, workers=0,
+                method="randomcam")
+    together = {r.item.rel: r.maps[0].layer_map for r in camcli.explain([str(p) for p in images], batch_size=3,
+                                                                       **args)}
+    alone = list(camcli.explain(str(images[1]), batch_size=1, **args))[0]
+    assert np.allclose(alone.maps[0].layer_map, together[images[1].name], atol=1e-5)  # batch rounding only
+    other = list(camcli.explain(str(images[1]), batch_size=1, seed=7, **args))[0]
+    assert not np.allclose(other.maps[0].layer_map, alone.maps[0].layer_map)
+    # by hand: the activations weighted by the image's draw
+    fp = Explainer(*_small_resnet(small_model), [get_method("gradcam")]).forward(_input(images[1]), None)
+    g = torch.Generator().manual_seed(image_seed(0, images[1].name))
+    w = torch.rand(512, generator=g) * 2 - 1
+    want = minmax((w[:, None, None] * fp.activations["layer4.1"][0]).sum(0).numpy())
+    assert np.allclose(alone.maps[0].layer_map, want, atol=1e-5)
+
+
+def _small_resnet(folder):
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    model.load_state_dict(torch.load(folder / "r18.pth"))
+    return model, ["layer4.1"]
+
+
+def _input(path):
+    import cv2
+    rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    small = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    return torch.from_numpy((small - mean) / std).permute(2, 0, 1)[None]

@@ -215,10 +215,16 @@ class Explainer:
                            layouts={l: self.layouts[(l, *size)] for l in self.layers})
 
     def __call__(self, x: torch.Tensor, target: int | torch.Tensor | None = None,
-                 wanted: Sequence[bool] | torch.Tensor | None = None) -> BatchExplanation:
+                 wanted: Sequence[bool] | torch.Tensor | None = None,
+                 seeds: Sequence[int] | None = None) -> BatchExplanation:
         """Explain a batch; ``wanted`` (one bool per image) lets per-image methods skip the images
-        whose maps will be thrown away (their maps come back empty)."""
+        whose maps will be thrown away (their maps come back empty); ``seeds`` (one per image)
+        seed the methods that draw random numbers (default 0, 1, 2, ...)."""
         fp = self.forward(x, target)
+        if seeds is not None:
+            if len(seeds) != x.shape[0]:
+                raise ValueError(f"seeds has {len(seeds)} entries for a batch of {x.shape[0]}")
+            fp.seeds = [int(s) for s in seeds]
         if wanted is not None:
             fp.wanted = torch.as_tensor(wanted, dtype=torch.bool).flatten()
             if fp.wanted.numel() != x.shape[0]:

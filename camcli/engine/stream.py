@@ -8,6 +8,7 @@ bounded by the batches (by count and by bytes) and the workers' prefetch, whatev
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -96,7 +97,7 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
                  batch_size: int = 16, workers: int = 0, device: torch.device | str = "cpu",
                  target: int | None = None, topk: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS,
                  skip: Collection[str] = frozenset(), batches: Sequence[Sequence[ImageItem]] | None = None,
-                 prefetch: int = 2, resize: str = "stretch") -> Iterator[ImageResult]:
+                 prefetch: int = 2, resize: str = "stretch", seed: int = 0) -> Iterator[ImageResult]:
     """Explain ``items`` batch by batch and yield one :class:`ImageResult` per item, in order.
 
     ``batches`` (consecutive runs of ``items``, see :mod:`camcli.engine.batching`) replaces
@@ -125,7 +126,14 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
     if not items:
         return
     for batch in loader:
-        yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k, nhwc, skip)
+        yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k, nhwc, skip, seed)
+
+
+def image_seed(seed: int, rel: str) -> int:
+    """A 63-bit seed from the run's ``seed`` and the image's relative path: the same image gets
+    the same random numbers whatever its batch, shard or resume."""
+    digest = hashlib.blake2b(f"{seed}\0{rel}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def _channels_last(model) -> bool:
@@ -137,7 +145,7 @@ def _channels_last(model) -> bool:
 
 def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explainer, device: torch.device,
                    mean: torch.Tensor, std: torch.Tensor, target: int | None, k: int, nhwc: bool,
-                   skip: Collection[str] = frozenset()) -> Iterator[ImageResult]:
+                   skip: Collection[str] = frozenset(), seed: int = 0) -> Iterator[ImageResult]:
     good = [d for d in batch if not d.error]
     results: dict[int, ImageResult] = {}
     if good:
@@ -149,7 +157,8 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
             x = x.contiguous(memory_format=torch.channels_last)
         try:
             wanted = [d.item.rel not in skip for d in good]
-            exp = explainer(x, target, wanted=None if all(wanted) else wanted)
+            exp = explainer(x, target, wanted=None if all(wanted) else wanted,
+                            seeds=[image_seed(seed, d.item.rel) for d in good])
         except (RuntimeError, ValueError) as e:  # e.g. out of memory: the batch fails, the run goes on
             reason = f"model failed on this batch: {str(e).splitlines()[0]}"
             for d in good:

@@ -91,6 +91,9 @@ class ExplainSettings:
                                      shown="sigmoid, the paper's", shapes_outputs=True, evaluate=True)
     kpca_gamma: float | None = option(None, "KPCA-CAM's kernel coefficient (kpcacam only).", "Explanation",
                                       shown="1 / channels", shapes_outputs=True, evaluate=True)
+    seed: int = option(0, "Seed for the methods that draw random numbers (randomcam); each image's numbers come "
+                       "from this seed and its path, so reruns, resumed runs and shards agree.", "Explanation",
+                       shown="0", shapes_outputs=True, evaluate=True)
     strict: bool = option(False, "Stop with a usage error (exit 2) when a method's assumption fails at a layer "
                           "(signed activations for gradcam++ and xgradcam, an ill-defined principal component "
                           "for eigencam) instead of warning and going on.", "Explanation")

@@ -34,6 +34,6 @@ def get_method(name: str, **options) -> CAMMethod:
 
 
 # Importing the modules registers their classes.
-from camcli.engine.methods import cam, gradcam, elementwise, scorecam, eigencam, ablationcam, fem, kpcacam  # noqa: E402,F401
+from camcli.engine.methods import cam, gradcam, elementwise, scorecam, eigencam, ablationcam, fem, kpcacam, randomcam  # noqa: E402,F401
 
 __all__ = ["CAMMethod", "ForwardPass", "MapBatch", "available", "class_scores", "get_method", "normalise", "register"]

@@ -8,6 +8,7 @@ map to [0, 1], and flagging maps that carry no evidence at all instead of dividi
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -38,6 +39,20 @@ class ForwardPass:
     wanted: torch.Tensor | None = None
     #: layer -> how its output was read as the map above (transformers: tokens, channels-last)
     layouts: dict[str, Layout] = field(default_factory=dict)
+    #: one seed per image for methods that draw random numbers; the stream derives them from the
+    #: `seed` setting and each image's path, so a map does not depend on its batch or on a resume
+    seeds: list[int] | None = None
+
+    def generator(self, i: int) -> torch.Generator:
+        """A random generator for image ``i`` on the activations' device, seeded by its seed or,
+        without seeds, by the image's own pixels (so a map never depends on its batch)."""
+        device = next(iter(self.activations.values())).device if self.activations else self.inputs.device
+        if self.seeds is not None:
+            seed = self.seeds[i]
+        else:
+            pixels = self.inputs[i].detach().float().contiguous().cpu().numpy().tobytes()
+            seed = int.from_bytes(hashlib.blake2b(pixels, digest_size=8).digest(), "little") >> 1
+        return torch.Generator(device=device).manual_seed(seed)
 
     def layer_output(self, layer: str, maps: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         """Maps laid out as ``layer`` outputs them, to hand back to the model (Ablation-CAM)."""
