@@ -70,3 +70,20 @@ def test_stretch_is_unchanged_and_resume_refuses_another_resize(wide_image, smal
     assert again.exit_code == 2 and "resize" in again.stderr
     bad = cli(*args, "--resize", "pad")
     assert bad.exit_code == 2 and "--resize must be stretch, letterbox or crop" in bad.stderr
+
+
+def test_a_run_from_before_these_settings_resumes(wide_image, small_model, tmp_path, cli):
+    """run-settings.json written by an earlier camcli lacks resize, mean, std, layer_layout, seed...:
+    those count as their defaults, so the run resumes; a different value is still refused."""
+    path, _ = wide_image
+    args = ["explain", path, "--model", "resnet18", "--checkpoint", small_model / "r18.pth", "--input-size", "64",
+            "--workers", "0", "--out", tmp_path / "o", "--quiet"]
+    assert cli(*args).exit_code == 0
+    saved_file = tmp_path / "o" / "run-settings.json"
+    saved = json.loads(saved_file.read_text())
+    for key in ("resize", "mean", "std", "layer_layout", "seed", "fem_k", "kpca_kernel", "kpca_gamma"):
+        del saved[key]
+    saved_file.write_text(json.dumps(saved))
+    assert cli(*args, "--resume").exit_code == 0
+    again = cli(*args, "--resume", "--resize", "crop")
+    assert again.exit_code == 2 and "resize ('stretch' -> 'crop')" in again.stderr

@@ -51,6 +51,9 @@ def finished_rows(out: Path, csv_name: str, expected: dict, maps_per_image: int)
             raise UsageError(f"cannot resume in {out}: {SETTINGS_FILE} is missing (not a camcli output folder?)")
         return []
     saved = read_json_file(saved_path)
+    # a setting newer than the earlier run's camcli counts as its default there
+    defaults = fingerprint(ExplainSettings())
+    saved = {k: saved.get(k, defaults.get(k)) for k in expected} | saved
     diff = [f"{k} ({saved.get(k)!r} -> {expected.get(k)!r})" for k in expected if saved.get(k) != expected.get(k)]
     if diff:
         raise UsageError(f"cannot resume in {out}: settings differ from the earlier run: {', '.join(diff)}. "
