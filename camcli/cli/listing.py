@@ -105,7 +105,7 @@ def layers(
     model: Annotated[str, typer.Argument(help="torchvision architecture, e.g. resnet18.")],
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="Load this state dict first (changes the head's size).")] = None,
     num_classes: Annotated[Optional[int], typer.Option("--num-classes", help="Classes of the checkpoint's head.")] = None,
-    input_size: Annotated[int, typer.Option("--input-size", help="Side of the dummy input used to measure output shapes.")] = 224,
+    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Side of the dummy input used to measure output shapes (default: the model's input size, 224 for torchvision models).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a model's modules with their output shapes, named as --layer accepts them.
@@ -130,7 +130,7 @@ def layers(
     loaded = load_model(model, weights="none", checkpoint=checkpoint, num_classes=num_classes)
     if checkpoint is None:
         _randomise_zero_head(loaded.model)
-    size = (input_size, input_size)
+    size = (input_size, input_size) if input_size else loaded.input_size
     chosen = default_layer(loaded.model, size)
     cam_ok = cam_capable_layers(loaded.model, size)
     out = stdout_console()
