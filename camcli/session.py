@@ -58,7 +58,8 @@ class ExplainSession:
             raise UsageError(f"`precision` {settings.precision} is GPU-only (CUDA autocast); on {device.type} camcli "
                              "computes in fp32 (CPU bf16 autocast is slower or unsupported on many CPUs)")
         methods = [get_method(m, cam_batch_size=cam_batch_size_for(settings, device), max_n=settings.max_n,
-                              fem_k=settings.fem_k, kpca_kernel=settings.kpca_kernel, kpca_gamma=settings.kpca_gamma)
+                              fem_k=settings.fem_k, kpca_kernel=settings.kpca_kernel, kpca_gamma=settings.kpca_gamma,
+                              eigen_smooth=settings.eigen_smooth)
                    for m in dict.fromkeys(settings.method)]
         loaded = load_model(settings.model, weights=settings.weights, checkpoint=settings.checkpoint,
                             num_classes=settings.num_classes, labels=settings.labels,

@@ -151,3 +151,50 @@ def _input(path):
     small = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
     return torch.from_numpy((small - mean) / std).permute(2, 0, 1)[None]
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise",
+                                    "layercam", "scorecam"])
+def test_eigen_smooth_matches_pytorch_grad_cam(method):
+    """--eigen-smooth: the first principal component of the method's weighted activations, as the
+    peer's eigen_smooth=True computes it (sign-free: the peer keeps LAPACK's sign)."""
+    from test_parity import PEERS as OLD_PEERS
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(2, 3, 96 if method == "scorecam" else 128, 96 if method == "scorecam" else 128,
+                    generator=torch.Generator().manual_seed(1))
+    ours = Explainer(model, ["layer4.1"], [get_method(method, eigen_smooth=True, cam_batch_size=256)])(x)
+    cam = getattr(pgc, OLD_PEERS[method])(model=model, target_layers=[model.layer4[1]])
+    store = {}
+    original = cam.get_cam_image
+
+    def keep(*args, **kwargs):
+        store["raw"] = original(*args, **kwargs)
+        return store["raw"]
+    cam.get_cam_image = keep
+    cam.get_target_width_height = lambda _x: None
+    try:
+        cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in ours.targets], eigen_smooth=True)
+    finally:
+        cam.activations_and_grads.release()
+    mine = ours.maps[(method, "layer4.1")].maps.numpy()
+    for i in range(2):
+        r = max(pearson(mine[i], minmax(store["raw"][i])), pearson(mine[i], minmax(-store["raw"][i])))
+        assert r >= 0.99 if method != "scorecam" else r >= 0.95, f"{method}, image {i}: r = {r:.4f}"
+
+
+def test_eigen_smooth_is_refused_for_components_and_changes_the_map():
+    with pytest.raises(UsageError, match="eigencam is not a weighted sum"):
+        get_method("eigencam", eigen_smooth=True)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    fp = Explainer(model, ["layer4.1"], [get_method("gradcam")]).forward(x, None)
+    plain = get_method("gradcam")(fp, "layer4.1").maps
+    smooth = get_method("gradcam", eigen_smooth=True)(fp, "layer4.1").maps
+    assert not torch.allclose(plain, smooth)
+    from camcli.engine.methods.principal import first_component
+    g, a = fp.gradients["layer4.1"], fp.activations["layer4.1"]
+    want = first_component(g.mean((2, 3), keepdim=True) * a).clamp_min(0)
+    want = (want - want.min()) / (want.max() - want.min())
+    torch.testing.assert_close(smooth, want, atol=1e-5, rtol=1e-5)

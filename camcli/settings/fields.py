@@ -91,6 +91,10 @@ class ExplainSettings:
                                      shown="sigmoid, the paper's", shapes_outputs=True, evaluate=True)
     kpca_gamma: float | None = option(None, "KPCA-CAM's kernel coefficient (kpcacam only).", "Explanation",
                                       shown="1 / channels", shapes_outputs=True, evaluate=True)
+    eigen_smooth: bool = option(False, "Replace each method's weighted channel sum by its first principal component "
+                                "(pytorch-grad-cam's eigen_smooth): less noise, and it keeps the main object only. "
+                                "Refused for eigencam, eigengradcam and kpcacam, which are components already.",
+                                "Explanation", shapes_outputs=True, evaluate=True)
     seed: int = option(0, "Seed for the methods that draw random numbers (randomcam); each image's numbers come "
                        "from this seed and its path, so reruns, resumed runs and shards agree.", "Explanation",
                        shown="0", shapes_outputs=True, evaluate=True)

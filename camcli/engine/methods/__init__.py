@@ -6,7 +6,7 @@ registration order, which is the order ``camcli methods`` prints.
 
 from __future__ import annotations
 
-from camcli.errors import unknown
+from camcli.errors import UsageError, unknown
 from camcli.engine.methods.base import CAMMethod, ForwardPass, MapBatch, class_scores, normalise
 
 _REGISTRY: dict[str, type[CAMMethod]] = {}
@@ -30,7 +30,13 @@ def get_method(name: str, **options) -> CAMMethod:
     if key not in _REGISTRY:
         raise unknown("method", name, _REGISTRY, "Run `camcli methods` for the list.")
     cls = _REGISTRY[key]
-    return cls(**{k: v for k, v in options.items() if k in cls.options and v is not None})
+    method = cls(**{k: v for k, v in options.items() if k in cls.options and v is not None})
+    if options.get("eigen_smooth"):
+        if cls.weighted is CAMMethod.weighted:
+            raise UsageError(f"`eigen_smooth` replaces a weighted channel sum by its first principal component; "
+                             f"{cls.name} is not a weighted sum")
+        method.eigen_smooth = True
+    return method
 
 
 # Importing the modules registers their classes.

@@ -31,7 +31,7 @@ class AblationCAM(CAMMethod):
             raise UsageError(f"`cam_batch_size` must be at least 1, got {cam_batch_size}")
         self.cam_batch_size = cam_batch_size
 
-    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         acts = fp.activations[layer]
         n, c = acts.shape[:2]
         base = class_scores(fp.logits, fp.targets, fp.score)
@@ -60,4 +60,4 @@ class AblationCAM(CAMMethod):
         finally:
             handle.remove()
             replacement.clear()
-        return (weights[:, :, None, None] * acts.float()).sum(1)
+        return weights[:, :, None, None] * acts.float()

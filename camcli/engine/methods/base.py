@@ -9,7 +9,7 @@ map to [0, 1], and flagging maps that carry no evidence at all instead of dividi
 from __future__ import annotations
 
 import hashlib
-from abc import ABC, abstractmethod
+from abc import ABC
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -19,6 +19,7 @@ from torch import nn
 from camcli.errors import UsageError
 from camcli.engine.layouts import Layout
 from camcli.engine.methods.assumptions import Assumption
+from camcli.engine.methods.principal import first_component
 from camcli.engine.tensors import first_tensor
 
 
@@ -95,11 +96,26 @@ class CAMMethod(ABC):
     def validate(self, fp: ForwardPass, layer: str) -> None:
         """Raise ``UsageError`` if the method cannot be applied at ``layer``; called on a dummy batch."""
 
-    @abstractmethod
+    #: replace the channel sum by its first principal component (pytorch-grad-cam's eigen_smooth);
+    #: set by :func:`~camcli.engine.methods.get_method` for methods that are weighted sums
+    eigen_smooth: bool = False
+
+    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor | None:
+        """The (N, C, h, w) terms whose channel sum is the map, for methods that are weighted sums
+        of the activations; ``None`` for the others (principal components)."""
+        return None
+
     def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        """Unnormalised maps (N, h, w) for ``fp.targets`` at ``layer``."""
+        """Unnormalised maps (N, h, w) for ``fp.targets`` at ``layer``: the channel sum of
+        :meth:`weighted`, unless a subclass computes them another way."""
+        terms = self.weighted(fp, layer)
+        if terms is None:
+            raise NotImplementedError(f"{type(self).__name__} defines neither weighted() nor raw_maps()")
+        return terms.sum(1)
 
     def __call__(self, fp: ForwardPass, layer: str) -> MapBatch:
+        if self.eigen_smooth:
+            return normalise(first_component(self.weighted(fp, layer)), relu=self.relu)
         return normalise(self.raw_maps(fp, layer), relu=self.relu)
 
     def __repr__(self) -> str:

@@ -63,10 +63,16 @@ class CAM(CAMMethod):
             out = out + head.bias.detach().float()
         return out
 
+    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        return self._weights(fp, layer)[:, :, None, None] * fp.activations[layer]
+
     def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        return torch.einsum("nc,nchw->nhw", self._weights(fp, layer), fp.activations[layer])
+
+    @staticmethod
+    def _weights(fp: ForwardPass, layer: str) -> torch.Tensor:
         _, head = linear_head(fp.model)
-        weights = head.weight.detach()[fp.targets].to(fp.activations[layer].dtype)  # (N, C)
-        return torch.einsum("nc,nchw->nhw", weights, fp.activations[layer])
+        return head.weight.detach()[fp.targets].to(fp.activations[layer].dtype)  # (N, C)
 
 
 def cam_capable_layers(model: nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> set[str]:

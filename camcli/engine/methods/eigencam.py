@@ -18,20 +18,7 @@ import torch
 from camcli.engine.methods import register
 from camcli.engine.methods.assumptions import SeparatedFirstComponent
 from camcli.engine.methods.base import CAMMethod, ForwardPass
-
-
-def first_component(acts: torch.Tensor) -> torch.Tensor:
-    """(N, C, h, w) -> (N, h, w): projection of each position on the first principal axis,
-    oriented towards the channel mean."""
-    n, c, h, w = acts.shape
-    x = acts.float().flatten(2).transpose(1, 2)  # (N, hw, C): positions are samples
-    x = x - x.mean(dim=1, keepdim=True)
-    _, _, vh = torch.linalg.svd(x, full_matrices=False)
-    proj = (x @ vh[:, 0, :, None]).squeeze(2)  # (N, hw)
-    energy = acts.float().mean(1).flatten(1)
-    energy = energy - energy.mean(1, keepdim=True)
-    sign = torch.where((proj * energy).sum(1) < 0, -1.0, 1.0)
-    return (proj * sign[:, None]).view(n, h, w)
+from camcli.engine.methods.principal import first_component
 
 
 @register

@@ -18,8 +18,8 @@ class HiResCAM(CAMMethod):
     summary = "element-wise gradient x activation summed over channels (no gradient averaging)"
     paper = "Draelos & Carin, 2020, arXiv:2011.08891"
 
-    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        return (fp.gradients[layer].float() * fp.activations[layer].float()).sum(1)
+    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        return fp.gradients[layer].float() * fp.activations[layer].float()
 
 
 @register
@@ -28,8 +28,8 @@ class GradCAMElementWise(CAMMethod):
     summary = "ReLU of element-wise gradient x activation, summed over channels"
     paper = "pytorch-grad-cam's GradCAMElementWise (a HiResCAM variant)"
 
-    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        return (fp.gradients[layer].float() * fp.activations[layer].float()).clamp_min(0).sum(1)
+    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        return (fp.gradients[layer].float() * fp.activations[layer].float()).clamp_min(0)
 
 
 @register
@@ -38,5 +38,5 @@ class LayerCAM(CAMMethod):
     summary = "positive gradients x activations, element-wise; fine maps at shallow layers too"
     paper = "Jiang et al., IEEE TIP 2021, doi:10.1109/TIP.2021.3089943"
 
-    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        return (fp.gradients[layer].float().clamp_min(0) * fp.activations[layer].float()).sum(1)
+    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        return fp.gradients[layer].float().clamp_min(0) * fp.activations[layer].float()

@@ -30,9 +30,9 @@ class FEM(CAMMethod):
             raise UsageError(f"`fem_k` must be 0 or more, got {fem_k}")
         self.k = float(fem_k)
 
-    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         acts = fp.activations[layer].float()
         flat = acts.flatten(2)
         threshold = flat.mean(2, keepdim=True) + self.k * flat.std(2, unbiased=False, keepdim=True)
         weights = (flat > threshold).float().mean(2)  # (N, C)
-        return (weights[:, :, None, None] * acts).sum(1)
+        return weights[:, :, None, None] * acts

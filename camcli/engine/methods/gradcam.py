@@ -19,9 +19,9 @@ class ChannelWeightCAM(CAMMethod):
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         acts, grads = fp.activations[layer].float(), fp.gradients[layer].float()
-        return (self.channel_weights(acts, grads) * acts).sum(1)  # ReLU by the base class
+        return self.channel_weights(acts, grads) * acts  # summed, then ReLU, by the base class
 
 
 @register

@@ -23,9 +23,9 @@ class RandomCAM(CAMMethod):
     class_discriminative = False
     cost = "1 forward"
 
-    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         acts = fp.activations[layer].float()
         n, c = acts.shape[:2]
         weights = torch.stack([torch.rand(c, generator=fp.generator(i), device=acts.device) * 2 - 1
                                for i in range(n)])
-        return (weights[:, :, None, None] * acts).sum(1)
+        return weights[:, :, None, None] * acts

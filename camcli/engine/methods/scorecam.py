@@ -62,7 +62,7 @@ class ScoreCAM(CAMMethod):
         self.cam_batch_size = cam_batch_size
         self.max_n = max_n
 
-    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         acts = fp.activations[layer].float()
         n, c = acts.shape[:2]
         size = tuple(fp.inputs.shape[2:])
@@ -83,5 +83,5 @@ class ScoreCAM(CAMMethod):
                     logits = model_logits(fp.model(masked))
                     scores[s:s + len(idx)] = class_scores(logits, target.expand(len(idx)), fp.score)
                 weights[i, chosen] = scores[inverse].softmax(0)
-        return (weights[:, :, None, None] * acts).sum(1)
+        return weights[:, :, None, None] * acts
 
