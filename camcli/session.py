@@ -74,7 +74,8 @@ class ExplainSession:
             # layout tensor cores want; results differ from NCHW only in float rounding
             loaded.model.to(memory_format=torch.channels_last)
         explainer = Explainer(loaded.model, layers, methods, score=settings.score, precision=settings.precision,
-                              strict=settings.strict, layer_layout=settings.layer_layout)
+                              strict=settings.strict, layer_layout=settings.layer_layout,
+                              aug_smooth=settings.aug_smooth)
         try:
             explainer.validate(loaded.input_size, device)
         except NotAMap as e:

@@ -198,3 +198,42 @@ def test_eigen_smooth_is_refused_for_components_and_changes_the_map():
     want = first_component(g.mean((2, 3), keepdim=True) * a).clamp_min(0)
     want = (want - want.min()) / (want.max() - want.min())
     torch.testing.assert_close(smooth, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "layercam", "hirescam"])
+def test_aug_smooth_matches_pytorch_grad_cam(method):
+    """--aug-smooth: six versions (flip x 0.9/1/1.1), maps flipped back and averaged, as the
+    peer's aug_smooth=True does for the same target classes."""
+    from test_parity import PEERS as OLD_PEERS
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    ours = Explainer(model, ["layer4.1"], [get_method(method)], aug_smooth=True)(x)
+    plain = Explainer(model, ["layer4.1"], [get_method(method)])(x)
+    cam = getattr(pgc, OLD_PEERS[method])(model=model, target_layers=[model.layer4[1]])
+    cam.get_target_width_height = lambda _x: None
+    try:
+        theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in ours.targets], aug_smooth=True)
+    finally:
+        cam.activations_and_grads.release()
+    mine = ours.maps[(method, "layer4.1")].maps.numpy()
+    for i in range(2):
+        r = pearson(mine[i], theirs[i])
+        assert r >= 0.99, f"{method}, image {i}: r = {r:.4f}"
+    assert not np.allclose(mine, plain.maps[(method, "layer4.1")].maps.numpy(), atol=1e-3)
+    torch.testing.assert_close(ours.logits, plain.logits)  # predictions come from the original image
+
+
+def test_aug_smooth_and_eigen_smooth_from_the_command_line(cli, tmp_path):
+    import json
+    from conftest import DEMO_CONFIG, SAMPLES
+    image = SAMPLES / "single" / "circle_07.jpg"
+    out = tmp_path / "o"
+    r = cli("explain", image, "--config", DEMO_CONFIG, "--method", "gradcam,scorecam", "--aug-smooth",
+            "--eigen-smooth", "--max-n", "8", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["aug_smooth"] is True and settings["eigen_smooth"] is True
+    r = cli("explain", image, "--config", DEMO_CONFIG, "--method", "eigencam", "--eigen-smooth",
+            "--out", tmp_path / "bad")
+    assert r.exit_code == 2 and "eigencam is not a weighted sum" in r.stderr

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from camcli.errors import UsageError
+from camcli.engine.augment import averaged
 from camcli.engine.layouts import LAYOUTS, NCHW, Layout, detect, readings, rescaled_shapes, token_geometry
 from camcli.engine.tensors import first_tensor, replace_first_tensor
 from camcli.models.layer_names import display_name
@@ -120,7 +121,7 @@ class Explainer:
 
     def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod],
                  score: str = "logit", precision: str = "fp32", strict: bool = False,
-                 layer_layout: str | Sequence[str] = "auto") -> None:
+                 layer_layout: str | Sequence[str] = "auto", aug_smooth: bool = False) -> None:
         if score not in SCORES:
             raise UsageError(f"unknown `score` {score!r}; choose one of {', '.join(SCORES)}")
         if not layers or not methods:
@@ -131,6 +132,7 @@ class Explainer:
         self.score = score
         self.precision = precision
         self.strict = strict  # a failed assumption is a UsageError instead of a finding
+        self.aug_smooth = aug_smooth  # average over six flipped and brightened versions (engine/augment.py)
         self.needs_gradients = any(m.needs_gradients for m in self.methods)
         self.requested = layout_requests(layer_layout, self.layers)
         self.geometry = token_geometry(model)
@@ -229,13 +231,21 @@ class Explainer:
             fp.wanted = torch.as_tensor(wanted, dtype=torch.bool).flatten()
             if fp.wanted.numel() != x.shape[0]:
                 raise ValueError(f"wanted has {fp.wanted.numel()} entries for a batch of {x.shape[0]}")
-        maps = {}
-        for method in self.methods:
-            for layer in self.layers:
-                maps[(method.name, layer)] = method(fp, layer)
+        maps = self._maps(fp)
+        if self.aug_smooth:
+            maps = averaged(maps, lambda y: self._maps(self._like(fp, self.forward(y, fp.targets))), x)
         checks = self._check_assumptions(fp)
         logits = fp.logits.float()
         return BatchExplanation(logits, logits.softmax(1), fp.targets, maps, checks)
+
+    def _maps(self, fp: ForwardPass) -> dict[tuple[str, str], MapBatch]:
+        return {(method.name, layer): method(fp, layer) for method in self.methods for layer in self.layers}
+
+    @staticmethod
+    def _like(original: ForwardPass, fp: ForwardPass) -> ForwardPass:
+        """``fp`` with the original pass's image seeds and wanted images (an augmented pass)."""
+        fp.seeds, fp.wanted = original.seeds, original.wanted
+        return fp
 
     def _check_assumptions(self, fp: ForwardPass) -> dict[tuple[str, str], list[Check]]:
         """Measure every method's assumptions at every layer (each assumption once per layer)."""

@@ -95,6 +95,9 @@ class ExplainSettings:
                                 "(pytorch-grad-cam's eigen_smooth): less noise, and it keeps the main object only. "
                                 "Refused for eigencam, eigengradcam and kpcacam, which are components already.",
                                 "Explanation", shapes_outputs=True, evaluate=True)
+    aug_smooth: bool = option(False, "Test-time augmentation: explain each image also flipped and at 0.9x and 1.1x "
+                              "brightness (six versions, as pytorch-grad-cam's aug_smooth), flip the maps back and "
+                              "average them. Six times the cost.", "Explanation", shapes_outputs=True, evaluate=True)
     seed: int = option(0, "Seed for the methods that draw random numbers (randomcam); each image's numbers come "
                        "from this seed and its path, so reruns, resumed runs and shards agree.", "Explanation",
                        shown="0", shapes_outputs=True, evaluate=True)
