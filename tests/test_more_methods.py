@@ -31,9 +31,9 @@ def minmax(a):
     return (a - a.min()) / (a.max() - a.min()) if a.max() > a.min() else a * 0
 
 
-def peer_raw(method, model, module, x, targets, reshape=None):
+def peer_raw(method, model, module, x, targets, reshape=None, peer=None, **call):
     """The peer's map before its ReLU and scaling, so the other sign can be compared too."""
-    cam = getattr(pgc, PEERS[method])(model=model, target_layers=[module], reshape_transform=reshape)
+    cam = getattr(pgc, peer or PEERS[method])(model=model, target_layers=[module], reshape_transform=reshape)
     store = {}
     original = cam.get_cam_image
 
@@ -43,7 +43,7 @@ def peer_raw(method, model, module, x, targets, reshape=None):
     cam.get_cam_image = keep
     cam.get_target_width_height = lambda _x: None
     try:
-        cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+        cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets], **call)
     finally:
         cam.activations_and_grads.release()
     return store["raw"]
@@ -164,22 +164,10 @@ def test_eigen_smooth_matches_pytorch_grad_cam(method):
     x = torch.randn(2, 3, 96 if method == "scorecam" else 128, 96 if method == "scorecam" else 128,
                     generator=torch.Generator().manual_seed(1))
     ours = Explainer(model, ["layer4.1"], [get_method(method, eigen_smooth=True, cam_batch_size=256)])(x)
-    cam = getattr(pgc, OLD_PEERS[method])(model=model, target_layers=[model.layer4[1]])
-    store = {}
-    original = cam.get_cam_image
-
-    def keep(*args, **kwargs):
-        store["raw"] = original(*args, **kwargs)
-        return store["raw"]
-    cam.get_cam_image = keep
-    cam.get_target_width_height = lambda _x: None
-    try:
-        cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in ours.targets], eigen_smooth=True)
-    finally:
-        cam.activations_and_grads.release()
+    raw = peer_raw(method, model, model.layer4[1], x, ours.targets, peer=OLD_PEERS[method], eigen_smooth=True)
     mine = ours.maps[(method, "layer4.1")].maps.numpy()
     for i in range(2):
-        r = max(pearson(mine[i], minmax(store["raw"][i])), pearson(mine[i], minmax(-store["raw"][i])))
+        r = max(pearson(mine[i], minmax(raw[i])), pearson(mine[i], minmax(-raw[i])))
         assert r >= 0.99 if method != "scorecam" else r >= 0.95, f"{method}, image {i}: r = {r:.4f}"
 
 
