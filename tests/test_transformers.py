@@ -14,7 +14,6 @@ from torch import nn
 from torchvision.models import VisionTransformer
 from torchvision.models.swin_transformer import SwinTransformer
 
-import camcli
 from camcli.engine.explainer import Explainer
 from camcli.engine.methods import get_method
 from camcli.errors import UsageError

@@ -131,10 +131,10 @@ def layers(
     if checkpoint is None:
         _randomise_zero_head(loaded.model)
     size = (input_size, input_size) if input_size else loaded.input_size
-    chosen = default_layer(loaded.model, size)
+    infos = trace_layers(loaded.model, size)
+    chosen = default_layer(loaded.model, size, infos=infos)
     cam_ok = cam_capable_layers(loaded.model, size)
     out = stdout_console()
-    infos = trace_layers(loaded.model, size)
     if as_json:
         _print_json([_layer_json(info, loaded.model, chosen, cam_ok) for info in infos])
         return
@@ -168,10 +168,7 @@ def _layer_json(info, model, chosen: str, cam_ok: set[str]) -> dict:
     from camcli.models.layer_names import display_name
 
     layout = info.layout
-    grid = None
-    if layout is not None:
-        grid = list(layout.grid if layout.kind == "tokens" else
-                    (info.shape[1:3] if layout.kind == "nhwc" else info.shape[2:4]))
+    grid = list(layout.grid_of(info.shape)) if layout is not None else None
     return {"name": info.name, "display": display_name(info.name), "type": type(model.get_submodule(info.name)).__name__,
             "shape": list(info.shape[1:]) if info.shape else None, "calls": info.calls,
             "map": {"layout": layout.kind, "grid": grid, "prefix": layout.prefix} if layout else None,

@@ -9,3 +9,5 @@ global limits): a notebook and the command line drive it the same way.
 
 #: Pillow's own decompression-bomb limit (89.5 megapixels); the ``max_pixels`` setting changes it
 DEFAULT_MAX_PIXELS = 89_478_485
+#: how an image is fitted to the model input (the ``resize`` setting; :mod:`.framing`)
+RESIZE_MODES = ("stretch", "letterbox", "crop")

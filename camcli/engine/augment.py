@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from camcli.engine.methods.base import MapBatch, normalise
+from camcli.engine.methods.base import normalise
 
 #: (flip horizontally, factor), the identity first
 AUGMENTATIONS: tuple[tuple[bool, float], ...] = tuple((flip, f) for flip in (False, True) for f in (0.9, 1.0, 1.1))
@@ -35,8 +35,4 @@ def averaged(original: dict, explain: Callable[[torch.Tensor], dict], x: torch.T
     for flipped, y in augmented(x):
         for key, mb in explain(y).items():
             total[key] += mb.maps.flip(-1) if flipped else mb.maps
-    return {key: _rescaled(t / len(AUGMENTATIONS)) for key, t in total.items()}
-
-
-def _rescaled(mean: torch.Tensor) -> MapBatch:
-    return normalise(mean, relu=False)
+    return {key: normalise(t / len(AUGMENTATIONS), relu=False) for key, t in total.items()}

@@ -221,7 +221,7 @@ class Explainer:
                  seeds: Sequence[int] | None = None) -> BatchExplanation:
         """Explain a batch; ``wanted`` (one bool per image) lets per-image methods skip the images
         whose maps will be thrown away (their maps come back empty); ``seeds`` (one per image)
-        seed the methods that draw random numbers (default 0, 1, 2, ...)."""
+        seed the methods that draw random numbers (default: from each image's pixels)."""
         fp = self.forward(x, target)
         if seeds is not None:
             if len(seeds) != x.shape[0]:

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-RESIZE_MODES = ("stretch", "letterbox", "crop")
 #: torchvision's ImageNet presets crop 224 out of 256; used when the weights do not say
 DEFAULT_CROP_FRACTION = 224 / 256
 

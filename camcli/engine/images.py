@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from camcli.engine import DEFAULT_MAX_PIXELS
-from camcli.engine.framing import DEFAULT_CROP_FRACTION, Frame, fit_to_model, resize_for_model  # noqa: F401
+from camcli.engine.framing import DEFAULT_CROP_FRACTION, Frame, fit_to_model
+from camcli.engine.framing import resize_for_model  # noqa: F401 - where callers have always found it
 from camcli.errors import UsageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})

@@ -67,13 +67,23 @@ class Layout:
         front = original[:, :self.prefix].expand(n, -1, -1).to(patches.dtype)
         return torch.cat([front, patches], dim=1)
 
+    def grid_of(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """The (h, w) of the map an output of ``shape`` gives."""
+        if self.kind == "tokens":
+            return self.grid
+        return tuple(shape[1:3]) if self.kind == "nhwc" else tuple(shape[2:4])
+
+    def channels_of(self, shape: tuple[int, ...]) -> int:
+        """The channel count of the map an output of ``shape`` gives."""
+        return shape[{"nchw": 1, "nhwc": 3, "tokens": 2}[self.kind]]
+
     def describe(self, shape: tuple[int, ...]) -> str:
         """What ``camcli layers`` prints: ``768x7x7``, ``nhwc 7x7x768 -> 7x7``, ``tokens 197x768 -> 14x14``."""
         dims = "x".join(map(str, shape[1:]))
         if self.kind == "nchw":
             return dims
-        grid = self.grid if self.kind == "tokens" else tuple(shape[1:3])
-        return f"{self.kind} {dims} -> {grid[0]}x{grid[1]}"
+        h, w = self.grid_of(shape)
+        return f"{self.kind} {dims} -> {h}x{w}"
 
 
 NCHW = Layout("nchw")
@@ -196,8 +206,6 @@ def detect(shape: tuple[int, ...], input_size: tuple[int, int], geometry: TokenG
     that fit both ways. ``requested`` (``layer_layout``) chooses between the readings that fit;
     ``auto`` accepts only a single reading. A requested layout that does not fit is refused.
     """
-    if requested not in LAYOUTS:
-        raise UsageError(f"unknown `layer_layout` {requested!r}; choose one of {', '.join(LAYOUTS)}")
     shown = "x".join(map(str, shape))
     found = readings(shape, input_size, geometry)
     if len(found) > 1 and len(shape) == 4:

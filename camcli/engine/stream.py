@@ -8,7 +8,6 @@ bounded by the batches (by count and by bytes) and the workers' prefetch, whatev
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +17,7 @@ import torch
 
 from camcli.engine.explainer import Explainer
 from camcli.engine.methods.assumptions import Assumption
+from camcli.engine.methods.base import stable_seed
 from camcli.engine.framing import Frame, map_to_image
 from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageDataset, ImageItem, collate
 from camcli.models import LoadedModel
@@ -132,8 +132,7 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
 def image_seed(seed: int, rel: str) -> int:
     """A 63-bit seed from the run's ``seed`` and the image's relative path: the same image gets
     the same random numbers whatever its batch, shard or resume."""
-    digest = hashlib.blake2b(f"{seed}\0{rel}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+    return stable_seed(f"{seed}\0{rel}".encode())
 
 
 def _channels_last(model) -> bool:

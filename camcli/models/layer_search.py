@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from camcli.engine.methods.cam import linear_head
 from camcli.engine.layouts import Layout, by_scaling, readings, rescaled_shapes, token_geometry
 from camcli.engine.tensors import first_tensor
 from camcli.errors import UsageError
@@ -111,15 +112,14 @@ _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU, nn.LeakyReLU,
 
 def is_spatial(info: LayerInfo) -> bool:
     """A layer whose output reads one way as a map larger than 1x1."""
-    layout = info.layout
-    if layout is None:
+    if info.layout is None:
         return False
-    h, w = layout.grid if layout.kind == "tokens" else (
-        info.shape[1:3] if layout.kind == "nhwc" else info.shape[2:4])
+    h, w = info.layout.grid_of(info.shape)
     return h * w > 1
 
 
-def default_layer(model: nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> str:
+def default_layer(model: nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu",
+                  infos: list[LayerInfo] | None = None) -> str:
     """The last module, in execution order, whose output is a spatial map that carries class evidence.
 
     Containers finish after their children, so several names can produce the very same map
@@ -132,9 +132,10 @@ def default_layer(model: nn.Module, input_size: tuple[int, int], device: torch.d
     Token and channels-last layers must also receive gradient on their patch positions: after
     ViT's last attention only the class token reaches the head, so maps there would be blank;
     the last block's ``ln_1`` (timm: ``norm1``) is the last layer on the residual stream whose
-    patch tokens matter.
+    patch tokens matter. ``infos``: a :func:`trace_layers` result for the same input size, if
+    the caller has one.
     """
-    infos = trace_layers(model, input_size, device)
+    infos = infos if infos is not None else trace_layers(model, input_size, device)
     spatial = _spatial(model, infos)
     if not spatial:
         raise UsageError("this model has no module whose output reads as a spatial map (N, C, H, W), channels-last "
@@ -142,14 +143,11 @@ def default_layer(model: nn.Module, input_size: tuple[int, int], device: torch.d
     last = max(spatial, key=lambda i: i.order)
     if last.layout.kind != "nchw":
         # on the residual stream (the width the head reads: not timm's fused qkv projection)
-        stream = [i for i in spatial if i.layout.kind != "nchw" and _channels(i) == _channels(last)]
+        width = last.layout.channels_of(last.shape)
+        stream = [i for i in spatial if i.layout.kind != "nchw" and i.layout.channels_of(i.shape) == width]
         reached = _with_patch_gradient(model, stream, input_size, device)
         spatial = [i for i in spatial if i.layout.kind == "nchw" or i.name in reached] or spatial
     return _last(model, spatial)
-
-
-def _channels(info: LayerInfo) -> int:
-    return info.shape[{"nchw": 1, "nhwc": 3, "tokens": 2}[info.layout.kind]]
 
 
 def earlier_layer(model: nn.Module, input_size: tuple[int, int], layer: str,
@@ -182,9 +180,9 @@ def _with_patch_gradient(model: nn.Module, infos: list[LayerInfo], input_size: t
         handles.append(model.get_submodule(info.name).register_forward_hook(hook))
     # What reaches the classifier, seen through a random projection: a freshly built head can
     # be all zeros (torchvision's ViT), and a plain sum cancels after a LayerNorm.
-    head = _last_linear(model)
+    head = linear_head(model)
     if head is not None:
-        handles.append(head.register_forward_hook(lambda _m, inputs, _o: store.__setitem__("", inputs[0])))
+        handles.append(head[1].register_forward_hook(lambda _m, inputs, _o: store.__setitem__("", inputs[0])))
     was_training = model.training
     generator = torch.Generator().manual_seed(0)
     try:
@@ -203,14 +201,6 @@ def _with_patch_gradient(model: nn.Module, infos: list[LayerInfo], input_size: t
             h.remove()
     layout = {i.name: i.layout for i in infos}
     return {n for n, g in zip(names, grads) if g is not None and bool(layout[n].to_map(g).abs().sum() > 0)}
-
-
-def _last_linear(model: nn.Module) -> nn.Linear | None:
-    found = None
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            found = module
-    return found
 
 
 def _last(model: nn.Module, spatial: list[LayerInfo]) -> str:

@@ -25,6 +25,7 @@ import torch
 import torchvision
 from torch import nn
 
+from camcli.engine.framing import DEFAULT_CROP_FRACTION
 from camcli.models.checkpoints import file_sha256, head_key, load_into, read_checkpoint
 from camcli.errors import UsageError, unknown
 from camcli.models import timm_models
@@ -52,7 +53,7 @@ class LoadedModel:
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
     input_channels: int = 3  # what the checkpoint's first convolution takes (1: fed the luminance)
-    crop_fraction: float = 224 / 256  # `resize` crop: crop size over resize size (the weights' preset)
+    crop_fraction: float = DEFAULT_CROP_FRACTION  # `resize` crop: crop size over resize size (the weights' preset)
 
     @property
     def num_classes(self) -> int:
@@ -152,10 +153,11 @@ def load_model(architecture: str, weights: str | None = "DEFAULT", checkpoint: s
         cfg = timm_models.preset(loaded.model)
         loaded.input_size = size or cfg["input_size"]
         loaded.crop_fraction = cfg["crop_fraction"]
+        mean, std = cfg["mean"] or IMAGENET_MEAN, cfg["std"] or IMAGENET_STD
         if loaded.input_channels == 3:
-            loaded.mean, loaded.std = cfg["mean"], cfg["std"]
+            loaded.mean, loaded.std = mean, std
         else:
-            loaded.mean, loaded.std = (sum(cfg["mean"]) / 3,) * 3, (sum(cfg["std"]) / 3,) * 3
+            loaded.mean, loaded.std = (sum(mean) / 3,) * 3, (sum(std) / 3,) * 3
     if mean is not None or std is not None:
         _set_normalisation(loaded, mean, std)
     loaded.model.eval().to(device)
@@ -193,25 +195,27 @@ def _match_input_channels(model: nn.Module, state: dict[str, torch.Tensor], sour
     if channels != 1 or first[1].in_channels != 3:
         raise UsageError(f"checkpoint {source}: its first convolution ({first[0]}) takes {channels} input channels; "
                          "images can be fed as RGB (3 channels) or grayscale (1), nothing else")
-    name, conv = first
-    one = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
-                    conv.bias is not None, conv.padding_mode)
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, one)
+    _replace_first_conv(model, 1)
     return 1
 
 
 def _rgb_first_conv(model: nn.Module) -> None:
     """The loaded one-channel first convolution as an RGB one that computes it on the luminance."""
-    name, conv = _first_conv(model)
-    rgb = nn.Conv2d(3, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
-                    conv.bias is not None, conv.padding_mode)
+    gray, rgb = _replace_first_conv(model, 3)
     with torch.no_grad():
-        rgb.weight.copy_(conv.weight * torch.tensor(LUMA, dtype=conv.weight.dtype).view(1, 3, 1, 1))
-        if conv.bias is not None:
-            rgb.bias.copy_(conv.bias)
+        rgb.weight.copy_(gray.weight * torch.tensor(LUMA, dtype=gray.weight.dtype).view(1, 3, 1, 1))
+        if gray.bias is not None:
+            rgb.bias.copy_(gray.bias)
+
+
+def _replace_first_conv(model: nn.Module, in_channels: int) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """Put a convolution like the first one, taking ``in_channels``, in its place; (old, new)."""
+    name, conv = _first_conv(model)
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups, conv.bias is not None, conv.padding_mode)
     parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, rgb)
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+    return conv, new
 
 
 def _size(input_size) -> tuple[int, int] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from camcli.engine.framing import DEFAULT_CROP_FRACTION
 from camcli.errors import UsageError, unknown
 
 PREFIX = "timm/"
@@ -47,9 +48,10 @@ def names() -> list[str]:
 
 
 def preset(model: nn.Module) -> dict:
-    """What timm says the model expects: input size, mean, std and crop fraction."""
+    """What timm says the model expects: input size, crop fraction, and mean and std (``None``
+    where the model does not say)."""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     size = cfg.get("input_size", (3, 224, 224))
-    crop = cfg.get("crop_pct") or 0.875
-    return {"input_size": (int(size[-2]), int(size[-1])), "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-            "std": tuple(cfg.get("std", (0.229, 0.224, 0.225))), "crop_fraction": float(crop)}
+    return {"input_size": (int(size[-2]), int(size[-1])), "crop_fraction": float(cfg.get("crop_pct") or DEFAULT_CROP_FRACTION),
+            "mean": tuple(cfg["mean"]) if cfg.get("mean") else None,
+            "std": tuple(cfg["std"]) if cfg.get("std") else None}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from camcli.engine import RESIZE_MODES
 from camcli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -27,12 +28,13 @@ def check(s: ExplainSettings) -> None:
         raise UsageError(f"`input_size` must be at least 8 pixels, got {s.input_size}")
     if s.num_classes is not None and s.num_classes < 1:
         raise UsageError(f"`num_classes` must be at least 1, got {s.num_classes}")
-    if s.resize not in ("stretch", "letterbox", "crop"):
-        raise UsageError(f"`resize` must be stretch, letterbox or crop, got {s.resize!r}")
+    if s.resize not in RESIZE_MODES:
+        raise UsageError(f"`resize` must be {', '.join(RESIZE_MODES[:-1])} or {RESIZE_MODES[-1]}, got {s.resize!r}")
     for name in ("mean", "std"):
         numbers(getattr(s, name), name)
     if not s.method:
         raise UsageError("`method` is empty")
+    chosen = {m.strip().lower() for m in s.method}  # the method-specific options check against it
     if s.save_heatmap is not None and s.save_heatmap not in ("npy", "png16"):
         raise UsageError(f"`save_heatmap` must be npy or png16, got {s.save_heatmap!r}")
     if s.heatmap_size not in ("image", "layer"):
@@ -68,15 +70,15 @@ def check(s: ExplainSettings) -> None:
     if s.max_n is not None:
         if s.max_n < 1:
             raise UsageError(f"`max_n` must be at least 1, got {s.max_n}")
-        if "scorecam" not in [m.strip().lower() for m in s.method]:
+        if "scorecam" not in chosen:
             raise UsageError("`max_n` (Faster Score-CAM) applies to `method` scorecam only")
     if s.fem_k is not None:
         if not s.fem_k >= 0:
             raise UsageError(f"`fem_k` must be 0 or more, got {s.fem_k}")
-        if "fem" not in [m.strip().lower() for m in s.method]:
+        if "fem" not in chosen:
             raise UsageError("`fem_k` applies to `method` fem only")
     for name in ("kpca_kernel", "kpca_gamma"):
-        if getattr(s, name) is not None and "kpcacam" not in [m.strip().lower() for m in s.method]:
+        if getattr(s, name) is not None and "kpcacam" not in chosen:
             raise UsageError(f"`{name}` applies to `method` kpcacam only")
 
 

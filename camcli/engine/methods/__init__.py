@@ -40,6 +40,8 @@ def get_method(name: str, **options) -> CAMMethod:
 
 
 # Importing the modules registers their classes.
-from camcli.engine.methods import cam, gradcam, elementwise, scorecam, eigencam, ablationcam, fem, kpcacam, randomcam  # noqa: E402,F401
+# Import order is registration order, the order `camcli methods` lists them in.
+from camcli.engine.methods import (cam, gradcam, elementwise, scorecam, eigencam, ablationcam,  # noqa: E402,F401
+                                   fem, kpcacam, randomcam)
 
 __all__ = ["CAMMethod", "ForwardPass", "MapBatch", "available", "class_scores", "get_method", "normalise", "register"]

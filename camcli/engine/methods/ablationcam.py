@@ -2,9 +2,8 @@
 
 Gradient-free. For every channel k the layer's output is replaced, through a forward hook,
 by a copy with channel k set to zero (for a transformer layer: channel k of every patch token),
-and the model is run on; the weight is the relative
-drop ``(y - y_k) / y``. Runs under ``torch.inference_mode``; the hook lives only for these
-passes and is always removed.
+and the model is run on; the weight is the relative drop ``(y - y_k) / y``. Runs under
+``torch.inference_mode``; the hook lives only for these passes and is always removed.
 """
 
 from __future__ import annotations

@@ -51,8 +51,7 @@ class ForwardPass:
         if self.seeds is not None:
             seed = self.seeds[i]
         else:
-            pixels = self.inputs[i].detach().float().contiguous().cpu().numpy().tobytes()
-            seed = int.from_bytes(hashlib.blake2b(pixels, digest_size=8).digest(), "little") >> 1
+            seed = stable_seed(self.inputs[i].detach().float().contiguous().cpu().numpy().tobytes())
         return torch.Generator(device=device).manual_seed(seed)
 
     def layer_output(self, layer: str, maps: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
@@ -120,6 +119,11 @@ class CAMMethod(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def stable_seed(data: bytes) -> int:
+    """A 63-bit seed from bytes, the same in every process (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
 
 
 def class_scores(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:

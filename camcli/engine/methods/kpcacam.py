@@ -15,6 +15,7 @@ import torch
 
 from camcli.engine.methods import register
 from camcli.engine.methods.base import CAMMethod, ForwardPass
+from camcli.engine.methods.principal import oriented
 from camcli.errors import UsageError
 
 KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
@@ -63,7 +64,4 @@ class KPCACAM(CAMMethod):
         k = k - k.mean(1, keepdim=True) - k.mean(2, keepdim=True) + k.mean((1, 2), keepdim=True)  # centred
         values, vectors = torch.linalg.eigh(k)
         proj = vectors[:, :, -1] * values[:, -1:].clamp_min(0).sqrt()  # (N, hw)
-        energy = acts.mean(1).flatten(1)
-        energy = energy - energy.mean(1, keepdim=True)
-        sign = torch.where((proj * energy).sum(1) < 0, -1.0, 1.0).to(proj.dtype)
-        return (proj * sign[:, None]).view(n, h, w).float()
+        return oriented(proj, acts).view(n, h, w).float()

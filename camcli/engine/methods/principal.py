@@ -19,7 +19,13 @@ def first_component(acts: torch.Tensor) -> torch.Tensor:
     x = x - x.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(x, full_matrices=False)
     proj = (x @ vh[:, 0, :, None]).squeeze(2)  # (N, hw)
-    energy = acts.float().mean(1).flatten(1)
+    return oriented(proj, acts).view(n, h, w)
+
+
+def oriented(proj: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """(N, hw) projections, each sign-flipped to correlate positively with the channel mean of
+    the (N, C, h, w) maps ``acts`` it came from."""
+    energy = acts.to(proj.dtype).mean(1).flatten(1)
     energy = energy - energy.mean(1, keepdim=True)
-    sign = torch.where((proj * energy).sum(1) < 0, -1.0, 1.0)
-    return (proj * sign[:, None]).view(n, h, w)
+    sign = torch.where((proj * energy).sum(1) < 0, -1.0, 1.0).to(proj.dtype)
+    return proj * sign[:, None]
