@@ -225,3 +225,21 @@ def test_aug_smooth_and_eigen_smooth_from_the_command_line(cli, tmp_path):
     r = cli("explain", image, "--config", DEMO_CONFIG, "--method", "eigencam", "--eigen-smooth",
             "--out", tmp_path / "bad")
     assert r.exit_code == 2 and "eigencam is not a weighted sum" in r.stderr
+
+
+def test_fem_k_and_kpca_gamma_take_effect_and_are_checked(cli, tmp_path):
+    from conftest import DEMO_CONFIG, SAMPLES
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    fp = Explainer(model, ["layer3.1"], [get_method("eigencam")]).forward(torch.randn(1, 3, 96, 96), None)
+    default = get_method("kpcacam")(fp, "layer3.1").maps
+    assert not torch.allclose(get_method("kpcacam", kpca_gamma=0.5)(fp, "layer3.1").maps, default, atol=1e-3)
+    with pytest.raises(UsageError, match="kpca_gamma"):
+        get_method("kpcacam", kpca_gamma=0)
+    assert not torch.allclose(get_method("fem", fem_k=0.5)(fp, "layer3.1").maps, get_method("fem")(fp, "layer3.1").maps)
+    image = SAMPLES / "single" / "circle_07.jpg"
+    for args, said in [(("--method", "gradcam", "--fem-k", "1"), "--fem-k applies to --method fem only"),
+                       (("--method", "fem", "--fem-k", "-1"), "--fem-k must be 0 or more"),
+                       (("--method", "gradcam", "--kpca-gamma", "0.1"), "--kpca-gamma applies to --method kpcacam")]:
+        r = cli("explain", image, "--config", DEMO_CONFIG, *args, "--out", tmp_path / "x")
+        assert r.exit_code == 2 and said in r.stderr, r.stderr
