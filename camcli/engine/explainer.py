@@ -19,8 +19,7 @@ so that the gradient with respect to the map is the layer's gradient, reshaped.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -28,8 +27,8 @@ from torch import nn
 
 from camcli.errors import UsageError
 from camcli.engine.augment import averaged
-from camcli.engine.layouts import LAYOUTS, NCHW, Layout, detect, readings, rescaled_shapes, token_geometry
-from camcli.engine.tensors import first_tensor, replace_first_tensor
+from camcli.engine.capture import capture, frozen_parameters, layout_requests
+from camcli.engine.layouts import Layout, detect, readings, rescaled_shapes, token_geometry
 from camcli.models.layer_names import display_name
 from camcli.engine.methods import CAMMethod
 from camcli.engine.methods.assumptions import Check
@@ -48,66 +47,6 @@ class BatchExplanation:
     maps: dict[tuple[str, str], MapBatch]
     #: (method, layer) -> the method's assumptions measured on this batch (methods that have any)
     checks: dict[tuple[str, str], list[Check]] = field(default_factory=dict)
-
-
-@contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """Turn ``requires_grad`` off for every parameter, and restore each flag afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-@contextmanager
-def capture(model: nn.Module, layers: Sequence[str], track_grad: bool,
-            layout_of: Callable[[str, torch.Tensor], Layout] | None = None) -> Iterator[dict[str, torch.Tensor]]:
-    """Hook ``layers``; the yielded dict fills with each layer's output, as an (N, C, h, w) map,
-    during the forward. ``layout_of(layer, output)`` says how to read an output (default: as it is)."""
-    store: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def hook_for(layer: str):
-        def hook(_module, _inputs, output):
-            if layer in store:
-                raise UsageError(f"layer {display_name(layer)} runs more than once per forward "
-                                 "(a shared module); choose another `layer`")
-            tensor = first_tensor(output)
-            if tensor is None:
-                raise UsageError(f"layer {display_name(layer)} produced no tensor")
-            if track_grad and not tensor.requires_grad:
-                tensor.requires_grad_(True)  # a leaf: frozen parameters and a plain input
-            layout = layout_of(layer, tensor) if layout_of else NCHW
-            store[layer] = layout.to_map(tensor)
-            return replace_first_tensor(output, layout.from_map(store[layer], tensor))
-        return hook
-
-    try:
-        for layer in layers:
-            handles.append(model.get_submodule(layer).register_forward_hook(hook_for(layer)))
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def layout_requests(spec: str | Sequence[str] | None, layers: Sequence[str]) -> dict[str, str]:
-    """The ``layer_layout`` setting per layer: one value for all, or one per layer, in order."""
-    items = [spec] if spec is None or isinstance(spec, str) else list(spec)
-    values = [part.strip().lower() for item in items for part in (item or "auto").split(",")]
-    for v in values:
-        if v not in LAYOUTS:
-            raise UsageError(f"unknown `layer_layout` {v!r}; choose one of {', '.join(LAYOUTS)}")
-    if len(values) == 1:
-        return {layer: values[0] for layer in layers}
-    if len(values) != len(layers):
-        raise UsageError(f"`layer_layout` has {len(values)} values for {len(layers)} layers: give one for every "
-                         "layer, or one for all")
-    return dict(zip(layers, values))
 
 
 class Explainer:
