@@ -59,7 +59,8 @@ class ExplainSession:
                              "computes in fp32 (CPU bf16 autocast is slower or unsupported on many CPUs)")
         methods = [get_method(m, cam_batch_size=cam_batch_size_for(settings, device), max_n=settings.max_n,
                               fem_k=settings.fem_k, kpca_kernel=settings.kpca_kernel, kpca_gamma=settings.kpca_gamma,
-                              eigen_smooth=settings.eigen_smooth)
+                              eigen_smooth=settings.eigen_smooth, finer_alpha=settings.finer_alpha,
+                              noise_samples=settings.noise_samples, noise_std=settings.noise_std)
                    for m in dict.fromkeys(settings.method)]
         loaded = load_model(settings.model, weights=settings.weights, checkpoint=settings.checkpoint,
                             num_classes=settings.num_classes, labels=settings.labels,
@@ -75,7 +76,7 @@ class ExplainSession:
             loaded.model.to(memory_format=torch.channels_last)
         explainer = Explainer(loaded.model, layers, methods, score=settings.score, precision=settings.precision,
                               strict=settings.strict, layer_layout=settings.layer_layout,
-                              aug_smooth=settings.aug_smooth)
+                              aug_smooth=settings.aug_smooth, fuse=settings.fuse)
         try:
             explainer.validate(loaded.input_size, device)
         except NotAMap as e:
@@ -86,7 +87,7 @@ class ExplainSession:
 
     @property
     def maps_per_image(self) -> int:
-        return len(self.layers) * len(self.methods)
+        return len(self.explainer.map_keys())
 
     def describe(self) -> str:
         """One log line: model, layers, methods, device."""
@@ -94,7 +95,8 @@ class ExplainSession:
         return (f"model {lm.architecture} ({lm.weights or lm.checkpoint or 'random weights'}), {lm.num_classes} "
                 f"classes, input {lm.input_size[0]}x{lm.input_size[1]}; layer "
                 f"{', '.join(display_name(l) for l in self.layers)}; method "
-                f"{', '.join(m.name for m in self.methods)}; device {describe(self.device)}")
+                f"{', '.join(m.name for m in self.methods)}; device {describe(self.device)}"
+                + "".join(f"; note: {note}" for m in self.methods for note in m.notes))
 
     def results(self, items: Sequence[ImageItem], skip: Collection[str] = frozenset(),
                 plan: MemoryPlan | None = None) -> Iterator[ImageResult]:

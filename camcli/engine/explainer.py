@@ -24,15 +24,17 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from camcli.errors import UsageError
 from camcli.engine.augment import averaged
 from camcli.engine.capture import capture, frozen_parameters, layout_requests
+from camcli.engine.fusion import check_fuse, fused, fused_name
 from camcli.engine.layouts import Layout, detect, readings, rescaled_shapes, token_geometry
 from camcli.models.layer_names import display_name
 from camcli.engine.methods import CAMMethod
 from camcli.engine.methods.assumptions import Check
-from camcli.engine.methods.base import ForwardPass, MapBatch, model_logits
+from camcli.engine.methods.base import INPUT_LAYER, ForwardPass, MapBatch, model_logits
 
 SCORES = ("logit", "softmax")
 
@@ -60,7 +62,8 @@ class Explainer:
 
     def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod],
                  score: str = "logit", precision: str = "fp32", strict: bool = False,
-                 layer_layout: str | Sequence[str] = "auto", aug_smooth: bool = False) -> None:
+                 layer_layout: str | Sequence[str] = "auto", aug_smooth: bool = False,
+                 fuse: str | None = None) -> None:
         if score not in SCORES:
             raise UsageError(f"unknown `score` {score!r}; choose one of {', '.join(SCORES)}")
         if not layers or not methods:
@@ -72,7 +75,14 @@ class Explainer:
         self.precision = precision
         self.strict = strict  # a failed assumption is a UsageError instead of a finding
         self.aug_smooth = aug_smooth  # average over six flipped and brightened versions (engine/augment.py)
-        self.needs_gradients = any(m.needs_gradients for m in self.methods)
+        self.fuse = fuse  # one more map per method: its maps at every layer fused (engine/fusion.py)
+        if fuse is not None:
+            check_fuse(fuse, self.layers, self.methods)
+        # methods that ignore the layer run their own passes; the shared one serves the others
+        self.needs_gradients = any(m.needs_gradients and m.uses_layer for m in self.methods)
+        self.needs_hessian = any(m.needs_hessian for m in self.methods)
+        #: objective key -> the method that computes it (methods with their own objective)
+        self.objectives = {m.objective_key: m for m in self.methods if m.objective_key is not None}
         self.requested = layout_requests(layer_layout, self.layers)
         self.geometry = token_geometry(model)
         #: (layer, input height, input width) -> how that layer's output reads as a map
@@ -109,6 +119,13 @@ class Explainer:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=x.device.type, dtype=dtype)
 
+    def _attention(self):
+        """Second derivatives (``needs_hessian``) need the plain attention kernel: the fused
+        CPU and flash kernels have no double backward."""
+        if not self.needs_hessian:
+            return contextlib.nullcontext()
+        return sdpa_kernel([SDPBackend.MATH])
+
     def validate(self, input_size: tuple[int, int], device: torch.device | str) -> None:
         """Check every method at every layer on one dummy batch before any image is processed."""
         x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
@@ -136,24 +153,37 @@ class Explainer:
             if self.needs_gradients:
                 with torch.inference_mode(False), torch.enable_grad():
                     x = x.clone()  # a normal tensor even if the caller made it in inference mode
-                    with self._autocast(x):
+                    with self._autocast(x), self._attention():
                         logits = model_logits(model(x)).float()
                     targets = self._targets(logits, target)
                     scores = self._scores(logits, targets)
                     _check_ran(store, self.layers)
                     acts = [store[l] for l in self.layers]
-                    grads = torch.autograd.grad(scores.sum(), acts, allow_unused=True)
-                gradients = {l: (g if g is not None else torch.zeros_like(a)).detach()
-                             for l, a, g in zip(self.layers, acts, grads)}
+                    more = bool(self.objectives)
+                    grads = torch.autograd.grad(scores.sum(), acts, allow_unused=True,
+                                                retain_graph=more or self.needs_hessian,
+                                                create_graph=self.needs_hessian)
+                    grads = [g if g is not None else torch.zeros_like(a) for a, g in zip(acts, grads)]
+                    hessian = _hessian_products(acts, grads, self.layers, more) if self.needs_hessian else {}
+                    objective_gradients = {}
+                    for i, (key, method) in enumerate(self.objectives.items()):
+                        objective = method.objective(logits, targets, self.score)
+                        found = torch.autograd.grad(objective.sum(), acts, allow_unused=True,
+                                                    retain_graph=i < len(self.objectives) - 1)
+                        objective_gradients[key] = {l: (g if g is not None else torch.zeros_like(a)).detach()
+                                                    for l, a, g in zip(self.layers, acts, found)}
+                gradients = {l: g.detach() for l, g in zip(self.layers, grads)}
             else:
                 with torch.inference_mode(), self._autocast(x):
                     logits = model_logits(model(x)).float()
                     targets = self._targets(logits, target)
-                gradients = {}
+                gradients, hessian, objective_gradients = {}, {}, {}
             _check_ran(store, self.layers)
             activations = {l: store[l].detach() for l in self.layers}
         return ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.score,
-                           layouts={l: self.layouts[(l, *size)] for l in self.layers})
+                           layouts={l: self.layouts[(l, *size)] for l in self.layers},
+                           objective_gradients=objective_gradients, hessian_products=hessian,
+                           again=lambda y: self.forward(y, targets))
 
     def __call__(self, x: torch.Tensor, target: int | torch.Tensor | None = None,
                  wanted: Sequence[bool] | torch.Tensor | None = None,
@@ -173,12 +203,23 @@ class Explainer:
         maps = self._maps(fp)
         if self.aug_smooth:
             maps = averaged(maps, lambda y: self._maps(self._like(fp, self.forward(y, fp.targets))), x)
+        if self.fuse is not None:
+            maps.update(fused(maps, self.fuse, self.layers, self.methods))
         checks = self._check_assumptions(fp)
         logits = fp.logits.float()
         return BatchExplanation(logits, logits.softmax(1), fp.targets, maps, checks)
 
+    def map_keys(self) -> list[tuple[str, str]]:
+        """(method, layer) of every map an image gets, in the order they come: a method that
+        ignores the layer once (layer ``input``), then each method's fused set with ``fuse``."""
+        keys = [(m.name, layer) for m in self.methods for layer in (self.layers if m.uses_layer else [INPUT_LAYER])]
+        if self.fuse is not None:
+            keys += [(m.name, fused_name(self.layers)) for m in self.methods if m.uses_layer]
+        return keys
+
     def _maps(self, fp: ForwardPass) -> dict[tuple[str, str], MapBatch]:
-        return {(method.name, layer): method(fp, layer) for method in self.methods for layer in self.layers}
+        return {(method.name, layer): method(fp, layer) for method in self.methods
+                for layer in (self.layers if method.uses_layer else [INPUT_LAYER])}
 
     @staticmethod
     def _like(original: ForwardPass, fp: ForwardPass) -> ForwardPass:
@@ -227,6 +268,20 @@ class Explainer:
         if self.score == "softmax":
             return logits.softmax(1).gather(1, targets[:, None]).squeeze(1)
         return logits.gather(1, targets[:, None]).squeeze(1)
+
+
+def _hessian_products(acts: list[torch.Tensor], grads: list[torch.Tensor], layers: Sequence[str],
+                      retain: bool) -> dict[str, torch.Tensor]:
+    """layer -> H·A, the Hessian of the score at the layer times the layer's own activations
+    (zeros where the score is linear in the layer: ReLU networks after their last block)."""
+    out = {}
+    for i, (layer, a, g) in enumerate(zip(layers, acts, grads)):
+        hvp = None
+        if g.requires_grad:
+            hvp = torch.autograd.grad(g, a, grad_outputs=a.detach(), allow_unused=True,
+                                      retain_graph=retain or i < len(layers) - 1)[0]
+        out[layer] = (hvp if hvp is not None else torch.zeros_like(a)).detach()
+    return out
 
 
 class _NeedsProbe(Exception):

@@ -34,7 +34,10 @@ def parse_layer(spec: str) -> list[str | int]:
 
 
 def display_name(dotted: str) -> str:
-    """``'layer4.1'`` -> ``'layer4[1]'``; ``'features.norm5'`` stays as it is."""
+    """``'layer4.1'`` -> ``'layer4[1]'``; ``'features.norm5'`` stays as it is; a fused set
+    ``'layer3+layer4.1'`` -> ``'layer3+layer4[1]'``."""
+    if "+" in dotted:
+        return "+".join(display_name(part) for part in dotted.split("+"))
     out = ""
     for part in dotted.split("."):
         out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)

@@ -6,6 +6,7 @@ command line shows them as its flags (``--batch-size``).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from camcli.engine import RESIZE_MODES
@@ -77,6 +78,27 @@ def check(s: ExplainSettings) -> None:
             raise UsageError(f"`fem_k` must be 0 or more, got {s.fem_k}")
         if "fem" not in chosen:
             raise UsageError("`fem_k` applies to `method` fem only")
+    if s.finer_alpha is not None:
+        if not math.isfinite(s.finer_alpha) or s.finer_alpha < 0:
+            raise UsageError(f"`finer_alpha` must be a finite number, 0 or more, got {s.finer_alpha}")
+        if "finercam" not in chosen:
+            raise UsageError("`finer_alpha` applies to `method` finercam only")
+    noisy = [m for m in ("sscam", "iscam", "smoothgradcam++") if m in chosen]
+    if s.noise_samples is not None:
+        if s.noise_samples < 1:
+            raise UsageError(f"`noise_samples` must be at least 1, got {s.noise_samples}")
+        if not noisy:
+            raise UsageError("`noise_samples` applies to `method` sscam, iscam and smoothgradcam++ only")
+    if s.noise_std is not None:
+        if not math.isfinite(s.noise_std) or s.noise_std <= 0:
+            raise UsageError(f"`noise_std` must be a finite number above 0, got {s.noise_std}")
+        if not [m for m in noisy if m != "iscam"]:
+            raise UsageError("`noise_std` applies to `method` sscam and smoothgradcam++ only (iscam adds no noise)")
+    if s.fuse is not None:
+        if s.fuse not in ("max", "mean", "product"):
+            raise UsageError(f"`fuse` must be max, mean or product, got {s.fuse!r}")
+        if len(s.layer) < 2:
+            raise UsageError("`fuse` combines the maps of several layers; give two or more with `layer`")
     for name in ("kpca_kernel", "kpca_gamma"):
         if getattr(s, name) is not None and "kpcacam" not in chosen:
             raise UsageError(f"`{name}` applies to `method` kpcacam only")

@@ -91,6 +91,22 @@ class ExplainSettings:
                                      shown="sigmoid, the paper's", shapes_outputs=True, evaluate=True)
     kpca_gamma: float | None = option(None, "KPCA-CAM's kernel coefficient (kpcacam only).", "Explanation",
                                       shown="1 / channels", shapes_outputs=True, evaluate=True)
+    finer_alpha: float | None = option(None, "Finer-CAM's comparison strength: the explained score is the target's "
+                                       "logit minus alpha times those of the three most similar classes, weighted by "
+                                       "their probabilities (finercam only).", "Explanation", shown="1, the paper's",
+                                       shapes_outputs=True, evaluate=True)
+    noise_samples: int | None = option(None, "Noisy samples per image for sscam and smoothgradcam++, integration "
+                                       "steps for iscam.", "Explanation",
+                                       shown="35 sscam, 4 smoothgradcam++, 10 iscam (torchcam's)",
+                                       shapes_outputs=True, evaluate=True)
+    noise_std: float | None = option(None, "Standard deviation of the Gaussian noise: on the [0, 1] masks for sscam, on "
+                                     "the normalised input for smoothgradcam++.", "Explanation",
+                                     shown="2 sscam, 0.3 smoothgradcam++ (torchcam's)", shapes_outputs=True,
+                                     evaluate=True)
+    fuse: str | None = option(None, "Also fuse each method's maps at all --layer layers into one map: max "
+                              "(torchcam's fuse_cams), mean or product (RefineCAM's); written as its own overlay and "
+                              "row, layer named as the set (layer3+layer4[1]).", "Explanation", shown="no fusion",
+                              shapes_outputs=True, evaluate=True)
     eigen_smooth: bool = option(False, "Replace each method's weighted channel sum by its first principal component "
                                 "(pytorch-grad-cam's eigen_smooth): less noise, and it keeps the main object only. "
                                 "Refused for eigencam, eigengradcam and kpcacam, which are components already.",
@@ -98,7 +114,7 @@ class ExplainSettings:
     aug_smooth: bool = option(False, "Test-time augmentation: explain each image also flipped and at 0.9x and 1.1x "
                               "brightness (six versions, as pytorch-grad-cam's aug_smooth), flip the maps back and "
                               "average them. Six times the cost.", "Explanation", shapes_outputs=True, evaluate=True)
-    seed: int = option(0, "Seed for the methods that draw random numbers (randomcam); each image's numbers come "
+    seed: int = option(0, "Seed for the methods that draw random numbers (randomcam, sscam, smoothgradcam++); each image's numbers come "
                        "from this seed and its path, so reruns, resumed runs and shards agree.", "Explanation",
                        shown="0", shapes_outputs=True, evaluate=True)
     strict: bool = option(False, "Stop with a usage error (exit 2) when a method's assumption fails at a layer "

@@ -42,6 +42,7 @@ def get_method(name: str, **options) -> CAMMethod:
 # Importing the modules registers their classes.
 # Import order is registration order, the order `camcli methods` lists them in.
 from camcli.engine.methods import (cam, gradcam, elementwise, scorecam, eigencam, ablationcam,  # noqa: E402,F401
-                                   fem, kpcacam, randomcam)
+                                   fem, kpcacam, randomcam, scorecam_averaged, smoothgradcampp, finercam,
+                                   shapleycam, fullgrad, guided)
 
 __all__ = ["CAMMethod", "ForwardPass", "MapBatch", "available", "class_scores", "get_method", "normalise", "register"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -21,6 +22,10 @@ from camcli.engine.layouts import Layout
 from camcli.engine.methods.assumptions import Assumption
 from camcli.engine.methods.principal import first_component
 from camcli.engine.tensors import first_tensor
+
+
+#: the layer name under which methods that ignore the target layer list their one map
+INPUT_LAYER = "input"
 
 
 @dataclass
@@ -43,6 +48,15 @@ class ForwardPass:
     #: one seed per image for methods that draw random numbers; the stream derives them from the
     #: `seed` setting and each image's path, so a map does not depend on its batch or on a resume
     seeds: list[int] | None = None
+    #: objective key -> layer -> gradient of that objective (methods with their own, Finer-CAM)
+    objective_gradients: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    #: layer -> Hessian-vector product H·A of the score at the layer (Shapley-CAM)
+    hessian_products: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: the same pass (model, targets, layers, gradients) on another input of the batch's shape:
+    #: methods that average over noisy inputs (Smooth Grad-CAM++) call it
+    again: Callable[[torch.Tensor], ForwardPass] | None = None
+    #: per-batch results a method shares between its layers (noisy passes are run once)
+    cache: dict[Any, Any] = field(default_factory=dict)
 
     def generator(self, i: int) -> torch.Generator:
         """A random generator for image ``i`` on the activations' device, seeded by its seed or,
@@ -91,9 +105,29 @@ class CAMMethod(ABC):
     assumptions: ClassVar[tuple[Assumption, ...]] = ()
     #: whether it works on transformer layers (tokens, channels-last), or where it does not
     transformers: ClassVar[str] = "yes"
+    #: False for methods that explain the whole network and ignore the target layer (FullGrad,
+    #: Guided Backprop): one map per image, listed under the layer name ``input``
+    uses_layer: ClassVar[bool] = True
+    #: maps at the model input's resolution (gradients at the pixels), not at the layer's
+    pixel_level: ClassVar[bool] = False
+    #: needs the Hessian-vector product of the score at the layer (``fp.hessian_products``)
+    needs_hessian: ClassVar[bool] = False
+
+    def objective(self, logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor | None:
+        """(N,) scores whose gradients this method needs instead of the run's ``score`` (Finer-CAM),
+        or ``None``; computed on the shared forward, differentiable."""
+        return None
+
+    @property
+    def objective_key(self) -> str | None:
+        """Names the objective: methods with equal keys share one backward."""
+        return None
 
     def validate(self, fp: ForwardPass, layer: str) -> None:
         """Raise ``UsageError`` if the method cannot be applied at ``layer``; called on a dummy batch."""
+
+    #: what the run's log should say about how the method applies to this model (set by validate)
+    notes: list[str] = []
 
     #: replace the channel sum by its first principal component (pytorch-grad-cam's eigen_smooth);
     #: set by :func:`~camcli.engine.methods.get_method` for methods that are weighted sums

@@ -65,23 +65,35 @@ class ScoreCAM(CAMMethod):
     def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         acts = fp.activations[layer].float()
         n, c = acts.shape[:2]
-        size = tuple(fp.inputs.shape[2:])
         weights = torch.zeros(n, c, device=acts.device)
         with torch.inference_mode():
             for i in fp.wanted_images():
                 chosen = torch.arange(c, device=acts.device)
                 if self.max_n is not None and self.max_n < c:
                     chosen = acts[i].flatten(1).std(1).topk(self.max_n).indices.sort().values
-                reps, inverse = distinct_channels(acts[i, chosen])
-                scores = torch.empty(len(reps), device=acts.device)
-                target = fp.targets[i:i + 1]
-                for s in range(0, len(reps), self.cam_batch_size):
-                    idx = chosen[reps[s:s + self.cam_batch_size]]
-                    masks = normalised_masks(acts[i, idx], size)  # at most cam_batch_size masks in memory
-                    masked = (fp.inputs[i:i + 1] * masks[:, None].to(fp.inputs.dtype)).contiguous(
-                        memory_format=torch.channels_last)  # NHWC convolutions are faster, on CPU too
-                    logits = model_logits(fp.model(masked))
-                    scores[s:s + len(idx)] = class_scores(logits, target.expand(len(idx)), fp.score)
-                weights[i, chosen] = scores[inverse].softmax(0)
+                weights[i, chosen] = self.channel_scores(fp, i, acts[i, chosen]).softmax(0)
         return weights[:, :, None, None] * acts
 
+    def channel_scores(self, fp: ForwardPass, i: int, acts: torch.Tensor) -> torch.Tensor:
+        """(C,) class scores of image ``i`` masked by each of its channels ``acts`` (C, h, w);
+        each distinct mask is forwarded once."""
+        reps, inverse = distinct_channels(acts)
+        size = tuple(fp.inputs.shape[2:])
+        scores = masked_scores(fp, i, len(reps), self.cam_batch_size,
+                               lambda s, e: normalised_masks(acts[reps[s:e]], size))
+        return scores[inverse]
+
+
+def masked_scores(fp: ForwardPass, i: int, count: int, chunk: int, masks_for) -> torch.Tensor:
+    """(count,) class scores of image ``i`` times each of ``count`` masks; ``masks_for(start,
+    stop)`` gives masks (k, H, W), so that at most ``chunk`` of them are in memory at once."""
+    scores = torch.empty(count, device=fp.inputs.device)
+    target = fp.targets[i:i + 1]
+    for s in range(0, count, chunk):
+        e = min(s + chunk, count)
+        masks = masks_for(s, e)
+        masked = (fp.inputs[i:i + 1] * masks[:, None].to(fp.inputs.dtype)).contiguous(
+            memory_format=torch.channels_last)  # NHWC convolutions are faster, on CPU too
+        logits = model_logits(fp.model(masked))
+        scores[s:e] = class_scores(logits, target.expand(e - s), fp.score)
+    return scores

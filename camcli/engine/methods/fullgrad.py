@@ -1,0 +1,100 @@
+"""FullGrad (Srinivas & Fleuret 2019): input-gradient x input plus every bias's gradient.
+
+A ReLU network's output is exactly the sum of ``grad_x f * x`` and, for every bias ``b``,
+``grad_b f * b`` (the paper's full-gradient completeness). FullGrad shows all of it: the
+input term and the bias-gradient of every convolution and BatchNorm, each made absolute,
+min-max scaled and upsampled to the input, summed over channels and layers. It explains the
+whole network, so it ignores the target layer and gives one map per image.
+
+Following the paper's formula (sum over channels of psi(per-channel term)) and pytorch-grad-cam,
+every channel is scaled on its own; the authors' code scales all channels of a layer together.
+A BatchNorm's bias is its effective one, beta - mean * gamma / sqrt(var + eps). camcli folds
+BatchNorm into the convolution before it; the folded convolution's bias is exactly that
+effective bias, so the sum is unchanged (for convolutions with no bias of their own, which is
+every torchvision model). Channels are scaled at the layer's resolution and upsampled after
+summing, which equals upsampling each one (bilinear interpolation is linear).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from camcli.errors import UsageError
+from camcli.engine.capture import frozen_parameters
+from camcli.engine.methods import register
+from camcli.engine.methods.base import CAMMethod, ForwardPass, class_scores, model_logits
+from camcli.engine.tensors import first_tensor, replace_first_tensor
+
+
+def bias_of(module: nn.Module) -> torch.Tensor | None:
+    """The bias a convolution or BatchNorm adds to its output, per channel (None: it adds none)."""
+    if isinstance(module, nn.Conv2d):
+        return None if module.bias is None else module.bias.detach()
+    if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None:
+        gamma = module.weight.detach() if module.weight is not None else torch.ones_like(module.running_mean)
+        beta = module.bias.detach() if module.bias is not None else torch.zeros_like(module.running_mean)
+        return beta - module.running_mean * gamma / torch.sqrt(module.running_var + module.eps)
+    return None
+
+
+def biased_modules(model: nn.Module) -> list[tuple[nn.Module, torch.Tensor]]:
+    return [(m, b) for m in model.modules() if (b := bias_of(m)) is not None]
+
+
+def scaled(t: torch.Tensor) -> torch.Tensor:
+    """Per (image, channel) map: minus its minimum, over its maximum (pytorch-grad-cam's scale)."""
+    flat = t.flatten(2)
+    t = t - flat.min(2).values[..., None, None]
+    return t / (1e-7 + t.flatten(2).max(2).values[..., None, None])
+
+
+@register
+class FullGrad(CAMMethod):
+    name = "fullgrad"
+    summary = "pixel-level: |input-gradient x input| plus |bias-gradient x bias| of every conv/BatchNorm; ignores the layer"
+    paper = "Srinivas & Fleuret, NeurIPS 2019, arXiv:1905.00780"
+    cost = "1 forward + 1 backward to the pixels"
+    uses_layer = False
+    pixel_level = True
+    relu = False  # a sum of absolute values
+    transformers = "no: it needs convolution or BatchNorm biases with a spatial map"
+
+    def validate(self, fp: ForwardPass, layer: str) -> None:
+        if not biased_modules(fp.model):
+            raise UsageError("fullgrad sums the bias-gradients of convolutions and BatchNorms, and this model has "
+                             "none with a bias; use gradcam")
+
+    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        model = fp.model
+        outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (output, bias) per call
+
+        def hook_for(bias):
+            def hook(_module, _inputs, output):
+                tensor = first_tensor(output)
+                if tensor is None or tensor.dim() != 4:
+                    return None
+                outputs.append((tensor, bias))
+                # the model goes on with a copy: an in-place ReLU then cannot rewrite the output
+                return replace_first_tensor(output, tensor.clone())
+            return hook
+
+        handles = [m.register_forward_hook(hook_for(b)) for m, b in biased_modules(model)]
+        try:
+            with frozen_parameters(model), torch.inference_mode(False), torch.enable_grad():
+                x = fp.inputs.detach().clone().requires_grad_(True)
+                logits = model_logits(model(x)).float()
+                score = class_scores(logits, fp.targets.clone(), fp.score)
+                grads = torch.autograd.grad(score.sum(), [x] + [o for o, _ in outputs], allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+        size = tuple(x.shape[-2:])
+        total = scaled((grads[0] * x).detach().abs()).sum(1)
+        for (output, bias), g in zip(outputs, grads[1:]):
+            if g is None:
+                continue
+            term = scaled((g.detach().float() * bias.view(1, -1, 1, 1).float()).abs()).sum(1, keepdim=True)
+            total += F.interpolate(term, size=size, mode="bilinear", align_corners=False)[:, 0]
+        return total
