@@ -336,3 +336,31 @@ def test_guided_backprop_refuses_a_model_without_relus():
     explainer = Explainer(vit(), ["encoder.layers.encoder_layer_1.ln_1"], [get_method("guidedbackprop")])
     with pytest.raises(UsageError, match="guides ReLUs.*GELU"):
         explainer.validate((64, 64), "cpu")
+
+
+# --- LeGrad: torchcam ------------------------------------------------------------------------
+
+def test_legrad_matches_torchcam_reading_blocks_through_the_class_token():
+    from test_transformers import vit
+    model = vit()
+    x = image_batch(2, 64, seed=3)
+    ours = Explainer(model, ["encoder.layers.encoder_layer_1.ln_1"], [get_method("legrad")])(x)
+    assert list(ours.maps) == [("legrad", "input")]
+    blocks = [f"encoder.layers.encoder_layer_{i}" for i in range(len(model.encoder.layers))]
+    # torchcam reads each block through its tokens' mean; camcli through the class token, as the
+    # model reads its last block: given that reading, the two agree
+    extractor = torchcam.LeGrad(model, blocks, score_projection=lambda t: model.heads(model.encoder.ln(t)[:, 0]))
+    try:
+        logits = model(x)
+        theirs = extractor(ours.targets.tolist(), logits)[0]
+    finally:
+        extractor.remove_hooks()
+    assert_parity(ours.maps[("legrad", "input")].maps.numpy(), theirs.detach().numpy(), "legrad")
+    # and the model is as it was: no hooks left, attention asked for no weights
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_legrad_refuses_a_convolutional_model():
+    model = seeded("resnet18")
+    with pytest.raises(UsageError, match="legrad.*VisionTransformer"):
+        Explainer(model, ["layer4.1"], [get_method("legrad")]).validate((64, 64), "cpu")

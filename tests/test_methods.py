@@ -118,19 +118,23 @@ def test_cam_agrees_with_torchcam():
 def test_every_method_keeps_the_contract(name):
     """Shape, range, no NaN, batch == singles, hooks removed, no gradients, flags restored."""
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=5).eval()
-    model.layer1.requires_grad_(False)  # a caller's own choice that must survive the run
+    if get_method(name).transformers.startswith("ViT only"):
+        from test_transformers import vit
+        model, side, sizes = vit(), 64, {"encoder.layers.encoder_layer_1.ln_1": 4}
+        model.encoder.layers[0].requires_grad_(False)  # a caller's own choice that must survive the run
+    else:
+        model, side, sizes = torchvision.models.resnet18(num_classes=5).eval(), 96, {"layer4.1": 3, "layer3.1": 6}
+        model.layer1.requires_grad_(False)  # a caller's own choice that must survive the run
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    x = torch.randn(4, 3, 96, 96)
-    sizes = {"layer4.1": 3, "layer3.1": 6}
+    x = torch.randn(4, 3, side, side)
     valid = []
     for layer in sizes:  # some methods (cam) apply at the last block only
         try:
-            Explainer(model, [layer], [get_method(name, noise_samples=1)]).validate((96, 96), "cpu")
+            Explainer(model, [layer], [get_method(name, noise_samples=1)]).validate((side, side), "cpu")
             valid.append(layer)
         except UsageError:
             pass
-    assert "layer4.1" in valid
+    assert list(sizes)[0] in valid
     method = get_method(name, noise_samples=1)  # one noisy sample or integration step keeps this quick
     ex = Explainer(model, valid, [method])
     with torch.no_grad():  # the caller's no_grad must not break gradient methods
@@ -139,7 +143,7 @@ def test_every_method_keeps_the_contract(name):
         assert list(batch.maps) == [(name, "input")]
         valid = ["input"]
     for layer in valid:
-        size = 96 if method.pixel_level else sizes[layer]
+        size = side if method.pixel_level else sizes.get(layer, 4)  # legrad: the ViT's 4x4 patch grid
         maps = batch.maps[(name, layer)].maps
         assert maps.shape == (4, size, size) and maps.dtype == torch.float32
         assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1

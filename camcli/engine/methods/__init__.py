@@ -43,6 +43,6 @@ def get_method(name: str, **options) -> CAMMethod:
 # Import order is registration order, the order `camcli methods` lists them in.
 from camcli.engine.methods import (cam, gradcam, elementwise, scorecam, eigencam, ablationcam,  # noqa: E402,F401
                                    fem, kpcacam, randomcam, scorecam_averaged, smoothgradcampp, finercam,
-                                   shapleycam, fullgrad, guided)
+                                   shapleycam, fullgrad, guided, legrad)
 
 __all__ = ["CAMMethod", "ForwardPass", "MapBatch", "available", "class_scores", "get_method", "normalise", "register"]

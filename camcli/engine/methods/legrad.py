@@ -1,0 +1,125 @@
+"""LeGrad (Bousselham et al. 2025): how sensitive each block's prediction is to its attention.
+
+For every transformer block l the block's tokens are read as a prediction by the model's own
+head (final LayerNorm, class token, classifier): s^l. LeGrad takes the gradient of the
+explained class's s^l with respect to the block's post-softmax attention probabilities
+(batch, heads, queries, keys), keeps its positive part, averages it over heads and queries,
+drops the prefix keys (the class token) and reads the patch keys as a map; the maps of all
+blocks are averaged. It explains the whole encoder, so it ignores the target layer.
+
+The attention probabilities are made part of the graph for the call only: each
+``nn.MultiheadAttention`` is asked for per-head weights, and its output is recomputed from
+them (out_proj(A V), the same values), as torchcam does. torchcam reads each block through
+the mean of all its tokens; camcli reads it as the model reads its last block, through the
+class token, which is what the model's head was trained on (the paper's choice for ViTs with
+a class token). Supported: torchvision's VisionTransformer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from camcli.errors import UsageError
+from camcli.engine.capture import frozen_parameters
+from camcli.engine.methods import register
+from camcli.engine.methods.base import CAMMethod, ForwardPass
+
+
+def attention_blocks(model: nn.Module) -> list[tuple[nn.Module, nn.MultiheadAttention]]:
+    """(block, its self-attention) for every module with a direct ``nn.MultiheadAttention`` child."""
+    found = []
+    for module in model.modules():
+        for child in module.children():
+            if isinstance(child, nn.MultiheadAttention):
+                found.append((module, child))
+                break
+    return found
+
+
+def block_reader(model: nn.Module):
+    """Tokens (N, T, D) -> logits (N, K) as the model reads its last block, or None if unknown."""
+    encoder = getattr(model, "encoder", None)
+    norm, heads = getattr(encoder, "ln", None), getattr(model, "heads", None)
+    if isinstance(norm, nn.Module) and isinstance(heads, nn.Module) and hasattr(model, "class_token"):
+        return lambda tokens: heads(norm(tokens)[:, 0])
+    return None
+
+
+def _ask_for_weights(module, args, kwargs):
+    kwargs = dict(kwargs)
+    args = list(args)
+    if len(args) > 4:
+        args[4] = True
+    else:
+        kwargs["need_weights"] = True
+    if len(args) > 6:
+        args[6] = False
+    else:
+        kwargs["average_attn_weights"] = False
+    return tuple(args), kwargs
+
+
+def _output_from_weights(store):
+    def hook(module, args, kwargs, output):
+        weights = output[1]  # (N, heads, queries, keys), post-softmax
+        value = args[2] if len(args) > 2 else kwargs["value"]
+        n, length, dim = value.shape
+        v = F.linear(value, module.in_proj_weight[2 * dim:],
+                     None if module.in_proj_bias is None else module.in_proj_bias[2 * dim:])
+        v = v.reshape(n, length, module.num_heads, dim // module.num_heads).transpose(1, 2)
+        out = torch.matmul(weights, v).transpose(1, 2).reshape(n, weights.shape[-2], dim)
+        store.append(weights)
+        return module.out_proj(out), None
+    return hook
+
+
+@register
+class LeGrad(CAMMethod):
+    name = "legrad"
+    summary = "ViT: positive gradient of each block's prediction w.r.t. its attention, averaged; ignores the layer"
+    paper = "Bousselham et al., ICCV 2025, arXiv:2404.03214"
+    cost = "1 forward + 1 short backward per block"
+    uses_layer = False
+    transformers = "ViT only (torchvision's VisionTransformer): it reads attention probabilities"
+
+    def validate(self, fp: ForwardPass, layer: str) -> None:
+        blocks = attention_blocks(fp.model)
+        if not blocks or block_reader(fp.model) is None:
+            raise UsageError("legrad reads the attention of a vision transformer's blocks; it supports torchvision's "
+                             "VisionTransformer (vit_*), and this model is not one; use gradcam")
+        for _, attention in blocks:
+            if not attention.batch_first or not attention._qkv_same_embed_dim or attention.bias_k is not None:
+                raise UsageError("legrad needs batch-first self-attention with one Q/K/V projection")
+
+    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        model = fp.model
+        read = block_reader(model)
+        weights: list[torch.Tensor] = []
+        tokens: list[torch.Tensor] = []
+        handles = []
+        for block, attention in attention_blocks(model):
+            handles.append(attention.register_forward_pre_hook(_ask_for_weights, with_kwargs=True))
+            handles.append(attention.register_forward_hook(_output_from_weights(weights), with_kwargs=True))
+            handles.append(block.register_forward_hook(lambda _m, _i, out: tokens.append(out)))
+        try:
+            with frozen_parameters(model), torch.inference_mode(False), torch.enable_grad():
+                x = fp.inputs.detach().clone().requires_grad_(True)  # so that the attention has a graph
+                model(x)
+                targets = fp.targets.clone().view(-1, 1)
+                maps = []
+                for i, (a, t) in enumerate(zip(weights, tokens)):
+                    score = read(t).float().gather(1, targets).sum()
+                    (grad,) = torch.autograd.grad(score, a, retain_graph=i < len(weights) - 1)
+                    relevance = grad.detach().clamp_min(0).mean(dim=(1, 2))[:, 1:]  # drop the class token key
+                    side = math.isqrt(relevance.shape[1])
+                    if side * side != relevance.shape[1]:
+                        raise UsageError(f"legrad: {relevance.shape[1]} patch tokens do not form a square grid")
+                    maps.append(relevance.reshape(-1, side, side))
+        finally:
+            for h in handles:
+                h.remove()
+        return torch.stack(maps).mean(0)
