@@ -14,6 +14,10 @@ def test_methods_json_lists_every_method_with_its_properties(cli):
     assert cam["needs_gradients"] is False and "ViT" in cam["transformers"]
     assert next(m for m in rows if m["name"] == "gradcam++")["assumes"] == ["non-negative activations"]
     assert all(set(m) >= {"summary", "paper", "cost", "class_discriminative"} for m in rows)
+    fullgrad = next(m for m in rows if m["name"] == "fullgrad")
+    assert fullgrad["resolution"] == "pixel" and fullgrad["uses_layer"] is False
+    assert next(m for m in rows if m["name"] == "sscam")["options"] == ["noise_samples", "noise_std"]
+    assert "--finer-alpha" in cli("methods").stdout
 
 
 def test_models_json_filters_and_lists_weights(cli):

@@ -41,14 +41,18 @@ def methods(as_json: JsonOption = False) -> None:
 
     With --json, each object has name, summary, paper, cost, needs_gradients,
     class_discriminative, transformers (whether it works on token and channels-last layers,
-    or why not) and assumes.
+    or why not), resolution (layer: a map on the target layer's grid; pixel: at the model
+    input's), uses_layer (false: one map per image for the whole network, layer "input"),
+    options (the settings it takes) and assumes.
     """
     from camcli.engine.methods import available
 
     if as_json:
         _print_json([{"name": name, "summary": cls.summary, "paper": cls.paper, "cost": cls.cost,
                       "needs_gradients": cls.needs_gradients, "class_discriminative": cls.class_discriminative,
-                      "transformers": cls.transformers, "assumes": [a.name for a in cls.assumptions]}
+                      "transformers": cls.transformers, "resolution": "pixel" if cls.pixel_level else "layer",
+                      "uses_layer": cls.uses_layer, "options": [o for o in cls.options if o != "cam_batch_size"],
+                      "assumes": [a.name for a in cls.assumptions]}
                      for name, cls in available().items()])
         return
     out = stdout_console()
@@ -56,7 +60,9 @@ def methods(as_json: JsonOption = False) -> None:
         needs = "gradients" if cls.needs_gradients else "no gradients"
         kind = "class-discriminative" if cls.class_discriminative else "class-agnostic"
         assumes = "".join(f"; assumes {a.name}" for a in cls.assumptions)
-        out.print(f"{name:<20} {cls.summary}. [{needs}; {kind}; cost: {cls.cost}{assumes}] {cls.paper}",
+        options = [f"--{o.replace('_', '-')}" for o in cls.options if o != "cam_batch_size"]
+        takes = f"; options: {', '.join(options)}" if options else ""
+        out.print(f"{name:<20} {cls.summary}. [{needs}; {kind}; cost: {cls.cost}{takes}{assumes}] {cls.paper}",
                   markup=False)
 
 
