@@ -1,6 +1,7 @@
 """The scripts camcli is measured against, run as child processes by bench.py.
 
     python peers.py floor|floor-nhwc|pgc|torchcam|pgc-scorecam IMAGES CHECKPOINT ARCH OUT [--maps DIR]
+    python peers.py pgc:CLASS|pgc-guided|torchcam:CLASS IMAGES CHECKPOINT ARCH OUT [--samples N] [--std S]
 
 ``floor`` decodes, resizes and runs plain inference (no explanation, nothing written): the
 lower bound. ``floor-nhwc`` is the same with the model and batches in channels-last memory
@@ -109,9 +110,72 @@ def main():
                     result = overlay_mask(Image.fromarray(rgb), to_pil_image(m.detach(), mode="F"), alpha=0.5)
                     result.save(out / (Path(name).stem + ".png"))
                     writer.writerow([name, pred])
+    elif ":" in tool or tool == "pgc-guided":
+        family(tool, model, folder, out, writer)
     else:
         raise SystemExit(f"unknown tool {tool}")
     rows.close()
+
+
+def option(name, default):
+    return type(default)(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+
+
+def overlay_png(out, name, rgb, heat):
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+    heat = cv2.resize(heat.astype(np.float32), (rgb.shape[1], rgb.shape[0]))
+    vis = show_cam_on_image(rgb.astype(np.float32) / 255, heat, use_rgb=True)
+    cv2.imwrite(str(out / (Path(name).stem + ".png")), vis[..., ::-1])
+
+
+def family(tool, model, folder, out, writer):
+    """The methods benchmarks/family.py times: ``pgc:CLASS`` (FinerCAM, ShapleyCAM, FullGrad),
+    ``pgc-guided`` (GuidedBackpropReLUModel, one image at a time, as the library allows) and
+    ``torchcam:CLASS`` (SSCAM, ISCAM, SmoothGradCAMpp, LeGrad), each as its README shows, with
+    ``--samples N`` and ``--std S`` for the noisy ones; an overlay PNG and a CSV row per image."""
+    samples, std = option("--samples", 0), option("--std", 0.0)
+    noisy = {**({"num_samples": samples} if samples else {}), **({"std": std} if std else {})}
+    last = {}
+    model.register_forward_hook(lambda _m, _i, o: last.__setitem__("out", o))
+    library, _, name = tool.partition(":")
+    if tool == "pgc-guided":
+        from pytorch_grad_cam import GuidedBackpropReLUModel
+        guided = GuidedBackpropReLUModel(model, device="cpu")
+        for x, originals, names in batches(folder):
+            for i in range(x.shape[0]):
+                gb = guided(x[i:i + 1], target_category=None)  # (H, W, 3): batch size 1 only
+                pred = int(last["out"].argmax(1)[0])
+                overlay_png(out, names[i], originals[i], np.abs(gb).max(-1) / (np.abs(gb).max() + 1e-7))
+                writer.writerow([names[i], pred])
+    elif library == "pgc":
+        import pytorch_grad_cam
+        cam = getattr(pytorch_grad_cam, name)(model, [model.layer4[-1]])
+        for x, originals, names in batches(folder):
+            grayscale = cam(input_tensor=x, targets=None)
+            preds = last["out"].argmax(1).tolist()
+            for g, rgb, file, pred in zip(grayscale, originals, names, preds):
+                overlay_png(out, file, rgb, g)
+                writer.writerow([file, pred])
+    elif library == "torchcam":
+        import torchcam.methods
+        cls = getattr(torchcam.methods, name)
+        if name == "LeGrad":
+            blocks = [f"encoder.layers.{n}" for n, _ in model.encoder.layers.named_children()]
+            extractor = cls(model, blocks, score_projection=lambda t: model.heads(model.encoder.ln(t)[:, 0]))
+        else:
+            extractor = cls(model, target_layer="layer4", input_shape=(3, SIZE, SIZE), **noisy)
+        gradients = name in ("SmoothGradCAMpp", "LeGrad")
+        with extractor:
+            for x, originals, names in batches(folder):
+                with torch.set_grad_enabled(gradients):
+                    scores = model(x)
+                preds = scores.argmax(1).tolist()
+                maps = extractor(preds, scores)[0]
+                for m, rgb, file, pred in zip(maps, originals, names, preds):
+                    overlay_png(out, file, rgb, m.detach().numpy())
+                    writer.writerow([file, pred])
+    else:
+        raise SystemExit(f"unknown tool {tool}")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,8 @@ class Explainer:
         # methods that ignore the layer run their own passes; the shared one serves the others
         self.needs_gradients = any(m.needs_gradients and m.uses_layer for m in self.methods)
         self.needs_hessian = any(m.needs_hessian for m in self.methods)
+        #: methods that read the shared forward with hooks of their own (FullGrad, LeGrad)
+        self.watchers = [m for m in self.methods if m.watches]
         #: objective key -> the method that computes it (methods with their own objective)
         self.objectives = {m.objective_key: m for m in self.methods if m.objective_key is not None}
         self.requested = layout_requests(layer_layout, self.layers)
@@ -148,42 +150,53 @@ class Explainer:
     def _forward(self, x: torch.Tensor, target: int | torch.Tensor | None) -> ForwardPass:
         model = self.model
         size = tuple(x.shape[-2:])
+        graph = self.needs_gradients or bool(self.watchers)
+        gradients, hessian, objective_gradients, cache = {}, {}, {}, {}
         with frozen_parameters(model), capture(model, self.layers, self.needs_gradients,
-                                               lambda l, t: self._layout(l, t, size)) as store:
-            if self.needs_gradients:
+                                               lambda l, t: self._layout(l, t, size)) as store, \
+                contextlib.ExitStack() as watching:
+            recorders = {m.name: watching.enter_context(m.watch(model)) for m in self.watchers}
+            if graph:
                 with torch.inference_mode(False), torch.enable_grad():
                     x = x.clone()  # a normal tensor even if the caller made it in inference mode
+                    if self.watchers:
+                        x.requires_grad_(True)  # watchers take gradients back to the pixels
                     with self._autocast(x), self._attention():
                         logits = model_logits(model(x)).float()
                     targets = self._targets(logits, target)
-                    scores = self._scores(logits, targets)
-                    _check_ran(store, self.layers)
-                    acts = [store[l] for l in self.layers]
-                    more = bool(self.objectives)
-                    grads = torch.autograd.grad(scores.sum(), acts, allow_unused=True,
-                                                retain_graph=more or self.needs_hessian,
-                                                create_graph=self.needs_hessian)
-                    grads = [g if g is not None else torch.zeros_like(a) for a, g in zip(acts, grads)]
-                    hessian = _hessian_products(acts, grads, self.layers, more) if self.needs_hessian else {}
-                    objective_gradients = {}
-                    for i, (key, method) in enumerate(self.objectives.items()):
-                        objective = method.objective(logits, targets, self.score)
-                        found = torch.autograd.grad(objective.sum(), acts, allow_unused=True,
-                                                    retain_graph=i < len(self.objectives) - 1)
-                        objective_gradients[key] = {l: (g if g is not None else torch.zeros_like(a)).detach()
-                                                    for l, a, g in zip(self.layers, acts, found)}
-                gradients = {l: g.detach() for l, g in zip(self.layers, grads)}
+                    for name, recorder in recorders.items():  # they keep the graph for what follows
+                        cache[name] = recorder.finish(x, logits, targets, self.score)
+                    if self.needs_gradients:
+                        gradients, hessian, objective_gradients = self._backward(store, logits, targets)
             else:
                 with torch.inference_mode(), self._autocast(x):
                     logits = model_logits(model(x)).float()
                     targets = self._targets(logits, target)
-                gradients, hessian, objective_gradients = {}, {}, {}
             _check_ran(store, self.layers)
             activations = {l: store[l].detach() for l in self.layers}
         return ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.score,
                            layouts={l: self.layouts[(l, *size)] for l in self.layers},
                            objective_gradients=objective_gradients, hessian_products=hessian,
-                           again=lambda y: self.forward(y, targets))
+                           again=lambda y: self.forward(y, targets), cache=cache)
+
+    def _backward(self, store, logits, targets):
+        """Gradients of the score at every layer; Hessian-vector products and other objectives'
+        gradients where methods need them."""
+        _check_ran(store, self.layers)
+        acts = [store[l] for l in self.layers]
+        more = bool(self.objectives)
+        grads = torch.autograd.grad(self._scores(logits, targets).sum(), acts, allow_unused=True,
+                                    retain_graph=more or self.needs_hessian, create_graph=self.needs_hessian)
+        grads = [g if g is not None else torch.zeros_like(a) for a, g in zip(acts, grads)]
+        hessian = _hessian_products(acts, grads, self.layers, more) if self.needs_hessian else {}
+        objective_gradients = {}
+        for i, (key, method) in enumerate(self.objectives.items()):
+            objective = method.objective(logits, targets, self.score)
+            found = torch.autograd.grad(objective.sum(), acts, allow_unused=True,
+                                        retain_graph=i < len(self.objectives) - 1)
+            objective_gradients[key] = {l: (g if g is not None else torch.zeros_like(a)).detach()
+                                        for l, a, g in zip(self.layers, acts, found)}
+        return {l: g.detach() for l, g in zip(self.layers, grads)}, hessian, objective_gradients
 
     def __call__(self, x: torch.Tensor, target: int | torch.Tensor | None = None,
                  wanted: Sequence[bool] | torch.Tensor | None = None,

@@ -8,6 +8,7 @@ map to [0, 1], and flagging maps that carry no evidence at all instead of dividi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from abc import ABC
 from collections.abc import Callable
@@ -112,6 +113,16 @@ class CAMMethod(ABC):
     pixel_level: ClassVar[bool] = False
     #: needs the Hessian-vector product of the score at the layer (``fp.hessian_products``)
     needs_hessian: ClassVar[bool] = False
+
+    #: the method reads the shared forward through hooks of its own (:meth:`watch`), with a
+    #: graph back to the input, instead of running a pass of its own
+    watches: ClassVar[bool] = False
+
+    def watch(self, model: nn.Module):
+        """A context manager, active during the shared forward, that yields a recorder whose
+        ``finish(x, logits, targets, score)`` runs while the graph is alive and returns what
+        :meth:`raw_maps` then finds in ``fp.cache[self.name]``; it must keep the graph."""
+        return contextlib.nullcontext()
 
     def objective(self, logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor | None:
         """(N,) scores whose gradients this method needs instead of the run's ``score`` (Finer-CAM),

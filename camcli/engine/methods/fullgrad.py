@@ -17,14 +17,16 @@ summing, which equals upsampling each one (bilinear interpolation is linear).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from camcli.errors import UsageError
-from camcli.engine.capture import frozen_parameters
 from camcli.engine.methods import register
-from camcli.engine.methods.base import CAMMethod, ForwardPass, class_scores, model_logits
+from camcli.engine.methods.base import CAMMethod, ForwardPass, class_scores
 from camcli.engine.tensors import first_tensor, replace_first_tensor
 
 
@@ -55,7 +57,7 @@ class FullGrad(CAMMethod):
     name = "fullgrad"
     summary = "pixel-level: |input-gradient x input| plus |bias-gradient x bias| of every conv/BatchNorm; ignores the layer"
     paper = "Srinivas & Fleuret, NeurIPS 2019, arXiv:1905.00780"
-    cost = "1 forward + 1 backward to the pixels"
+    cost = "1 backward to the pixels (on the shared forward)"
     uses_layer = False
     pixel_level = True
     relu = False  # a sum of absolute values
@@ -66,35 +68,47 @@ class FullGrad(CAMMethod):
             raise UsageError("fullgrad sums the bias-gradients of convolutions and BatchNorms, and this model has "
                              "none with a bias; use gradcam")
 
-    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        model = fp.model
-        outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (output, bias) per call
+    watches = True  # its hooks ride on the shared forward: no second forward
 
-        def hook_for(bias):
-            def hook(_module, _inputs, output):
-                tensor = first_tensor(output)
-                if tensor is None or tensor.dim() != 4:
-                    return None
-                outputs.append((tensor, bias))
-                # the model goes on with a copy: an in-place ReLU then cannot rewrite the output
-                return replace_first_tensor(output, tensor.clone())
-            return hook
-
-        handles = [m.register_forward_hook(hook_for(b)) for m, b in biased_modules(model)]
+    @contextmanager
+    def watch(self, model: nn.Module) -> Iterator[_Recorder]:
+        recorder = _Recorder()
+        handles = [m.register_forward_hook(recorder.hook_for(b)) for m, b in biased_modules(model)]
         try:
-            with frozen_parameters(model), torch.inference_mode(False), torch.enable_grad():
-                x = fp.inputs.detach().clone().requires_grad_(True)
-                logits = model_logits(model(x)).float()
-                score = class_scores(logits, fp.targets.clone(), fp.score)
-                grads = torch.autograd.grad(score.sum(), [x] + [o for o, _ in outputs], allow_unused=True)
+            yield recorder
         finally:
             for h in handles:
                 h.remove()
+
+    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        return fp.cache[self.name]
+
+
+class _Recorder:
+    """Keeps every biased module's output during the forward, then sums the terms."""
+
+    def __init__(self) -> None:
+        self.outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (output, bias) per call
+
+    def hook_for(self, bias: torch.Tensor):
+        def hook(_module, _inputs, output):
+            tensor = first_tensor(output)
+            if tensor is None or tensor.dim() != 4 or not tensor.requires_grad:
+                return None
+            self.outputs.append((tensor, bias))
+            # the model goes on with a copy: an in-place ReLU then cannot rewrite the output
+            return replace_first_tensor(output, tensor.clone())
+        return hook
+
+    def finish(self, x: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
+        grads = torch.autograd.grad(class_scores(logits, targets, score).sum(), [x] + [o for o, _ in self.outputs],
+                                    allow_unused=True, retain_graph=True)
         size = tuple(x.shape[-2:])
-        total = scaled((grads[0] * x).detach().abs()).sum(1)
-        for (output, bias), g in zip(outputs, grads[1:]):
+        total = scaled((grads[0] * x).detach().float().abs()).sum(1)
+        for (_, bias), g in zip(self.outputs, grads[1:]):
             if g is None:
                 continue
             term = scaled((g.detach().float() * bias.view(1, -1, 1, 1).float()).abs()).sum(1, keepdim=True)
             total += F.interpolate(term, size=size, mode="bilinear", align_corners=False)[:, 0]
+        self.outputs.clear()
         return total

@@ -18,13 +18,14 @@ a class token). Supported: torchvision's VisionTransformer.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from camcli.errors import UsageError
-from camcli.engine.capture import frozen_parameters
 from camcli.engine.methods import register
 from camcli.engine.methods.base import CAMMethod, ForwardPass
 
@@ -82,7 +83,7 @@ class LeGrad(CAMMethod):
     name = "legrad"
     summary = "ViT: positive gradient of each block's prediction w.r.t. its attention, averaged; ignores the layer"
     paper = "Bousselham et al., ICCV 2025, arXiv:2404.03214"
-    cost = "1 forward + 1 short backward per block"
+    cost = "1 short backward per block (on the shared forward)"
     uses_layer = False
     transformers = "ViT only (torchvision's VisionTransformer): it reads attention probabilities"
 
@@ -95,31 +96,47 @@ class LeGrad(CAMMethod):
             if not attention.batch_first or not attention._qkv_same_embed_dim or attention.bias_k is not None:
                 raise UsageError("legrad needs batch-first self-attention with one Q/K/V projection")
 
-    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        model = fp.model
-        read = block_reader(model)
-        weights: list[torch.Tensor] = []
-        tokens: list[torch.Tensor] = []
+    watches = True  # its hooks ride on the shared forward: no second forward
+
+    @contextmanager
+    def watch(self, model: nn.Module) -> Iterator[_Recorder]:
+        recorder = _Recorder(block_reader(model))
         handles = []
         for block, attention in attention_blocks(model):
             handles.append(attention.register_forward_pre_hook(_ask_for_weights, with_kwargs=True))
-            handles.append(attention.register_forward_hook(_output_from_weights(weights), with_kwargs=True))
-            handles.append(block.register_forward_hook(lambda _m, _i, out: tokens.append(out)))
+            handles.append(attention.register_forward_hook(_output_from_weights(recorder.weights), with_kwargs=True))
+            handles.append(block.register_forward_hook(lambda _m, _i, out: recorder.tokens.append(out)))
         try:
-            with frozen_parameters(model), torch.inference_mode(False), torch.enable_grad():
-                x = fp.inputs.detach().clone().requires_grad_(True)  # so that the attention has a graph
-                model(x)
-                targets = fp.targets.clone().view(-1, 1)
-                maps = []
-                for i, (a, t) in enumerate(zip(weights, tokens)):
-                    score = read(t).float().gather(1, targets).sum()
-                    (grad,) = torch.autograd.grad(score, a, retain_graph=i < len(weights) - 1)
-                    relevance = grad.detach().clamp_min(0).mean(dim=(1, 2))[:, 1:]  # drop the class token key
-                    side = math.isqrt(relevance.shape[1])
-                    if side * side != relevance.shape[1]:
-                        raise UsageError(f"legrad: {relevance.shape[1]} patch tokens do not form a square grid")
-                    maps.append(relevance.reshape(-1, side, side))
+            yield recorder
         finally:
             for h in handles:
                 h.remove()
+
+    def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        return fp.cache[self.name]
+
+
+class _Recorder:
+    """Keeps each block's attention probabilities and output tokens, then takes the gradients."""
+
+    def __init__(self, read) -> None:
+        self.read = read
+        self.weights: list[torch.Tensor] = []
+        self.tokens: list[torch.Tensor] = []
+
+    def finish(self, x, logits, targets, score) -> torch.Tensor | None:
+        if self.read is None or not self.weights:
+            return None  # not a supported ViT: validate says so
+        targets = targets.view(-1, 1)
+        maps = []
+        for a, t in zip(self.weights, self.tokens):
+            block_score = self.read(t).float().gather(1, targets).sum()
+            (grad,) = torch.autograd.grad(block_score, a, retain_graph=True)
+            relevance = grad.detach().clamp_min(0).mean(dim=(1, 2))[:, 1:]  # drop the class token key
+            side = math.isqrt(relevance.shape[1])
+            if side * side != relevance.shape[1]:
+                raise UsageError(f"legrad: {relevance.shape[1]} patch tokens do not form a square grid")
+            maps.append(relevance.reshape(-1, side, side))
+        self.weights.clear()
+        self.tokens.clear()
         return torch.stack(maps).mean(0)
