@@ -286,6 +286,9 @@ def test_guided_backprop_and_guided_gradcam_match_pytorch_grad_cam(arch, layer, 
     gb = pgc.GuidedBackpropReLUModel(theirs_model, device="cpu")
     guided = np.stack([gb(x[i:i + 1].clone(), target_category=int(t)) for i, t in enumerate(ours.targets)])
     assert_parity(ours.maps[("guidedbackprop", "input")].maps.numpy(), np.abs(guided).max(-1), f"guided {arch}")
+    # alone, Guided Backprop guides the shared forward instead of running its own: the same maps
+    alone = Explainer(model, [name], [get_method("guidedbackprop")])(x).maps[("guidedbackprop", "input")].maps
+    assert torch.allclose(alone, ours.maps[("guidedbackprop", "input")].maps, atol=1e-5)
     with pgc.GradCAM(model, [model.get_submodule(name)]) as cam:
         grad = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in ours.targets])
     assert_parity(ours.maps[("guidedgradcam", name)].maps.numpy(), np.abs(guided * grad[..., None]).max(-1),

@@ -83,6 +83,8 @@ class Explainer:
         self.needs_hessian = any(m.needs_hessian for m in self.methods)
         #: methods that read the shared forward with hooks of their own (FullGrad, LeGrad)
         self.watchers = [m for m in self.methods if m.watches]
+        if not self.needs_gradients and not self.watchers:
+            self.watchers = [m for m in self.methods if m.watches_alone][:1]
         #: objective key -> the method that computes it (methods with their own objective)
         self.objectives = {m.objective_key: m for m in self.methods if m.objective_key is not None}
         self.requested = layout_requests(layer_layout, self.layers)

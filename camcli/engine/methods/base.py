@@ -117,6 +117,9 @@ class CAMMethod(ABC):
     #: the method reads the shared forward through hooks of its own (:meth:`watch`), with a
     #: graph back to the input, instead of running a pass of its own
     watches: ClassVar[bool] = False
+    #: the method can watch the shared forward only when nothing else takes gradients from it
+    #: (its hooks change the backward: Guided Backprop); otherwise it runs a pass of its own
+    watches_alone: ClassVar[bool] = False
 
     def watch(self, model: nn.Module):
         """A context manager, active during the shared forward, that yields a recorder whose

@@ -21,6 +21,8 @@ at each pixel (Simonyan et al.'s saliency reduction), at the model input's resol
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -82,6 +84,8 @@ def guided_gradients(fp: ForwardPass) -> tuple[torch.Tensor, Guided]:
     """(N, 3, H, W) guided gradients of each image's explained score w.r.t. its pixels, in one
     batched pass (cached per batch: Guided Grad-CAM at several layers shares it)."""
     key = ("guided gradients",)
+    if key not in fp.cache and fp.cache.get(GuidedBackprop.name) is not None:
+        fp.cache[key] = fp.cache[GuidedBackprop.name]  # taken on the shared forward (watch)
     if key not in fp.cache:
         model = fp.model
         with frozen_parameters(model), torch.inference_mode(False), torch.enable_grad():
@@ -121,9 +125,24 @@ class GuidedBackprop(_GuidedMethod):
     class_discriminative = False
     uses_layer = False
     relu = False  # an absolute value already
+    watches_alone = True  # alone, it guides the shared forward instead of running another
+
+    @contextmanager
+    def watch(self, model):
+        with Guided() as mode:
+            yield _Recorder(mode)
 
     def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         return saliency(guided_gradients(fp)[0])
+
+
+class _Recorder:
+    def __init__(self, mode: Guided) -> None:
+        self.mode = mode
+
+    def finish(self, x, logits, targets, score):
+        (grad,) = torch.autograd.grad(class_scores(logits, targets, score).sum(), x, retain_graph=True)
+        return grad.detach(), self.mode
 
 
 @register
