@@ -334,6 +334,13 @@ def test_guided_backprop_leaves_the_model_alone_and_guides_functional_relus():
     assert torch.allclose(ours, expected, atol=1e-5)
 
 
+def test_fullgrad_refuses_models_whose_biases_it_cannot_place():
+    from test_transformers import vit
+    explainer = Explainer(vit(), ["encoder.layers.encoder_layer_1.ln_1"], [get_method("fullgrad")])
+    with pytest.raises(UsageError, match="fullgrad.*LayerNorm"):
+        explainer.validate((64, 64), "cpu")
+
+
 def test_guided_backprop_refuses_a_model_without_relus():
     from test_transformers import vit
     explainer = Explainer(vit(), ["encoder.layers.encoder_layer_1.ln_1"], [get_method("guidedbackprop")])

@@ -61,9 +61,15 @@ class FullGrad(CAMMethod):
     uses_layer = False
     pixel_level = True
     relu = False  # a sum of absolute values
-    transformers = "no: it needs convolution or BatchNorm biases with a spatial map"
+    transformers = "no: refused where biases sit in LayerNorm or attention layers (ViT, Swin, ConvNeXt)"
 
     def validate(self, fp: ForwardPass, layer: str) -> None:
+        elsewhere = sorted({type(m).__name__ for m in fp.model.modules()
+                            if isinstance(m, (nn.LayerNorm, nn.MultiheadAttention))})
+        if elsewhere:
+            raise UsageError(f"fullgrad sums the bias-gradients of convolutions and BatchNorms, and this model also "
+                             f"adds biases in {', '.join(elsewhere)} layers, which the map would leave out; use "
+                             "gradcam (or legrad on a ViT)")
         if not biased_modules(fp.model):
             raise UsageError("fullgrad sums the bias-gradients of convolutions and BatchNorms, and this model has "
                              "none with a bias; use gradcam")

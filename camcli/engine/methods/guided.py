@@ -112,7 +112,7 @@ class _GuidedMethod(CAMMethod):
         _, mode = guided_gradients(fp)
         if mode.relus == 0:
             found = f" (it uses {', '.join(sorted(mode.unguided))})" if mode.unguided else ""
-            raise UsageError(f"{self.name} guides ReLUs, and this model runs none{found}; use gradcam or fullgrad")
+            raise UsageError(f"{self.name} guides ReLUs, and this model runs none{found}; use gradcam (or legrad on a ViT)")
         self.notes = ([f"{self.name} guides the model's ReLUs only; {', '.join(sorted(mode.unguided))} pass "
                        "gradients unguided"] if mode.unguided else [])
 
