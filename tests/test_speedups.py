@@ -116,6 +116,29 @@ def test_overlay_is_the_published_blend(tmp_path):
     assert np.abs(picture - want).max() <= 1.0
 
 
+def test_overlays_rendered_in_strips_are_the_same_pictures():
+    """Photos are rendered a strip of rows at a time (and in BGR for OpenCV's encoders): the
+    pixels are those of the one-piece blend, and the strip-wise map is the upsampled one."""
+    from camcli.engine.framing import Frame
+    from camcli.engine.stream import MapResult
+    from camcli.output.render import STRIP_ROWS, overlay_strips, to_uint8
+    rng = np.random.default_rng(2)
+    h, w = 2 * STRIP_ROWS + 37, 301
+    image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    heat = rng.random((h, w), dtype=np.float32)
+    whole = overlay(image, heat, "jet", 0.5)
+    assert np.array_equal(overlay_strips(image, lambda t, b: heat[t:b], "jet", 0.5), whole)
+    assert np.array_equal(overlay_strips(image, lambda t, b: heat[t:b], "jet", 0.5, bgr=True), whole[..., ::-1])
+    small = rng.random((7, 5), dtype=np.float32)
+    for frame, size in ((None, None), (Frame(10, -4, 150, 230), (224, 160))):
+        m = MapResult("gradcam", "layer4", small, False, (h, w), frame=frame, input_size=size)
+        read = m.row_reader()
+        strips = np.concatenate([read(t, min(h, t + STRIP_ROWS)) for t in range(0, h, STRIP_ROWS)])
+        assert np.abs(strips - m.upsampled()).max() < 1e-5
+        rendered = overlay_strips(image, read, "jet", 0.5)
+        assert np.abs(rendered.astype(int) - overlay(image, to_uint8(m.upsampled()), "jet", 0.5)).max() <= 1
+
+
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
 def test_allocator_tuning_leaves_users_own_settings_alone():
     """The CLI raises glibc's mmap threshold, unless the user tuned malloc or preloaded another allocator."""

@@ -81,9 +81,17 @@ def map_to_image(layer_map: torch.Tensor, frame: Frame, input_size: tuple[int, i
 
     Separable: one (H, h) and one (W, w) weight matrix, so memory stays at the output's size.
     """
+    rows, across = bilinear_weights(layer_map, frame, input_size, size)
+    return (rows @ across).clamp_(0, 1)
+
+
+def bilinear_weights(layer_map: torch.Tensor, frame: Frame, input_size: tuple[int, int],
+                     size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, h) row weights and the (h, W) map already read across: any band of output rows is
+    ``rows[top:bottom] @ across``, so a picture can be rendered a strip at a time."""
     rows = _weights(size[0], frame.y0, frame.y1, input_size[0], layer_map.shape[0])
     cols = _weights(size[1], frame.x0, frame.x1, input_size[1], layer_map.shape[1])
-    return (rows @ layer_map.float() @ cols.T).clamp_(0, 1)
+    return rows, layer_map.float() @ cols.T
 
 
 def _weights(n_out: int, start: float, stop: float, n_in: int, n_map: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 from camcli.engine.explainer import Explainer
 from camcli.engine.methods.assumptions import Assumption
 from camcli.engine.methods.base import stable_seed
-from camcli.engine.framing import Frame, map_to_image
+from camcli.engine.framing import Frame, bilinear_weights, map_to_image
 from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageDataset, ImageItem, collate
 from camcli.models import LoadedModel
 from camcli.engine.tensors import upsample
@@ -50,6 +50,20 @@ class MapResult:
         if self.frame is None:
             return upsample(layer_map, size or self.size).numpy()
         return map_to_image(layer_map, self.frame, self.input_size, size or self.size).numpy()
+
+    def row_reader(self, size: tuple[int, int] | None = None):
+        """``read(top, bottom)``: rows of the map at ``size`` (the original size by default), made
+        a strip at a time with separable bilinear weights, so the whole never exists at once;
+        equal to :meth:`upsampled`'s rows up to float rounding."""
+        size = size or self.size
+        layer_map = torch.from_numpy(self.layer_map).float()
+        frame = self.frame or Frame(0, 0, layer_map.shape[1], layer_map.shape[0])
+        input_size = self.input_size if self.frame is not None else tuple(layer_map.shape)
+        rows, across = bilinear_weights(layer_map, frame, input_size, size)
+
+        def read(top: int, bottom: int) -> np.ndarray:
+            return (rows[top:bottom] @ across).clamp_(0, 1).numpy()
+        return read
 
     @cached_property
     def heatmap(self) -> np.ndarray:

@@ -11,6 +11,7 @@ import io
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from camcli.engine.stream import ImageResult
@@ -19,7 +20,7 @@ from camcli.models.layer_names import display_name
 from camcli.output.figures import panel
 from camcli.output.paths import atomic_write, heatmap_rel, inside, overlay_rel, panel_rel
 from camcli.output.render import (OVERLAY_FORMATS, draw_boxes, draw_caption, encode_picture, encode_png,
-                                  encode_png16, fit_side, overlay, to_uint8)
+                                  encode_png16, fit_side, overlay_strips)
 from camcli.output.rows import PredictionRow
 from camcli.settings import ExplainSettings
 
@@ -58,17 +59,26 @@ def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> li
         full = m.upsampled() if keep_full else None
         found = _find_boxes(row, full, m.empty, result, s) if s.boxes else []
         try:
-            heat = full if full is not None and scale == 1.0 else m.upsampled(backdrop.shape[:2])
-            picture = overlay(backdrop, to_uint8(heat), s.colormap, s.alpha)
-            del heat
+            # rendered a strip of rows at a time (render.overlay_strips); in OpenCV's channel order
+            # for its JPEG and WebP encoders, so that no full-size copy is made on the way
+            read_rows = (lambda top, bottom, f=full: f[top:bottom]) if full is not None and scale == 1.0 \
+                else m.row_reader(backdrop.shape[:2])
+            bgr = s.overlay_format != "png"
+            picture = overlay_strips(backdrop, read_rows, s.colormap, s.alpha, bgr=bgr)
             if s.draw_boxes and found:
-                picture = draw_boxes(picture, found, rotated=s.box_rotated, scale=scale)
+                picture = draw_boxes(picture, found, rotated=s.box_rotated, scale=scale, inplace=True)
             if s.caption:
                 text = f"{result.pred_label} {result.score:.2f}"
                 if result.target_index != result.pred_index:
                     text += f" | explained: {result.target_label} {result.target_score:.2f}"
-                picture = draw_caption(picture, text)
-            atomic_write(inside(out, rel), encode_picture(picture, s.overlay_format, s.overlay_quality))
+                picture = draw_caption(picture, text, inplace=True)
+            encoded = encode_picture(picture, s.overlay_format, s.overlay_quality, bgr=bgr)
+            atomic_write(inside(out, rel), encoded)
+            del encoded
+            if not s.panel:
+                picture = None  # kept only for the panel: at 50 MP each picture is 150 MB
+            elif bgr:  # the panel shows RGB
+                picture = cv2.cvtColor(picture, cv2.COLOR_BGR2RGB, dst=picture)
             if s.save_heatmap:
                 hrel = heatmap_rel(result.item.rel, m.method, m.layer, s.save_heatmap)
                 data = full if s.heatmap_size == "image" else m.layer_map

@@ -45,16 +45,46 @@ def overlay(image: np.ndarray, heat: np.ndarray, colormap: str = "jet", alpha: f
     return cv2.addWeighted(np.ascontiguousarray(image), 1.0 - alpha, colour, alpha, 0.0)
 
 
+#: rows rendered at a time: a strip of a 50 MP photo's overlay is a few MB, the whole a few hundred
+STRIP_ROWS = 256
+
+
+def overlay_strips(image: np.ndarray, heat_rows, colormap: str = "jet", alpha: float = 0.5,
+                   bgr: bool = False) -> np.ndarray:
+    """:func:`overlay` computed a strip of rows at a time, into one output buffer.
+
+    ``heat_rows(top, bottom)`` gives the [0, 1] float map's rows (or their 0..255 levels), so the
+    full-size float map, its levels and its colours never exist whole: at 50 MP that is 12 bytes a
+    pixel (600 MB) less. With ``bgr`` the picture comes out in OpenCV's channel order, ready for
+    its encoders without another copy. Same pixels as :func:`overlay`: every step is per pixel.
+    """
+    h = image.shape[0]
+    out = np.empty(image.shape, np.uint8)
+    lut = colormap_lut(colormap)
+    lut = (lut[:, ::-1] if bgr else lut).reshape(256, 1, 3)
+    lut = np.ascontiguousarray(lut)
+    for top in range(0, h, STRIP_ROWS):
+        bottom = min(h, top + STRIP_ROWS)
+        rows = heat_rows(top, bottom)
+        level = rows if rows.dtype == np.uint8 else to_uint8(rows)
+        colour = cv2.applyColorMap(level, lut)
+        base = image[top:bottom]
+        base = cv2.cvtColor(base, cv2.COLOR_RGB2BGR) if bgr else np.ascontiguousarray(base)
+        cv2.addWeighted(base, 1.0 - alpha, colour, alpha, 0.0, dst=out[top:bottom])
+    return out
+
+
 #: overlay file formats and their extensions
 OVERLAY_FORMATS = {"png": "png", "jpg": "jpg", "webp": "webp"}
 
 
-def encode_picture(rgb: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
-    """An RGB uint8 picture as PNG (camcli's fast writer), JPEG or WebP bytes (OpenCV's encoders)."""
+def encode_picture(rgb: np.ndarray, fmt: str = "png", quality: int = 90, bgr: bool = False) -> bytes:
+    """An RGB uint8 picture (BGR with ``bgr``: OpenCV's order, as :func:`overlay_strips` makes
+    for jpg and webp) as PNG (camcli's fast writer), JPEG or WebP bytes (OpenCV's encoders)."""
     if fmt == "png":
-        return encode_png(rgb)
+        return encode_png(rgb[..., ::-1] if bgr else rgb)
     flag = cv2.IMWRITE_JPEG_QUALITY if fmt == "jpg" else cv2.IMWRITE_WEBP_QUALITY
-    ok, buf = cv2.imencode(f".{fmt}", np.ascontiguousarray(rgb[..., ::-1]), [flag, int(quality)])
+    ok, buf = cv2.imencode(f".{fmt}", rgb if bgr else np.ascontiguousarray(rgb[..., ::-1]), [flag, int(quality)])
     if not ok:
         raise ValueError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} {fmt}")
     return buf.tobytes()
@@ -81,12 +111,14 @@ def encode_png16(heat: np.ndarray) -> bytes:
     return pngfile.encode(np.clip(heat * 65535.0 + 0.5, 0, 65535).astype(np.uint16))
 
 
-def draw_boxes(image: np.ndarray, found, rotated: bool = False, scale: float = 1.0) -> np.ndarray:
+def draw_boxes(image: np.ndarray, found, rotated: bool = False, scale: float = 1.0,
+               inplace: bool = False) -> np.ndarray:
     """Boxes found in a heatmap, drawn in white with a dark outline so they show on any colour.
 
-    ``scale``: the picture's size over the original's (boxes are in original-image pixels).
+    ``scale``: the picture's size over the original's (boxes are in original-image pixels);
+    ``inplace``: draw on ``image`` itself (a picture made for this, not a copy of 150 MB at 50 MP).
     """
-    out = image.copy()
+    out = image if inplace else image.copy()
     thickness = max(2, round(min(image.shape[:2]) / 150))
     for f in found:
         if rotated:
@@ -108,9 +140,9 @@ def fit_text_scale(text: str, width: int, scale: float, thickness: int, floor: f
     return scale
 
 
-def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
+def draw_caption(image: np.ndarray, text: str, inplace: bool = False) -> np.ndarray:
     """``text`` in white on a dark band across the top, sized to stay legible at any image size."""
-    out = image.copy()
+    out = image if inplace else image.copy()
     h, w = image.shape[:2]
     band = max(14, min(h // 8, round(min(h, w) / 12)))
     scale = band / 34.0
