@@ -19,8 +19,8 @@ from camcli.evaluation.boxes import boxes_from_heatmap
 from camcli.models.layer_names import display_name
 from camcli.output.figures import panel
 from camcli.output.paths import atomic_write, heatmap_rel, inside, overlay_rel, panel_rel
-from camcli.output.render import (OVERLAY_FORMATS, draw_boxes, draw_caption, encode_picture, encode_png,
-                                  encode_png16, fit_side, overlay_strips)
+from camcli.output.render import (OVERLAY_FORMATS, draw_boxes, draw_caption, encode_png, encode_png16, fit_side,
+                                  overlay_strips, picture_pieces)
 from camcli.output.rows import PredictionRow
 from camcli.settings import ExplainSettings
 
@@ -72,9 +72,7 @@ def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> li
                 if result.target_index != result.pred_index:
                     text += f" | explained: {result.target_label} {result.target_score:.2f}"
                 picture = draw_caption(picture, text, inplace=True)
-            encoded = encode_picture(picture, s.overlay_format, s.overlay_quality, bgr=bgr)
-            atomic_write(inside(out, rel), encoded)
-            del encoded
+            atomic_write(inside(out, rel), picture_pieces(picture, s.overlay_format, s.overlay_quality, bgr=bgr))
             if not s.panel:
                 picture = None  # kept only for the panel: at 50 MP each picture is 150 MB
             elif bgr:  # the panel shows RGB

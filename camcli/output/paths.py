@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from camcli.models.layer_names import file_safe
@@ -46,8 +47,9 @@ def panel_rel(image_rel: str) -> str:
     return f"panels/{image_rel}.png"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
+def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Write ``data`` (bytes, or pieces written one after the other as they come) to a temporary
+    file beside ``path`` and rename it into place.
 
     The file gets the mode an ordinary ``open()`` would give it (0666 less the umask), not the
     temporary file's private 0600: overlays must be readable by whoever publishes the run.
@@ -56,7 +58,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for piece in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
+                f.write(piece)
             os.fchmod(f.fileno(), 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:

@@ -11,6 +11,7 @@ size of OpenCV's level-1 default at a third of its time (benchmarks/). Output is
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -33,6 +34,12 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 def encode(pixels: np.ndarray, compressor=None) -> bytes:
     """(H, W, 3) or (H, W) uint8, or (H, W) uint16, as PNG bytes."""
+    return b"".join(pieces(pixels, compressor))
+
+
+def pieces(pixels: np.ndarray, compressor=None) -> Iterator[bytes]:
+    """The PNG file of :func:`encode` as it is made: one IDAT chunk per compressed strip of rows
+    (decoders join them), so a writer can stream it without ever holding the whole file."""
     lib = compressor or deflate
     a = np.asarray(pixels)
     if a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3:
@@ -47,10 +54,13 @@ def encode(pixels: np.ndarray, compressor=None) -> bytes:
     h, w = a.shape[:2]
     if h < 1 or w < 1:
         raise ValueError(f"cannot write an empty {w}x{h} image as PNG")
-    rows = np.ascontiguousarray(a).view(np.uint8).reshape(h, -1)
+    return _pieces(np.ascontiguousarray(a).view(np.uint8).reshape(h, -1), w, h, depth, colour, lib)
+
+
+def _pieces(rows: np.ndarray, w: int, h: int, depth: int, colour: int, lib) -> Iterator[bytes]:
+    yield SIGNATURE + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0))
     packer = lib.compressobj(1, lib.DEFLATED, 15, 9, lib.Z_HUFFMAN_ONLY)
     # filtered and compressed a strip of rows at a time: no second full-size copy of the picture
-    pieces = []
     scan = np.empty((min(h, STRIP_ROWS), rows.shape[1] + 1), np.uint8)
     for top in range(0, h, STRIP_ROWS):
         n = min(STRIP_ROWS, h - top)
@@ -62,12 +72,7 @@ def encode(pixels: np.ndarray, compressor=None) -> bytes:
             np.subtract(rows[1:n], rows[:n - 1], out=s[1:, 1:])  # modulo 256, as the filter is defined
         else:
             np.subtract(rows[top:top + n], rows[top - 1:top + n - 1], out=s[:, 1:])
-        pieces.append(packer.compress(s))
-    pieces.append(packer.flush())
-    header = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
-    length = sum(len(piece) for piece in pieces)
-    crc = deflate.crc32(b"IDAT")
-    for piece in pieces:
-        crc = deflate.crc32(piece, crc)
-    return b"".join([SIGNATURE, _chunk(b"IHDR", header), struct.pack(">I", length), b"IDAT", *pieces,
-                     struct.pack(">I", crc), _chunk(b"IEND", b"")])
+        data = packer.compress(s)
+        if data:
+            yield _chunk(b"IDAT", data)
+    yield _chunk(b"IDAT", packer.flush()) + _chunk(b"IEND", b"")

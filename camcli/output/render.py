@@ -7,6 +7,7 @@ own writer), JPEG or WebP.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 
 import cv2
@@ -81,8 +82,18 @@ OVERLAY_FORMATS = {"png": "png", "jpg": "jpg", "webp": "webp"}
 def encode_picture(rgb: np.ndarray, fmt: str = "png", quality: int = 90, bgr: bool = False) -> bytes:
     """An RGB uint8 picture (BGR with ``bgr``: OpenCV's order, as :func:`overlay_strips` makes
     for jpg and webp) as PNG (camcli's fast writer), JPEG or WebP bytes (OpenCV's encoders)."""
+    return b"".join(picture_pieces(rgb, fmt, quality, bgr))
+
+
+def picture_pieces(rgb: np.ndarray, fmt: str = "png", quality: int = 90, bgr: bool = False) -> Iterator[bytes]:
+    """:func:`encode_picture` in pieces to write one after the other: a PNG is streamed as it is
+    compressed (a 50 MP overlay never exists whole as a file in memory)."""
     if fmt == "png":
-        return encode_png(rgb[..., ::-1] if bgr else rgb)
+        return pngfile.pieces(rgb[..., ::-1] if bgr else rgb)
+    return iter([_encode_opencv(rgb, fmt, quality, bgr)])
+
+
+def _encode_opencv(rgb: np.ndarray, fmt: str, quality: int, bgr: bool) -> bytes:
     flag = cv2.IMWRITE_JPEG_QUALITY if fmt == "jpg" else cv2.IMWRITE_WEBP_QUALITY
     ok, buf = cv2.imencode(f".{fmt}", rgb if bgr else np.ascontiguousarray(rgb[..., ::-1]), [flag, int(quality)])
     if not ok:

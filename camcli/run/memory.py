@@ -3,10 +3,11 @@
 Decoded originals wait in the loader (each worker prepares ``prefetch`` batches, and a batch is
 briefly held twice while it crosses to the main process), in the batch being explained, and in
 the writer's queue; each writer thread renders one image at a time in about
-``RENDER_BYTES_PER_PIXEL`` bytes per pixel (the full-size map, the coloured map, the blend, the
-encoder's buffers). The plan shrinks batches, the queue, the prefetch, the writer threads and
-the loader workers, in that order, until the estimate fits the budget; an image that alone
-exceeds it is processed alone, with the least in flight.
+``RENDER_BYTES_PER_PIXEL`` bytes per pixel (the overlay, rendered a strip of rows at a time, and
+the encoder's output). The plan shrinks batches, the queue, the prefetch, the writer threads and
+the loader workers, in that order, until the estimate fits the budget, down to decoding in the
+main process (no worker: each worker process costs about 500 MB of its own, more than a 50 MP
+photo); an image that alone exceeds the budget is processed alone, with the least in flight.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from camcli.engine.batching import BYTES_PER_PIXEL, image_pixels, plan_batches
 from camcli.engine.images import ImageItem
 
-RENDER_BYTES_PER_PIXEL = 14
+RENDER_BYTES_PER_PIXEL = 6
 MB = 2**20
 #: the automatic budget: a quarter of the available memory, at most this (torch, the model and
 #: the loader workers take about 1.2 GB more: measured with benchmarks/photos.py)
@@ -66,8 +67,9 @@ def plan_memory(items: list[ImageItem], batch_size: int, workers: int, budget: i
     threads, prefetch = 2, 2
 
     def estimate(per_batch: int) -> int:
-        # each worker: the batches it prepares ahead and the one it decodes, held twice in transit
-        loader = 2 * max(workers, 1) * (prefetch + 1) * per_batch
+        # each worker: the batches it prepares ahead and the one it decodes, held twice in transit;
+        # without workers the main process decodes one batch at a time
+        loader = (2 * workers * (prefetch + 1) if workers else 1) * per_batch
         return loader + 3 * per_batch + threads * RENDER_BYTES_PER_PIXEL * largest  # explained + writer queue
 
     one_image = BYTES_PER_PIXEL * largest
@@ -79,7 +81,7 @@ def plan_memory(items: list[ImageItem], batch_size: int, workers: int, budget: i
             prefetch = 1
         elif threads > 1:
             threads = 1
-        elif workers > 1:
+        elif workers > 0:
             workers -= 1
         else:
             break  # one image at a time, as little in flight as there can be
