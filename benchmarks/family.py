@@ -42,7 +42,8 @@ CASES = {
     "iscam": ("torchcam:ISCAM", "resnet18", 1, ["--noise-samples", "3"], ["--samples", "3"]),
     "legrad": ("torchcam:LeGrad", "vit_b_16", 16, [], []),
 }
-LAYER = {"resnet18": "layer4[-1]", "vit_b_16": "encoder.layers.encoder_layer_11.ln_1"}
+#: LeGrad aggregates from the layer's block on: the last two blocks, the authors' default
+LAYER = {"resnet18": "layer4[-1]", "vit_b_16": "encoder.layers.encoder_layer_10"}
 
 
 def camcli(images, ck, arch, out, method, extra):

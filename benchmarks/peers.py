@@ -160,8 +160,8 @@ def family(tool, model, folder, out, writer):
         import torchcam.methods
         cls = getattr(torchcam.methods, name)
         if name == "LeGrad":
-            blocks = [f"encoder.layers.{n}" for n, _ in model.encoder.layers.named_children()]
-            extractor = cls(model, blocks, score_projection=lambda t: model.heads(model.encoder.ln(t)[:, 0]))
+            blocks = [f"encoder.layers.{n}" for n, _ in model.encoder.layers.named_children()][-2:]  # the authors'
+            extractor = cls(model, blocks)
         else:
             extractor = cls(model, target_layer="layer4", input_shape=(3, SIZE, SIZE), **noisy)
         gradients = name in ("SmoothGradCAMpp", "LeGrad")

@@ -350,24 +350,24 @@ def test_guided_backprop_refuses_a_model_without_relus():
 
 # --- LeGrad: torchcam ------------------------------------------------------------------------
 
-def test_legrad_matches_torchcam_reading_blocks_through_the_class_token():
+def test_legrad_matches_torchcam_from_the_layers_block_on():
     from test_transformers import vit
     model = vit()
     x = image_batch(2, 64, seed=3)
-    ours = Explainer(model, ["encoder.layers.encoder_layer_1.ln_1"], [get_method("legrad")])(x)
-    assert list(ours.maps) == [("legrad", "input")]
     blocks = [f"encoder.layers.encoder_layer_{i}" for i in range(len(model.encoder.layers))]
-    # torchcam reads each block through its tokens' mean; camcli through the class token, as the
-    # model reads its last block: given that reading, the two agree
-    extractor = torchcam.LeGrad(model, blocks, score_projection=lambda t: model.heads(model.encoder.ln(t)[:, 0]))
-    try:
-        logits = model(x)
-        theirs = extractor(ours.targets.tolist(), logits)[0]
-    finally:
-        extractor.remove_hooks()
-    assert_parity(ours.maps[("legrad", "input")].maps.numpy(), theirs.detach().numpy(), "legrad")
-    # and the model is as it was: no hooks left, attention asked for no weights
+    for first in range(len(blocks)):  # the layer names the first block averaged
+        ours = Explainer(model, [blocks[first] + ".ln_1"], [get_method("legrad")])(x)
+        extractor = torchcam.LeGrad(model, blocks[first:])
+        try:
+            theirs = extractor(ours.targets.tolist(), model(x))[0]
+        finally:
+            extractor.remove_hooks()
+        assert_parity(ours.maps[("legrad", blocks[first] + ".ln_1")].maps.numpy(), theirs.detach().numpy(),
+                      f"legrad from block {first}")
+    # and the model is as it was: no hooks left
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    with pytest.raises(UsageError, match="legrad averages transformer blocks"):
+        Explainer(model, ["conv_proj"], [get_method("legrad")]).validate((64, 64), "cpu")
 
 
 def test_legrad_refuses_a_convolutional_model():

@@ -157,7 +157,7 @@ class Explainer:
         with frozen_parameters(model), capture(model, self.layers, self.needs_gradients,
                                                lambda l, t: self._layout(l, t, size)) as store, \
                 contextlib.ExitStack() as watching:
-            recorders = {m.name: watching.enter_context(m.watch(model)) for m in self.watchers}
+            recorders = {m.name: watching.enter_context(m.watch(model, self.layers)) for m in self.watchers}
             if graph:
                 with torch.inference_mode(False), torch.enable_grad():
                     x = x.clone()  # a normal tensor even if the caller made it in inference mode

@@ -121,8 +121,8 @@ class CAMMethod(ABC):
     #: (its hooks change the backward: Guided Backprop); otherwise it runs a pass of its own
     watches_alone: ClassVar[bool] = False
 
-    def watch(self, model: nn.Module):
-        """A context manager, active during the shared forward, that yields a recorder whose
+    def watch(self, model: nn.Module, layers: list[str]):
+        """A context manager, active during the shared forward at ``layers``, that yields a recorder whose
         ``finish(x, logits, targets, score)`` runs while the graph is alive and returns what
         :meth:`raw_maps` then finds in ``fp.cache[self.name]``; it must keep the graph."""
         return contextlib.nullcontext()

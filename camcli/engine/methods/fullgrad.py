@@ -77,7 +77,7 @@ class FullGrad(CAMMethod):
     watches = True  # its hooks ride on the shared forward: no second forward
 
     @contextmanager
-    def watch(self, model: nn.Module) -> Iterator[_Recorder]:
+    def watch(self, model: nn.Module, layers: list[str]) -> Iterator[_Recorder]:
         recorder = _Recorder()
         handles = [m.register_forward_hook(recorder.hook_for(b)) for m, b in biased_modules(model)]
         try:

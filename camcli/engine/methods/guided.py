@@ -128,7 +128,7 @@ class GuidedBackprop(_GuidedMethod):
     watches_alone = True  # alone, it guides the shared forward instead of running another
 
     @contextmanager
-    def watch(self, model):
+    def watch(self, model, layers):
         with Guided() as mode:
             yield _Recorder(mode)
 
