@@ -80,3 +80,13 @@ def layout_requests(spec: str | Sequence[str] | None, layers: Sequence[str]) -> 
         raise UsageError(f"`layer_layout` has {len(values)} values for {len(layers)} layers: give one for every "
                          "layer, or one for all")
     return dict(zip(layers, values))
+
+
+@contextmanager
+def removed_after(handles: list) -> Iterator[None]:
+    """Hook handles removed when the block ends, also when it raises."""
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

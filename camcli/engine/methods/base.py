@@ -169,6 +169,18 @@ class CAMMethod(ABC):
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+def noise_options(samples: int | None, std: float | None, default_samples: int,
+                  default_std: float | None = None) -> tuple[int, float | None]:
+    """``noise_samples`` and ``noise_std`` or their defaults, checked (the noisy methods share them)."""
+    samples = default_samples if samples is None else int(samples)
+    if samples < 1:
+        raise UsageError(f"`noise_samples` must be at least 1, got {samples}")
+    std = default_std if std is None else float(std)
+    if std is not None and not std > 0:
+        raise UsageError(f"`noise_std` must be above 0, got {std}")
+    return samples, std
+
+
 def stable_seed(data: bytes) -> int:
     """A 63-bit seed from bytes, the same in every process (unlike ``hash``)."""
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1

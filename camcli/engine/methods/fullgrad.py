@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from camcli.errors import UsageError
+from camcli.engine.capture import removed_after
 from camcli.engine.methods import register
 from camcli.engine.methods.base import CAMMethod, ForwardPass, class_scores
 from camcli.engine.tensors import first_tensor, replace_first_tensor
@@ -79,12 +80,8 @@ class FullGrad(CAMMethod):
     @contextmanager
     def watch(self, model: nn.Module, layers: list[str]) -> Iterator[_Recorder]:
         recorder = _Recorder()
-        handles = [m.register_forward_hook(recorder.hook_for(b)) for m, b in biased_modules(model)]
-        try:
+        with removed_after([m.register_forward_hook(recorder.hook_for(b)) for m, b in biased_modules(model)]):
             yield recorder
-        finally:
-            for h in handles:
-                h.remove()
 
     def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         return fp.cache[self.name]

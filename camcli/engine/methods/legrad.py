@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from camcli.errors import UsageError
+from camcli.engine.capture import removed_after
 from camcli.engine.methods import register
 from camcli.engine.methods.base import CAMMethod, ForwardPass
 
@@ -122,11 +123,8 @@ class LeGrad(CAMMethod):
             handles.append(attention.register_forward_pre_hook(_ask_for_weights, with_kwargs=True))
             handles.append(attention.register_forward_hook(_output_from_weights(recorder.weights), with_kwargs=True))
             handles.append(block.register_forward_hook(lambda _m, _i, out: recorder.tokens.append(out)))
-        try:
+        with removed_after(handles):
             yield recorder
-        finally:
-            for h in handles:
-                h.remove()
 
     def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         blocks, maps = fp.cache[self.name]  # from the earliest block any layer needs

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from camcli.errors import UsageError
 from camcli.engine.methods import register
-from camcli.engine.methods.base import ForwardPass
+from camcli.engine.methods.base import ForwardPass, noise_options
 from camcli.engine.methods.scorecam import ScoreCAM, distinct_channels, masked_scores, normalised_masks
 
 
@@ -31,13 +30,6 @@ def mask_noise(generator: torch.Generator, count: int, size: tuple[int, int], st
                device: torch.device | str) -> torch.Tensor:
     """(count, H, W) noise, one draw of N(0, std^2) per mask in order (SS-CAM's perturbation)."""
     return torch.stack([torch.randn(size, generator=generator, device=device) for _ in range(count)]) * std
-
-
-def _samples(value: int | None, default: int) -> int:
-    samples = default if value is None else int(value)
-    if samples < 1:
-        raise UsageError(f"`noise_samples` must be at least 1, got {samples}")
-    return samples
 
 
 @register
@@ -51,10 +43,7 @@ class SSCAM(ScoreCAM):
     def __init__(self, cam_batch_size: int = 64, noise_samples: int | None = None,
                  noise_std: float | None = None) -> None:
         super().__init__(cam_batch_size)
-        self.samples = _samples(noise_samples, 35)
-        self.std = 2.0 if noise_std is None else float(noise_std)
-        if not self.std > 0:
-            raise UsageError(f"`noise_std` must be above 0, got {self.std}")
+        self.samples, self.std = noise_options(noise_samples, noise_std, 35, 2.0)
 
     def channel_scores(self, fp: ForwardPass, i: int, acts: torch.Tensor) -> torch.Tensor:
         size = tuple(fp.inputs.shape[2:])
@@ -76,7 +65,7 @@ class ISCAM(ScoreCAM):
 
     def __init__(self, cam_batch_size: int = 64, noise_samples: int | None = None) -> None:
         super().__init__(cam_batch_size)
-        self.steps = _samples(noise_samples, 10)
+        self.steps, _ = noise_options(noise_samples, None, 10)
 
     def coefficients(self) -> list[float]:
         """The mask's scale at each step: sum_{j<=i} j/N for i = 1..N."""

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from camcli.errors import UsageError
 from camcli.engine.methods import register
 from camcli.engine.methods.assumptions import NonNegativeActivations
-from camcli.engine.methods.base import CAMMethod, ForwardPass
+from camcli.engine.methods.base import CAMMethod, ForwardPass, noise_options
 
 
 @register
@@ -33,12 +32,7 @@ class SmoothGradCAMPlusPlus(CAMMethod):
     assumptions = (NonNegativeActivations(),)
 
     def __init__(self, noise_samples: int | None = None, noise_std: float | None = None) -> None:
-        self.samples = 4 if noise_samples is None else int(noise_samples)
-        self.std = 0.3 if noise_std is None else float(noise_std)
-        if self.samples < 1:
-            raise UsageError(f"`noise_samples` must be at least 1, got {self.samples}")
-        if not self.std > 0:
-            raise UsageError(f"`noise_std` must be above 0, got {self.std}")
+        self.samples, self.std = noise_options(noise_samples, noise_std, 4, 0.3)
 
     def derivatives(self, fp: ForwardPass) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """layer -> (mean g, mean g^2, mean g^3) over the noisy copies; computed once per batch."""
