@@ -374,3 +374,72 @@ def test_legrad_refuses_a_convolutional_model():
     model = seeded("resnet18")
     with pytest.raises(UsageError, match="legrad.*VisionTransformer"):
         Explainer(model, ["layer4.1"], [get_method("legrad")]).validate((64, 64), "cpu")
+
+
+# --- by hand, on a toy model ------------------------------------------------------------------
+
+class Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+        self.fc = torch.nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def _minmax(raw):
+    raw = raw.clamp_min(0)
+    lo, hi = raw.flatten(1).min(1).values[:, None, None], raw.flatten(1).max(1).values[:, None, None]
+    return (raw - lo) / (hi - lo)
+
+
+def _masks(acts, size):
+    up = F.interpolate(acts[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    lo, hi = up.flatten(1).min(1).values[:, None, None], up.flatten(1).max(1).values[:, None, None]
+    return torch.where(hi > lo, (up - lo) / torch.where(hi > lo, hi - lo, 1), 0)
+
+
+def test_iscam_and_sscam_by_hand():
+    model = Toy().eval()
+    x = image_batch(1, 8, seed=4)
+    with torch.no_grad():
+        acts = model.features(x)[0]
+        target = int(model(x).argmax())
+    masks = _masks(acts, (8, 8))
+    score = lambda m: model(x * m[:, None]).detach()[:, target]  # noqa: E731
+    n = 3
+    coefficients = [sum(j / n for j in range(1, i + 1)) for i in range(1, n + 1)]  # 1/3, 1, 2
+    weights = torch.stack([score(masks * c) for c in coefficients]).mean(0).softmax(0)
+    expected = _minmax((weights[:, None, None] * acts).sum(0, keepdim=True))
+    ours = Explainer(model, ["features"], [get_method("iscam", noise_samples=n)])(x)
+    assert torch.allclose(ours.maps[("iscam", "features")].maps, expected, atol=1e-5)
+    # SS-CAM: each sample adds a fresh N(0, std^2) draw to every mask pixel, channel by channel
+    generator = torch.Generator().manual_seed(9)
+    noisy = [masks + torch.stack([torch.randn((8, 8), generator=generator) for _ in range(4)]) * 0.5 for _ in range(2)]
+    weights = torch.stack([score(m) for m in noisy]).mean(0).softmax(0)
+    expected = _minmax((weights[:, None, None] * acts).sum(0, keepdim=True))
+    ours = Explainer(model, ["features"], [get_method("sscam", noise_samples=2, noise_std=0.5)])(x, seeds=[9])
+    assert torch.allclose(ours.maps[("sscam", "features")].maps, expected, atol=1e-5)
+
+
+def test_finercam_by_hand():
+    model = Toy().eval()
+    x = image_batch(2, 8, seed=5)
+    store = {}
+    handle = model.features.register_forward_hook(lambda _m, _i, o: store.setdefault("a", o))
+    logits = model(x)
+    handle.remove()
+    expected = []
+    for i in range(2):
+        t = int(logits[i].argmax())
+        others = [c for c in range(5) if c != t]
+        rivals = sorted(others, key=lambda c: abs(float(logits[i, c] - logits[i, t])))[:3]
+        p = logits[i].softmax(0)
+        score = sum(p[d] * (logits[i, t] - 0.7 * logits[i, d]) for d in rivals) / sum(p[d] for d in rivals)
+        (g,) = torch.autograd.grad(score, store["a"], retain_graph=True)
+        w = g[i].mean((1, 2))
+        expected.append((w[:, None, None] * store["a"][i].detach()).sum(0))
+    ours = Explainer(model, ["features"], [get_method("finercam", finer_alpha=0.7)])(x)
+    assert torch.allclose(ours.maps[("finercam", "features")].maps, _minmax(torch.stack(expected)), atol=1e-5)
