@@ -93,7 +93,7 @@ class ExplainSettings:
                                       shown="1 / channels", shapes_outputs=True, evaluate=True)
     finer_alpha: float | None = option(None, "Finer-CAM's comparison strength: the explained score is the target's "
                                        "logit minus alpha times those of the three most similar classes, weighted by "
-                                       "their probabilities (finercam only).", "Explanation", shown="1, the paper's",
+                                       "their probabilities (finercam only).", "Explanation", shown="1, the authors' code",
                                        shapes_outputs=True, evaluate=True)
     noise_samples: int | None = option(None, "Noisy samples per image for sscam and smoothgradcam++, integration "
                                        "steps for iscam.", "Explanation",
