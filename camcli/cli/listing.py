@@ -51,7 +51,7 @@ def methods(as_json: JsonOption = False) -> None:
         _print_json([{"name": name, "summary": cls.summary, "paper": cls.paper, "cost": cls.cost,
                       "needs_gradients": cls.needs_gradients, "class_discriminative": cls.class_discriminative,
                       "transformers": cls.transformers, "resolution": "pixel" if cls.pixel_level else "layer",
-                      "uses_layer": cls.uses_layer, "options": [o for o in cls.options if o != "cam_batch_size"],
+                      "uses_layer": cls.uses_layer, "options": _options(cls),
                       "assumes": [a.name for a in cls.assumptions]}
                      for name, cls in available().items()])
         return
@@ -60,10 +60,15 @@ def methods(as_json: JsonOption = False) -> None:
         needs = "gradients" if cls.needs_gradients else "no gradients"
         kind = "class-discriminative" if cls.class_discriminative else "class-agnostic"
         assumes = "".join(f"; assumes {a.name}" for a in cls.assumptions)
-        options = [f"--{o.replace('_', '-')}" for o in cls.options if o != "cam_batch_size"]
+        options = [f"--{o.replace('_', '-')}" for o in _options(cls)]
         takes = f"; options: {', '.join(options)}" if options else ""
         out.print(f"{name:<20} {cls.summary}. [{needs}; {kind}; cost: {cls.cost}{takes}{assumes}] {cls.paper}",
                   markup=False)
+
+
+def _options(cls) -> list[str]:
+    """The settings a method takes (``cam_batch_size``, which every per-image method takes, aside)."""
+    return [o for o in cls.options if o != "cam_batch_size"]
 
 
 @app.command()

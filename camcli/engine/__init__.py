@@ -11,3 +11,5 @@ global limits): a notebook and the command line drive it the same way.
 DEFAULT_MAX_PIXELS = 89_478_485
 #: how an image is fitted to the model input (the ``resize`` setting; :mod:`.framing`)
 RESIZE_MODES = ("stretch", "letterbox", "crop")
+#: how ``fuse`` combines a method's maps at several layers (:mod:`.fusion`)
+FUSIONS = ("max", "mean", "product")

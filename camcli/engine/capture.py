@@ -58,13 +58,10 @@ def capture(model: nn.Module, layers: Sequence[str], track_grad: bool,
             return replace_first_tensor(output, layout.from_map(store[layer], tensor))
         return hook
 
-    try:
+    with removed_after(handles):
         for layer in layers:
             handles.append(model.get_submodule(layer).register_forward_hook(hook_for(layer)))
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def layout_requests(spec: str | Sequence[str] | None, layers: Sequence[str]) -> dict[str, str]:

@@ -34,7 +34,7 @@ from camcli.engine.layouts import Layout, detect, readings, rescaled_shapes, tok
 from camcli.models.layer_names import display_name
 from camcli.engine.methods import CAMMethod
 from camcli.engine.methods.assumptions import Check
-from camcli.engine.methods.base import INPUT_LAYER, ForwardPass, MapBatch, model_logits
+from camcli.engine.methods.base import INPUT_LAYER, ForwardPass, MapBatch, class_scores, model_logits
 
 SCORES = ("logit", "softmax")
 
@@ -187,7 +187,7 @@ class Explainer:
         _check_ran(store, self.layers)
         acts = [store[l] for l in self.layers]
         more = bool(self.objectives)
-        grads = torch.autograd.grad(self._scores(logits, targets).sum(), acts, allow_unused=True,
+        grads = torch.autograd.grad(class_scores(logits, targets, self.score).sum(), acts, allow_unused=True,
                                     retain_graph=more or self.needs_hessian, create_graph=self.needs_hessian)
         grads = [g if g is not None else torch.zeros_like(a) for a, g in zip(acts, grads)]
         hessian = _hessian_products(acts, grads, self.layers, more) if self.needs_hessian else {}
@@ -279,10 +279,6 @@ class Explainer:
             raise UsageError(f"target class {target} is out of range for a model with {k} classes")
         return t
 
-    def _scores(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if self.score == "softmax":
-            return logits.softmax(1).gather(1, targets[:, None]).squeeze(1)
-        return logits.gather(1, targets[:, None]).squeeze(1)
 
 
 def _hessian_products(acts: list[torch.Tensor], grads: list[torch.Tensor], layers: Sequence[str],

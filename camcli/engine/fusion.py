@@ -19,10 +19,13 @@ from collections.abc import Sequence
 import torch
 
 from camcli.errors import UsageError
+from camcli.engine import FUSIONS
 from camcli.engine.methods.base import MapBatch, normalise
 from camcli.engine.tensors import upsample
 
-FUSIONS = ("max", "mean", "product")
+#: ``fuse`` -> how a stack of maps (layers first) becomes one
+COMBINE = {"max": lambda stack: stack.amax(0), "mean": lambda stack: stack.mean(0),
+           "product": lambda stack: stack.prod(0)}
 
 
 def fused_name(layers: Sequence[str]) -> str:
@@ -51,11 +54,5 @@ def fused(maps: dict[tuple[str, str], MapBatch], how: str, layers: Sequence[str]
         parts = [maps[(method.name, layer)].maps for layer in layers]
         size = max((tuple(p.shape[-2:]) for p in parts), key=lambda hw: hw[0] * hw[1])
         stack = torch.stack([p if tuple(p.shape[-2:]) == size else upsample(p, size) for p in parts])
-        if how == "max":
-            combined = stack.amax(0)
-        elif how == "mean":
-            combined = stack.mean(0)
-        else:
-            combined = stack.prod(0)
-        out[(method.name, fused_name(layers))] = normalise(combined, relu=False)
+        out[(method.name, fused_name(layers))] = normalise(COMBINE[how](stack), relu=False)
     return out

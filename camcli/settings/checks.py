@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from camcli.engine import RESIZE_MODES
+from camcli.engine import FUSIONS, RESIZE_MODES
 from camcli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -95,8 +95,8 @@ def check(s: ExplainSettings) -> None:
         if not [m for m in noisy if m != "iscam"]:
             raise UsageError("`noise_std` applies to `method` sscam and smoothgradcam++ only (iscam adds no noise)")
     if s.fuse is not None:
-        if s.fuse not in ("max", "mean", "product"):
-            raise UsageError(f"`fuse` must be max, mean or product, got {s.fuse!r}")
+        if s.fuse not in FUSIONS:
+            raise UsageError(f"`fuse` must be {', '.join(FUSIONS[:-1])} or {FUSIONS[-1]}, got {s.fuse!r}")
         if len(s.layer) < 2:
             raise UsageError("`fuse` combines the maps of several layers; give two or more with `layer`")
     for name in ("kpca_kernel", "kpca_gamma"):

@@ -16,7 +16,7 @@ import torch
 from camcli.errors import UsageError
 from camcli.engine.methods import register
 from camcli.engine.methods.base import ForwardPass
-from camcli.engine.methods.gradcam import ChannelWeightCAM
+from camcli.engine.methods.gradcam import GradCAM
 
 #: how many of the closest classes each target is compared with
 COMPARISONS = 3
@@ -40,7 +40,7 @@ def contrastive_score(logits: torch.Tensor, targets: torch.Tensor, alpha: float)
 
 
 @register
-class FinerCAM(ChannelWeightCAM):
+class FinerCAM(GradCAM):
     name = "finercam"
     summary = "Grad-CAM of the target's logit minus alpha x its three closest rivals': what tells them apart"
     paper = "Zhang et al., CVPR 2025, arXiv:2501.11309"
@@ -62,10 +62,5 @@ class FinerCAM(ChannelWeightCAM):
         if fp.logits.shape[1] < 2:
             raise UsageError("finercam compares the target with other classes; this model has one class")
 
-    def channel_weights(self, acts, grads):
-        return grads.mean(dim=(2, 3), keepdim=True)
-
-    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        acts = fp.activations[layer].float()
-        grads = fp.objective_gradients[self.objective_key][layer].float()
-        return self.channel_weights(acts, grads) * acts
+    def gradients_at(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        return fp.objective_gradients[self.objective_key][layer]

@@ -19,8 +19,12 @@ class ChannelWeightCAM(CAMMethod):
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def gradients_at(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        """The gradients the weights are made of: the score's (Finer-CAM and Shapley-CAM change them)."""
+        return fp.gradients[layer]
+
     def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        acts, grads = fp.activations[layer].float(), fp.gradients[layer].float()
+        acts, grads = fp.activations[layer].float(), self.gradients_at(fp, layer).float()
         return self.channel_weights(acts, grads) * acts  # summed, then ReLU, by the base class
 
 
@@ -44,11 +48,7 @@ class GradCAMPlusPlus(ChannelWeightCAM):
     def channel_weights(self, acts, grads):
         # With Y = exp(S), the derivatives of Y are exp(S) times powers of dS/dA, and exp(S)
         # cancels in alpha (eq. 19); the remaining common factor exp(S) drops out when normalised.
-        g2, g3 = grads.pow(2), grads.pow(3)
-        denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3
-        alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
-        alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-        return (alpha * grads.clamp_min(0)).sum(dim=(2, 3), keepdim=True)  # eq. 10
+        return plusplus_weights(acts, grads, grads.pow(2), grads.pow(3))
 
 
 @register
@@ -63,3 +63,12 @@ class XGradCAM(ChannelWeightCAM):
         norm = acts / torch.where(total != 0, total, torch.ones_like(total))
         norm = torch.where(total != 0, norm, torch.zeros_like(norm))
         return (grads * norm).sum(dim=(2, 3), keepdim=True)
+
+
+def plusplus_weights(acts: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++'s channel weights from the first, second and third derivatives (eq. 19, eq. 10):
+    alpha = d2 / (2 d2 + sum(A) d3) where d2 is not zero, w = sum_ij alpha relu(d1)."""
+    denom = 2 * d2 + acts.sum(dim=(2, 3), keepdim=True) * d3
+    alpha = d2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+    alpha = torch.where(d2 != 0, alpha, torch.zeros_like(alpha))
+    return (alpha * d1.clamp_min(0)).sum(dim=(2, 3), keepdim=True)

@@ -41,6 +41,10 @@ _UNGUIDED = {F.gelu: "GELU", F.silu: "SiLU", F.hardswish: "Hardswish", F.hardsig
              F.softplus: "Softplus", F.prelu: "PReLU"}
 
 
+#: Guided Backprop's name, and the per-batch cache key of the guided gradients
+GUIDED = "guidedbackprop"
+
+
 class GuidedReLU(torch.autograd.Function):
     """ReLU forward; backward passes a gradient only where both it and the input are positive."""
 
@@ -83,10 +87,8 @@ class Guided(TorchFunctionMode):
 def guided_gradients(fp: ForwardPass) -> tuple[torch.Tensor, Guided]:
     """(N, 3, H, W) guided gradients of each image's explained score w.r.t. its pixels, in one
     batched pass (cached per batch: Guided Grad-CAM at several layers shares it)."""
-    key = ("guided gradients",)
-    if key not in fp.cache and fp.cache.get(GuidedBackprop.name) is not None:
-        fp.cache[key] = fp.cache[GuidedBackprop.name]  # taken on the shared forward (watch)
-    if key not in fp.cache:
+    key = GUIDED  # where the explainer puts it when Guided Backprop guided the shared forward (watch)
+    if fp.cache.get(key) is None:
         model = fp.model
         with frozen_parameters(model), torch.inference_mode(False), torch.enable_grad():
             x = fp.inputs.detach().clone().requires_grad_(True)
@@ -119,7 +121,7 @@ class _GuidedMethod(CAMMethod):
 
 @register
 class GuidedBackprop(_GuidedMethod):
-    name = "guidedbackprop"
+    name = GUIDED
     summary = "pixel-level: input gradient through ReLUs that pass only positive gradients; ignores the layer"
     paper = "Springenberg et al., ICLR-W 2015, arXiv:1412.6806"
     class_discriminative = False

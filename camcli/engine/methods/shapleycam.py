@@ -15,18 +15,16 @@ import torch
 
 from camcli.engine.methods import register
 from camcli.engine.methods.base import ForwardPass
-from camcli.engine.methods.gradcam import ChannelWeightCAM
+from camcli.engine.methods.gradcam import GradCAM
 
 
 @register
-class ShapleyCAM(ChannelWeightCAM):
+class ShapleyCAM(GradCAM):
     name = "shapleycam"
     summary = "Grad-CAM weights from gradient minus half the Hessian-vector product (a Shapley-value reading)"
     paper = "Cai, arXiv:2501.06261"
     cost = "1 forward + 2 partial backwards"
     needs_hessian = True
 
-    def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        acts, grads = fp.activations[layer].float(), fp.gradients[layer].float()
-        weights = (grads - 0.5 * fp.hessian_products[layer].float()).mean(dim=(2, 3), keepdim=True)
-        return weights * acts
+    def gradients_at(self, fp: ForwardPass, layer: str) -> torch.Tensor:
+        return fp.gradients[layer].float() - 0.5 * fp.hessian_products[layer].float()  # averaged by Grad-CAM

@@ -20,6 +20,7 @@ import torch
 from camcli.engine.methods import register
 from camcli.engine.methods.assumptions import NonNegativeActivations
 from camcli.engine.methods.base import CAMMethod, ForwardPass, noise_options
+from camcli.engine.methods.gradcam import plusplus_weights
 
 
 @register
@@ -46,19 +47,13 @@ class SmoothGradCAMPlusPlus(CAMMethod):
                 noisy = fp.again(x + noise.to(x.dtype) * self.std)
                 for layer, g in noisy.gradients.items():
                     g = g.float()
-                    parts = (g, g * g, g * g * g)
-                    if layer not in sums:
-                        sums[layer] = [p.clone() for p in parts]
-                    else:
-                        for total, p in zip(sums[layer], parts):
-                            total += p
+                    totals = sums.setdefault(layer, [torch.zeros_like(g) for _ in range(3)])
+                    for total, power in zip(totals, (g, g * g, g * g * g)):
+                        total += power
             fp.cache[key] = {layer: tuple(t / self.samples for t in totals) for layer, totals in sums.items()}
         return fp.cache[key]
 
     def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         acts = fp.activations[layer].float()
         d1, d2, d3 = self.derivatives(fp)[layer]
-        denom = 2 * d2 + acts.sum(dim=(2, 3), keepdim=True) * d3
-        alpha = d2 / torch.where(denom != 0, denom, torch.ones_like(denom))
-        alpha = torch.where(d2 != 0, alpha, torch.zeros_like(alpha))
-        return (alpha * d1.clamp_min(0)).sum(dim=(2, 3), keepdim=True) * acts
+        return plusplus_weights(acts, d1, d2, d3) * acts
