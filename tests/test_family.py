@@ -443,3 +443,60 @@ def test_finercam_by_hand():
         expected.append((w[:, None, None] * store["a"][i].detach()).sum(0))
     ours = Explainer(model, ["features"], [get_method("finercam", finer_alpha=0.7)])(x)
     assert torch.allclose(ours.maps[("finercam", "features")].maps, _minmax(torch.stack(expected)), atol=1e-5)
+
+
+# --- the new flags, from the command line ---------------------------------------------------
+
+def test_fuse_writes_its_own_overlay_and_row_and_each_fusion_differs(cli, tmp_path):
+    from conftest import DEMO_CONFIG, SAMPLES, read_csv
+    image = SAMPLES / "single" / "circle_07.jpg"
+    layers = ("--layer", "layer3", "--layer", "layer4[1]")
+    heat = {}
+    for how in ("max", "product"):
+        out = tmp_path / how
+        r = cli("explain", image, "--config", DEMO_CONFIG, "--method", "gradcam,fullgrad", *layers, "--fuse", how,
+                "--save-heatmap", "npy", "--heatmap-size", "layer", "--out", out)
+        assert r.exit_code == 0, r.stderr
+        rows = {(row["method"], row["layer"]): row for row in read_csv(out / "predictions.csv")}
+        # per-layer rows, one fused row for the method that uses layers, one row for fullgrad
+        assert set(rows) == {("gradcam", "layer3"), ("gradcam", "layer4[1]"), ("gradcam", "layer3+layer4[1]"),
+                             ("fullgrad", "input")}
+        fused = rows[("gradcam", "layer3+layer4[1]")]
+        assert (out / fused["output"]).is_file() and fused["output"].endswith("gradcam@layer3_layer4.1.png")
+        heat[how] = np.load(out / fused["heatmap"])
+        finest = np.load(out / rows[("gradcam", "layer3")]["heatmap"])
+        assert heat[how].shape == finest.shape  # on the finer layer's grid
+    assert not np.allclose(heat["max"], heat["product"], atol=1e-3)
+
+
+def test_noise_and_finer_options_take_effect_and_are_checked(cli, tmp_path):
+    from conftest import DEMO_CONFIG, SAMPLES, read_csv
+    image = SAMPLES / "single" / "circle_07.jpg"
+
+    def heatmap(name, *args):
+        out = tmp_path / name
+        r = cli("explain", image, "--config", DEMO_CONFIG, *args, "--save-heatmap", "npy", "--heatmap-size", "layer",
+                "--out", out)
+        assert r.exit_code == 0, r.stderr
+        return np.load(out / read_csv(out / "predictions.csv")[0]["heatmap"])
+
+    # at layer3: after the last block a GAP + linear head makes the gradient the same for every input
+    smooth = ("--method", "smoothgradcam++", "--layer", "layer3")
+    assert not np.allclose(heatmap("s1", *smooth, "--noise-std", "0.5"), heatmap("s2", *smooth, "--noise-std", "2"),
+                           atol=1e-3)
+    assert np.array_equal(heatmap("s3", *smooth, "--noise-samples", "2"), heatmap("s4", *smooth, "--noise-samples", "2"))
+    assert not np.allclose(heatmap("s5", *smooth, "--noise-samples", "2", "--seed", "1"),
+                           heatmap("s6", *smooth, "--noise-samples", "2", "--seed", "2"), atol=1e-4)
+    assert not np.allclose(heatmap("f1", "--method", "finercam", "--finer-alpha", "0"),
+                           heatmap("f2", "--method", "finercam", "--finer-alpha", "2"), atol=1e-3)
+    for args, said in [(("--method", "gradcam", "--noise-samples", "2"), "--noise-samples applies to --method sscam"),
+                       (("--method", "sscam", "--noise-samples", "0"), "--noise-samples must be at least 1"),
+                       (("--method", "iscam", "--noise-std", "1"), "(iscam adds no noise)"),
+                       (("--method", "sscam", "--noise-std", "0"), "--noise-std must be a finite number above 0"),
+                       (("--method", "gradcam", "--finer-alpha", "1"), "--finer-alpha applies to --method finercam"),
+                       (("--method", "finercam", "--finer-alpha", "-1"), "--finer-alpha must be a finite number"),
+                       (("--method", "gradcam", "--fuse", "max"), "--fuse combines the maps of several layers"),
+                       (("--method", "gradcam", "--layer", "layer3", "--layer", "layer4", "--fuse", "min"),
+                        "--fuse must be max, mean or product")]:
+        r = cli("explain", image, "--config", DEMO_CONFIG, *args, "--out", tmp_path / "x")
+        assert r.exit_code == 2 and said in r.stderr, (args, r.stderr)
