@@ -1,8 +1,10 @@
 """camcli in pipelines and by hand: NDJSON, stdin and list files, dry runs, captions, the
 gallery in a real browser, and the Python API."""
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,17 +120,38 @@ def test_gallery_loads_in_headless_chromium(cli, setup, tmp_path):
     assert r.exit_code == 1
     index = out / "index.html"
     assert index.is_file()
+    dom = browse(browser, index.as_uri(), tmp_path)
+    assert dom.count('class="card"') == 3 and dom.count('class="card error"') == 1
+    for link in ("overlays/one.png.gradcam@layer4.1.png", "panels/sub%20dir/three%20%C3%A9.png.png"):
+        assert link in dom
+    assert "4 image(s)" in dom and "3 ok" in dom and "1 failed" in dom and "model resnet18" in dom
+    assert visible_cards(dom) == ["bad.png", "one.png", "sub dir/three é.png", "two.jpg"]
+    # the controls keep their state in the address: filter, sort, the map shown, pages
+    assert visible_cards(browse(browser, index.as_uri() + "#filter=failed", tmp_path)) == ["bad.png"]
+    by_score = browse(browser, index.as_uri() + "#sort=score", tmp_path)
+    rows = {r["path"]: float(r["score"]) for r in read_csv(out / "predictions.csv") if r["score"]}
+    assert visible_cards(by_score)[:3] == sorted(rows, key=rows.get, reverse=True)
+    cam = browse(browser, index.as_uri() + "#map=cam%40layer4%5B1%5D", tmp_path)
+    shown = re.findall(r'<img loading="lazy" src="([^"]+)"', cam)
+    assert len(shown) == 3 and all("cam@layer4.1" in s and "gradcam" not in s for s in shown)
+
+
+def browse(browser: str, url: str, tmp_path) -> str:
+    """The page's DOM after its script ran, in headless Chromium; no console errors allowed."""
     proc = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
          "--enable-logging=stderr", "--v=0", "--allow-file-access-from-files", "--virtual-time-budget=3000",
-         "--dump-dom", index.as_uri()], capture_output=True, text=True, timeout=120)
-    dom = proc.stdout
-    assert dom.count('class="card"') == 3 and dom.count('class="card error"') == 1
+         "--dump-dom", url], capture_output=True, text=True, timeout=120)
     console_errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
     assert console_errors == []
-    for link in ("overlays/one.png.gradcam@layer4.1.png", "panels/sub%20dir/three%20%C3%A9.png.png"):
-        assert link in dom
+    return proc.stdout
+
+
+def visible_cards(dom: str) -> list[str]:
+    """The paths of the cards shown, in page order."""
+    cards = re.findall(r'<div class="card[^"]*" ([^>]*)>', dom)
+    return [html.unescape(re.search(r'data-path="([^"]*)"', c).group(1)) for c in cards if "hidden" not in c]
 
 
 def test_python_api_yields_results_without_writing(setup, tmp_path, monkeypatch):

@@ -1,70 +1,172 @@
 """``index.html``: a self-contained gallery of a run, usable by opening the file (no server).
 
-Cards are appended as images finish and the file is renamed into place at the end, so the
-gallery never holds more than one card in memory. Links are relative to the output folder.
+One card per image, streamed to the file as the CSV is read (the gallery never holds more than
+one card in memory) and renamed into place at the end. The header gives the run's model and
+counts. A small inline script (no network) adds what a long run needs: a switch between the
+methods and layers on each card and for all cards, sorting by file name or score, filters for
+failed images and empty maps, and pages of 60 cards (images load lazily, hidden cards not at all). The state
+lives in the address's ``#`` part (``#map=cam@layer4[1]&sort=score&filter=failed&page=2``), so a
+view can be bookmarked or shared. Links are relative to the output folder.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import os
 from pathlib import Path
 from urllib.parse import quote
 
 from camcli.output.rows import PredictionRow
 
-_HEAD = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>camcli run</title>
-<style>
+PAGE_SIZE = 60
+ON = ' class="on"'
+EMPTY = '<div class="empty">empty map</div>'
+
+_STYLE = """
 body{font-family:system-ui,sans-serif;margin:1rem;background:#fafafa;color:#222}
-h1{font-size:1.2rem} .grid{display:flex;flex-wrap:wrap;gap:12px}
+h1{font-size:1.2rem;margin:0 0 .3rem} .about{font-size:.85rem;color:#444;margin-bottom:.5rem}
+.counts span{margin-right:1rem} .bad{color:#b00}
+.controls{position:sticky;top:0;background:#fafafa;padding:.4rem 0;display:flex;flex-wrap:wrap;gap:.8rem;
+align-items:center;font-size:.85rem;border-bottom:1px solid #ddd;margin-bottom:.6rem;z-index:1}
+.grid{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:260px}
-.card img{width:100%;height:auto;display:block;border-radius:3px}
+.card[hidden]{display:none} .card img{width:100%;height:auto;display:block;border-radius:3px}
 .card .path{font-size:.8rem;word-break:break-all;color:#555}
-.card .pred{font-weight:600} .card.error{border-color:#c33;background:#fff5f5}
-.maps{display:flex;flex-wrap:wrap;gap:4px;font-size:.75rem}
-</style></head><body>
-<h1>camcli run</h1>
-<div class="grid">
+.card .pred{font-weight:600} .card.error{border-color:#c33;background:#fff5f5} .card .err{color:#b00;font-size:.8rem}
+.maps{display:flex;flex-wrap:wrap;gap:4px;font-size:.75rem;margin-top:4px}
+.maps button{font-size:.72rem;padding:1px 5px;border:1px solid #bbb;border-radius:3px;background:#f4f4f4;cursor:pointer}
+.maps button.on{background:#1f6feb;color:#fff;border-color:#1f6feb} .empty{color:#a60;font-size:.75rem}
 """
+
+# The page's behaviour; everything it needs is in the cards' data attributes.
+_SCRIPT = """
+(function(){
+const grid=document.getElementById('grid'), cards=Array.from(grid.children);
+const q=k=>document.getElementById(k), size=%d;
+function state(){const s={map:'',sort:'name',filter:'all',page:1};
+  for(const part of location.hash.slice(1).split('&')){const [k,v]=part.split('=');
+    if(k in s&&v!==undefined)s[k]=k==='page'?Math.max(1,parseInt(v)||1):decodeURIComponent(v);}
+  return s;}
+function show(card,key){const maps=JSON.parse(card.dataset.maps||'[]');const m=maps.find(x=>x[0]===key)||maps[0];
+  if(!m)return;const img=card.querySelector('img');img.src=m[1];img.parentElement.href=m[1];
+  card.querySelectorAll('.maps button').forEach(b=>b.classList.toggle('on',b.dataset.key===m[0]));}
+function apply(){const s=state();q('map').value=s.map;q('sort').value=s.sort;q('filter').value=s.filter;
+  const keep=cards.filter(c=>s.filter==='all'||(s.filter==='failed'&&c.dataset.status==='failed')||
+    (s.filter==='empty'&&c.dataset.empty==='1'));
+  const by={name:(a,b)=>a.dataset.path.localeCompare(b.dataset.path),
+    score:(a,b)=>(parseFloat(b.dataset.score)||-1)-(parseFloat(a.dataset.score)||-1),
+    low:(a,b)=>(parseFloat(a.dataset.score)||2)-(parseFloat(b.dataset.score)||2)}[s.sort]||(()=>0);
+  keep.sort(by);const pages=Math.max(1,Math.ceil(keep.length/size)),page=Math.min(s.page,pages);
+  const shown=new Set(keep.slice((page-1)*size,page*size));
+  for(const c of cards){c.hidden=!shown.has(c);}
+  for(const c of keep)grid.appendChild(c);
+  if(s.map)for(const c of shown)show(c,s.map);
+  q('page').textContent=`page ${page} of ${pages} (${keep.length} image(s))`;
+  q('prev').disabled=page<=1;q('next').disabled=page>=pages;}
+function set(k,v){const s=state();s[k]=v;if(k!=='page')s.page=1;
+  location.hash=Object.entries(s).filter(([k,v])=>v!==''&&!(k==='page'&&v===1)).map(([k,v])=>k+'='+encodeURIComponent(v)).join('&');}
+q('map').onchange=e=>set('map',e.target.value);q('sort').onchange=e=>set('sort',e.target.value);
+q('filter').onchange=e=>set('filter',e.target.value);
+q('prev').onclick=()=>set('page',state().page-1);q('next').onclick=()=>set('page',state().page+1);
+grid.addEventListener('click',e=>{const b=e.target.closest('.maps button');if(b)show(b.closest('.card'),b.dataset.key);});
+window.addEventListener('hashchange',apply);apply();
+})();
+""" % PAGE_SIZE
 
 
 def _href(rel: str) -> str:
     return html.escape(quote(rel, safe="/@"))
 
 
+def _about(about: dict | None) -> str:
+    if not about:
+        return ""
+    model = about.get("model") or {}
+    parts = [f"model {model.get('architecture')}"]
+    weights = model.get("checkpoint") or model.get("weights")
+    if weights:
+        parts.append(f"weights {os.path.basename(str(weights))}")
+    if model.get("input_size"):
+        parts.append("input " + "x".join(map(str, model["input_size"])))
+    if about.get("methods"):
+        parts.append("methods " + ", ".join(about["methods"]))
+    if about.get("layers"):
+        parts.append("layers " + ", ".join(about["layers"]))
+    return f'<div class="about">{html.escape(" · ".join(parts))}</div>'
+
+
 class Gallery:
-    def __init__(self, out: Path) -> None:
+    """Write ``index.html`` card by card: :meth:`add` each image's rows, then :meth:`close`."""
+
+    def __init__(self, out: Path, about: dict | None = None) -> None:
         self.path = out / "index.html"
         self._tmp = out / ".index.html.tmp"
-        self._file = open(self._tmp, "w", encoding="utf-8")
-        self._file.write(_HEAD)
-        self.cards = 0
+        self._cards = out / ".index.cards.tmp"
+        self._file = open(self._cards, "w", encoding="utf-8")
+        self.about = about
+        self.cards = self.failed = self.empty = 0
+        self.keys: dict[str, None] = {}
 
     def add(self, rows: list[PredictionRow]) -> None:
         """One card for one image's rows."""
         first = rows[0]
         path = html.escape(first.path)
-        if not first.ok and not first.output:
-            self._file.write(f'<div class="card error"><div class="path">{path}</div>'
-                             f'<div>error: {html.escape(first.error)}</div></div>\n')
-        else:
-            main = first.output or ""
-            links = " ".join(f'<a href="{_href(r.output)}">{html.escape(r.method)} @ {html.escape(r.layer)}</a>'
-                             for r in rows if r.output)
-            panel = f' <a href="{_href(first.panel)}">panel</a>' if first.panel else ""
-            pred = f"{html.escape(str(first.pred_label))} {first.score:.3f}" if first.score is not None else "-"
-            self._file.write(
-                f'<div class="card"><a href="{_href(main)}"><img loading="lazy" src="{_href(main)}" alt="{path}"></a>'
-                f'<div class="path">{path}</div><div class="pred">{pred}</div>'
-                f'<div class="maps">{links}{panel}</div></div>\n')
         self.cards += 1
+        if not first.ok and not first.output:
+            self.failed += 1
+            self._file.write(f'<div class="card error" data-path="{path}" data-status="failed" data-empty="0">'
+                             f'<div class="path">{path}</div><div class="err">error: {html.escape(first.error)}</div>'
+                             "</div>\n")
+            return
+        maps = [(f"{r.method}@{r.layer}", r.output) for r in rows if r.output]
+        for key, _ in maps:
+            self.keys.setdefault(key)
+        empty = any(r.empty_map for r in rows)
+        self.empty += empty
+        failed = any(not r.ok for r in rows)
+        self.failed += failed
+        main = first.output or ""
+        buttons = "".join(f'<button data-key="{html.escape(k)}"{ON if i == 0 else ""}>'
+                          f"{html.escape(k.replace('@', ' @ '))}</button>" for i, (k, _) in enumerate(maps))
+        panel = f' <a href="{_href(first.panel)}">panel</a>' if first.panel else ""
+        pred = f"{html.escape(str(first.pred_label))} {first.score:.3f}" if first.score is not None else "-"
+        data_maps = html.escape(json.dumps([[k, quote(v, safe="/@")] for k, v in maps]))
+        errors = "".join(f'<div class="err">{html.escape(r.method or "")}: {html.escape(r.error)}</div>'
+                         for r in rows if not r.ok)
+        self._file.write(
+            f'<div class="card" data-path="{path}" data-score="{first.score if first.score is not None else ""}" '
+            f'data-status="{"failed" if failed else "ok"}" data-empty="{int(empty)}" data-maps="{data_maps}">'
+            f'<a href="{_href(main)}"><img loading="lazy" src="{_href(main)}" alt="{path}"></a>'
+            f'<div class="path">{path}</div><div class="pred">{pred}</div>'
+            f'{EMPTY if empty else ""}{errors}'
+            f'<div class="maps">{buttons}{panel}</div></div>\n')
 
     def close(self) -> None:
         if self._file.closed:
             return
-        self._file.write(f"</div>\n<p>{self.cards} image(s)</p>\n</body></html>\n")
         self._file.close()
+        ok = self.cards - self.failed
+        options = "".join(f'<option value="{html.escape(k)}">{html.escape(k.replace("@", " @ "))}</option>'
+                          for k in self.keys)
+        head = (
+            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>camcli run</title><style>{_STYLE}</style></head><body>\n<h1>camcli run</h1>{_about(self.about)}"
+            f'<div class="counts"><span id="count-images">{self.cards} image(s)</span>'
+            f'<span id="count-ok">{ok} ok</span><span id="count-failed" class="{"bad" if self.failed else ""}">'
+            f'{self.failed} failed</span><span id="count-empty">{self.empty} with an empty map</span></div>\n'
+            '<div class="controls"><label>map <select id="map"><option value="">as on each card</option>'
+            f'{options}</select></label><label>sort <select id="sort"><option value="name">file name</option>'
+            '<option value="score">score, high first</option><option value="low">score, low first</option>'
+            '</select></label><label>show <select id="filter"><option value="all">all images</option>'
+            '<option value="failed">failed</option><option value="empty">empty maps</option></select></label>'
+            '<button id="prev">&larr;</button><span id="page"></span><button id="next">&rarr;</button></div>\n'
+            '<div class="grid" id="grid">\n')
+        with open(self._tmp, "w", encoding="utf-8") as f, open(self._cards, encoding="utf-8") as cards:
+            f.write(head)
+            for line in cards:
+                f.write(line)
+            f.write(f"</div>\n<script>{_SCRIPT}</script>\n</body></html>\n")
+        os.remove(self._cards)
         os.replace(self._tmp, self.path)

@@ -18,13 +18,14 @@ from camcli.output.paths import atomic_write
 from camcli.output.render import encode_png
 
 
-def write_run_pictures(out: Path, html: bool, grid: bool) -> None:
-    """``index.html`` (with ``html``) and ``grid/sheet_NNN.png`` (with ``grid``)."""
+def write_run_pictures(out: Path, html: bool, grid: bool, about: dict | None = None) -> None:
+    """``index.html`` (with ``html``; ``about``: the run's ``model``, ``methods`` and ``layers`` for its
+    header) and ``grid/sheet_NNN.png`` (with ``grid``)."""
     if not (html or grid):
         return
     _header, rows = read_rows(out / "predictions.csv")
     if html:
-        gallery = Gallery(out)
+        gallery = Gallery(out, about)
         try:
             for _path, group in groupby(rows, key=lambda r: r.path):
                 gallery.add(list(group))

@@ -20,6 +20,7 @@ from camcli.engine.images import discover
 from camcli.engine.stream import ImageResult
 from camcli.models.layer_search import earlier_layer
 from camcli.errors import UsageError
+from camcli.models.layer_names import display_name
 from camcli.output.csvfile import PredictionsCSV, sort_by_index
 from camcli.output.folder import OutputLock, claim_out_dir, prepare_out_dir
 from camcli.output.paths import write_json
@@ -205,4 +206,7 @@ class Run:
             sort_by_index(out / shard.csv_name)
         merged = merge_after_barrier(out, shard, self.log) if shard.distributed else False
         if shard.count == 1 or merged:
-            write_run_pictures(out, self.settings.html, self.settings.grid)
+            session = self.session
+            about = {"model": session.loaded.describe(), "methods": [m.name for m in session.methods],
+                     "layers": [display_name(layer) for layer in session.layers]} if session else None
+            write_run_pictures(out, self.settings.html, self.settings.grid, about)
