@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 # and shell completion do not wait ~4 s for torch and torchvision to load.
 _LAZY = {
     "explain": ("camcli.api", "explain"),
+    "evaluate": ("camcli.evaluation.evaluate", "evaluate"),
     "Run": ("camcli.run", "Run"),
     "RunSummary": ("camcli.run", "RunSummary"),
     "ExplainSession": ("camcli.session", "ExplainSession"),
@@ -40,5 +41,5 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["ExplainSession", "Explainer", "Run", "RunSummary", "__version__", "explain", "get_method",
+__all__ = ["ExplainSession", "Explainer", "Run", "RunSummary", "__version__", "evaluate", "explain", "get_method",
            "load_model", "methods"]

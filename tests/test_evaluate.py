@@ -92,5 +92,39 @@ def test_evaluate_images_directly_with_faithfulness(cli, tmp_path):
     assert grad["images"] == 8
     assert 0 <= grad["average_drop"] <= 1 and 0 <= grad["deletion_auc"] <= 1
     assert grad["insertion_auc"] > grad["deletion_auc"]  # a faithful map: inserting its pixels helps more
+    road = grad["road"]  # ROAD: removing the map's most relevant pixels costs more than its least relevant
+    assert road["percentiles"] == [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    assert len(road["morf"]) == len(road["lerf"]) == 9 and road["morf_mean"] < road["lerf_mean"]
+    assert road["combined"] == pytest.approx((road["lerf_mean"] - road["morf_mean"]) / 2)
     rows = read_csv(tmp_path / "e" / "evaluation.csv")
-    assert len(rows) == 8 and all(r["deletion_auc"] for r in rows)
+    assert len(rows) == 8 and all(r["deletion_auc"] and r["road_combined"] for r in rows)
+    assert "ROAD" in r.stderr
+
+
+def test_rerunning_a_run_whose_checkpoint_moved_or_changed_is_refused(cli, tmp_path):
+    """--faithfulness reruns the run's model: a changed checkpoint would score other weights than
+    the maps were made with, so it is refused in one line; a moved one may be pointed to."""
+    import shutil
+
+    from camcli.settings import resolve
+    demo = resolve({}, DEMO_CONFIG)
+    ckpt = tmp_path / "model.safetensors"
+    shutil.copy(demo.checkpoint, ckpt)
+    out = tmp_path / "run"
+    image = sorted((SAMPLES / "single").iterdir())[0]
+    r = cli("explain", image, "--config", DEMO_CONFIG, "--checkpoint", ckpt,
+            "--save-heatmap", "npy", "--workers", "0", "--quiet", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    moved = tmp_path / "moved.safetensors"
+    ckpt.rename(moved)
+    r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv", "--faithfulness", "--steps", "2")
+    assert r.exit_code == 2 and "missing" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv", "--faithfulness", "--steps", "2", "--checkpoint", moved,
+            "--json")
+    assert r.exit_code == 0, r.stderr
+    data = moved.read_bytes()
+    moved.write_bytes(data[:-2] + bytes([data[-2] ^ 1]) + data[-1:])  # one bit of one weight
+    r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv", "--faithfulness", "--steps", "2", "--checkpoint", moved)
+    assert r.exit_code == 2 and "has changed" in r.stderr
+    r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv")  # scoring the saved maps needs no model
+    assert r.exit_code == 0, r.stderr

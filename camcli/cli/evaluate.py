@@ -10,7 +10,7 @@ from rich.console import Console
 
 from camcli.cli import app, handle_errors, stderr_console
 from camcli.cli.options import settings_options
-from camcli.errors import EXIT_FAILURES, EXIT_OK, UsageError
+from camcli.errors import EXIT_FAILURES, EXIT_OK
 from camcli.settings.fields import EVALUATE_KEYS
 
 
@@ -25,11 +25,14 @@ def evaluate(
     box_threshold: Annotated[float, typer.Option("--box-threshold", help="Box from pixels >= this share of the map's maximum.", rich_help_panel="Metrics")] = 0.5,
     pointing_tolerance: Annotated[float, typer.Option("--pointing-tolerance", help="Pointing game: a maximum this many pixels outside a box still counts (15, as published; 0 is strict).", rich_help_panel="Metrics")] = 15.0,
     box_mode: Annotated[str, typer.Option("--box-mode", help="largest or all: which regions the IoU box covers (largest region, or the best-matching of all).", rich_help_panel="Metrics")] = "largest",
-    faithfulness: Annotated[bool, typer.Option("--faithfulness", help="Also measure Average Drop, Increase in Confidence and deletion/insertion AUC (1 + 2 x (steps+1) forwards per map; reruns the model).", rich_help_panel="Metrics")] = False,
+    faithfulness: Annotated[bool, typer.Option("--faithfulness", help="Also measure Average Drop, Increase in Confidence, deletion/insertion AUC (1 + 2 x (steps+1) forwards per map) and ROAD (18 imputed images per map); reruns the model.", rich_help_panel="Metrics")] = False,
     steps: Annotated[int, typer.Option("--steps", help="Deletion/insertion curve points.", rich_help_panel="Metrics")] = 16,
+    sanity: Annotated[bool, typer.Option("--sanity", help="Sanity checks (Adebayo et al., 2018): re-initialise the model's weights from the classifier down, block by block (and one block at a time), explain the images again and report how similar the maps stay (Spearman, SSIM). One explanation pass per block, twice; seeded by --seed.", rich_help_panel="Metrics")] = False,
     min_iou: Annotated[Optional[float], typer.Option("--min-iou", help="Gate: exit 1 if a method's mean IoU is below this.", rich_help_panel="Gates")] = None,
     min_pointing: Annotated[Optional[float], typer.Option("--min-pointing", help="Gate: exit 1 if a method's pointing-game hit rate (0..1) is below this.", rich_help_panel="Gates")] = None,
     min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Gate: exit 1 if classification accuracy (0..1) is below this.", rich_help_panel="Gates")] = None,
+    max_sanity_similarity: Annotated[Optional[float], typer.Option("--max-sanity-similarity", help="Gate: exit 1 if a method's maps after full randomisation still have a mean Spearman correlation above this with the trained model's (implies --sanity).", rich_help_panel="Gates")] = None,
+    html: Annotated[bool, typer.Option("--html", help="Also write report.html next to evaluation.csv: settings, metrics, sanity and deletion/insertion charts, the worst misses. Self-contained; opens from the file system.", rich_help_panel="Output")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.", rich_help_panel="Output")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for evaluation.csv when explaining images here. \\[default: camcli-eval]", rich_help_panel="Output")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table or log lines on stderr.", rich_help_panel="Output")] = False,
@@ -40,7 +43,12 @@ def evaluate(
     Metrics per method x layer: mean IoU of the heatmap's box, localisation accuracy (IoU >= 0.5),
     pointing game (the map's maximum inside a true box of the explained class), energy pointing
     game (share of the map inside those boxes), and classification accuracy when the truth has
-    labels; with --faithfulness also Average Drop, Increase in Confidence, deletion and insertion AUC.
+    labels; with --faithfulness also Average Drop, Increase in Confidence, deletion and insertion AUC,
+    and ROAD (Remove And Debias: the change in probability when the 10..90% most or least relevant
+    pixels are replaced by noisy linear imputation; combined = (LeRF - MoRF) / 2, higher is better).
+    With --sanity, the model-parameter randomisation test: how similar each method's maps stay
+    when the weights are re-initialised from the top down; a map that does not change explains
+    the architecture or the image, not what the model learnt.
 
     Examples:
 
@@ -49,58 +57,85 @@ def evaluate(
       camcli evaluate runs/demo --truth sample_images/boxes.csv --min-pointing 0.9
 
       camcli evaluate sample_images/ --config configs/demo.toml --method cam,gradcam,scorecam --truth sample_images/boxes.csv --json
+
+      camcli evaluate runs/demo --truth sample_images/boxes.csv --sanity --faithfulness --html
     """
     import json as json_module
 
-    from rich.table import Table
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from camcli.evaluation.scoring import check_gates, fmt, score, write_csv
-    from camcli.evaluation.sources import gather_maps
-    from camcli.evaluation.truth import read_truth
+    from camcli.evaluation.evaluate import evaluate as run_evaluation
+    from camcli.evaluation.scoring import fmt
 
     console = stderr_console()
     log = (lambda msg: None) if quiet else (lambda msg: console.print(msg, markup=False))
-    if box_mode not in ("largest", "all"):
-        raise UsageError(f"--box-mode must be largest or all, got {box_mode!r}")
-    maps, eval_dir = gather_maps(sources, settings, config, steps if faithfulness else None, out, log)
-    sizes = {m.path: (m.width, m.height) for m in maps}
-    gt = read_truth(truth, normalized=normalized, sizes=sizes)
-    evaluation = score(maps, gt, threshold=box_threshold, mode=box_mode, tolerance=pointing_tolerance)
-    write_csv(eval_dir / "evaluation.csv", evaluation)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=quiet or not console.is_terminal, transient=True) as bar:
+        tasks = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"{stage}: explanation passes", total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        report = run_evaluation(
+            sources, truth, normalized=normalized, config=config, box_threshold=box_threshold,
+            pointing_tolerance=pointing_tolerance, box_mode=box_mode, faithfulness=faithfulness, steps=steps,
+            sanity=sanity, html=html, out=out, min_iou=min_iou, min_pointing=min_pointing, min_accuracy=min_accuracy,
+            max_sanity_similarity=max_sanity_similarity, log=log, progress=progress,
+            **{k: v for k, v in settings.items() if v is not None})
+    evaluation = report.evaluation
     if evaluation.without_truth:
         console.print(f"camcli: warning: {len(evaluation.without_truth)} image(s) have no ground truth and were "
                       f"not scored, e.g. {', '.join(evaluation.without_truth[:3])}", markup=False)
     if evaluation.truth_without_image:
         console.print(f"camcli: warning: {len(evaluation.truth_without_image)} ground-truth path(s) match no "
                       f"explained image, e.g. {', '.join(evaluation.truth_without_image[:3])}", markup=False)
-    if not evaluation.rows:
-        raise UsageError("nothing to score: no explained image has ground truth (check the paths in --truth)")
-    failures = check_gates(evaluation.summaries, min_iou=min_iou, min_pointing=min_pointing, min_accuracy=min_accuracy)
-
     if not quiet:
-        if not console.is_terminal:
-            console = Console(stderr=True, highlight=False, width=160)  # the whole table, also in logs
-        table = Table(title=f"camcli evaluate ({len(evaluation.rows)} maps)", title_style="bold")
-        cols = ["method", "layer", "images", "mean IoU", "IoU>=0.5", "pointing", "energy", "accuracy"]
-        if faithfulness:
-            cols += ["avg drop", "incr. conf.", "deletion", "insertion"]
-        for c in cols:
-            table.add_column(c, justify="left" if c in ("method", "layer") else "right")
-        for s in evaluation.summaries:
-            cells = [s.method, s.layer, str(s.images), fmt(s.mean_iou), fmt(s.localisation, True), fmt(s.pointing, True),
-                     fmt(s.energy, True), fmt(s.accuracy, True)]
-            if faithfulness:
-                cells += [fmt(s.average_drop, True), fmt(s.increase_in_confidence, True), fmt(s.deletion_auc),
-                          fmt(s.insertion_auc)]
-            table.add_row(*cells)
-        console.print(table)
-        console.print(f"per-image values: {eval_dir / 'evaluation.csv'}", markup=False)
-    for f in failures:
+        print_tables(report, faithfulness, fmt)
+    for f in report.gates_failed:
         console.print(f"camcli: gate failed: {f}", markup=False)
     if json_out:
-        print(json_module.dumps({"summaries": [s.as_dict() for s in evaluation.summaries],
-                                 "gates_failed": failures, "passed": not failures,
-                                 "images_without_truth": evaluation.without_truth,
-                                 "truth_without_image": evaluation.truth_without_image,
-                                 "evaluation_csv": str(eval_dir / "evaluation.csv")}))
-    raise typer.Exit(EXIT_FAILURES if failures else EXIT_OK)
+        print(json_module.dumps(report.as_dict()))
+    raise typer.Exit(EXIT_FAILURES if report.gates_failed else EXIT_OK)
+
+
+def print_tables(report, faithfulness: bool, fmt) -> None:
+    """The metrics table on stderr, and with --sanity the cascade's similarities step by step."""
+    from rich.table import Table
+
+    console = stderr_console()
+    if not console.is_terminal:
+        console = Console(stderr=True, highlight=False, width=220)  # the whole table, also in logs
+    evaluation = report.evaluation
+    sanity = report.sanity is not None
+    table = Table(title=f"camcli evaluate ({len(evaluation.rows)} maps)", title_style="bold")
+    cols = ["method", "layer", "images", "mean IoU", "IoU>=0.5", "pointing", "energy", "accuracy"]
+    if faithfulness:
+        cols += ["avg drop", "incr. conf.", "deletion", "insertion", "ROAD"]
+    if sanity:
+        cols += ["rand. ρ", "rand. SSIM"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("method", "layer") else "right")
+    for s in evaluation.summaries:
+        cells = [s.method, s.layer, str(s.images), fmt(s.mean_iou), fmt(s.localisation, True), fmt(s.pointing, True),
+                 fmt(s.energy, True), fmt(s.accuracy, True)]
+        if faithfulness:
+            cells += [fmt(s.average_drop, True), fmt(s.increase_in_confidence, True), fmt(s.deletion_auc),
+                      fmt(s.insertion_auc), fmt(s.road and s.road["combined"])]
+        if sanity:
+            cells += [fmt(s.sanity and s.sanity["final_spearman"]), fmt(s.sanity and s.sanity["final_ssim"])]
+        table.add_row(*cells)
+    console.print(table)
+    if sanity:
+        with_sanity = [s for s in evaluation.summaries if s.sanity]
+        steps = Table(title="sanity: Spearman ρ to the trained model's maps, cascading from the top", title_style="bold")
+        steps.add_column("re-initialised down to")
+        for s in with_sanity:
+            steps.add_column(f"{s.method} @ {s.layer}", justify="right")
+        for k, unit in enumerate(report.sanity.units[::-1]):
+            steps.add_row(unit, *(fmt(s.sanity["cascade"][k]["spearman"]) for s in with_sanity))
+        console.print(steps)
+    console.print(f"per-image values: {report.folder / 'evaluation.csv'}", markup=False)
+    if report.html:
+        console.print(f"report: {report.html}", markup=False)

@@ -25,6 +25,8 @@ class Faithfulness:
     increase: bool  # p_masked > p
     deletion_auc: float
     insertion_auc: float
+    deletion_curve: tuple[float, ...] = ()  # class probability at fractions 0, 1/steps, ..., 1
+    insertion_curve: tuple[float, ...] = ()
 
 
 def _probs(model, pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, target: int, batch_size: int) -> torch.Tensor:
@@ -75,4 +77,5 @@ def faithfulness(model, pixels: torch.Tensor, heat: torch.Tensor, target: int, m
     p, p_masked = probs[0], probs[1]
     curve_del, curve_ins = probs[2:steps + 3], probs[steps + 3:]
     drop = float(torch.clamp(p - p_masked, min=0) / p) if p > 0 else 0.0
-    return Faithfulness(drop, bool(p_masked > p), auc(curve_del), auc(curve_ins))
+    return Faithfulness(drop, bool(p_masked > p), auc(curve_del), auc(curve_ins), tuple(curve_del.tolist()),
+                        tuple(curve_ins.tolist()))

@@ -18,6 +18,7 @@ import numpy as np
 from camcli.evaluation.boxes import (DEFAULT_THRESHOLD, POINTING_TOLERANCE, Box, best_iou, boxes_from_heatmap,
                                      energy_inside, pointing_hit)
 from camcli.evaluation.faithfulness import Faithfulness
+from camcli.evaluation.road import Road
 from camcli.evaluation.truth import Truth
 
 
@@ -36,6 +37,8 @@ class MapToScore:
     box: Box | None = None  # a box already found (from the CSV) when no heatmap was saved
     box_known: bool = False  # True when ``box`` comes from the CSV (None then means "no box")
     faith: Faithfulness | None = None
+    road: Road | None = None
+    sanity: tuple[float, float] | None = None  # Spearman and SSIM to the randomised model's map (--sanity)
 
 
 @dataclass
@@ -64,6 +67,15 @@ class Summary:
     increase_in_confidence: float | None = None
     deletion_auc: float | None = None
     insertion_auc: float | None = None
+    deletion_curve: list[float] | None = None  # mean class probability per deletion step
+    insertion_curve: list[float] | None = None
+    #: ROAD (``--faithfulness``): ``percentiles``, mean change in probability per percentile for
+    #: ``morf`` and ``lerf``, their means ``morf_mean``, ``lerf_mean`` and ``combined``
+    road: dict | None = None
+    #: sanity checks (``--sanity``): ``units``, ``images``, per step of the ``cascade`` and the
+    #: ``independent`` test the unit ``randomised`` and the mean and spread of ``spearman`` and
+    #: ``ssim``; ``final_spearman`` and ``final_ssim`` after the whole cascade
+    sanity: dict | None = None
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -139,17 +151,43 @@ def summarise(rows: list[Scored]) -> list[Summary]:
             method, layer, len(rs), _mean(r.iou for r in rs), _mean(r.located for r in rs),
             _mean(r.pointing for r in rs), _mean(r.energy for r in rs), _mean(r.correct for r in rs),
             _mean(f.drop for f in faith), _mean(f.increase for f in faith),
-            _mean(f.deletion_auc for f in faith), _mean(f.insertion_auc for f in faith)))
+            _mean(f.deletion_auc for f in faith), _mean(f.insertion_auc for f in faith),
+            _mean_curve([f.deletion_curve for f in faith]), _mean_curve([f.insertion_curve for f in faith]),
+            _road_summary([r.item.road for r in rs if r.item.road is not None])))
     return out
+
+
+def _mean_curve(curves: list[tuple[float, ...]]) -> list[float] | None:
+    curves = [c for c in curves if c]
+    return [_mean(values) for values in zip(*curves)] if curves else None
+
+
+def _road_summary(roads: list[Road]) -> dict | None:
+    if not roads:
+        return None
+    morf = [_mean(values) for values in zip(*(r.morf for r in roads))]
+    lerf = [_mean(values) for values in zip(*(r.lerf for r in roads))]
+    return {"percentiles": list(roads[0].percentiles), "morf": morf, "lerf": lerf,
+            "morf_mean": _mean(r.morf_mean for r in roads), "lerf_mean": _mean(r.lerf_mean for r in roads),
+            "combined": _mean(r.combined for r in roads)}
 
 
 GATES = {"min_iou": ("mean_iou", "mean IoU"), "min_pointing": ("pointing", "pointing game"),
          "min_accuracy": ("accuracy", "accuracy")}
 
 
-def check_gates(summaries: list[Summary], **thresholds: float | None) -> list[str]:
+def check_gates(summaries: list[Summary], max_sanity_similarity: float | None = None,
+                **thresholds: float | None) -> list[str]:
     """Messages for every gate a method x layer fails; an empty list means all gates hold."""
     failures = []
+    for s in summaries if max_sanity_similarity is not None else ():
+        final = s.sanity["final_spearman"] if s.sanity else None
+        if final is None:
+            failures.append(f"{s.method} @ {s.layer}: the sanity checks did not run for it "
+                            f"but --max-sanity-similarity {max_sanity_similarity} was asked")
+        elif final > max_sanity_similarity:
+            failures.append(f"{s.method} @ {s.layer}: its maps after full randomisation still correlate with the "
+                            f"trained model's (Spearman {final:.3f} > --max-sanity-similarity {max_sanity_similarity})")
     for key, limit in thresholds.items():
         if limit is None:
             continue
@@ -166,7 +204,8 @@ def check_gates(summaries: list[Summary], **thresholds: float | None) -> list[st
 
 EVAL_COLUMNS = ["path", "method", "layer", "pred_label", "target_label", "correct", "iou", "located", "pointing",
                 "energy", "box_x0", "box_y0", "box_x1", "box_y1", "truth_boxes", "average_drop", "increase",
-                "deletion_auc", "insertion_auc"]
+                "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "road_combined", "sanity_spearman",
+                "sanity_ssim"]
 
 
 def write_csv(path: Path, evaluation: Evaluation) -> None:
@@ -177,11 +216,13 @@ def write_csv(path: Path, evaluation: Evaluation) -> None:
         w = csv.writer(f)
         w.writerow(EVAL_COLUMNS)
         for r in evaluation.rows:
-            b, fa = r.box, r.item.faith
+            b, fa, ro = r.box, r.item.faith, r.item.road
             w.writerow([cell(v) for v in (
                 r.item.path, r.item.method, r.item.layer, r.item.pred_label, r.item.target_label, r.correct, r.iou,
                 r.located, r.pointing, r.energy, b and b.x0, b and b.y0, b and b.x1, b and b.y1, len(r.matched),
-                fa and fa.drop, fa and fa.increase, fa and fa.deletion_auc, fa and fa.insertion_auc)])
+                fa and fa.drop, fa and fa.increase, fa and fa.deletion_auc, fa and fa.insertion_auc,
+                ro and ro.morf_mean, ro and ro.lerf_mean, ro and ro.combined,
+                *(r.item.sanity or (None, None)))])
     tmp.replace(path)
 
 

@@ -3,7 +3,7 @@
 A finished run gives its saved heatmaps (``--save-heatmap``) or, without them, the boxes in its
 CSV (``--boxes``). Explaining images now goes through the same :class:`~camcli.run.Run` as
 ``camcli explain``, in memory; with ``faithfulness`` each map is also scored by rerunning the
-model on masked images.
+model on masked images (:mod:`.faithfulness`) and on imputed ones (:mod:`.road`).
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def _read_heatmap(path: Path, width: int, height: int) -> np.ndarray:
 def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = False, steps: int = 16,
                      log=None) -> Iterator[MapToScore]:
     """Explain ``inputs`` with ``settings`` in memory (nothing written) and yield the maps."""
+    from camcli.engine.stream import image_seed
     from camcli.evaluation.faithfulness import faithfulness
+    from camcli.evaluation.road import road
     from camcli.run import Run
     from camcli.settings import cam_batch_size_for
 
@@ -83,40 +85,96 @@ def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = Fals
             if with_faithfulness:
                 pixels = result.pixels.to(device).float() / 255.0
                 heat = upsample(torch.from_numpy(m.layer_map), tuple(pixels.shape[1:]))
+                batch_size = cam_batch_size_for(settings, device)
                 item.faith = faithfulness(lm.model, pixels, heat, result.target_index, mean, std, steps=steps,
-                                          batch_size=cam_batch_size_for(settings, device))
+                                          batch_size=batch_size)
+                noise = torch.Generator().manual_seed(image_seed(settings.seed, f"road\0{result.item.rel}"))
+                item.road = road(lm.model, ((pixels[None] - mean) / std)[0], heat, result.target_index,
+                                 generator=noise, batch_size=batch_size)
             yield item
 
 
 def gather_maps(sources: list[Path], given: dict, config: Path | None = None, faithfulness_steps: int | None = None,
-                out: Path | None = None, log=None) -> tuple[list[MapToScore], Path]:
-    """The maps to score and the folder ``evaluation.csv`` goes to.
+                out: Path | None = None, log=None, rerun: bool = False) -> tuple[list[MapToScore], Path, object]:
+    """The maps to score, the folder ``evaluation.csv`` goes to, and the settings of the model.
 
     ``sources``: one finished output folder, or images to explain now with the settings ``given``
     (values of the settings ``camcli evaluate`` takes; ``None``: not given) over ``config``. A
-    finished folder is scored as it is; with ``faithfulness_steps`` its model is rerun on its
-    images, from the settings saved in its ``run.json`` (``given`` and ``config`` on top).
+    finished folder is scored as it is; with ``faithfulness_steps`` or ``rerun`` (the sanity
+    checks) its model is rerun on its images, from the settings saved in its ``run.json``
+    (``given`` and ``config`` on top), once it is checked to be the same model. The settings are
+    ``None`` when nothing is rerun.
     """
+    folder = sources[0] if len(sources) == 1 else None
+    is_output = folder is not None and folder.is_dir() and (folder / "predictions.csv").is_file()
+    asked = {k: v for k, v in given.items() if v is not None}
+    if is_output and faithfulness_steps is None and not rerun:
+        if asked or config:
+            raise UsageError("model options apply when explaining images; an output folder is scored as it is "
+                             "(add `faithfulness` or `sanity` to rerun its model)")
+        return list(maps_from_output(folder)), folder, None
+    settings, inputs, eval_dir = model_settings(sources, given, config, out)
+    if is_output and faithfulness_steps is None:
+        return list(maps_from_output(folder)), folder, (settings, inputs)
+    with_faith = faithfulness_steps is not None
+    maps = list(maps_from_images(settings, inputs, with_faith, faithfulness_steps or 16, log=log))
+    return maps, eval_dir, (settings, inputs)
+
+
+def model_settings(sources: list[Path], given: dict, config: Path | None, out: Path | None):
+    """(settings, inputs, evaluation folder) to rerun a finished run's model, or to explain images."""
     from camcli.output.folder import prepare_out_dir
     from camcli.run.manifest import MANIFEST_FILE, read_manifest
     from camcli.settings import EVALUATE_KEYS, resolve
 
     folder = sources[0] if len(sources) == 1 else None
-    is_output = folder is not None and folder.is_dir() and (folder / "predictions.csv").is_file()
-    asked = {k: v for k, v in given.items() if v is not None}
-    if is_output and faithfulness_steps is None:
-        if asked or config:
-            raise UsageError("model options apply when explaining images; an output folder is scored as it is "
-                             "(add `faithfulness` to rerun its model)")
-        return list(maps_from_output(folder)), folder
-    if is_output:
+    if folder is not None and folder.is_dir() and (folder / "predictions.csv").is_file():
         manifest = read_manifest(folder)
         saved = {k: v for k, v in manifest["settings"].items() if k in EVALUATE_KEYS}
         settings = resolve(given, config, saved=saved, saved_origin=str(folder / MANIFEST_FILE))
-        inputs, eval_dir = [str(i) for i in manifest["inputs"]], folder
-    else:
-        settings = resolve(given, config)
-        inputs, eval_dir = [str(s) for s in sources], prepare_out_dir(out or Path("camcli-eval"))
-    with_faith = faithfulness_steps is not None
-    maps = list(maps_from_images(settings, inputs, with_faith, faithfulness_steps or 16, log=log))
-    return maps, eval_dir
+        check_same_model(manifest, settings.checkpoint, folder / MANIFEST_FILE)
+        return settings, [str(i) for i in manifest["inputs"]], folder
+    settings = resolve(given, config)
+    return settings, [str(s) for s in sources], prepare_out_dir(out or Path("camcli-eval"))
+
+
+def sanity_of(settings, inputs: list[str], progress=None, log=None):
+    """The randomisation tests (:mod:`.sanity`) for ``settings``' model and methods on ``inputs``."""
+    from camcli.engine.images import discover
+    from camcli.engine.stream import image_seed
+    from camcli.evaluation.sanity import run_sanity
+    from camcli.session import ExplainSession
+
+    session = ExplainSession.open(settings)
+    kept = []
+    for r in session.results(discover(inputs, hidden=settings.hidden)):
+        if r.status == "ok":
+            kept.append((r.item.rel, r.pixels, r.target_index))
+        elif log:
+            log(f"skipped {r.item.rel}: {r.error}")
+    if not kept:
+        raise UsageError("no image could be explained for the sanity checks")
+    paths, pixels, targets = zip(*kept)
+    lm = session.loaded
+    return run_sanity(session.explainer, lm.model, pixels, targets, [image_seed(settings.seed, p) for p in paths],
+                      paths, lm.mean, lm.std, session.device, seed=settings.seed, batch_size=settings.batch_size,
+                      progress=progress)
+
+
+def check_same_model(manifest: dict, checkpoint: str | None, origin: Path) -> None:
+    """Refuse to rerun a finished run's model when its checkpoint is gone or has changed.
+
+    Faithfulness and sanity scores computed with other weights than the run's would be reported
+    as the run's; ``--checkpoint`` may point to the file's new place, whose checksum must match.
+    """
+    from camcli.models.checkpoints import file_sha256
+
+    recorded = (manifest.get("model") or {}).get("checkpoint_sha256")
+    if not recorded:
+        return
+    if not checkpoint or not Path(checkpoint).is_file():
+        raise UsageError(f"the run's checkpoint {checkpoint} is missing (moved or deleted); pass --checkpoint with "
+                         f"its new path (its checksum must match {origin}) or rerun explain")
+    if file_sha256(checkpoint) != recorded:
+        raise UsageError(f"checkpoint {checkpoint} has changed since the run (its sha256 differs from {origin}); "
+                         "rerun explain with it to score the new model")
