@@ -16,8 +16,10 @@ As pytorch-grad-cam (whose code is the authors'), the imputation works on the no
 model input and the noise is 0.01 in that space; the removed share follows its thresholds
 (``map < percentile(map, p)`` is kept for MoRF). The difference: the system is solved by
 conjugate gradients in torch, matrix-free with a 3x3 convolution, batched over every
-percentile, on the model's device, instead of by SciPy's sparse direct solver; the solution is
-the same to the solver's tolerance (checked in tests/test_road.py).
+percentile, on the model's device, instead of by SciPy's sparse direct solver. It stops at a
+relative residual of 1e-4, where the filled values are within about 0.01 of the exact solution
+(the size of ROAD's own noise); solved to 1e-6 they equal pytorch-grad-cam's to 1e-5 (both
+checked in tests/test_road.py).
 """
 
 from __future__ import annotations
@@ -58,15 +60,37 @@ def _kernel(channels: int, device, dtype) -> torch.Tensor:
 
 
 def impute(x: torch.Tensor, keep: torch.Tensor, noise: float = NOISE, generator: torch.Generator | None = None,
-           tol: float = 1e-5, max_iter: int = 5000) -> torch.Tensor:
+           tol: float = 1e-4, max_iter: int = 5000) -> torch.Tensor:
     """Noisy linear imputation of ``x`` (B, C, H, W) where ``keep`` (B, 1, H, W) is False.
 
     Solves, for every removed pixel i, ``d_i x_i - sum_j w_ij x_j = sum_k w_ik v_k`` (j: removed
     neighbours, k: kept ones, d_i: the weights of i's neighbours inside the image) by conjugate
-    gradients; the matrix is symmetric positive definite wherever a removed region touches a kept
-    pixel. A region that touches none (the whole image removed) is filled with 0, the mean of the
-    normalised input.
+    gradients to a relative residual of ``tol``, starting from the solution at half the resolution
+    (which saves two thirds of the iterations). At the default 1e-4 the filled values are within
+    about 0.01 of the exact solve, the size of the noise ROAD adds anyway. A removed region that
+    touches no kept pixel (the whole image removed) is filled with 0, the mean of the normalised
+    input.
     """
+    filled = _solve(x, keep, tol, max_iter)
+    if noise:
+        jitter = torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+        filled = filled + noise * jitter * (~keep).to(x.dtype)
+    return filled
+
+
+def _solve(x: torch.Tensor, keep: torch.Tensor, tol: float, max_iter: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    start = torch.zeros_like(x)
+    if min(h, w) > 32:  # the half-resolution problem: kept where any of the four pixels is kept
+        k = keep.to(x.dtype)
+        k_half = F.avg_pool2d(k, 2, ceil_mode=True)
+        x_half = F.avg_pool2d(x * k, 2, ceil_mode=True) / k_half.clamp_min(1e-12)
+        coarse = _solve(x_half, k_half > 0, tol, max_iter)
+        start = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    return _conjugate_gradients(x, keep, start, tol, max_iter)
+
+
+def _conjugate_gradients(x, keep, start, tol: float, max_iter: int) -> torch.Tensor:
     b_, c, h, w = x.shape
     weights = _kernel(c, x.device, x.dtype)
     conv = lambda t: F.conv2d(t, weights, padding=1, groups=c)  # noqa: E731
@@ -77,8 +101,8 @@ def impute(x: torch.Tensor, keep: torch.Tensor, noise: float = NOISE, generator:
     def apply(v: torch.Tensor) -> torch.Tensor:
         return (degree * v - conv(v)) * removed
 
-    sol = torch.zeros_like(x)
-    r = rhs.clone()
+    sol = start * removed
+    r = rhs - apply(sol)
     p = r.clone()
     rs = (r * r).sum((1, 2, 3))
     stop = (tol * rhs.flatten(1).norm(dim=1)) ** 2
@@ -94,11 +118,7 @@ def impute(x: torch.Tensor, keep: torch.Tensor, noise: float = NOISE, generator:
         beta = torch.where(rs > 0, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs)).view(-1, 1, 1, 1)
         p = r + beta * p
         rs = rs_new
-    filled = torch.where(removed.bool(), sol, x)
-    if noise:
-        jitter = torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
-        filled = filled + noise * jitter * removed
-    return filled
+    return torch.where(removed.bool(), sol, x)
 
 
 def keep_masks(heat: torch.Tensor, percentiles=PERCENTILES) -> torch.Tensor:
@@ -112,11 +132,12 @@ def keep_masks(heat: torch.Tensor, percentiles=PERCENTILES) -> torch.Tensor:
 
 
 def road(model, x: torch.Tensor, heat: torch.Tensor, target: int, percentiles=PERCENTILES,
-         generator: torch.Generator | None = None, batch_size: int = 64, noise: float = NOISE) -> Road:
+         generator: torch.Generator | None = None, batch_size: int = 64, noise: float = NOISE,
+         tol: float = 1e-4) -> Road:
     """ROAD for one map: ``x`` (C, H, W) the normalised model input, ``heat`` (H, W) at its size."""
     masks = keep_masks(heat.to(x.device), percentiles)
     n = len(percentiles)
-    imputed = impute(x[None].expand(2 * n, *x.shape), masks, noise=noise, generator=generator)
+    imputed = impute(x[None].expand(2 * n, *x.shape), masks, noise=noise, generator=generator, tol=tol)
     batch = torch.cat([x[None], imputed])
     with torch.inference_mode():
         probs = torch.cat([model(batch[s:s + batch_size]).float().softmax(1)[:, target]
