@@ -102,8 +102,8 @@ def test_evaluate_images_directly_with_faithfulness(cli, tmp_path):
 
 
 def test_rerunning_a_run_whose_checkpoint_moved_or_changed_is_refused(cli, tmp_path):
-    """--faithfulness reruns the run's model: a changed checkpoint would score other weights than
-    the maps were made with, so it is refused in one line; a moved one may be pointed to."""
+    """--faithfulness and --sanity rerun the run's model: a changed checkpoint would score other
+    weights than the maps were made with, so it is refused in one line; a moved one may be pointed to."""
     import shutil
 
     from camcli.settings import resolve
@@ -117,14 +117,25 @@ def test_rerunning_a_run_whose_checkpoint_moved_or_changed_is_refused(cli, tmp_p
     assert r.exit_code == 0, r.stderr
     moved = tmp_path / "moved.safetensors"
     ckpt.rename(moved)
-    r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv", "--faithfulness", "--steps", "2")
+    r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv", "--sanity")
     assert r.exit_code == 2 and "missing" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv", "--faithfulness", "--steps", "2", "--checkpoint", moved,
             "--json")
     assert r.exit_code == 0, r.stderr
     data = moved.read_bytes()
     moved.write_bytes(data[:-2] + bytes([data[-2] ^ 1]) + data[-1:])  # one bit of one weight
-    r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv", "--faithfulness", "--steps", "2", "--checkpoint", moved)
-    assert r.exit_code == 2 and "has changed" in r.stderr
+    for option in ("--faithfulness", "--sanity"):
+        r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv", option, "--checkpoint", moved)
+        assert r.exit_code == 2 and "has changed" in r.stderr
     r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv")  # scoring the saved maps needs no model
     assert r.exit_code == 0, r.stderr
+
+
+def test_python_api_is_the_command_line(cli, demo_run):
+    import camcli
+    report = camcli.evaluate(demo_run, truth=SAMPLES / "boxes.csv", min_pointing=1.01)
+    r = cli("evaluate", demo_run, "--truth", SAMPLES / "boxes.csv", "--json", "--min-pointing", "1.01")
+    assert r.exit_code == 1 and not report.passed
+    assert json.loads(r.stdout) == json.loads(json.dumps(report.as_dict()))
+    with pytest.raises(TypeError, match="colour"):
+        camcli.evaluate(demo_run, truth=SAMPLES / "boxes.csv", colour="red")

@@ -252,3 +252,31 @@ def test_merge_joins_shards_in_input_order(cli, setup, tmp_path):
     (out / "predictions.part-002-of-003.csv").unlink()
     r = cli("merge", out)
     assert r.exit_code == 2 and "2 of 3 parts" in r.stderr
+
+
+def test_gallery_pages_a_large_run(tmp_path):
+    """150 images: pages of 60, the last with 30; the filter counts across all pages."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium found: install Debian's chromium (CI does) to test the HTML gallery")
+    from camcli.output.gallery import Gallery
+    from camcli.output.rows import PredictionRow
+    gallery = Gallery(tmp_path, {"model": {"architecture": "resnet18"}, "methods": ["gradcam"], "layers": ["layer4[1]"]})
+    for i in range(150):
+        if i % 50 == 7:
+            gallery.add([PredictionRow(i, f"img_{i:03d}.png", status="error", error="not a recognised image file")])
+        else:
+            gallery.add([PredictionRow(i, f"img_{i:03d}.png", pred_label="cat", score=i / 150, method="gradcam",
+                                       layer="layer4[1]", output=f"overlays/img_{i:03d}.png.gradcam@layer4.1.png",
+                                       empty_map=i % 10 == 0)])
+    gallery.close()
+    url = (tmp_path / "index.html").as_uri()
+    first = visible_cards(browse(browser, url, tmp_path))
+    assert len(first) == 60 and first[0] == "img_000.png"
+    last = browse(browser, url + "#page=3", tmp_path)
+    assert len(visible_cards(last)) == 30 and "page 3 of 3 (150 image(s))" in last
+    assert visible_cards(browse(browser, url + "#filter=failed", tmp_path)) == ["img_007.png", "img_057.png",
+                                                                                   "img_107.png"]
+    empty = visible_cards(browse(browser, url + "#filter=empty", tmp_path))
+    assert empty == [f"img_{i:03d}.png" for i in range(0, 150, 10)]
+    assert "147 ok" in last and "3 failed" in last and "15 with an empty map" in last
