@@ -3,7 +3,7 @@
 >>> import camcli
 >>> run = camcli.explain(["sample_images/"], model="resnet18",                 # doctest: +SKIP
 ...                      checkpoint="demo/shapes_resnet18.safetensors",
-...                      labels="demo/labels.txt", input_size=160, method="gradcam,cam")
+...                      labels="demo/labels.txt", input_size=224, method="gradcam,cam")
 >>> for r in run:                                                              # doctest: +SKIP
 ...     print(r.item.rel, r.pred_label, f"{r.score:.2f}", [m.heatmap.shape for m in r.maps])
 single/circle_00.jpg circle 0.99 [(311, 254), (311, 254)]

@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_images"
 DEMO_CONFIG = ROOT / "configs" / "demo.toml"
 DEMO_CHECKPOINT = ROOT / "demo" / "shapes_resnet18.safetensors"
+CIRCLE = sorted((SAMPLES / "single").glob("circle_*.jpg"))[0]  # a single-object sample scene
+TRIANGLE = sorted((SAMPLES / "single").glob("triangle_*.jpg"))[0]
+PAIR = sorted((SAMPLES / "pairs").glob("*.png"))[0]  # a two-object sample scene
 
 
 @pytest.fixture

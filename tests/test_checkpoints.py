@@ -11,9 +11,9 @@ import torchvision
 from torch import nn
 
 import camcli
-from conftest import SAMPLES, read_csv
+from conftest import CIRCLE, read_csv
 
-IMAGE = SAMPLES / "single" / "circle_07.jpg"
+IMAGE = CIRCLE
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ def test_every_sample_gets_rows_and_full_size_overlays(demo_out):
         src = cv2.imread(str(SAMPLES / row["path"]))
         assert png.shape == src.shape
     manifest = json.loads((demo_out / "run.json").read_text())
-    assert manifest["model"]["architecture"] == "resnet18" and manifest["model"]["input_size"] == [160, 160]
+    assert manifest["model"]["architecture"] == "resnet18" and manifest["model"]["input_size"] == [224, 224]
 
 
 def test_predicted_labels_match_ground_truth(demo_out):

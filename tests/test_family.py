@@ -448,8 +448,8 @@ def test_finercam_by_hand():
 # --- the new flags, from the command line ---------------------------------------------------
 
 def test_fuse_writes_its_own_overlay_and_row_and_each_fusion_differs(cli, tmp_path):
-    from conftest import DEMO_CONFIG, SAMPLES, read_csv
-    image = SAMPLES / "single" / "circle_07.jpg"
+    from conftest import CIRCLE, DEMO_CONFIG, read_csv
+    image = CIRCLE
     layers = ("--layer", "layer3", "--layer", "layer4[1]")
     heat = {}
     for how in ("max", "product"):
@@ -470,8 +470,8 @@ def test_fuse_writes_its_own_overlay_and_row_and_each_fusion_differs(cli, tmp_pa
 
 
 def test_noise_and_finer_options_take_effect_and_are_checked(cli, tmp_path):
-    from conftest import DEMO_CONFIG, SAMPLES, read_csv
-    image = SAMPLES / "single" / "circle_07.jpg"
+    from conftest import CIRCLE, DEMO_CONFIG, read_csv
+    image = CIRCLE
 
     def heatmap(name, *args):
         out = tmp_path / name

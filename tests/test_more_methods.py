@@ -214,8 +214,8 @@ def test_aug_smooth_matches_pytorch_grad_cam(method):
 
 def test_aug_smooth_and_eigen_smooth_from_the_command_line(cli, tmp_path):
     import json
-    from conftest import DEMO_CONFIG, SAMPLES
-    image = SAMPLES / "single" / "circle_07.jpg"
+    from conftest import CIRCLE, DEMO_CONFIG
+    image = CIRCLE
     out = tmp_path / "o"
     r = cli("explain", image, "--config", DEMO_CONFIG, "--method", "gradcam,scorecam", "--aug-smooth",
             "--eigen-smooth", "--max-n", "8", "--out", out, "--quiet")
@@ -228,7 +228,7 @@ def test_aug_smooth_and_eigen_smooth_from_the_command_line(cli, tmp_path):
 
 
 def test_fem_k_and_kpca_gamma_take_effect_and_are_checked(cli, tmp_path):
-    from conftest import DEMO_CONFIG, SAMPLES
+    from conftest import CIRCLE, DEMO_CONFIG
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=3).eval()
     fp = Explainer(model, ["layer3.1"], [get_method("eigencam")]).forward(torch.randn(1, 3, 96, 96), None)
@@ -237,7 +237,7 @@ def test_fem_k_and_kpca_gamma_take_effect_and_are_checked(cli, tmp_path):
     with pytest.raises(UsageError, match="kpca_gamma"):
         get_method("kpcacam", kpca_gamma=0)
     assert not torch.allclose(get_method("fem", fem_k=0.5)(fp, "layer3.1").maps, get_method("fem")(fp, "layer3.1").maps)
-    image = SAMPLES / "single" / "circle_07.jpg"
+    image = CIRCLE
     for args, said in [(("--method", "gradcam", "--fem-k", "1"), "--fem-k applies to --method fem only"),
                        (("--method", "fem", "--fem-k", "-1"), "--fem-k must be 0 or more"),
                        (("--method", "gradcam", "--kpca-gamma", "0.1"), "--kpca-gamma applies to --method kpcacam")]:

@@ -136,14 +136,14 @@ def test_demo_model_matches_pytorch_grad_cam_for_every_shared_method():
     """The trained demo model on two sample scenes, every method pytorch-grad-cam also has."""
     from camcli.session import ExplainSession
     from camcli.settings import resolve
-    from conftest import DEMO_CONFIG, SAMPLES
+    from conftest import DEMO_CONFIG, PAIR, TRIANGLE
     settings = resolve({"workers": 0, "device": "cpu"}, DEMO_CONFIG)
     loaded = ExplainSession.open(settings).loaded
     model = loaded.model.to(memory_format=torch.contiguous_format)
     from camcli.engine.images import decode, resize_for_model
     xs = []
-    for rel in ("pairs/star_ring_03.png", "single/triangle_04.jpg"):
-        rgb, _ = decode(str(SAMPLES / rel))
+    for path in (PAIR, TRIANGLE):
+        rgb, _ = decode(str(path))
         small = torch.from_numpy(resize_for_model(rgb, loaded.input_size)).permute(2, 0, 1).float() / 255
         xs.append((small - torch.tensor(loaded.mean).view(3, 1, 1)) / torch.tensor(loaded.std).view(3, 1, 1))
     x = torch.stack(xs)
@@ -168,12 +168,12 @@ def test_demo_model_scorecam_against_the_authors_formula():
 
     from camcli.session import ExplainSession
     from camcli.settings import resolve
-    from conftest import DEMO_CONFIG, SAMPLES
+    from conftest import DEMO_CONFIG, TRIANGLE
     from camcli.engine.images import decode, resize_for_model
     settings = resolve({"workers": 0, "device": "cpu"}, DEMO_CONFIG)
     loaded = ExplainSession.open(settings).loaded
     model = loaded.model.to(memory_format=torch.contiguous_format)
-    rgb, _ = decode(str(SAMPLES / "single" / "triangle_04.jpg"))
+    rgb, _ = decode(str(TRIANGLE))
     small = torch.from_numpy(resize_for_model(rgb, loaded.input_size)).permute(2, 0, 1).float() / 255
     x = ((small - torch.tensor(loaded.mean).view(3, 1, 1)) / torch.tensor(loaded.std).view(3, 1, 1))[None]
     ours = Explainer(model, ["layer4.1"], [get_method("scorecam", cam_batch_size=256)])(x)

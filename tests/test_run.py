@@ -17,7 +17,7 @@ from PIL import Image
 
 import camcli
 from camcli.errors import UsageError
-from conftest import DEMO_CONFIG, SAMPLES, read_csv
+from conftest import CIRCLE, DEMO_CONFIG, read_csv
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +109,11 @@ def test_evaluate_reruns_a_finished_run_with_methods_given_as_on_explain(cli, tm
     out = tmp_path / "demo"
     one = tmp_path / "in"
     one.mkdir()
-    shutil.copy(SAMPLES / "single" / "circle_07.jpg", one / "circle_07.jpg")
+    shutil.copy(CIRCLE, one / CIRCLE.name)
     assert cli("explain", one, "--config", DEMO_CONFIG, "--out", out, "--quiet", "--workers", "0",
                "--hidden").exit_code == 0
     truth = tmp_path / "truth.csv"
-    truth.write_text("path,x0,y0,x1,y1,label\ncircle_07.jpg,0,0,400,400,circle\n")
+    truth.write_text(f"path,x0,y0,x1,y1,label\n{CIRCLE.name},0,0,400,400,circle\n")
     r = cli("evaluate", out, "--truth", truth, "--faithfulness", "--steps", "2", "--method", "gradcam,cam",
             "--json", "--quiet")
     assert r.exit_code == 0, r.stderr

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLES, read_csv
+from conftest import CIRCLE, read_csv
 
 timm = pytest.importorskip("timm")
 pgc = pytest.importorskip("pytorch_grad_cam")
@@ -14,7 +14,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 from camcli.engine.explainer import Explainer  # noqa: E402
 from camcli.engine.methods import get_method  # noqa: E402
 
-IMAGE = SAMPLES / "single" / "circle_07.jpg"
+IMAGE = CIRCLE
 
 
 def _checkpoint(tmp_path, name):

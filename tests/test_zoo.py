@@ -9,9 +9,9 @@ import torch
 
 import camcli
 from camcli.engine.methods.cam import linear_head
-from conftest import ROOT, SAMPLES
+from conftest import CIRCLE, ROOT
 
-IMAGE = SAMPLES / "single" / "circle_07.jpg"
+IMAGE = CIRCLE
 METHODS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise", "layercam", "eigencam",
            "scorecam"]
 

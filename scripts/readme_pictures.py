@@ -1,0 +1,77 @@
+"""Make the pictures the README and docs show, from real camcli output on sample_images/.
+
+    python scripts/readme_pictures.py
+
+Writes ``docs/demo.jpg`` (Grad-CAM overlays of the demo run: ten single-object scenes and two
+two-object scenes, as ``camcli explain sample_images/ --config configs/demo.toml`` writes them)
+and ``docs/panel.jpg`` (``--panel`` for one two-object scene with several methods, explaining
+the class of the object named in the file). Run after retraining the demo model.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import camcli
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_images"
+CONFIG = ROOT / "configs" / "demo.toml"
+TILE_HEIGHT = 220
+PANEL_METHODS = ["cam", "gradcam", "gradcam++", "layercam", "scorecam", "eigencam", "ablationcam", "fullgrad"]
+
+
+def montage(tiles: list[np.ndarray], width: int = 1400, gap: int = 6) -> np.ndarray:
+    """Rows of tiles of one height, packed left to right, each row padded to ``width``."""
+    rows, row, used = [], [], 0
+    for t in tiles:
+        if row and used + t.shape[1] > width:
+            rows.append(row)
+            row, used = [], 0
+        row.append(t)
+        used += t.shape[1] + gap
+    rows.append(row)
+    out = []
+    for r in rows:
+        line = np.full((TILE_HEIGHT, width, 3), 255, np.uint8)
+        x = 0
+        for t in r:
+            w = min(t.shape[1], width - x)
+            line[:, x:x + w] = t[:, :w]
+            x += t.shape[1] + gap
+        out += [line, np.full((gap, width, 3), 255, np.uint8)]
+    return np.vstack(out[:-1])
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "demo"
+        list(camcli.explain(SAMPLES, config=CONFIG, out=out, workers=0, quiet=True))
+        rows = list(csv.DictReader(open(out / "predictions.csv", newline="")))
+        singles = [r for r in rows if r["path"].startswith("single/")][:10]
+        pairs = [r for r in rows if r["path"].startswith("pairs/")][:2]
+        tiles = []
+        for r in singles + pairs:
+            img = cv2.imread(str(out / r["output"]))
+            scale = TILE_HEIGHT / img.shape[0]
+            tiles.append(cv2.resize(img, (max(1, round(img.shape[1] * scale)), TILE_HEIGHT),
+                                    interpolation=cv2.INTER_AREA))
+        cv2.imwrite(str(ROOT / "docs" / "demo.jpg"), montage(tiles), [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+        scene = sorted((SAMPLES / "pairs").iterdir())[0]
+        target = scene.stem.split("_")[0]
+        panel_out = Path(tmp) / "panel"
+        list(camcli.explain(scene, config=CONFIG, out=panel_out, method=PANEL_METHODS, target=target, panel=True,
+                            workers=0, quiet=True))
+        panel = cv2.imread(str(next((panel_out / "panels").rglob("*.png"))))
+        cv2.imwrite(str(ROOT / "docs" / "panel.jpg"), panel, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    print(f"wrote docs/demo.jpg and docs/panel.jpg (panel: {scene.name}, explaining {target})")
+
+
+if __name__ == "__main__":
+    main()
