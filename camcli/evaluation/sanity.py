@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from camcli.engine.capture import removed_after
 from camcli.engine.tensors import upsample
 from camcli.models.layer_names import display_name
 
@@ -101,13 +102,8 @@ def parameter_units(model: nn.Module, example: torch.Tensor) -> list[Unit]:
     def seen(module, args) -> None:
         first_call.setdefault(id(module), len(first_call))
 
-    hooks = [m.register_forward_pre_hook(seen) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    with removed_after([m.register_forward_pre_hook(seen) for m in model.modules()]), torch.no_grad():
+        model(example)
     units = []
     for unit in _units(model, ""):
         modules = unit.modules or ()
@@ -214,8 +210,8 @@ def run_sanity(explainer, model: nn.Module, pixels: Sequence[torch.Tensor], targ
             x = x.contiguous(memory_format=torch.channels_last) if nhwc else x
             t = torch.tensor([targets[i] for i in b], device=device)
             exp = explainer(x, t, seeds=[seeds[i] for i in b])
-            for (method, layer), mb in exp.maps.items():
-                out.setdefault((method, display_name(layer)), []).append(upsample(mb.maps.float(), size))
+            for (method, layer), mb in exp.maps.items():  # kept at the layer's size: small for long runs
+                out.setdefault((method, display_name(layer)), []).append(mb.maps.float().cpu())
         return {k: torch.cat(v) for k, v in out.items()}
 
     units = parameter_units(model, torch.zeros(1, 3, *size, device=device))
@@ -229,10 +225,14 @@ def run_sanity(explainer, model: nn.Module, pixels: Sequence[torch.Tensor], targ
             progress(done, total)
 
     def compare(label: str, original, now) -> Step:
+        """Both maps at the model's input size, a batch at a time."""
         step = Step(label)
         for key, maps in original.items():
-            step.spearman[key] = spearman(maps, now[key]).tolist()
-            step.ssim[key] = ssim(maps, now[key]).tolist()
+            rho, ss = step.spearman.setdefault(key, []), step.ssim.setdefault(key, [])
+            for b in batches:
+                a, c = upsample(maps[b.start:b.stop], size), upsample(now[key][b.start:b.stop], size)
+                rho += spearman(a, c).tolist()
+                ss += ssim(a, c).tolist()
         return step
 
     trained = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=False).items()}

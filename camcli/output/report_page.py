@@ -45,6 +45,11 @@ def _e(text) -> str:
     return html.escape(str(text))
 
 
+def _tick(v: float) -> str:
+    text = f"{v:.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
 def line_chart(title: str, labels: list[str], series: list[tuple[str, list[float], list[float] | None]],
                y_range=(0.0, 1.0), width: int = 520, height: int = 260, y_label: str = "", ticks: int = 4) -> str:
     """An SVG line chart: ``series`` of (name, values, spread or None) over the x ``labels``."""
@@ -65,7 +70,7 @@ def line_chart(title: str, labels: list[str], series: list[tuple[str, list[float
     for k in range(ticks + 1):
         v = lo + (hi - lo) * k / ticks
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
-                     f'<text x="{left - 4}" y="{y(v) + 4:.1f}" font-size="10" text-anchor="end">{v:.2g}</text>')
+                     f'<text x="{left - 4}" y="{y(v) + 4:.1f}" font-size="10" text-anchor="end">{_tick(v)}</text>')
     step = max(1, len(labels) // 12)
     for i, label in enumerate(labels):
         if i % step == 0 or i == len(labels) - 1:
