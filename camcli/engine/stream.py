@@ -136,7 +136,7 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
     mean = torch.tensor(loaded.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(loaded.std, device=device).view(1, 3, 1, 1)
     k = max(1, min(topk, loaded.num_classes))
-    nhwc = _channels_last(loaded.model)
+    nhwc = uses_channels_last(loaded.model)
     if not items:
         return
     for batch in loader:
@@ -149,7 +149,8 @@ def image_seed(seed: int, rel: str) -> int:
     return stable_seed(f"{seed}\0{rel}".encode())
 
 
-def _channels_last(model) -> bool:
+def uses_channels_last(model) -> bool:
+    """Whether the model's convolutions are channels-last (inputs are then made so too)."""
     for p in model.parameters():
         if p.dim() == 4:
             return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()

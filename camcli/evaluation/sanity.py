@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from camcli.engine.capture import removed_after
+from camcli.engine.stream import uses_channels_last
 from camcli.engine.tensors import upsample
 from camcli.models.layer_names import display_name
 
@@ -199,8 +200,7 @@ def run_sanity(explainer, model: nn.Module, pixels: Sequence[torch.Tensor], targ
     size = tuple(pixels[0].shape[1:])
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    nhwc = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-               for p in model.parameters())
+    nhwc = uses_channels_last(model)
     batches = [range(k, min(k + batch_size, len(pixels))) for k in range(0, len(pixels), batch_size)]
 
     def explain() -> dict[tuple[str, str], torch.Tensor]:

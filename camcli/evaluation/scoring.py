@@ -165,9 +165,8 @@ def _mean_curve(curves: list[tuple[float, ...]]) -> list[float] | None:
 def _road_summary(roads: list[Road]) -> dict | None:
     if not roads:
         return None
-    morf = [_mean(values) for values in zip(*(r.morf for r in roads))]
-    lerf = [_mean(values) for values in zip(*(r.lerf for r in roads))]
-    return {"percentiles": list(roads[0].percentiles), "morf": morf, "lerf": lerf,
+    return {"percentiles": list(roads[0].percentiles), "morf": _mean_curve([r.morf for r in roads]),
+            "lerf": _mean_curve([r.lerf for r in roads]),
             "morf_mean": _mean(r.morf_mean for r in roads), "lerf_mean": _mean(r.lerf_mean for r in roads),
             "combined": _mean(r.combined for r in roads)}
 

@@ -121,18 +121,16 @@ def _metrics_table(report) -> str:
         cols += [("avg drop", "average_drop", True), ("incr. conf.", "increase_in_confidence", True),
                  ("deletion AUC", "deletion_auc", False), ("insertion AUC", "insertion_auc", False)]
     head = "".join(f"<th>{_e(c)}</th>" for c, _, _ in cols)
-    extra = ""
-    if any(s.road for s in summaries):
-        extra += "<th>ROAD combined</th>"
-    if any(s.sanity for s in summaries):
-        extra += "<th>ρ after randomisation</th><th>SSIM after randomisation</th>"
+    has_road, has_sanity = any(s.road for s in summaries), any(s.sanity for s in summaries)
+    extra = ("<th>ROAD combined</th>" if has_road else "") + \
+        ("<th>ρ after randomisation</th><th>SSIM after randomisation</th>" if has_sanity else "")
     body = []
     for s in summaries:
         cells = "".join(f'<td class="n">{_e(s.images) if a == "images" else _fmt(getattr(s, a), p)}</td>'
                         for _, a, p in cols)
-        if any(x.road for x in summaries):
+        if has_road:
             cells += f'<td class="n">{_fmt(s.road and s.road["combined"])}</td>'
-        if any(x.sanity for x in summaries):
+        if has_sanity:
             cells += (f'<td class="n">{_fmt(s.sanity and s.sanity["final_spearman"])}</td>'
                       f'<td class="n">{_fmt(s.sanity and s.sanity["final_ssim"])}</td>')
         body.append(f'<tr class="metric"><td>{_e(s.method)}</td><td>{_e(s.layer)}</td>{cells}</tr>')
