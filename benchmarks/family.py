@@ -1,4 +1,4 @@
-"""The methods of issue 14 against the peer that has each, in one process tree, on the same images.
+"""The methods of issue 14, and Ablation-CAM, against the peer that has each, in one process tree, on the same images.
 
     python benchmarks/family.py                    # about 25 minutes on 2 cores
     python benchmarks/family.py --methods fullgrad,guidedbackprop --images 8
@@ -41,6 +41,7 @@ CASES = {
               ["--samples", "2", "--std", "2.0"]),
     "iscam": ("torchcam:ISCAM", "resnet18", 1, ["--noise-samples", "3"], ["--samples", "3"]),
     "legrad": ("torchcam:LeGrad", "vit_b_16", 16, [], []),
+    "ablationcam": ("pgc:AblationCAM", "resnet18", 2, [], []),
 }
 #: LeGrad aggregates from the layer's block on: the last two blocks, the authors' default
 LAYER = {"resnet18": "layer4[-1]", "vit_b_16": "encoder.layers.encoder_layer_10"}

@@ -272,26 +272,29 @@ def test_resumed_scorecam_run_is_byte_identical(cli, tmp_path):
 
 def test_per_image_methods_skip_images_that_are_not_wanted(tmp_path):
     """Explainer(..., wanted=...) runs Score-CAM's and Ablation-CAM's per-image passes only for
-    the wanted images, and their maps are the same as without ``wanted``."""
+    the wanted images, and their maps are the same as without ``wanted``. Passes are counted as
+    rows through the classifier: Ablation-CAM runs only the model's tail after layer4[1]."""
     import camcli
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=3).eval()
     seen = []
-    net.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].shape[0]))
+    net.fc.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].shape[0]))
     x = torch.randn(3, 3, 64, 64)
     for name in ("scorecam", "ablationcam"):
         explainer = camcli.Explainer(net, ["layer4.1"], [camcli.get_method(name, cam_batch_size=64)])
         seen.clear()
         full = explainer(x).maps[(name, "layer4.1")]
-        passes_all = sum(seen)
+        passes_all = sum(seen) - 3  # after the shared forward of the batch
         per_image = []
         for i in range(3):
             seen.clear()
             part = explainer(x, wanted=[j == i for j in range(3)]).maps[(name, "layer4.1")]
-            per_image.append(sum(seen) - 3)  # the shared forward of the batch, then image i's passes
+            per_image.append(sum(seen) - 3)
             assert torch.equal(part.maps[i], full.maps[i]), name
             assert all(bool(part.empty[j]) for j in range(3) if j != i), name
-        assert sum(per_image) == passes_all - 3 and min(per_image) > 0, (name, per_image)
+        # each call's passes are image i's alone: together those of the whole batch, give or take
+        # Ablation-CAM's check of its cut, two rows a call (the whole model and its tail on one image)
+        assert min(per_image) > 0 and 0 <= sum(per_image) - passes_all <= 4, (name, per_image, passes_all)
 
 
 def test_ctrl_c_finishes_in_flight_work_and_exits_130(tmp_path):

@@ -2,8 +2,13 @@
 
 Gradient-free. For every channel k the layer's output is replaced, through a forward hook,
 by a copy with channel k set to zero (for a transformer layer: channel k of every patch token),
-and the model is run on; the weight is the relative drop ``(y - y_k) / y``. Runs under
-``torch.inference_mode``; the hook lives only for these passes and is always removed.
+and the model is run on; the weight is the relative drop ``(y - y_k) / y``.
+
+Only the part of the model after the layer is run on the ablated copies where the model can be
+cut there (:mod:`camcli.engine.tail`; checked against the whole model on every batch): for ResNet's
+``layer4[1]`` that is the pooling and the classifier, so the C ablations cost about one
+forward instead of C. Elsewhere the whole model runs with the layer's output replaced through
+a forward hook that lives only for these passes. Runs under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from camcli.errors import UsageError
+from camcli.engine.tail import forget, model_tail
 from camcli.engine.tensors import first_tensor, replace_first_tensor
 from camcli.engine.methods import register
 from camcli.engine.methods.base import CAMMethod, ForwardPass, class_scores, model_logits
@@ -22,7 +28,7 @@ class AblationCAM(CAMMethod):
     summary = "relative drop of the class score when each channel is zeroed weights the channels"
     paper = "Desai & Ramaswamy, WACV 2020, doi:10.1109/WACV45572.2020.9093360"
     needs_gradients = False
-    cost = "1 forward + 1 forward per channel (batched by cam_batch_size)"
+    cost = "1 forward + 1 pass per channel (batched by cam_batch_size) of the model after the layer where it can be cut there, else of the whole model"
     options = ("cam_batch_size",)
 
     def __init__(self, cam_batch_size: int = 64) -> None:
@@ -35,28 +41,83 @@ class AblationCAM(CAMMethod):
         n, c = acts.shape[:2]
         base = class_scores(fp.logits, fp.targets, fp.score)
         weights = torch.zeros(n, c, device=acts.device)
-        replacement: dict[str, torch.Tensor] = {}
-
-        def hook(_module, _inputs, output):
-            return replace_first_tensor(output, fp.layer_output(layer, replacement["acts"], first_tensor(output)))
-
-        handle = fp.model.get_submodule(layer).register_forward_hook(hook)
-        try:
-            with torch.inference_mode():
+        with torch.inference_mode():
+            scores_of = self._tail_scores(fp, layer) or self._whole_model_scores(fp, layer)
+            try:
                 for i in fp.wanted_images():
                     for s in range(0, c, self.cam_batch_size):
                         channels = torch.arange(s, min(c, s + self.cam_batch_size), device=acts.device)
                         k = len(channels)
                         ablated = acts[i:i + 1].expand(k, -1, -1, -1).clone()
                         ablated[torch.arange(k), channels] = 0
-                        replacement["acts"] = ablated
-                        logits = model_logits(fp.model(fp.inputs[i:i + 1].expand(k, -1, -1, -1)))
-                        dropped = class_scores(logits, fp.targets[i:i + 1].expand(k), fp.score)
-                        weights[i, channels] = dropped
+                        weights[i, channels] = scores_of(i, ablated)
                     y = base[i]
                     denom = y if y.abs() > 1e-7 else torch.tensor(1e-7, device=y.device)
                     weights[i] = (y - weights[i]) / denom
-        finally:
+            finally:
+                getattr(scores_of, "close", lambda: None)()
+        return weights[:, :, None, None] * acts.float()
+
+    @staticmethod
+    def _tail_scores(fp: ForwardPass, layer: str):
+        """``scores_of(i, ablated)`` that runs only the part of the model after ``layer``, or
+        ``None`` where the model cannot be cut there (see :mod:`camcli.engine.tail`)."""
+        tail = model_tail(fp.model, layer)
+        wanted = fp.wanted_images()
+        if tail is None or not wanted:
+            return None
+        if not tail.reproduces(fp.model, fp.inputs[wanted[0]:wanted[0] + 1], model_logits):
+            forget(fp.model, layer)
+            return None
+        layout = fp.layouts.get(layer)
+        originals = None
+        if layout is not None and layout.kind == "tokens" and layout.prefix:  # class tokens come from the real output
+            originals = _layer_outputs(fp.model, layer, fp.inputs)
+        dtype = next((p.dtype for p in fp.model.parameters() if p.is_floating_point()), fp.inputs.dtype)
+
+        def scores_of(i: int, ablated: torch.Tensor) -> torch.Tensor:
+            original = originals[i:i + 1] if originals is not None else None
+            output = fp.layer_output(layer, ablated, original).to(dtype)
+            logits = model_logits(tail(output))
+            return class_scores(logits, fp.targets[i:i + 1].expand(ablated.shape[0]), fp.score)
+
+        return scores_of
+
+    @staticmethod
+    def _whole_model_scores(fp: ForwardPass, layer: str):
+        """``scores_of(i, ablated)`` that runs the whole model on image ``i`` with ``layer``'s
+        output replaced, through a forward hook (``close()`` removes it)."""
+        replacement: dict[str, torch.Tensor] = {}
+
+        def hook(_module, _inputs, output):
+            return replace_first_tensor(output, fp.layer_output(layer, replacement["acts"], first_tensor(output)))
+
+        handle = fp.model.get_submodule(layer).register_forward_hook(hook)
+
+        def scores_of(i: int, ablated: torch.Tensor) -> torch.Tensor:
+            k = ablated.shape[0]
+            replacement["acts"] = ablated
+            logits = model_logits(fp.model(fp.inputs[i:i + 1].expand(k, -1, -1, -1)))
+            return class_scores(logits, fp.targets[i:i + 1].expand(k), fp.score)
+
+        def close() -> None:
             handle.remove()
             replacement.clear()
-        return weights[:, :, None, None] * acts.float()
+
+        scores_of.close = close
+        return scores_of
+
+
+def _layer_outputs(model, layer: str, inputs: torch.Tensor) -> torch.Tensor:
+    """``layer``'s output for ``inputs``, from one forward."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _inputs, output):
+        seen["out"] = first_tensor(output).clone()
+
+    handle = model.get_submodule(layer).register_forward_hook(hook)
+    try:
+        model(inputs)
+    finally:
+        handle.remove()
+    return seen["out"]

@@ -1,0 +1,120 @@
+"""The part of a model that runs after a layer, as a module of its own.
+
+Ablation-CAM changes a layer's output once per channel and needs the class score of each
+change. Running the whole model for each copy recomputes everything before the layer, which
+does not change: for ResNet's ``layer4[1]`` that is nearly all of the work, since only the
+pooling and the classifier come after it. :func:`model_tail` cuts a ``torch.fx`` trace of the
+model at the layer and keeps what depends on the layer's output; fed that output, it returns
+what the model returns.
+
+A tail is made only where the cut is clean, and ``None`` is returned otherwise (the caller
+then runs the whole model, as before):
+
+- the model traces (no control flow that depends on the data);
+- the layer is called exactly once, and the model's output depends on it;
+- nothing computed before the layer is used after it, except parameters and buffers (a skip
+  connection across the cut, e.g. from an earlier stage, would be an input of its own).
+
+:meth:`ModelTail.reproduces` compares the tail with the whole model on one real input, and
+callers check every batch before using it; a tail that does not reproduce the model's output is
+never used.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import fx, nn
+
+from camcli.engine.tensors import first_tensor
+
+#: model -> layer -> its tail, or None where the model cannot be cut there
+_TAILS: "weakref.WeakKeyDictionary[nn.Module, dict[str, ModelTail | None]]" = weakref.WeakKeyDictionary()
+
+
+class _LayerAsLeaf(fx.Tracer):
+    """The default tracer, but the target layer is one call (not traced into)."""
+
+    def __init__(self, layer: str) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return module_qualified_name == self.layer or super().is_leaf_module(m, module_qualified_name)
+
+
+class ModelTail:
+    """``tail(output)``: the model's output given ``layer``'s output; shares the model's modules
+    and parameters (a change to the model's weights is a change to the tail's)."""
+
+    def __init__(self, module: fx.GraphModule, layer: str) -> None:
+        self.module = module
+        self.layer = layer
+
+    def __call__(self, layer_output: torch.Tensor):
+        return self.module(layer_output)
+
+    def reproduces(self, model: nn.Module, image: torch.Tensor, logits_of) -> bool:
+        """Whether the tail gives ``model``'s output on ``image`` (1, 3, H, W): the layer's output
+        is read from a real forward, fed to the tail, and the two results (through
+        ``logits_of``) compared. One forward; callers check once per batch, so a model changed
+        since the trace (a replaced module, a Python attribute the trace froze) is caught."""
+        seen: dict[str, torch.Tensor] = {}
+
+        def hook(_module, _inputs, output):
+            seen["out"] = first_tensor(output).clone()
+
+        handle = model.get_submodule(self.layer).register_forward_hook(hook)
+        try:
+            whole = logits_of(model(image)).float()
+        finally:
+            handle.remove()
+        try:
+            cut = logits_of(self(seen["out"])).float()
+        except Exception:  # noqa: BLE001 - any failure means: do not use the tail
+            return False
+        return cut.shape == whole.shape and bool(torch.allclose(cut, whole, rtol=1e-3, atol=1e-4 * (1 + float(whole.abs().max()))))
+
+
+def model_tail(model: nn.Module, layer: str) -> ModelTail | None:
+    """The part of ``model`` after ``layer`` (a dotted module name), or ``None`` where the model
+    cannot be cut cleanly there. Built once per model and layer (see :func:`forget`)."""
+    per_model = _TAILS.setdefault(model, {})
+    if layer not in per_model:
+        per_model[layer] = _build(model, layer)
+    return per_model[layer]
+
+
+def forget(model: nn.Module, layer: str) -> None:
+    """Drop the tail built for ``model`` at ``layer`` (it did not reproduce the model): the next
+    :func:`model_tail` traces the model again."""
+    _TAILS.get(model, {}).pop(layer, None)
+
+
+def _build(model: nn.Module, layer: str) -> ModelTail | None:
+    try:
+        graph = _LayerAsLeaf(layer).trace(model)
+    except Exception:  # noqa: BLE001 - data-dependent control flow, untraceable code: no tail
+        return None
+    calls = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
+    if len(calls) != 1:
+        return None
+    cut = calls[0]
+    after: set[fx.Node] = {cut}
+    for node in graph.nodes:
+        if node is not cut and any(a in after for a in node.all_input_nodes):
+            after.add(node)
+    output = next(n for n in graph.nodes if n.op == "output")
+    if output not in after:
+        return None
+    crossing = {a for n in after if n is not cut for a in n.all_input_nodes if a not in after}
+    if any(a.op != "get_attr" for a in crossing):
+        return None  # a value from before the layer is used after it
+    tail = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {cut: tail.placeholder("layer_output")}
+    for node in graph.nodes:
+        if node in after and node is not cut or node in crossing:
+            env[node] = tail.node_copy(node, lambda a: env[a])
+    tail.lint()
+    return ModelTail(fx.GraphModule(model, tail), layer)

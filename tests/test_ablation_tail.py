@@ -1,0 +1,104 @@
+"""Ablation-CAM runs only the part of the model after the layer where the model can be cut there,
+and gives the paper's map whichever way it runs: cut, whole (a skip crosses the layer), or a model
+changed after it was cut."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from camcli.engine.explainer import Explainer
+from camcli.engine.methods import get_method
+
+
+def _by_hand(model: nn.Module, layer: str, x: torch.Tensor, target: int) -> torch.Tensor:
+    """The paper's map, one zeroed channel at a time through the whole model: w_k = (y - y_k) / y."""
+    module = model.get_submodule(layer)
+    store = {}
+    h = module.register_forward_hook(lambda m, i, o: store.setdefault("a", o.detach().clone()))
+    with torch.no_grad():
+        y = float(model(x)[0, target])
+    h.remove()
+    acts = store["a"][0]
+    weights = []
+    for k in range(acts.shape[0]):
+        def zero_k(_m, _i, out, k=k):
+            out = out.clone()
+            out[:, k] = 0
+            return out
+        h = module.register_forward_hook(zero_k)
+        with torch.no_grad():
+            weights.append((y - float(model(x)[0, target])) / y)
+        h.remove()
+    cam = torch.relu((torch.tensor(weights)[:, None, None] * acts).sum(0))
+    return (cam - cam.min()) / (cam.max() - cam.min())
+
+
+def _stem_calls(model: nn.Module, stem: nn.Module, run) -> int:
+    """How many times ``stem`` (the model's first layer) runs during ``run()``."""
+    calls = [0]
+    h = stem.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    try:
+        run()
+    finally:
+        h.remove()
+    return calls[0]
+
+
+def test_ablationcam_after_the_last_block_runs_the_backbone_once_not_once_per_channel():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    explainer = Explainer(model, ["layer4.1"], [get_method("ablationcam", cam_batch_size=32)])
+    result = {}
+    calls = _stem_calls(model, model.conv1, lambda: result.update(r=explainer(x, target=3)))
+    # the shared forward, and the tail checked against the whole model on one image; 512
+    # channels in chunks of 32 would be 16 more forwards per image through the whole model
+    assert calls == 2
+    for i in range(2):
+        want = _by_hand(model, "layer4.1", x[i:i + 1], 3)
+        torch.testing.assert_close(result["r"].maps[("ablationcam", "layer4.1")].maps[i], want, atol=1e-4, rtol=1e-4)
+
+
+def test_ablationcam_where_a_skip_connection_crosses_the_layer_runs_the_whole_model():
+    """Inside a residual block the block's input is added after the layer: no clean cut, so each
+    chunk of ablations goes through the whole model, and the map is still the paper's."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    explainer = Explainer(model, ["layer4.0.conv1"], [get_method("ablationcam", cam_batch_size=128)])
+    result = {}
+    calls = _stem_calls(model, model.conv1, lambda: result.update(r=explainer(x, target=1)))
+    assert calls == 1 + 512 // 128
+    want = _by_hand(model, "layer4.0.conv1", x, 1)
+    torch.testing.assert_close(result["r"].maps[("ablationcam", "layer4.0.conv1")].maps[0], want, atol=1e-4, rtol=1e-4)
+
+
+class _Scaled(nn.Module):
+    """A small CNN whose head weighs its channels by a Python list (a trace freezes it as a constant)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(6, 3)
+        self.gains = [1.0] * 6
+
+    def forward(self, x):
+        pooled = self.body(x).mean((2, 3))
+        return self.fc(pooled.new_tensor(self.gains) * pooled)
+
+
+def test_ablationcam_notices_a_model_changed_after_it_was_cut():
+    torch.manual_seed(0)
+    model = _Scaled().eval()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    explainer = Explainer(model, ["body.3"], [get_method("ablationcam")])
+    assert _stem_calls(model, model.body[0], lambda: explainer(x, target=0)) == 2  # cut after body.3
+    first = explainer(x, target=0).maps[("ablationcam", "body.3")].maps[0]
+    torch.testing.assert_close(first, _by_hand(model, "body.3", x, 0), atol=1e-4, rtol=1e-4)
+    model.gains = [4.0, 0.0, 1.0, 0.5, 0.0, 2.0]  # the traced tail still has [1.0] * 6
+    second = explainer(x, target=0).maps[("ablationcam", "body.3")].maps[0]
+    want = _by_hand(model, "body.3", x, 0)
+    assert not torch.allclose(want, first, atol=1e-2)  # the change matters to the map
+    torch.testing.assert_close(second, want, atol=1e-4, rtol=1e-4)
