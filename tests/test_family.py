@@ -424,6 +424,36 @@ def test_iscam_and_sscam_by_hand():
     assert torch.allclose(ours.maps[("sscam", "features")].maps, expected, atol=1e-5)
 
 
+def test_max_n_keeps_iscam_and_sscam_to_the_widest_channels():
+    """Faster Score-CAM's channel choice for the averaged variants: only the N channels with the
+    largest spatial standard deviation are masked and weighed (in channel order, so SS-CAM's noise
+    is drawn for them alone); the others weigh nothing."""
+    model = Toy().eval()
+    x = image_batch(1, 8, seed=4)
+    with torch.no_grad():
+        acts = model.features(x)[0]
+        target = int(model(x).argmax())
+    widest = acts.flatten(1).std(1).topk(2).indices.sort().values
+    assert len(set(widest.tolist())) == 2 and acts.flatten(1).std(1).unique().numel() == 4
+    masks = _masks(acts[widest], (8, 8))
+    score = lambda m: model(x * m[:, None]).detach()[:, target]  # noqa: E731
+    coefficients = [1 / 3, 1.0, 2.0]
+    weights = torch.stack([score(masks * c) for c in coefficients]).mean(0).softmax(0)
+    expected = _minmax((weights[:, None, None] * acts[widest]).sum(0, keepdim=True))
+    calls = []
+    handle = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    ours = Explainer(model, ["features"], [get_method("iscam", noise_samples=3, max_n=2)])(x)
+    handle.remove()
+    assert sum(calls) == 1 + 3 * 2  # the shared forward, then 3 steps of 2 masks
+    assert torch.allclose(ours.maps[("iscam", "features")].maps, expected, atol=1e-5)
+    generator = torch.Generator().manual_seed(9)
+    noisy = [masks + torch.stack([torch.randn((8, 8), generator=generator) for _ in range(2)]) * 0.5 for _ in range(2)]
+    weights = torch.stack([score(m) for m in noisy]).mean(0).softmax(0)
+    expected = _minmax((weights[:, None, None] * acts[widest]).sum(0, keepdim=True))
+    ours = Explainer(model, ["features"], [get_method("sscam", noise_samples=2, noise_std=0.5, max_n=2)])(x, seeds=[9])
+    assert torch.allclose(ours.maps[("sscam", "features")].maps, expected, atol=1e-5)
+
+
 def test_finercam_by_hand():
     model = Toy().eval()
     x = image_batch(2, 8, seed=5)

@@ -56,7 +56,7 @@ def test_softmax_score_changes_the_maps_and_verbose_logs_sources(cli, small_mode
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--max-n", "8"], "scorecam only"),
+    (["--max-n", "8"], "scorecam, sscam and iscam only"),
     (["--save-heatmap", "tiff"], "npy or png16"),
     (["--box-mode", "some"], "largest or all"),
     (["--resume", "--overwrite"], "exclude each other"),

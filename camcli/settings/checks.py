@@ -71,8 +71,8 @@ def check(s: ExplainSettings) -> None:
     if s.max_n is not None:
         if s.max_n < 1:
             raise UsageError(f"`max_n` must be at least 1, got {s.max_n}")
-        if "scorecam" not in chosen:
-            raise UsageError("`max_n` (Faster Score-CAM) applies to `method` scorecam only")
+        if not {"scorecam", "sscam", "iscam"} & set(chosen):
+            raise UsageError("`max_n` (Faster Score-CAM) applies to `method` scorecam, sscam and iscam only")
     if s.fem_k is not None:
         if not s.fem_k >= 0:
             raise UsageError(f"`fem_k` must be 0 or more, got {s.fem_k}")

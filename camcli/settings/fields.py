@@ -82,7 +82,8 @@ class ExplainSettings:
                                         "faithfulness metrics; bounds their memory.", "Explanation",
                                         shown="16 on a CPU, 64 on a GPU", evaluate=True)
     max_n: int | None = option(None, "Faster Score-CAM: use only the N channels with the largest spatial spread "
-                               "(scorecam only).", "Explanation", shown="all", shapes_outputs=True, evaluate=True)
+                               "(scorecam, sscam and iscam only).", "Explanation", shown="all", shapes_outputs=True,
+                               evaluate=True)
     fem_k: float | None = option(None, "FEM's k-sigma rule: a position counts when it is above its channel's mean + k "
                                  "standard deviations (fem only).", "Explanation", shown="2, the paper's",
                                  shapes_outputs=True, evaluate=True)

@@ -37,12 +37,12 @@ class SSCAM(ScoreCAM):
     name = "sscam"
     summary = "Score-CAM with Gaussian noise on each mask, the masked scores averaged over samples (seeded)"
     paper = "Wang et al., arXiv:2006.14255 (SS-CAM); noise on the masks, as torchcam"
-    cost = "1 forward + samples x channels masked forwards"
-    options = ("cam_batch_size", "noise_samples", "noise_std")
+    cost = "1 forward + samples x channels masked forwards (max-n N: samples x N)"
+    options = ("cam_batch_size", "noise_samples", "noise_std", "max_n")
 
     def __init__(self, cam_batch_size: int = 64, noise_samples: int | None = None,
-                 noise_std: float | None = None) -> None:
-        super().__init__(cam_batch_size)
+                 noise_std: float | None = None, max_n: int | None = None) -> None:
+        super().__init__(cam_batch_size, max_n)
         self.samples, self.std = noise_options(noise_samples, noise_std, 35, 2.0)
 
     def channel_scores(self, fp: ForwardPass, i: int, acts: torch.Tensor) -> torch.Tensor:
@@ -60,11 +60,11 @@ class ISCAM(ScoreCAM):
     name = "iscam"
     summary = "Score-CAM integrated over masks scaled step by step (accumulated i/N coefficients, as torchcam)"
     paper = "Naidu et al., arXiv:2010.03023 (IS-CAM)"
-    cost = "1 forward + steps x distinct channels masked forwards"
-    options = ("cam_batch_size", "noise_samples")
+    cost = "1 forward + steps x distinct channels masked forwards (max-n N caps the channels at N)"
+    options = ("cam_batch_size", "noise_samples", "max_n")
 
-    def __init__(self, cam_batch_size: int = 64, noise_samples: int | None = None) -> None:
-        super().__init__(cam_batch_size)
+    def __init__(self, cam_batch_size: int = 64, noise_samples: int | None = None, max_n: int | None = None) -> None:
+        super().__init__(cam_batch_size, max_n)
         self.steps, _ = noise_options(noise_samples, None, 10)
 
     def coefficients(self) -> list[float]:
