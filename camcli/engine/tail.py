@@ -31,6 +31,8 @@ from camcli.engine.tensors import first_tensor
 
 #: model -> layer -> its tail, or None where the model cannot be cut there
 _TAILS: "weakref.WeakKeyDictionary[nn.Module, dict[str, ModelTail | None]]" = weakref.WeakKeyDictionary()
+#: model -> layers whose tail once failed to reproduce the model
+_FAILED: "weakref.WeakKeyDictionary[nn.Module, set[str]]" = weakref.WeakKeyDictionary()
 
 
 class _LayerAsLeaf(fx.Tracer):
@@ -87,9 +89,15 @@ def model_tail(model: nn.Module, layer: str) -> ModelTail | None:
 
 
 def forget(model: nn.Module, layer: str) -> None:
-    """Drop the tail built for ``model`` at ``layer`` (it did not reproduce the model): the next
-    :func:`model_tail` traces the model again."""
-    _TAILS.get(model, {}).pop(layer, None)
+    """The tail of ``model`` at ``layer`` did not reproduce the model: trace the model again next
+    time (it may have changed since), and after a second failure never cut it there."""
+    per_model = _TAILS.setdefault(model, {})
+    failed = _FAILED.setdefault(model, set())
+    if layer in failed:
+        per_model[layer] = None
+    else:
+        failed.add(layer)
+        per_model.pop(layer, None)
 
 
 def _build(model: nn.Module, layer: str) -> ModelTail | None:
