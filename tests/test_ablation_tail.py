@@ -10,29 +10,12 @@ from torch import nn
 
 from camcli.engine.explainer import Explainer
 from camcli.engine.methods import get_method
+from test_parity import _ablation_by_hand
 
 
 def _by_hand(model: nn.Module, layer: str, x: torch.Tensor, target: int) -> torch.Tensor:
-    """The paper's map, one zeroed channel at a time through the whole model: w_k = (y - y_k) / y."""
-    module = model.get_submodule(layer)
-    store = {}
-    h = module.register_forward_hook(lambda m, i, o: store.setdefault("a", o.detach().clone()))
-    with torch.no_grad():
-        y = float(model(x)[0, target])
-    h.remove()
-    acts = store["a"][0]
-    weights = []
-    for k in range(acts.shape[0]):
-        def zero_k(_m, _i, out, k=k):
-            out = out.clone()
-            out[:, k] = 0
-            return out
-        h = module.register_forward_hook(zero_k)
-        with torch.no_grad():
-            weights.append((y - float(model(x)[0, target])) / y)
-        h.remove()
-    cam = torch.relu((torch.tensor(weights)[:, None, None] * acts).sum(0))
-    return (cam - cam.min()) / (cam.max() - cam.min())
+    """The paper's map, one zeroed channel at a time through the whole model (test_parity's)."""
+    return torch.from_numpy(_ablation_by_hand(model, model.get_submodule(layer), x, target)).float()
 
 
 def _stem_calls(model: nn.Module, stem: nn.Module, run) -> int:

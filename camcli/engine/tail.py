@@ -62,21 +62,29 @@ class ModelTail:
         is read from a real forward, fed to the tail, and the two results (through
         ``logits_of``) compared. One forward; callers check once per batch, so a model changed
         since the trace (a replaced module, a Python attribute the trace froze) is caught."""
-        seen: dict[str, torch.Tensor] = {}
-
-        def hook(_module, _inputs, output):
-            seen["out"] = first_tensor(output).clone()
-
-        handle = model.get_submodule(self.layer).register_forward_hook(hook)
+        whole, layer_output = read_layer(model, self.layer, image)
+        whole = logits_of(whole).float()
         try:
-            whole = logits_of(model(image)).float()
-        finally:
-            handle.remove()
-        try:
-            cut = logits_of(self(seen["out"])).float()
+            cut = logits_of(self(layer_output)).float()
         except Exception:  # noqa: BLE001 - any failure means: do not use the tail
             return False
-        return cut.shape == whole.shape and bool(torch.allclose(cut, whole, rtol=1e-3, atol=1e-4 * (1 + float(whole.abs().max()))))
+        tolerance = 1e-4 * (1 + float(whole.abs().max()))
+        return cut.shape == whole.shape and bool(torch.allclose(cut, whole, rtol=1e-3, atol=tolerance))
+
+
+def read_layer(model: nn.Module, layer: str, x: torch.Tensor):
+    """One forward of ``x``: the model's output and (a copy of) ``layer``'s output tensor."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _inputs, output):
+        seen["out"] = first_tensor(output).clone()
+
+    handle = model.get_submodule(layer).register_forward_hook(hook)
+    try:
+        output = model(x)
+    finally:
+        handle.remove()
+    return output, seen["out"]
 
 
 def model_tail(model: nn.Module, layer: str) -> ModelTail | None:

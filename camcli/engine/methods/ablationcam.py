@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from camcli.errors import UsageError
-from camcli.engine.tail import forget, model_tail
+from camcli.engine.tail import forget, model_tail, read_layer
 from camcli.engine.tensors import first_tensor, replace_first_tensor
 from camcli.engine.methods import register
 from camcli.engine.methods.base import CAMMethod, ForwardPass, class_scores, model_logits
@@ -28,7 +28,8 @@ class AblationCAM(CAMMethod):
     summary = "relative drop of the class score when each channel is zeroed weights the channels"
     paper = "Desai & Ramaswamy, WACV 2020, doi:10.1109/WACV45572.2020.9093360"
     needs_gradients = False
-    cost = "1 forward + 1 pass per channel (batched by cam_batch_size) of the model after the layer where it can be cut there, else of the whole model"
+    cost = ("1 forward + 1 pass per channel (batched by cam_batch_size) of the model after the layer where it "
+            "can be cut there, else of the whole model")
     options = ("cam_batch_size",)
 
     def __init__(self, cam_batch_size: int = 64) -> None:
@@ -72,7 +73,7 @@ class AblationCAM(CAMMethod):
         layout = fp.layouts.get(layer)
         originals = None
         if layout is not None and layout.kind == "tokens" and layout.prefix:  # class tokens come from the real output
-            originals = _layer_outputs(fp.model, layer, fp.inputs)
+            originals = read_layer(fp.model, layer, fp.inputs)[1]
         dtype = next((p.dtype for p in fp.model.parameters() if p.is_floating_point()), fp.inputs.dtype)
 
         def scores_of(i: int, ablated: torch.Tensor) -> torch.Tensor:
@@ -107,17 +108,3 @@ class AblationCAM(CAMMethod):
         scores_of.close = close
         return scores_of
 
-
-def _layer_outputs(model, layer: str, inputs: torch.Tensor) -> torch.Tensor:
-    """``layer``'s output for ``inputs``, from one forward."""
-    seen: dict[str, torch.Tensor] = {}
-
-    def hook(_module, _inputs, output):
-        seen["out"] = first_tensor(output).clone()
-
-    handle = model.get_submodule(layer).register_forward_hook(hook)
-    try:
-        model(inputs)
-    finally:
-        handle.remove()
-    return seen["out"]
