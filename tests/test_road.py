@@ -78,3 +78,39 @@ def test_a_map_on_the_evidence_scores_better():
     assert good.morf_mean < bad.morf_mean - 0.1
     assert abs(good.lerf_mean) < 0.05  # removing what the model ignores changes nothing
     assert good.combined > bad.combined
+
+
+def _relative_residual(x, keep, filled):
+    """|| A u - b || / || b || of the imputation system, written independently of camcli's solver:
+    a 3x3 convolution over the image, the kept pixels as known values."""
+    k = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]], dtype=torch.float64)
+    conv = lambda t: torch.nn.functional.conv2d(t, k.expand(t.shape[1], 1, 3, 3), padding=1, groups=t.shape[1])  # noqa: E731
+    removed = (~keep).double()
+    u, x = filled.double(), x.double()
+    degree = conv(torch.ones_like(u))
+    b = conv(x * (1 - removed)) * removed
+    au = (degree * u - conv(u * removed)) * removed
+    return ((au - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1).clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("h, w", [(224, 224), (131, 97)])
+def test_imputation_solves_its_system_at_every_percentile(h, w):
+    """The multigrid-preconditioned solve meets its tolerance on every MoRF and LeRF mask, at the
+    model's size and at odd sizes (the coarse grids pad), and leaves the kept pixels alone."""
+    torch.manual_seed(1)
+    x = torch.randn(3, h, w)
+    masks = keep_masks(smooth_map(h, w, 4))
+    batch = x[None].expand(len(masks), *x.shape)
+    filled = impute(batch, masks, noise=0)
+    assert torch.equal(filled[masks.expand_as(filled)], batch[masks.expand_as(batch)])
+    assert float(_relative_residual(batch, masks, filled).max()) <= 1e-4
+
+
+def test_imputation_of_nothing_and_of_everything():
+    """Nothing removed: the image comes back. Everything removed (no value to spread): zeros,
+    the mean of a normalised input."""
+    x = torch.randn(2, 3, 40, 40)
+    keep = torch.ones(2, 1, 40, 40, dtype=torch.bool)
+    keep[1] = False
+    filled = impute(x, keep, noise=0)
+    assert torch.equal(filled[0], x[0]) and torch.equal(filled[1], torch.zeros_like(x[1]))

@@ -15,11 +15,11 @@ the model needs), ``lerf`` (the same when the unimportant pixels go: near 0 is g
 As pytorch-grad-cam (whose code is the authors'), the imputation works on the normalised
 model input and the noise is 0.01 in that space; the removed share follows its thresholds
 (``map < percentile(map, p)`` is kept for MoRF). The difference: the system is solved by
-conjugate gradients in torch, matrix-free with a 3x3 convolution, batched over every
-percentile, on the model's device, instead of by SciPy's sparse direct solver. It stops at a
-relative residual of 1e-4, where the filled values are within about 0.01 of the exact solution
-(the size of ROAD's own noise); solved to 1e-6 they equal pytorch-grad-cam's to 1e-5 (both
-checked in tests/test_road.py).
+conjugate gradients in torch, matrix-free (a 3x3 stencil of shifted views), batched over every
+percentile, on the model's device, with a multigrid preconditioner, instead of by SciPy's
+sparse direct solver. It stops at a relative residual of 1e-4, where the filled values are
+within about 0.002 of the exact solution (ROAD's own noise is 0.01); solved to 1e-6 they equal
+pytorch-grad-cam's to 1e-5 (both checked in tests/test_road.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from camcli.evaluation.multigrid import Multigrid, fine_stencil
 
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 NOISE = 0.01
@@ -53,72 +55,86 @@ class Road:
         return (self.lerf_mean - self.morf_mean) / 2
 
 
-def _kernel(channels: int, device, dtype) -> torch.Tensor:
-    k = torch.tensor([[_CORNER, _SIDE, _CORNER], [_SIDE, 0.0, _SIDE], [_CORNER, _SIDE, _CORNER]], dtype=dtype,
-                     device=device)
-    return k.expand(channels, 1, 3, 3).contiguous()
+def _neighbour_sum(v: torch.Tensor) -> torch.Tensor:
+    """The weighted sum of each pixel's eight neighbours inside the image (1/6 sides, 1/12
+    corners). Shifted views of one padded copy, accumulated in place: about four times faster on
+    a CPU than the same stencil as a grouped 3x3 convolution, which dominated the solve."""
+    p = F.pad(v, (1, 1, 1, 1))
+    out = p[..., :-2, 1:-1] + p[..., 2:, 1:-1]
+    out += p[..., 1:-1, :-2]
+    out += p[..., 1:-1, 2:]
+    out *= _SIDE / _CORNER
+    out += p[..., :-2, :-2]
+    out += p[..., :-2, 2:]
+    out += p[..., 2:, :-2]
+    out += p[..., 2:, 2:]
+    return out.mul_(_CORNER)
 
 
 def impute(x: torch.Tensor, keep: torch.Tensor, noise: float = NOISE, generator: torch.Generator | None = None,
-           tol: float = 1e-4, max_iter: int = 5000) -> torch.Tensor:
+           tol: float = 1e-4, max_iter: int = 500) -> torch.Tensor:
     """Noisy linear imputation of ``x`` (B, C, H, W) where ``keep`` (B, 1, H, W) is False.
 
     Solves, for every removed pixel i, ``d_i x_i - sum_j w_ij x_j = sum_k w_ik v_k`` (j: removed
     neighbours, k: kept ones, d_i: the weights of i's neighbours inside the image) by conjugate
-    gradients to a relative residual of ``tol``, starting from the solution at half the resolution
-    (which saves two thirds of the iterations). At the default 1e-4 the filled values are within
-    about 0.01 of the exact solve, the size of the noise ROAD adds anyway. A removed region that
-    touches no kept pixel (the whole image removed) is filled with 0, the mean of the normalised
-    input.
+    gradients preconditioned with a multigrid V-cycle (:mod:`camcli.evaluation.multigrid`), to a
+    relative residual of ``tol``: about 10 steps whatever the share removed. At the default 1e-4
+    the filled values are within about 0.002 of the exact solve, well under the noise ROAD adds
+    anyway. A removed region that touches no kept pixel (the whole image removed) is filled with
+    0, the mean of the normalised input.
     """
-    filled = _solve(x, keep, tol, max_iter)
+    filled = _conjugate_gradients(x, keep, tol, max_iter)
     if noise:
         jitter = torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
         filled = filled + noise * jitter * (~keep).to(x.dtype)
     return filled
 
 
-def _solve(x: torch.Tensor, keep: torch.Tensor, tol: float, max_iter: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    start = torch.zeros_like(x)
-    if min(h, w) > 32:  # the half-resolution problem: kept where any of the four pixels is kept
-        k = keep.to(x.dtype)
-        k_half = F.avg_pool2d(k, 2, ceil_mode=True)
-        x_half = F.avg_pool2d(x * k, 2, ceil_mode=True) / k_half.clamp_min(1e-12)
-        coarse = _solve(x_half, k_half > 0, tol, max_iter)
-        start = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
-    return _conjugate_gradients(x, keep, start, tol, max_iter)
+_WEIGHTS = {(dy, dx): (_CORNER if dy and dx else _SIDE) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx}
 
 
-def _conjugate_gradients(x, keep, start, tol: float, max_iter: int) -> torch.Tensor:
-    b_, c, h, w = x.shape
-    weights = _kernel(c, x.device, x.dtype)
-    conv = lambda t: F.conv2d(t, weights, padding=1, groups=c)  # noqa: E731
-    removed = (~keep).to(x.dtype).expand(b_, c, h, w)
-    degree = conv(torch.ones_like(x))
-    rhs = conv(x * (1 - removed)) * removed
+def _conjugate_gradients(x: torch.Tensor, keep: torch.Tensor, tol: float, max_iter: int) -> torch.Tensor:
+    """Preconditioned conjugate gradients for every mask of the batch at once; a mask that has
+    converged leaves the batch, so the others' steps do not cost it anything."""
+    removed = (~keep).to(x.dtype)  # (B, 1, H, W), broadcast over the channels
+    degree = _neighbour_sum(torch.ones_like(x[:1, :1]))
+    rhs = _neighbour_sum(x * (1 - removed)).mul_(removed)
 
-    def apply(v: torch.Tensor) -> torch.Tensor:
-        return (degree * v - conv(v)) * removed
+    def operator(removed: torch.Tensor):
+        return lambda v: (degree * v).sub_(_neighbour_sum(v)).mul_(removed)
 
-    sol = start * removed
-    r = rhs - apply(sol)
-    p = r.clone()
-    rs = (r * r).sum((1, 2, 3))
+    precondition = Multigrid(operator(removed), fine_stencil(removed, _WEIGHTS, degree), removed)
+    out = x.clone()
+    sol = torch.zeros_like(rhs)
+    r = rhs.clone()
+    z = precondition(r)
+    p = z.clone()
+    rz = (r * z).sum((1, 2, 3))
     stop = (tol * rhs.flatten(1).norm(dim=1)) ** 2
-    for _ in range(max_iter):
-        if bool((rs <= stop).all()):
-            break
+    left = torch.arange(x.shape[0], device=x.device)  # the masks still iterating, as rows of out
+    for step in range(max_iter + 1):
+        done = (r * r).sum((1, 2, 3)) <= stop
+        if step == max_iter:  # the best so far
+            done = torch.ones_like(done)
+        if bool(done.any()):
+            out[left[done]] = torch.where(removed[done].bool(), sol[done], x[left[done]])
+            more = ~done
+            if not bool(more.any()):
+                break
+            left, sol, r, p, rz, stop, removed = (t[more] for t in (left, sol, r, p, rz, stop, removed))
+            precondition = precondition.subset(more, operator(removed))
+        apply = precondition.fine_apply
         ap = apply(p)
         denom = (p * ap).sum((1, 2, 3))
-        alpha = torch.where(denom > 0, rs / denom.clamp_min(1e-30), torch.zeros_like(rs)).view(-1, 1, 1, 1)
-        sol = sol + alpha * p
-        r = r - alpha * ap
-        rs_new = (r * r).sum((1, 2, 3))
-        beta = torch.where(rs > 0, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs)).view(-1, 1, 1, 1)
-        p = r + beta * p
-        rs = rs_new
-    return torch.where(removed.bool(), sol, x)
+        alpha = torch.where(denom > 0, rz / denom.clamp_min(1e-30), torch.zeros_like(rz)).view(-1, 1, 1, 1)
+        sol.addcmul_(alpha, p)
+        r.addcmul_(alpha, ap, value=-1)
+        z = precondition(r)
+        rz_new = (r * z).sum((1, 2, 3))
+        beta = torch.where(rz > 0, rz_new / rz.clamp_min(1e-30), torch.zeros_like(rz)).view(-1, 1, 1, 1)
+        p.mul_(beta).add_(z)
+        rz = rz_new
+    return out
 
 
 def keep_masks(heat: torch.Tensor, percentiles=PERCENTILES) -> torch.Tensor:
