@@ -85,3 +85,46 @@ def test_ablationcam_notices_a_model_changed_after_it_was_cut():
     want = _by_hand(model, "body.3", x, 0)
     assert not torch.allclose(want, first, atol=1e-2)  # the change matters to the map
     torch.testing.assert_close(second, want, atol=1e-4, rtol=1e-4)
+
+
+class _PairBlock(nn.Module):
+    """A block returning (features, extra), as attention blocks that return their weights do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return y, y.mean()
+
+
+class _PairNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = _PairBlock()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        # fed a tensor instead of the tuple, out[0] would be the first image: right for a batch of
+        # one (the check), wrong for a batch of ablated copies
+        out = self.block(x)
+        return self.fc(out[0].mean((-2, -1)).reshape(-1, 6))
+
+
+def test_ablationcam_at_a_layer_that_returns_a_tuple_runs_the_whole_model():
+    torch.manual_seed(0)
+    model = _PairNet().eval()
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(4))
+    explainer = Explainer(model, ["block"], [get_method("ablationcam", cam_batch_size=2)])
+    result = {}
+    calls = _stem_calls(model, model.block.conv, lambda: result.update(r=explainer(x, target=1)))
+    assert calls == 1 + 1 + 6 // 2  # the shared forward, the check of the cut (refused), 3 chunks
+    with torch.no_grad():
+        acts = model.block(x)[0][0]
+        y = float(model(x)[0, 1])
+    drops = torch.tensor([float(model.fc(torch.where(torch.arange(6)[:, None, None] == k, 0, acts).mean((1, 2)))[1])
+                          for k in range(6)])
+    cam = torch.relu((((y - drops) / y)[:, None, None] * acts).sum(0))
+    want = (cam - cam.min()) / (cam.max() - cam.min())
+    torch.testing.assert_close(result["r"].maps[("ablationcam", "block")].maps[0], want, atol=1e-4, rtol=1e-4)

@@ -27,7 +27,6 @@ import weakref
 import torch
 from torch import fx, nn
 
-from camcli.engine.tensors import first_tensor
 
 #: model -> layer -> its tail, or None where the model cannot be cut there
 _TAILS: "weakref.WeakKeyDictionary[nn.Module, dict[str, ModelTail | None]]" = weakref.WeakKeyDictionary()
@@ -63,6 +62,8 @@ class ModelTail:
         ``logits_of``) compared. One forward; callers check once per batch, so a model changed
         since the trace (a replaced module, a Python attribute the trace froze) is caught."""
         whole, layer_output = read_layer(model, self.layer, image)
+        if not isinstance(layer_output, torch.Tensor):
+            return False  # the tail takes a tensor: a layer that returns a tuple is not cut
         whole = logits_of(whole).float()
         try:
             cut = logits_of(self(layer_output)).float()
@@ -73,11 +74,12 @@ class ModelTail:
 
 
 def read_layer(model: nn.Module, layer: str, x: torch.Tensor):
-    """One forward of ``x``: the model's output and (a copy of) ``layer``'s output tensor."""
-    seen: dict[str, torch.Tensor] = {}
+    """One forward of ``x``: the model's output and ``layer``'s output (a copy where it is a
+    tensor; a tuple or dict as the layer returned it)."""
+    seen: dict[str, object] = {}
 
     def hook(_module, _inputs, output):
-        seen["out"] = first_tensor(output).clone()
+        seen["out"] = output.clone() if isinstance(output, torch.Tensor) else output
 
     handle = model.get_submodule(layer).register_forward_hook(hook)
     try:

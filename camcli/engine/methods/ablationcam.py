@@ -73,7 +73,7 @@ class AblationCAM(CAMMethod):
         layout = fp.layouts.get(layer)
         originals = None
         if layout is not None and layout.kind == "tokens" and layout.prefix:  # class tokens come from the real output
-            originals = read_layer(fp.model, layer, fp.inputs)[1]
+            originals = read_layer(fp.model, layer, fp.inputs)[1]  # a tensor: the tail's check saw to it
         dtype = next((p.dtype for p in fp.model.parameters() if p.is_floating_point()), fp.inputs.dtype)
 
         def scores_of(i: int, ablated: torch.Tensor) -> torch.Tensor:
