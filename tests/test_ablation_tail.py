@@ -44,18 +44,68 @@ def test_ablationcam_after_the_last_block_runs_the_backbone_once_not_once_per_ch
         torch.testing.assert_close(result["r"].maps[("ablationcam", "layer4.1")].maps[i], want, atol=1e-4, rtol=1e-4)
 
 
-def test_ablationcam_where_a_skip_connection_crosses_the_layer_runs_the_whole_model():
-    """Inside a residual block the block's input is added after the layer: no clean cut, so each
-    chunk of ablations goes through the whole model, and the map is still the paper's."""
+def test_ablationcam_inside_a_residual_block_feeds_the_tail_the_blocks_input():
+    """Inside a residual block the block's input is added after the layer: the tail gets it as an
+    input of its own, computed once per image, and the map is still the paper's."""
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=5).eval()
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    explainer = Explainer(model, ["layer4.0.conv1"], [get_method("ablationcam", cam_batch_size=128)])
+    explainer = Explainer(model, ["layer4.0.conv1"], [get_method("ablationcam", cam_batch_size=32)])
     result = {}
     calls = _stem_calls(model, model.conv1, lambda: result.update(r=explainer(x, target=1)))
-    assert calls == 1 + 512 // 128
+    # the shared forward, the check (the whole model and the part before the cut, on two images),
+    # the part before the cut for the image; 16 chunks through the whole model would be 17
+    assert calls == 4
     want = _by_hand(model, "layer4.0.conv1", x, 1)
     torch.testing.assert_close(result["r"].maps[("ablationcam", "layer4.0.conv1")].maps[0], want, atol=1e-4, rtol=1e-4)
+
+
+class _Batchless(nn.Module):
+    """A head that adds a value made before the layer and not per image (the mean over the batch):
+    the tail could not be fed copies of one image, so the model is not cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.body = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        s = self.stem(x)
+        shared = s.mean((0, 2, 3))  # one value for the whole batch
+        return self.fc(torch.relu(self.body(s)).mean((2, 3)) + shared)
+
+
+def test_ablationcam_where_a_value_before_the_layer_is_not_per_image_runs_the_whole_model():
+    torch.manual_seed(0)
+    model = _Batchless().eval()
+    x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(5))
+    explainer = Explainer(model, ["body"], [get_method("ablationcam", cam_batch_size=2)])
+    result = {}
+    calls = _stem_calls(model, model.stem, lambda: result.update(r=explainer(x, target=0)))
+    assert calls == 1 + 2 + 4 // 2  # the shared forward, the refused check (two forwards), 2 chunks
+    store = {}
+
+    def keep(_m, _i, o):
+        store["a"] = o.detach().clone()
+
+    h = model.body.register_forward_hook(keep)
+    with torch.no_grad():
+        y = float(model(x)[0, 0])
+    h.remove()
+    drops = []
+    for k in range(4):
+        def zero_k(_m, _i, out, k=k):
+            out = out.clone()
+            out[:, k] = 0
+            return out
+        h = model.body.register_forward_hook(zero_k)
+        with torch.no_grad():
+            drops.append((y - float(model(x)[0, 0])) / y)
+        h.remove()
+    cam = torch.relu((torch.tensor(drops)[:, None, None] * store["a"][0]).sum(0))
+    want = (cam - cam.min()) / (cam.max() - cam.min())
+    torch.testing.assert_close(result["r"].maps[("ablationcam", "body")].maps[0], want, atol=1e-4, rtol=1e-4)
 
 
 class _Scaled(nn.Module):

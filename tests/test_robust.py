@@ -293,8 +293,8 @@ def test_per_image_methods_skip_images_that_are_not_wanted(tmp_path):
             assert torch.equal(part.maps[i], full.maps[i]), name
             assert all(bool(part.empty[j]) for j in range(3) if j != i), name
         # each call's passes are image i's alone: together those of the whole batch, give or take
-        # Ablation-CAM's check of its cut, two rows a call (the whole model and its tail on one image)
-        assert min(per_image) > 0 and 0 <= sum(per_image) - passes_all <= 4, (name, per_image, passes_all)
+        # Ablation-CAM's check of its cut, four rows a call (the whole model and its tail on two images)
+        assert min(per_image) > 0 and 0 <= sum(per_image) - passes_all <= 8, (name, per_image, passes_all)
 
 
 def test_ctrl_c_finishes_in_flight_work_and_exits_130(tmp_path):

@@ -11,13 +11,16 @@ A tail is made only where the cut is clean, and ``None`` is returned otherwise (
 then runs the whole model, as before):
 
 - the model traces (no control flow that depends on the data);
-- the layer is called exactly once, and the model's output depends on it;
-- nothing computed before the layer is used after it, except parameters and buffers (a skip
-  connection across the cut, e.g. from an earlier stage, would be an input of its own).
+- the layer is called exactly once, returns a tensor, and the model's output depends on it.
 
-:meth:`ModelTail.reproduces` compares the tail with the whole model on one real input, and
-callers check every batch before using it; a tail that does not reproduce the model's output is
-never used.
+Values computed before the layer and used after it (a residual connection around the layer, as
+at a ViT block's ``ln_1``) become inputs of the tail of their own: :meth:`ModelTail.before`
+computes them for an image with the part of the model they need, and each must be a tensor with
+one row per image, since the tail gets it repeated for every ablated copy.
+
+:meth:`ModelTail.reproduces` compares the tail with the whole model on two images (so that a
+value without one row per image is found out), and callers check every batch before using it;
+a tail that does not reproduce the model's output is never used.
 """
 
 from __future__ import annotations
@@ -46,27 +49,41 @@ class _LayerAsLeaf(fx.Tracer):
 
 
 class ModelTail:
-    """``tail(output)``: the model's output given ``layer``'s output; shares the model's modules
-    and parameters (a change to the model's weights is a change to the tail's)."""
+    """``tail(output, *before)``: the model's output given ``layer``'s output and the values from
+    before the layer that are used after it (:meth:`before`); shares the model's modules and
+    parameters (a change to the model's weights is a change to the tail's)."""
 
-    def __init__(self, module: fx.GraphModule, layer: str) -> None:
+    def __init__(self, module: fx.GraphModule, prefix: fx.GraphModule | None, layer: str) -> None:
         self.module = module
+        self.prefix = prefix  # the model's input -> the values crossing the cut (None: there are none)
         self.layer = layer
 
-    def __call__(self, layer_output: torch.Tensor):
-        return self.module(layer_output)
+    def __call__(self, layer_output: torch.Tensor, *before: torch.Tensor):
+        return self.module(layer_output, *before)
 
-    def reproduces(self, model: nn.Module, image: torch.Tensor, logits_of) -> bool:
-        """Whether the tail gives ``model``'s output on ``image`` (1, 3, H, W): the layer's output
+    def before(self, x: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """The values crossing the cut for the images ``x``, or ``None`` if one of them is not a
+        tensor with a row per image (then the tail cannot be fed copies of one image)."""
+        if self.prefix is None:
+            return ()
+        values = self.prefix(x)
+        ok = all(isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == x.shape[0] for v in values)
+        return tuple(values) if ok else None
+
+    def reproduces(self, model: nn.Module, images: torch.Tensor, logits_of) -> bool:
+        """Whether the tail gives ``model``'s output on ``images`` (N, 3, H, W): the layer's output
         is read from a real forward, fed to the tail, and the two results (through
-        ``logits_of``) compared. One forward; callers check once per batch, so a model changed
-        since the trace (a replaced module, a Python attribute the trace froze) is caught."""
-        whole, layer_output = read_layer(model, self.layer, image)
+        ``logits_of``) compared. Callers check once per batch, so a model changed since the trace
+        (a replaced module, a Python attribute the trace froze) is caught."""
+        whole, layer_output = read_layer(model, self.layer, images)
         if not isinstance(layer_output, torch.Tensor):
             return False  # the tail takes a tensor: a layer that returns a tuple is not cut
         whole = logits_of(whole).float()
         try:
-            cut = logits_of(self(layer_output)).float()
+            before = self.before(images)
+            if before is None:
+                return False
+            cut = logits_of(self(layer_output, *before)).float()
         except Exception:  # noqa: BLE001 - any failure means: do not use the tail
             return False
         tolerance = 1e-4 * (1 + float(whole.abs().max()))
@@ -119,20 +136,51 @@ def _build(model: nn.Module, layer: str) -> ModelTail | None:
     if len(calls) != 1:
         return None
     cut = calls[0]
-    after: set[fx.Node] = {cut}
-    for node in graph.nodes:
-        if node is not cut and any(a in after for a in node.all_input_nodes):
-            after.add(node)
+    after = _descendants(graph, {cut})
     output = next(n for n in graph.nodes if n.op == "output")
     if output not in after:
         return None
     crossing = {a for n in after if n is not cut for a in n.all_input_nodes if a not in after}
-    if any(a.op != "get_attr" for a in crossing):
-        return None  # a value from before the layer is used after it
+    on_input = _descendants(graph, {n for n in graph.nodes if n.op == "placeholder"})
+    per_image = [n for n in graph.nodes if n in crossing and n in on_input]  # fed in, in graph order
+    constants = _ancestors(crossing - set(per_image))  # parameters and what is made of them alone: copied
     tail = fx.Graph()
     env: dict[fx.Node, fx.Node] = {cut: tail.placeholder("layer_output")}
+    for k, node in enumerate(per_image):
+        env[node] = tail.placeholder(f"before_{k}")
     for node in graph.nodes:
-        if node in after and node is not cut or node in crossing:
+        if node in constants or (node in after and node is not cut):
             env[node] = tail.node_copy(node, lambda a: env[a])
     tail.lint()
-    return ModelTail(fx.GraphModule(model, tail), layer)
+    prefix = None
+    if per_image:
+        prefix_graph = fx.Graph()
+        needed = _ancestors(set(per_image))
+        penv: dict[fx.Node, fx.Node] = {}
+        for node in graph.nodes:
+            if node in needed:
+                penv[node] = prefix_graph.node_copy(node, lambda a: penv[a])
+        prefix_graph.output(tuple(penv[n] for n in per_image))
+        prefix_graph.lint()
+        prefix = fx.GraphModule(model, prefix_graph)
+    return ModelTail(fx.GraphModule(model, tail), prefix, layer)
+
+
+def _descendants(graph: fx.Graph, roots: set[fx.Node]) -> set[fx.Node]:
+    """``roots`` and every node that depends on one of them."""
+    out = set(roots)
+    for node in graph.nodes:
+        if any(a in out for a in node.all_input_nodes):
+            out.add(node)
+    return out
+
+
+def _ancestors(nodes: set[fx.Node]) -> set[fx.Node]:
+    """``nodes`` and every node they depend on."""
+    out, todo = set(), list(nodes)
+    while todo:
+        node = todo.pop()
+        if node not in out:
+            out.add(node)
+            todo.extend(node.all_input_nodes)
+    return out

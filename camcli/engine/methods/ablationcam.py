@@ -67,7 +67,8 @@ class AblationCAM(CAMMethod):
         wanted = fp.wanted_images()
         if tail is None or not wanted:
             return None
-        if not tail.reproduces(fp.model, fp.inputs[wanted[0]:wanted[0] + 1], model_logits):
+        first = fp.inputs[wanted[0]:wanted[0] + 1]
+        if not tail.reproduces(fp.model, torch.cat([first, first.flip(-1)]), model_logits):  # two distinct images
             forget(fp.model, layer)
             return None
         layout = fp.layouts.get(layer)
@@ -75,12 +76,18 @@ class AblationCAM(CAMMethod):
         if layout is not None and layout.kind == "tokens" and layout.prefix:  # class tokens come from the real output
             originals = read_layer(fp.model, layer, fp.inputs)[1]  # a tensor: the tail's check saw to it
         dtype = next((p.dtype for p in fp.model.parameters() if p.is_floating_point()), fp.inputs.dtype)
+        before: dict[int, tuple[torch.Tensor, ...]] = {}
 
         def scores_of(i: int, ablated: torch.Tensor) -> torch.Tensor:
+            k = ablated.shape[0]
+            if i not in before:
+                before.clear()
+                before[i] = tail.before(fp.inputs[i:i + 1])  # a row per image: the check saw to it
             original = originals[i:i + 1] if originals is not None else None
             output = fp.layer_output(layer, ablated, original).to(dtype)
-            logits = model_logits(tail(output))
-            return class_scores(logits, fp.targets[i:i + 1].expand(ablated.shape[0]), fp.score)
+            repeated = [v.expand(k, *v.shape[1:]).contiguous() for v in before[i]]
+            logits = model_logits(tail(output, *repeated))
+            return class_scores(logits, fp.targets[i:i + 1].expand(k), fp.score)
 
         return scores_of
 
