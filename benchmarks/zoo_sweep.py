@@ -13,8 +13,9 @@ layer, so those heads get seeded random weights and reach camcli as a ``--checkp
     python benchmarks/zoo_sweep.py --out zoo.md                         # all 80, every method
     python benchmarks/zoo_sweep.py --models resnet18,vit_b_16 --methods gradcam,scorecam
 
-Score-CAM and Ablation-CAM cost one forward per channel (up to 2,048 on these models): on a
-CPU, pass ``--max-n`` (Faster Score-CAM) and leave ablationcam out with ``--methods``.
+Score-CAM costs one forward per channel (up to 2,048 on these models): on a CPU, pass
+``--max-n`` (Faster Score-CAM). Ablation-CAM runs only the part of each model after its default
+layer (``benchmarks/tail_sweep.py``: every torchvision classifier is cut there), so it is cheap.
 """
 
 from __future__ import annotations
