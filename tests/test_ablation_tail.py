@@ -46,18 +46,22 @@ def test_ablationcam_after_the_last_block_runs_the_backbone_once_not_once_per_ch
 
 def test_ablationcam_inside_a_residual_block_feeds_the_tail_the_blocks_input():
     """Inside a residual block the block's input is added after the layer: the tail gets it as an
-    input of its own, computed once per image, and the map is still the paper's."""
+    input of its own, computed once per batch, and each image's map is still the paper's (also
+    when only some images of the batch are wanted)."""
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=5).eval()
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     explainer = Explainer(model, ["layer4.0.conv1"], [get_method("ablationcam", cam_batch_size=32)])
     result = {}
-    calls = _stem_calls(model, model.conv1, lambda: result.update(r=explainer(x, target=1)))
+    calls = _stem_calls(model, model.conv1, lambda: result.update(r=explainer(x, target=1, wanted=[True, False, True])))
     # the shared forward, the check (the whole model and the part before the cut, on two images),
-    # the part before the cut for the image; 16 chunks through the whole model would be 17
+    # the part before the cut for the batch; 16 chunks per image through the whole model would be 33
     assert calls == 4
-    want = _by_hand(model, "layer4.0.conv1", x, 1)
-    torch.testing.assert_close(result["r"].maps[("ablationcam", "layer4.0.conv1")].maps[0], want, atol=1e-4, rtol=1e-4)
+    maps = result["r"].maps[("ablationcam", "layer4.0.conv1")]
+    assert bool(maps.empty[1])
+    for i in (0, 2):
+        want = _by_hand(model, "layer4.0.conv1", x[i:i + 1], 1)
+        torch.testing.assert_close(maps.maps[i], want, atol=1e-4, rtol=1e-4)
 
 
 class _Batchless(nn.Module):

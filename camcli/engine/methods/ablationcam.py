@@ -76,16 +76,18 @@ class AblationCAM(CAMMethod):
         if layout is not None and layout.kind == "tokens" and layout.prefix:  # class tokens come from the real output
             originals = read_layer(fp.model, layer, fp.inputs)[1]  # a tensor: the tail's check saw to it
         dtype = next((p.dtype for p in fp.model.parameters() if p.is_floating_point()), fp.inputs.dtype)
-        before: dict[int, tuple[torch.Tensor, ...]] = {}
+        rows = torch.tensor(wanted, device=fp.inputs.device)
+        before = tail.before(fp.inputs[rows])  # one row per wanted image
+        if before is None:
+            return None
+        row_of = {i: r for r, i in enumerate(wanted)}
 
         def scores_of(i: int, ablated: torch.Tensor) -> torch.Tensor:
             k = ablated.shape[0]
-            if i not in before:
-                before.clear()
-                before[i] = tail.before(fp.inputs[i:i + 1])  # a row per image: the check saw to it
             original = originals[i:i + 1] if originals is not None else None
             output = fp.layer_output(layer, ablated, original).to(dtype)
-            repeated = [v.expand(k, *v.shape[1:]).contiguous() for v in before[i]]
+            r = row_of[i]
+            repeated = [v[r:r + 1].expand(k, *v.shape[1:]).contiguous() for v in before]
             logits = model_logits(tail(output, *repeated))
             return class_scores(logits, fp.targets[i:i + 1].expand(k), fp.score)
 
