@@ -29,19 +29,26 @@ def _stem_calls(model: nn.Module, stem: nn.Module, run) -> int:
     return calls[0]
 
 
+def _explained(model: nn.Module, stem: nn.Module, layer: str, x: torch.Tensor, target: int, cam_batch_size: int,
+               **kw):
+    """Ablation-CAM's maps of ``x`` at ``layer``, and how many times ``stem`` ran for them."""
+    explainer = Explainer(model, [layer], [get_method("ablationcam", cam_batch_size=cam_batch_size)])
+    result = {}
+    calls = _stem_calls(model, stem, lambda: result.update(r=explainer(x, target=target, **kw)))
+    return result["r"].maps[("ablationcam", layer)], calls
+
+
 def test_ablationcam_after_the_last_block_runs_the_backbone_once_not_once_per_channel():
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=5).eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    explainer = Explainer(model, ["layer4.1"], [get_method("ablationcam", cam_batch_size=32)])
-    result = {}
-    calls = _stem_calls(model, model.conv1, lambda: result.update(r=explainer(x, target=3)))
+    maps, calls = _explained(model, model.conv1, "layer4.1", x, 3, 32)
     # the shared forward, and the tail checked against the whole model on one image; 512
     # channels in chunks of 32 would be 16 more forwards per image through the whole model
     assert calls == 2
     for i in range(2):
         want = _by_hand(model, "layer4.1", x[i:i + 1], 3)
-        torch.testing.assert_close(result["r"].maps[("ablationcam", "layer4.1")].maps[i], want, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(maps.maps[i], want, atol=1e-4, rtol=1e-4)
 
 
 def test_ablationcam_inside_a_residual_block_feeds_the_tail_the_blocks_input():
@@ -51,13 +58,10 @@ def test_ablationcam_inside_a_residual_block_feeds_the_tail_the_blocks_input():
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=5).eval()
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    explainer = Explainer(model, ["layer4.0.conv1"], [get_method("ablationcam", cam_batch_size=32)])
-    result = {}
-    calls = _stem_calls(model, model.conv1, lambda: result.update(r=explainer(x, target=1, wanted=[True, False, True])))
+    maps, calls = _explained(model, model.conv1, "layer4.0.conv1", x, 1, 32, wanted=[True, False, True])
     # the shared forward, the check (the whole model and the part before the cut, on two images),
     # the part before the cut for the batch; 16 chunks per image through the whole model would be 33
     assert calls == 4
-    maps = result["r"].maps[("ablationcam", "layer4.0.conv1")]
     assert bool(maps.empty[1])
     for i in (0, 2):
         want = _by_hand(model, "layer4.0.conv1", x[i:i + 1], 1)
@@ -84,32 +88,9 @@ def test_ablationcam_where_a_value_before_the_layer_is_not_per_image_runs_the_wh
     torch.manual_seed(0)
     model = _Batchless().eval()
     x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(5))
-    explainer = Explainer(model, ["body"], [get_method("ablationcam", cam_batch_size=2)])
-    result = {}
-    calls = _stem_calls(model, model.stem, lambda: result.update(r=explainer(x, target=0)))
+    maps, calls = _explained(model, model.stem, "body", x, 0, 2)
     assert calls == 1 + 2 + 4 // 2  # the shared forward, the refused check (two forwards), 2 chunks
-    store = {}
-
-    def keep(_m, _i, o):
-        store["a"] = o.detach().clone()
-
-    h = model.body.register_forward_hook(keep)
-    with torch.no_grad():
-        y = float(model(x)[0, 0])
-    h.remove()
-    drops = []
-    for k in range(4):
-        def zero_k(_m, _i, out, k=k):
-            out = out.clone()
-            out[:, k] = 0
-            return out
-        h = model.body.register_forward_hook(zero_k)
-        with torch.no_grad():
-            drops.append((y - float(model(x)[0, 0])) / y)
-        h.remove()
-    cam = torch.relu((torch.tensor(drops)[:, None, None] * store["a"][0]).sum(0))
-    want = (cam - cam.min()) / (cam.max() - cam.min())
-    torch.testing.assert_close(result["r"].maps[("ablationcam", "body")].maps[0], want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(maps.maps[0], _by_hand(model, "body", x, 0), atol=1e-4, rtol=1e-4)
 
 
 class _Scaled(nn.Module):
@@ -170,9 +151,7 @@ def test_ablationcam_at_a_layer_that_returns_a_tuple_runs_the_whole_model():
     torch.manual_seed(0)
     model = _PairNet().eval()
     x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(4))
-    explainer = Explainer(model, ["block"], [get_method("ablationcam", cam_batch_size=2)])
-    result = {}
-    calls = _stem_calls(model, model.block.conv, lambda: result.update(r=explainer(x, target=1)))
+    maps, calls = _explained(model, model.block.conv, "block", x, 1, 2)
     assert calls == 1 + 1 + 6 // 2  # the shared forward, the check of the cut (refused), 3 chunks
     with torch.no_grad():
         acts = model.block(x)[0][0]
@@ -181,4 +160,4 @@ def test_ablationcam_at_a_layer_that_returns_a_tuple_runs_the_whole_model():
                           for k in range(6)])
     cam = torch.relu((((y - drops) / y)[:, None, None] * acts).sum(0))
     want = (cam - cam.min()) / (cam.max() - cam.min())
-    torch.testing.assert_close(result["r"].maps[("ablationcam", "block")].maps[0], want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(maps.maps[0], want, atol=1e-4, rtol=1e-4)
