@@ -3,8 +3,9 @@
     python benchmarks/road.py                 # 2 maps, about 2 minutes on 2 cores
     python benchmarks/road.py --maps 4 --size 224
 
-Each map is a Grad-CAM of a seeded random resnet18 on a random image at ``--size`` px (a 7x7 map
-upsampled, as camcli's are); both tools score it at 10..90% (MoRF and LeRF). pytorch-grad-cam
+Each map is a seeded random 7x7 map upsampled to ``--size`` px (as camcli's layer4 maps are), on a
+random image, explained for a seeded random resnet18's top class; both tools score it at 10..90%
+(MoRF and LeRF). pytorch-grad-cam
 runs ``ROADCombined`` (its SciPy sparse solve per mask); camcli runs ``camcli.evaluation.road``
 (conjugate gradients batched over the masks). Times alternate between the tools per map; the
 combined scores are printed so that the two can be seen to agree (both add ROAD's noise, so

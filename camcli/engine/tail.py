@@ -61,14 +61,16 @@ class ModelTail:
     def __call__(self, layer_output: torch.Tensor, *before: torch.Tensor):
         return self.module(layer_output, *before)
 
-    def before(self, x: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
-        """The values crossing the cut for the images ``x``, or ``None`` if one of them is not a
-        tensor with a row per image (then the tail cannot be fed copies of one image)."""
+    def before(self, x: torch.Tensor) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]] | None:
+        """For the images ``x``, one run of the part of the model before the cut: the layer's
+        output and the values crossing the cut. Where no value crosses nothing is run, and the
+        layer's output is ``None``. ``None`` if a crossing value is not a tensor with a row per
+        image (then the tail cannot be fed copies of one image)."""
         if self.prefix is None:
-            return ()
-        values = self.prefix(x)
+            return None, ()
+        layer_output, *values = self.prefix(x)
         ok = all(isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == x.shape[0] for v in values)
-        return tuple(values) if ok else None
+        return (layer_output, tuple(values)) if ok else None
 
     def reproduces(self, model: nn.Module, images: torch.Tensor, logits_of) -> bool:
         """Whether the tail gives ``model``'s output on ``images`` (N, 3, H, W): the layer's output
@@ -83,7 +85,7 @@ class ModelTail:
             before = self.before(images)
             if before is None:
                 return False
-            cut = logits_of(self(layer_output, *before)).float()
+            cut = logits_of(self(layer_output, *before[1])).float()
         except Exception:  # noqa: BLE001 - any failure means: do not use the tail
             return False
         tolerance = 1e-4 * (1 + float(whole.abs().max()))
@@ -155,12 +157,12 @@ def _build(model: nn.Module, layer: str) -> ModelTail | None:
     prefix = None
     if per_image:
         prefix_graph = fx.Graph()
-        needed = _ancestors(set(per_image))
+        needed = _ancestors({cut, *per_image})
         penv: dict[fx.Node, fx.Node] = {}
         for node in graph.nodes:
             if node in needed:
                 penv[node] = prefix_graph.node_copy(node, lambda a: penv[a])
-        prefix_graph.output(tuple(penv[n] for n in per_image))
+        prefix_graph.output(tuple(penv[n] for n in [cut, *per_image]))  # the layer's output too
         prefix_graph.lint()
         prefix = fx.GraphModule(model, prefix_graph)
     return ModelTail(fx.GraphModule(model, tail), prefix, layer)

@@ -71,22 +71,24 @@ class AblationCAM(CAMMethod):
         if not tail.reproduces(fp.model, torch.cat([first, first.flip(-1)]), model_logits):  # two distinct images
             forget(fp.model, layer)
             return None
+        rows = torch.tensor(wanted, device=fp.inputs.device)
+        got = tail.before(fp.inputs[rows])  # one row per wanted image
+        if got is None:
+            return None
+        computed, before = got
         layout = fp.layouts.get(layer)
         originals = None
         if layout is not None and layout.kind == "tokens" and layout.prefix:  # class tokens come from the real output
-            originals = read_layer(fp.model, layer, fp.inputs)[1]  # a tensor: the tail's check saw to it
+            # a tensor (the tail's check saw to it); from the run before the cut where there was one
+            originals = computed if computed is not None else read_layer(fp.model, layer, fp.inputs[rows])[1]
         dtype = next((p.dtype for p in fp.model.parameters() if p.is_floating_point()), fp.inputs.dtype)
-        rows = torch.tensor(wanted, device=fp.inputs.device)
-        before = tail.before(fp.inputs[rows])  # one row per wanted image
-        if before is None:
-            return None
         row_of = {i: r for r, i in enumerate(wanted)}
 
         def scores_of(i: int, ablated: torch.Tensor) -> torch.Tensor:
             k = ablated.shape[0]
-            original = originals[i:i + 1] if originals is not None else None
-            output = fp.layer_output(layer, ablated, original).to(dtype)
             r = row_of[i]
+            original = originals[r:r + 1] if originals is not None else None
+            output = fp.layer_output(layer, ablated, original).to(dtype)
             repeated = [v[r:r + 1].expand(k, *v.shape[1:]).contiguous() for v in before]
             logits = model_logits(tail(output, *repeated))
             return class_scores(logits, fp.targets[i:i + 1].expand(k), fp.score)
