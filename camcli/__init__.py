@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "explain": ("camcli.api", "explain"),
     "evaluate": ("camcli.evaluation.evaluate", "evaluate"),
+    "layers": ("camcli.api", "layers"),
     "Run": ("camcli.run", "Run"),
     "RunSummary": ("camcli.run", "RunSummary"),
     "ExplainSession": ("camcli.session", "ExplainSession"),
@@ -42,4 +43,4 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["ExplainSession", "Explainer", "Run", "RunSummary", "__version__", "evaluate", "explain", "get_method",
-           "load_model", "methods"]
+           "layers", "load_model", "methods"]

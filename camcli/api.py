@@ -23,14 +23,18 @@ from camcli.run import Run
 from camcli.settings import FIELDS, resolve
 
 
-def explain(paths: str | os.PathLike | Sequence[str | os.PathLike], model: str | None = None, *,
+def explain(paths: str | os.PathLike | Sequence[str | os.PathLike], model=None, *,
             method: str | Sequence[str] | None = None, layer: str | Sequence[str] | None = None,
             out: str | os.PathLike | None = None, config: str | os.PathLike | None = None,
             **options) -> Run:
     """Explain images; iterate the returned :class:`~camcli.run.Run` for one
     :class:`~camcli.engine.stream.ImageResult` per image, in input order.
 
-    ``paths``: image files, folders and globs. ``model``, ``method``, ``layer`` and every other
+    ``paths``: image files, folders and globs. ``model`` is a name as ``--model`` takes it
+    (``resnet18``, ``timm/NAME``, ``file.py:function``) or any ``torch.nn.Module``: then labels,
+    ``input_size``, ``mean`` and ``std`` come from the keywords (224 and ImageNet's by default)
+    and the class count from the module's output, and ``checkpoint`` may load a state dict into
+    it. ``method``, ``layer`` and every other
     keyword (``weights``, ``checkpoint``, ``labels``, ``input_size``, ``target``, ``score``,
     ``topk``, ``batch_size``, ``workers``, ``device``, ``hidden``, ``max_pixels``, ...) mean what
     the ``camcli explain`` option of the same name means; ``config`` reads a TOML file first.
@@ -42,13 +46,95 @@ def explain(paths: str | os.PathLike | Sequence[str | os.PathLike], model: str |
     if unknown:
         raise TypeError(f"explain() got unexpected option(s): {', '.join(unknown)}")
     inputs = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
+    module = model if _is_module(model) else None
+    if module is not None:
+        from camcli.models.factory import PYTHON_OBJECT
+        from camcli.models.modules import qualified_name
+        model = PYTHON_OBJECT + qualified_name(module)  # what run.json records; the module itself is used
     values = dict(options, model=model, method=_as_list(method), layer=_as_list(layer),
                   out=os.fspath(out) if out is not None else None)
     settings = resolve(values, config, environ={})
-    return Run(settings, inputs, write=out is not None)
+    return Run(settings, inputs, write=out is not None, module=module)
+
+
+def _is_module(model) -> bool:
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return False
+    from torch import nn
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"explain(): model must be a name or a torch.nn.Module, not {type(model).__name__}")
+    return True
 
 
 def _as_list(value) -> list[str] | None:
     if value is None:
         return None
     return [value] if isinstance(value, str) else list(value)
+
+
+#: what ``layers()`` takes besides the model (what shapes a model's layers)
+_LAYER_OPTIONS = ("checkpoint", "num_classes", "input_size", "model_arg", "trust_checkpoint")
+
+
+def layers(model=None, *, config: str | os.PathLike | None = None, **options) -> list[dict]:
+    """Every module of ``model`` with its output shape and the map it gives: what ``camcli layers
+    --json`` prints, plus ``describe`` (its text column).
+
+    ``model`` is anything :func:`explain` takes (a name, a factory spec, an ``nn.Module``), or
+    ``None`` with a whole pickled model as ``checkpoint`` (``trust_checkpoint=True``) or a
+    ``config`` that names one; ``checkpoint``, ``num_classes``, ``input_size``, ``model_arg`` and
+    ``trust_checkpoint`` mean what they mean there. No weights are downloaded.
+
+    >>> [l["display"] for l in camcli.layers("resnet18") if l["default"]]    # doctest: +SKIP
+    ['layer4[1]']
+    """
+    from camcli.engine.methods.cam import cam_capable_layers
+    from camcli.errors import UsageError
+    from camcli.models import load_model
+    from camcli.models.layer_search import default_layer, trace_layers
+
+    unknown = sorted(k for k in options if k not in _LAYER_OPTIONS)
+    if unknown:
+        raise TypeError(f"layers() got unexpected option(s): {', '.join(unknown)}")
+    module = model if _is_module(model) else None
+    settings = resolve(dict(options, model=None if module is not None else model), config, environ={})
+    named = module is not None or model is not None or settings.sources.get("model") != "default"
+    if not named and not (settings.checkpoint and settings.trust_checkpoint):
+        raise UsageError("name a model: an architecture (resnet18), timm/NAME, a factory (file.py:function), or a "
+                         "whole pickled model as `checkpoint` with `trust_checkpoint`")
+    loaded = load_model(module if module is not None else (settings.model if named else None), weights="none",
+                        checkpoint=settings.checkpoint, num_classes=settings.num_classes,
+                        input_size=settings.input_size, trust=settings.trust_checkpoint,
+                        model_args=settings.model_arg)
+    if settings.checkpoint is None and loaded.source is None:
+        _randomise_zero_head(loaded.model)
+    size = loaded.input_size
+    infos = trace_layers(loaded.model, size)
+    chosen = default_layer(loaded.model, size, infos=infos)
+    cam_ok = cam_capable_layers(loaded.model, size)
+    return [_layer_record(info, loaded.model, chosen, cam_ok) for info in infos]
+
+
+def _randomise_zero_head(model) -> None:
+    """Some architectures start with an all-zero classifier (torchvision's ViT); every layer's
+    average would then "reproduce" the zero logits and pass the CAM check. Shapes and the CAM
+    check are about structure, so the freshly built head gets seeded random weights."""
+    import torch
+
+    from camcli.engine.methods.cam import linear_head
+
+    head = linear_head(model)
+    if head is not None and not bool(head[1].weight.detach().any()):
+        with torch.no_grad():
+            head[1].weight.normal_(generator=torch.Generator().manual_seed(0))
+
+
+def _layer_record(info, model, chosen: str, cam_ok: set[str]) -> dict:
+    from camcli.models.layer_names import display_name
+
+    layout = info.layout
+    grid = list(layout.grid_of(info.shape)) if layout is not None else None
+    return {"name": info.name, "display": display_name(info.name), "type": type(model.get_submodule(info.name)).__name__,
+            "shape": list(info.shape[1:]) if info.shape else None, "calls": info.calls,
+            "map": {"layout": layout.kind, "grid": grid, "prefix": layout.prefix} if layout else None,
+            "default": info.name == chosen, "cam": info.name in cam_ok, "describe": info.describe()}

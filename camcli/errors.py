@@ -18,7 +18,8 @@ from collections.abc import Iterable
 EXIT_OK = 0
 EXIT_FAILURES = 1  # some images failed, or an evaluation gate failed
 EXIT_USAGE = 2  # bad arguments, configuration, model, layer, method or checkpoint
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM: timeout, docker stop, Kubernetes, SLURM
 
 
 class CamcliError(Exception):
@@ -46,7 +47,12 @@ class UsageError(CamcliError):
 
     def for_cli(self) -> str:
         """The message with each setting written as its command-line flag."""
-        return _SETTING.sub(lambda m: "--" + m.group(1).replace("_", "-"), self.template)
+        return as_flags(self.template)
+
+
+def as_flags(template: str) -> str:
+    """A message in the core's vocabulary with each `setting` written as its flag (the command line's log)."""
+    return _SETTING.sub(lambda m: "--" + m.group(1).replace("_", "-"), template)
 
 
 def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from camcli.run.memory import MemoryPlan
 
 
+#: from this many forward passes per image on, the run's log says what they cost and what cuts them
+MANY_PASSES = 32
+
+
 @dataclass
 class ExplainSession:
     """A loaded model and a checked explainer, ready for images."""
@@ -46,10 +50,12 @@ class ExplainSession:
     target: int | None  # the class explained in every image; None: each image's top-1
 
     @classmethod
-    def open(cls, settings: ExplainSettings, local_rank: int | None = None) -> ExplainSession:
+    def open(cls, settings: ExplainSettings, local_rank: int | None = None,
+             module: torch.nn.Module | None = None) -> ExplainSession:
         """Load the model, resolve layers, methods and target, and check them on a dummy batch.
 
         Under a launcher (``local_rank`` set) device ``auto`` means this rank's own GPU.
+        ``module``: the model itself (``camcli.explain(model=net)``) instead of ``settings.model``.
         """
         device = pick_device(settings.device)
         if local_rank is not None and device.type == "cuda" and device.index is None:
@@ -62,7 +68,8 @@ class ExplainSession:
                               eigen_smooth=settings.eigen_smooth, finer_alpha=settings.finer_alpha,
                               noise_samples=settings.noise_samples, noise_std=settings.noise_std)
                    for m in dict.fromkeys(settings.method)]
-        loaded = load_model(settings.model, weights=settings.weights, checkpoint=settings.checkpoint,
+        loaded = load_model(module if module is not None else settings.model,
+                            weights=settings.weights, checkpoint=settings.checkpoint, model_args=settings.model_arg,
                             num_classes=settings.num_classes, labels=settings.labels,
                             input_size=settings.input_size, device=device, trust=settings.trust_checkpoint,
                             mean=numbers(settings.mean, "mean"), std=numbers(settings.std, "std"))
@@ -92,11 +99,27 @@ class ExplainSession:
     def describe(self) -> str:
         """One log line: model, layers, methods, device."""
         lm = self.loaded
-        return (f"model {lm.architecture} ({lm.weights or lm.checkpoint or 'random weights'}), {lm.num_classes} "
+        weights = lm.weights or lm.checkpoint or {"module": "the module's own weights", "factory":
+                                                   "weights as the factory made them"}.get(
+            (lm.source or {}).get("kind"), "random weights")
+        return (f"model {lm.architecture} ({weights}), {lm.num_classes} "
                 f"classes, input {lm.input_size[0]}x{lm.input_size[1]}; layer "
                 f"{', '.join(display_name(l) for l in self.layers)}; method "
                 f"{', '.join(m.name for m in self.methods)}; device {describe(self.device)}"
                 + "".join(f"; note: {note}" for m in self.methods for note in m.notes))
+
+    def cost_notes(self) -> list[str]:
+        """A line for each method that runs many forward passes per image: how many, and which
+        setting cuts them (in the core's vocabulary: `max_n`)."""
+        lines = []
+        for method in self.methods:
+            for layer in (self.layers if method.uses_layer else []):
+                channels = self.explainer.channels.get(layer, 0)
+                passes = method.passes_per_image(channels) * (6 if self.settings.aug_smooth else 1)
+                if passes >= MANY_PASSES:
+                    lines.append(f"{method.name} runs up to {passes} forward passes per image at {display_name(layer)} "
+                                 f"({channels} channels, {getattr(method, 'cam_batch_size', 1)} inputs a pass): {method.cut_by}")
+        return lines
 
     def results(self, items: Sequence[ImageItem], skip: Collection[str] = frozenset(),
                 plan: MemoryPlan | None = None) -> Iterator[ImageResult]:

@@ -1,7 +1,8 @@
 """The ``camcli`` command line: a thin layer over the Python API.
 
 Data goes to stdout; logs, progress and errors go to stderr. Errors a user can fix print one
-line and exit 2; failed images make the run exit 1; Ctrl-C exits 130. The commands live in
+line and exit 2; failed images make the run exit 1; Ctrl-C exits 130 and SIGTERM 143
+(:mod:`.signals`). The commands live in
 :mod:`.explain`, :mod:`.evaluate` and :mod:`.listing`; their options that are settings come from
 the settings fields (:mod:`.options`).
 """
@@ -17,12 +18,12 @@ from rich.console import Console
 
 from camcli import __version__
 from camcli.cli.allocator import keep_freed_memory
-from camcli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CamcliError
+from camcli.errors import EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CamcliError
 
 EXIT_CODES = (
     "Exit codes: 0 every image explained; 1 some images failed (see the status column of "
     "predictions.csv); 2 usage or configuration error (bad path, model, layer, method, checkpoint); "
-    "130 interrupted."
+    "130 interrupted (Ctrl-C); 143 stopped by SIGTERM (timeout, docker stop, Kubernetes, SLURM)."
 )
 
 app = typer.Typer(
@@ -55,9 +56,11 @@ def handle_errors(func):
             text = e.for_cli() if hasattr(e, "for_cli") else str(e)
             stderr_console().print(f"[bold red]camcli: error:[/] {text}", markup=True, highlight=False)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            stderr_console().print("camcli: interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as e:
+            from camcli.cli.signals import exit_code
+            code = exit_code(e)
+            stderr_console().print("camcli: terminated" if code == EXIT_TERMINATED else "camcli: interrupted")
+            raise typer.Exit(code) from None
     return wrapper
 
 
@@ -87,8 +90,9 @@ def main() -> None:
     keep_freed_memory()
     try:
         app()
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as e:
+        from camcli.cli.signals import exit_code
+        sys.exit(exit_code(e))
     except SystemExit as e:
         code = e.code
         sys.exit(code if code is not None else EXIT_OK)

@@ -10,11 +10,15 @@ from rich.console import Console
 
 from camcli.cli import app, handle_errors, stderr_console
 from camcli.cli.options import settings_options
-from camcli.errors import EXIT_FAILURES, EXIT_OK
+from camcli.cli.progress import DEFAULT_EVERY, ProgressLines
+from camcli.cli.signals import InterruptOnTerm
+from camcli.cli.stdout import DataStdout
+from camcli.errors import EXIT_FAILURES, EXIT_OK, as_flags
 from camcli.settings.fields import EVALUATE_KEYS
 
 
-@app.command(epilog="Exit codes: 0 every gate holds; 1 a gate failed; 2 usage or configuration error.")
+@app.command(epilog="Exit codes: 0 every gate holds (or none was set); 1 a gate failed; 2 usage or configuration "
+                     "error; 130 interrupted (Ctrl-C); 143 stopped by SIGTERM.")
 @handle_errors
 @settings_options(EVALUATE_KEYS)
 def evaluate(
@@ -36,6 +40,7 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.", rich_help_panel="Output")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for evaluation.csv when explaining images here. \\[default: camcli-eval]", rich_help_panel="Output")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table or log lines on stderr.", rich_help_panel="Output")] = False,
+    progress_every: Annotated[float, typer.Option("--progress-every", envvar="CAMCLI_PROGRESS_EVERY", min=0, help="When stderr is not a terminal: a progress line every this many seconds for each phase (explaining, sanity); 0 for none.", rich_help_panel="Output")] = DEFAULT_EVERY,
     **settings,
 ) -> None:
     """Score explanations against ground-truth boxes; with --min-* gates, a CI check.
@@ -68,15 +73,20 @@ def evaluate(
     from camcli.evaluation.scoring import fmt
 
     console = stderr_console()
-    log = (lambda msg: None) if quiet else (lambda msg: console.print(msg, markup=False))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=quiet or not console.is_terminal, transient=True) as bar:
-        tasks = {}
+    log = (lambda msg: None) if quiet else (lambda msg: console.print(as_flags(msg), markup=False))
+    units = {"explaining": "images", "sanity": "explanation passes"}
+    with InterruptOnTerm(), DataStdout() as data, \
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     console=console, disable=quiet or not console.is_terminal, transient=True) as bar:
+        tasks, lines = {}, {}
+        every = 0 if quiet or console.is_terminal else progress_every
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                tasks[stage] = bar.add_task(f"{stage}: explanation passes", total=total)
+                tasks[stage] = bar.add_task(f"{stage}: {units.get(stage, 'steps')}", total=total)
+                lines[stage] = ProgressLines(stage, units.get(stage, "steps"), every, log)
             bar.update(tasks[stage], completed=done, total=total)
+            lines[stage].update(done, total)
 
         report = run_evaluation(
             sources, truth, normalized=normalized, config=config, box_threshold=box_threshold,
@@ -84,6 +94,8 @@ def evaluate(
             sanity=sanity, html=html, out=out, min_iou=min_iou, min_pointing=min_pointing, min_accuracy=min_accuracy,
             max_sanity_similarity=max_sanity_similarity, log=log, progress=progress,
             **{k: v for k, v in settings.items() if v is not None})
+        if json_out:
+            print(json_module.dumps(report.as_dict()), file=data.stream, flush=True)
     evaluation = report.evaluation
     if evaluation.without_truth:
         console.print(f"camcli: warning: {len(evaluation.without_truth)} image(s) have no ground truth and were "
@@ -95,8 +107,6 @@ def evaluate(
         print_tables(report, faithfulness, fmt)
     for f in report.gates_failed:
         console.print(f"camcli: gate failed: {f}", markup=False)
-    if json_out:
-        print(json_module.dumps(report.as_dict()))
     raise typer.Exit(EXIT_FAILURES if report.gates_failed else EXIT_OK)
 
 

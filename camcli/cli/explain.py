@@ -1,10 +1,9 @@
-"""``camcli explain``: iterate a :class:`~camcli.run.Run`, show progress, print NDJSON, exit truthfully."""
+"""``camcli explain``: check the request, iterate a :class:`~camcli.run.Run`, show progress, print NDJSON, exit truthfully."""
 
 from __future__ import annotations
 
 import json
 import signal
-import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from camcli.cli import EXIT_CODES, app, handle_errors, stderr_console, stdout_console
 from camcli.cli.options import settings_options
-from camcli.errors import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK
+from camcli.cli.progress import DEFAULT_EVERY, ProgressLines
+from camcli.cli.signals import GracefulStop, InterruptOnTerm, exit_code
+from camcli.cli.stdout import DataStdout
+from camcli.errors import EXIT_FAILURES, EXIT_OK, as_flags
 from camcli.settings.fields import FIELDS
 
 
@@ -25,6 +27,7 @@ def explain(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with defaults for any option below; options on the command line win.", rich_help_panel="Run")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also log each failed image and where every setting came from.", rich_help_panel="Run")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Write NDJSON to stdout: one object per image as it finishes, then a summary object.", rich_help_panel="Run")] = False,
+    progress_every: Annotated[float, typer.Option("--progress-every", envvar="CAMCLI_PROGRESS_EVERY", min=0, help="When stderr is not a terminal (a pipe, a CI log, a cluster's output file): a progress line every this many seconds (done/total, rate, ETA); 0 for none.", rich_help_panel="Run")] = DEFAULT_EVERY,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the effective settings (and where each came from) and the images that would be processed; load no model, write nothing.", rich_help_panel="Run")] = False,
     **settings,
 ) -> None:
@@ -38,43 +41,52 @@ def explain(
 
       camcli explain photos/ --model resnet18 --checkpoint finetuned.pth --labels labels.txt --method cam
     """
-    from camcli.engine.images import expand_inputs
-    from camcli.output.ndjson import image_record, summary_record
-    from camcli.run import Run
+    from camcli.engine.discovery import discover, expand_inputs
     from camcli.settings import resolve
 
+    # everything a user may have mistyped is checked before torch is imported (seconds)
     resolved = resolve(settings, config)
     console = stderr_console()
     paths = expand_inputs(inputs)
     if dry_run:
         _dry_run(resolved, paths, json_out)
         raise typer.Exit(EXIT_OK)
-    log = (lambda msg: None) if resolved.quiet else (lambda msg: console.print(msg, markup=False))
+    discover(paths, hidden=resolved.hidden)
+    _check_out(resolved)
+
+    log = (lambda msg: None) if resolved.quiet else (lambda msg: console.print(as_flags(msg), markup=False))
     if verbose:
         for key, origin in resolved.sources.items():
             if origin != "default":
                 log(f"setting {key} = {getattr(resolved, key)!r} (from {origin})")
-    run = Run(resolved, paths, log=log)
-    show_bar = console.is_terminal and not resolved.quiet
-    with Progress(TextColumn("explaining"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                  console=console, disable=not show_bar, transient=True) as bar, GracefulStop(run):
-        task = bar.add_task("explain", total=None, rate="")
-        done = 0
-        for result, rows in run.outcomes():
-            done += 1
-            elapsed = bar.tasks[0].elapsed or 0
-            bar.update(task, completed=done, total=run.total,
-                       rate=f"{done / elapsed:.1f} img/s" if elapsed else "")
-            if json_out:
-                print(json.dumps(image_record(rows)), flush=True)
-            if verbose and result.status != "ok":
-                log(f"failed: {result.item.rel}: {result.error}")
-    summary = run.summary
-    if json_out:
-        print(json.dumps(summary_record(summary)), flush=True)
+    with InterruptOnTerm(), DataStdout() as data:
+        from camcli.output.ndjson import image_record, summary_record
+        from camcli.run import Run
+
+        run = Run(resolved, paths, log=log)
+        show_bar = console.is_terminal and not resolved.quiet
+        lines = ProgressLines("explaining", "images", 0 if show_bar or resolved.quiet else progress_every, log)
+        with Progress(TextColumn("explaining"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+                      TimeRemainingColumn(), console=console, disable=not show_bar, transient=True) as bar, \
+                GracefulStop(run) as stop:
+            task = bar.add_task("explain", total=None, rate="")
+            done = 0
+            for result, rows in run.outcomes():
+                done += 1
+                elapsed = bar.tasks[0].elapsed or 0
+                bar.update(task, completed=done, total=run.total,
+                           rate=f"{done / elapsed:.1f} img/s" if elapsed else "")
+                lines.update(done, run.total)
+                if json_out:
+                    print(json.dumps(image_record(rows)), file=data.stream, flush=True)
+                if verbose and result.status != "ok":
+                    log(f"failed: {result.item.rel}: {result.error}")
+        summary = run.summary
+        if json_out:
+            print(json.dumps(summary_record(summary)), file=data.stream, flush=True)
     if not resolved.quiet:
-        rate = summary.images / summary.seconds if summary.seconds else 0.0
+        rate = (summary.ok + summary.failed - summary.resumed) / summary.seconds if summary.seconds else 0.0
         if summary.resumed:
             console.print(f"resumed: {summary.resumed} image(s) were already done", markup=False)
         console.print(f"explained {summary.ok} of {summary.images} image(s), {summary.failed} failed"
@@ -83,39 +95,23 @@ def explain(
     if summary.failed and resolved.quiet:
         console.print(f"camcli: {summary.failed} image(s) failed; see {summary.out / summary.csv_name}", markup=False)
     if summary.interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
+        if not resolved.quiet:
+            console.print(f"camcli: stopped by {'SIGTERM' if stop.signum == signal.SIGTERM else 'Ctrl-C'}; "
+                          f"`camcli explain ... --out {summary.out} --resume` continues", markup=False)
+        raise typer.Exit(exit_code(stop.signum))
     raise typer.Exit(EXIT_FAILURES if summary.failed else EXIT_OK)
 
 
-class GracefulStop:
-    """While a run goes, the first Ctrl-C asks it to stop after the image in hand, so that
-    everything in flight is written and the summary printed; a second Ctrl-C interrupts at once.
-    Only the command line installs this handler: library use leaves SIGINT alone."""
+def _check_out(settings) -> None:
+    """The output folder's refusals (not empty, not a folder), before anything is loaded."""
+    from camcli.output.folder import check_out_dir
+    from camcli.run.shards import Shard
 
-    def __init__(self, run) -> None:
-        self.run = run
-        self.asked = False
-        self._previous = None
-
-    def _handler(self, signum, frame):
-        if self.asked:
-            raise KeyboardInterrupt
-        self.asked = True
-        self.run.request_stop()
-
-    def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
+    check_out_dir(Path(settings.out), Shard.of(settings).csv_name, settings.resume, settings.overwrite)
 
 
 def _dry_run(settings, paths: list[str], as_json: bool) -> None:
-    from camcli.engine.images import discover
+    from camcli.engine.discovery import discover
 
     items = discover(paths, hidden=settings.hidden)
     values = {k: getattr(settings, k) for k in FIELDS}

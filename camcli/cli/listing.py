@@ -1,4 +1,4 @@
-"""Commands that list or join things: ``methods``, ``models``, ``layers`` and ``merge``.
+"""Commands that list or join things: ``methods``, ``models``, ``layers``, ``merge`` and ``gallery``.
 
 Each listing prints aligned text for people, or with ``--json`` one JSON array on stdout for
 programs (``camcli methods --json | jq -r '.[].name'``).
@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from camcli.cli import app, handle_errors, stderr_console, stdout_console
+from camcli.errors import UsageError
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON array on stdout instead of text.")]
 
@@ -32,6 +33,29 @@ def merge(
 
     n = merge_parts(out)
     stderr_console().print(f"merged {n} rows into {out / 'predictions.csv'}", markup=False)
+
+
+@app.command()
+@handle_errors
+def gallery(
+    run: Annotated[Path, typer.Argument(help="A `camcli explain` output folder.")],
+    grid: Annotated[bool, typer.Option("--grid", help="Also redraw the contact sheets grid/sheet_NNN.png.")] = False,
+) -> None:
+    """(Re)build a run's index.html gallery from its predictions.csv and overlays.
+
+    For a run made without --html, or to refresh it (the gallery links camcli evaluate's
+    report.html when the folder has one). Nothing is recomputed.
+
+    Example:
+
+      camcli gallery runs/demo
+    """
+    from camcli.output.pictures import rebuild_pictures
+
+    if not run.is_dir():
+        raise UsageError(f"{run} is not a folder")
+    page = rebuild_pictures(run, grid)
+    stderr_console().print(f"gallery: {page}", markup=False)
 
 
 @app.command()
@@ -113,13 +137,19 @@ def models(
 @app.command()
 @handle_errors
 def layers(
-    model: Annotated[str, typer.Argument(help="torchvision architecture, e.g. resnet18.")],
-    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="Load this state dict first (changes the head's size).")] = None,
+    model: Annotated[Optional[str], typer.Argument(help="torchvision architecture (resnet18), timm/NAME, or your own model's factory: path/to/file.py:function or package.module:function; leave out for a whole pickled model (--checkpoint with --trust-checkpoint) or when --config names it.", show_default=False)] = None,
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="Load this state dict first (changes the head's size); with --trust-checkpoint also a whole pickled model.")] = None,
     num_classes: Annotated[Optional[int], typer.Option("--num-classes", help="Classes of the checkpoint's head.")] = None,
     input_size: Annotated[Optional[int], typer.Option("--input-size", help="Side of the dummy input used to measure output shapes (default: the model's input size, 224 for torchvision models).")] = None,
+    model_arg: Annotated[Optional[list[str]], typer.Option("--model-arg", help="key=value for a factory --model (repeat for several).")] = None,
+    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow a whole pickled model or TorchScript file as --checkpoint (unpickling runs code: only for files you trust).")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file of camcli explain: its model, checkpoint, model_arg, num_classes and input_size are used unless given here.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a model's modules with their output shapes, named as --layer accepts them.
+
+    Takes every model camcli explain takes: a torchvision or timm name, a factory of your own,
+    a whole pickled model (--checkpoint with --trust-checkpoint), or a --config file.
 
     Columns: mark, name (as --layer accepts it; layer4[1] may also be written layer4.1), module
     type, output shape and the map it gives: '512x7x7' (channels x height x width), 'nhwc
@@ -132,55 +162,34 @@ def layers(
     With --json, each object has name (dotted), display (as shown), type, shape (the output's,
     without the batch axis; null if it never ran), calls, map (layout, grid h and w, prefix
     tokens; null if the output is no map or is ambiguous), default and cam.
-    """
-    from camcli.models.layer_names import display_name
-    from camcli.models.layer_search import default_layer, trace_layers
-    from camcli.engine.methods.cam import cam_capable_layers
-    from camcli.models import load_model
 
-    loaded = load_model(model, weights="none", checkpoint=checkpoint, num_classes=num_classes)
-    if checkpoint is None:
-        _randomise_zero_head(loaded.model)
-    size = (input_size, input_size) if input_size else loaded.input_size
-    infos = trace_layers(loaded.model, size)
-    chosen = default_layer(loaded.model, size, infos=infos)
-    cam_ok = cam_capable_layers(loaded.model, size)
-    out = stdout_console()
+    Examples:
+
+      camcli layers resnet18
+
+      camcli layers mynet.py:build --model-arg classes=10 --checkpoint mine.pt
+
+      camcli layers --config configs/demo.toml --json
+    """
+    from camcli.api import layers as list_layers
+    from camcli.models.layer_names import display_name
+
+    given = {"checkpoint": checkpoint, "num_classes": num_classes, "input_size": input_size,
+             "model_arg": model_arg or None, "trust_checkpoint": trust_checkpoint or None}
+    found = list_layers(model, config=config, **{k: v for k, v in given.items() if v is not None})
     if as_json:
-        _print_json([_layer_json(info, loaded.model, chosen, cam_ok) for info in infos])
+        _print_json([{k: v for k, v in info.items() if k != "describe"} for info in found])
         return
-    rows = [(info, "  " * info.name.count(".") + display_name(info.name),
-             type(loaded.model.get_submodule(info.name)).__name__) for info in infos]
+    out = stdout_console()
+    rows = [(info, "  " * info["name"].count(".") + info["display"], info["type"]) for info in found]
     name_width = max((len(r[1]) for r in rows), default=0)
     kind_width = max((len(r[2]) for r in rows), default=0)
     for info, name, kind in rows:
-        mark = ("*" if info.name == chosen else " ") + ("cam" if info.name in cam_ok else "   ")
-        out.print(f"{mark} {name:<{name_width}} {kind:<{kind_width}} {info.describe()}", markup=False)
+        mark = ("*" if info["default"] else " ") + ("cam" if info["cam"] else "   ")
+        out.print(f"{mark} {name:<{name_width}} {kind:<{kind_width}} {info['describe']}", markup=False)
     console = stderr_console()
-    console.print(f"* default layer: {display_name(chosen)} (also written {chosen})", markup=False)
-    console.print("cam: --method cam applies here" if cam_ok else "cam: no layer of this model supports --method cam; "
-                  "use gradcam or another method", markup=False)
-
-
-def _randomise_zero_head(model) -> None:
-    """Some architectures start with an all-zero classifier (torchvision's ViT); every layer's
-    average would then "reproduce" the zero logits and pass the CAM check. Shapes and the CAM
-    check are about structure, so the freshly built head gets seeded random weights."""
-    import torch
-    from camcli.engine.methods.cam import linear_head
-
-    head = linear_head(model)
-    if head is not None and not bool(head[1].weight.detach().any()):
-        with torch.no_grad():
-            head[1].weight.normal_(generator=torch.Generator().manual_seed(0))
-
-
-def _layer_json(info, model, chosen: str, cam_ok: set[str]) -> dict:
-    from camcli.models.layer_names import display_name
-
-    layout = info.layout
-    grid = list(layout.grid_of(info.shape)) if layout is not None else None
-    return {"name": info.name, "display": display_name(info.name), "type": type(model.get_submodule(info.name)).__name__,
-            "shape": list(info.shape[1:]) if info.shape else None, "calls": info.calls,
-            "map": {"layout": layout.kind, "grid": grid, "prefix": layout.prefix} if layout else None,
-            "default": info.name == chosen, "cam": info.name in cam_ok}
+    chosen = next((info["name"] for info in found if info["default"]), None)
+    if chosen:
+        console.print(f"* default layer: {display_name(chosen)} (also written {chosen})", markup=False)
+    console.print("cam: --method cam applies here" if any(info["cam"] for info in found) else
+                  "cam: no layer of this model supports --method cam; use gradcam or another method", markup=False)

@@ -13,3 +13,8 @@ DEFAULT_MAX_PIXELS = 89_478_485
 RESIZE_MODES = ("stretch", "letterbox", "crop")
 #: how ``fuse`` combines a method's maps at several layers (:mod:`.fusion`)
 FUSIONS = ("max", "mean", "product")
+#: every method's name in the order `camcli methods` lists them; the registry (:mod:`.methods`) must
+#: match it (a test says so): the settings are checked against it before torch is imported
+METHOD_NAMES = ("cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise", "layercam", "scorecam",
+                "eigencam", "eigengradcam", "ablationcam", "fem", "kpcacam", "randomcam", "sscam", "iscam",
+                "smoothgradcam++", "finercam", "shapleycam", "fullgrad", "guidedbackprop", "guidedgradcam", "legrad")

@@ -93,6 +93,7 @@ class Explainer:
         self.layouts: dict[tuple[str, int, int], Layout] = {}
         #: the same keys -> the layer's output shape for a larger input (only where 4-D was ambiguous)
         self.rescaled: dict[tuple[str, int, int], tuple[int, ...]] = {}
+        self.channels: dict[str, int] = {}  # layer -> channels of its map, known once validated
 
     def layout(self, layer: str, input_size: tuple[int, int]) -> Layout | None:
         """How ``layer``'s output was read for inputs of ``input_size`` (None before the first batch)."""
@@ -134,6 +135,7 @@ class Explainer:
         """Check every method at every layer on one dummy batch before any image is processed."""
         x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
         fp = self.forward(x, None)  # a layer whose output is no map is refused here
+        self.channels = {layer: int(a.shape[1]) for layer, a in fp.activations.items()}
         for method in self.methods:
             for layer in self.layers:
                 method.validate(fp, layer)

@@ -8,6 +8,8 @@ bounded by the batches (by count and by bytes) and the workers' prefetch, whatev
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,6 +22,7 @@ from camcli.engine.methods.assumptions import Assumption
 from camcli.engine.methods.base import stable_seed
 from camcli.engine.framing import Frame, bilinear_weights, map_to_image
 from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageDataset, ImageItem, collate
+from camcli.engine.workers import bind_to_parent
 from camcli.models import LoadedModel
 from camcli.engine.tensors import upsample
 
@@ -132,7 +135,8 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
                      tuple(int(round(255 * m)) for m in loaded.mean), loaded.crop_fraction),
         batch_sampler=[[position[id(i)] for i in batch] for batch in batches],
         num_workers=max(0, workers), collate_fn=collate, pin_memory=device.type == "cuda",
-        prefetch_factor=max(1, prefetch) if workers > 0 else None)
+        prefetch_factor=max(1, prefetch) if workers > 0 else None,
+        worker_init_fn=functools.partial(bind_to_parent, os.getpid()) if workers > 0 else None)
     mean = torch.tensor(loaded.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(loaded.std, device=device).view(1, 3, 1, 1)
     k = max(1, min(topk, loaded.num_classes))

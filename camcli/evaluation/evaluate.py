@@ -27,6 +27,7 @@ class Report:
     settings: object | None = None  # the settings the model was rerun with (faithfulness, sanity)
     inputs: list[str] = field(default_factory=list)  # the images explained (when the model was run)
     html: Path | None = None
+    gates: dict[str, float] = field(default_factory=dict)  # the gates asked for: min_iou -> 0.35, ...
 
     @property
     def summaries(self) -> list[Summary]:
@@ -37,7 +38,8 @@ class Report:
         return not self.gates_failed
 
     def as_dict(self) -> dict:
-        return {"summaries": [s.as_dict() for s in self.summaries], "gates_failed": self.gates_failed,
+        return {"summaries": [s.as_dict() for s in self.summaries], "gates": self.gates,
+                "gates_failed": self.gates_failed,
                 "passed": self.passed, "images_without_truth": self.evaluation.without_truth,
                 "truth_without_image": self.evaluation.truth_without_image,
                 "evaluation_csv": str(self.folder / "evaluation.csv"),
@@ -56,7 +58,8 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
 
     ``sources``: a finished ``camcli explain`` output folder, or images to explain now with the
     model ``settings`` (``model``, ``checkpoint``, ``method``, ... as for :func:`camcli.explain`)
-    or ``config``. ``progress(stage, done, total)`` is called as the sanity checks go.
+    or ``config``. ``progress(stage, done, total)`` is called as images are explained (stage
+``explaining``: images) and as the sanity checks go (``sanity``: explanation passes).
     """
     from camcli.evaluation.sources import gather_maps, sanity_of
     from camcli.evaluation.truth import read_truth
@@ -75,7 +78,9 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
     given = {k: settings.get(k) for k in EVALUATE_KEYS}
     config = Path(config) if config is not None else None
     maps, folder, rerun = gather_maps(paths, given, config, steps if faithfulness else None,
-                                      Path(out) if out is not None else None, log, rerun=sanity)
+                                      Path(out) if out is not None else None, log, rerun=sanity,
+                                      progress=(lambda done, total: progress("explaining", done, total))
+                                      if progress else None)
     result = None
     if sanity:
         model_settings, inputs = rerun
@@ -93,9 +98,15 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
     failures = check_gates(evaluation.summaries, min_iou=min_iou, min_pointing=min_pointing, min_accuracy=min_accuracy,
                            max_sanity_similarity=max_sanity_similarity)
     report = Report(evaluation, folder, failures, result, *(rerun or (None, [])))
+    report.gates = {k: v for k, v in (("min_iou", min_iou), ("min_pointing", min_pointing),
+                                      ("min_accuracy", min_accuracy),
+                                      ("max_sanity_similarity", max_sanity_similarity)) if v is not None}
     if html:
         from camcli.output.report_page import write_report
         report.html = write_report(report, folder / "report.html")
+        if (folder / "index.html").is_file():  # the run's gallery links the report from now on
+            from camcli.output.pictures import rebuild_pictures
+            rebuild_pictures(folder)
     return report
 
 

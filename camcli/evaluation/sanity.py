@@ -193,7 +193,8 @@ class SanityResult:
 def run_sanity(explainer, model: nn.Module, pixels: Sequence[torch.Tensor], targets: Sequence[int],
                seeds: Sequence[int], paths: Sequence[str], mean: Sequence[float], std: Sequence[float],
                device: torch.device, seed: int = 0, batch_size: int = 16,
-               progress: Callable[[int, int], None] | None = None) -> SanityResult:
+               progress: Callable[[int, int], None] | None = None,
+               log: Callable[[str], None] | None = None) -> SanityResult:
     """The cascading and independent randomisation tests on the decoded images ``pixels`` ((3, H, W)
     uint8 at model size), explaining each image's class ``targets``; ``seeds`` are the images'
     seeds for methods that draw random numbers. The model is restored before returning."""
@@ -217,6 +218,10 @@ def run_sanity(explainer, model: nn.Module, pixels: Sequence[torch.Tensor], targ
     units = parameter_units(model, torch.zeros(1, 3, *size, device=device))
     total = 1 + 2 * len(units)
     done = 0
+    if log:
+        log(f"sanity checks: {total} explanation passes over {len(pixels)} image(s) (the trained model, then "
+            f"{len(units)} blocks re-initialised in a cascade and one at a time), each as costly as explaining them "
+            "once; fewer images or cheaper `method` choices cut them")
 
     def tick():
         nonlocal done

@@ -60,17 +60,26 @@ def _read_heatmap(path: Path, width: int, height: int) -> np.ndarray:
 
 
 def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = False, steps: int = 16,
-                     log=None) -> Iterator[MapToScore]:
-    """Explain ``inputs`` with ``settings`` in memory (nothing written) and yield the maps."""
+                     log=None, progress=None) -> Iterator[MapToScore]:
+    """Explain ``inputs`` with ``settings`` in memory (nothing written) and yield the maps;
+    ``progress(done, total)`` after each image."""
     from camcli.engine.stream import image_seed
     from camcli.evaluation.faithfulness import faithfulness
     from camcli.evaluation.road import road
     from camcli.run import Run
     from camcli.settings import cam_batch_size_for
 
-    run = Run(settings, inputs, write=False)
+    run = Run(settings, inputs, write=False, log=log)
     mean = std = None
+    done = 0
     for result in run:
+        done += 1
+        if progress:
+            progress(done, run.total)
+        if with_faithfulness and done == 1 and log:
+            log(f"faithfulness: {1 + 2 * (steps + 1)} forward passes (deletion and insertion at `steps` {steps}) "
+                f"and ROAD's 18 imputed images per map, {len(result.maps)} map(s) an image; a smaller `steps` "
+                "cuts the first")
         if result.status != "ok":
             if log:
                 log(f"skipped {result.item.rel}: {result.error}")
@@ -95,7 +104,8 @@ def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = Fals
 
 
 def gather_maps(sources: list[Path], given: dict, config: Path | None = None, faithfulness_steps: int | None = None,
-                out: Path | None = None, log=None, rerun: bool = False) -> tuple[list[MapToScore], Path, object]:
+                out: Path | None = None, log=None, rerun: bool = False,
+                progress=None) -> tuple[list[MapToScore], Path, object]:
     """The maps to score, the folder ``evaluation.csv`` goes to, and the settings of the model.
 
     ``sources``: one finished output folder, or images to explain now with the settings ``given``
@@ -117,7 +127,7 @@ def gather_maps(sources: list[Path], given: dict, config: Path | None = None, fa
     if is_output and faithfulness_steps is None:
         return list(maps_from_output(folder)), folder, (settings, inputs)
     with_faith = faithfulness_steps is not None
-    maps = list(maps_from_images(settings, inputs, with_faith, faithfulness_steps or 16, log=log))
+    maps = list(maps_from_images(settings, inputs, with_faith, faithfulness_steps or 16, log=log, progress=progress))
     return maps, eval_dir, (settings, inputs)
 
 
@@ -158,7 +168,7 @@ def sanity_of(settings, inputs: list[str], progress=None, log=None):
     lm = session.loaded
     return run_sanity(session.explainer, lm.model, pixels, targets, [image_seed(settings.seed, p) for p in paths],
                       paths, lm.mean, lm.std, session.device, seed=settings.seed, batch_size=settings.batch_size,
-                      progress=progress)
+                      progress=progress, log=log)
 
 
 def check_same_model(manifest: dict, checkpoint: str | None, origin: Path) -> None:

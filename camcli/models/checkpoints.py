@@ -62,10 +62,42 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Te
     except UsageError as e:
         if not trust or "pickled Python objects" not in str(e):
             raise
-    obj = torch.load(p, map_location="cpu", weights_only=False)  # the user vouched for this file
+    obj = _unpickle(p)
     if isinstance(obj, nn.Module):
         return obj
     return strip_wrappers(obj, str(p))
+
+
+def _unpickle(p: Path):
+    """``torch.load(weights_only=False)``: the user vouched for this file. A class whose code is not
+    importable here is one line with the two ways out."""
+    from camcli.models.factory import current_folder_importable
+
+    current_folder_importable()  # a model class defined next to where the user runs camcli
+    try:
+        return torch.load(p, map_location="cpu", weights_only=False)
+    except (ModuleNotFoundError, AttributeError, ImportError) as e:
+        missing = getattr(e, "name", None) or str(e).splitlines()[0]
+        raise UsageError(
+            f"checkpoint {p} is a pickled model whose code cannot be imported here ({type(e).__name__}: "
+            f"{str(e).splitlines()[0]}): make {missing!s} importable (install its package, or run from the folder "
+            "that holds it), or save a state dict and name the code that builds the model: "
+            "`model` path/to/file.py:function with that state dict as `checkpoint`") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError) as e:
+        raise UsageError(f"cannot read checkpoint {p}: {str(e).splitlines()[0]}") from None
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _looks_like_torch_save(p: Path) -> bool:
+    """torch.save writes a zip archive (since PyTorch 1.6) or, in the legacy format, a pickle."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True  # let torch.load report it
+    return head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80"
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -81,6 +113,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             raise UsageError(f"checkpoint {p} is not a readable safetensors file: {e}") from e
     else:
+        if not _looks_like_torch_save(p):
+            raise UsageError(f"checkpoint {p} is not a PyTorch checkpoint: neither a file torch.save wrote (a zip "
+                             "archive or a pickle) nor .safetensors")
         try:
             data = torch.load(p, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
@@ -120,7 +155,12 @@ def head_key(model: nn.Module) -> str | None:
     return key
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+#: what to do when a state dict does not fit a named architecture
+OWN_MODEL_HINT = ("Check `model` and `num_classes`; for a model of your own class, name the code that builds it: "
+                  "`model` path/to/file.py:function (see docs/models.md, \"Your own model\")")
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, hint: str = OWN_MODEL_HINT) -> None:
     """``load_state_dict(strict=True)`` with an error that names the first mismatches."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -136,5 +176,5 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s) e.g. " + ", ".join(unexpected[:3]))
         raise UsageError(f"checkpoint {source} does not fit the architecture: " + "; ".join(parts)
-                         + ". Check `model` and `num_classes`.")
+                         + (f". {hint}." if hint else "."))
     model.load_state_dict(state, strict=True)

@@ -14,6 +14,7 @@ Score-CAM's masks to the faithfulness metrics, stays RGB.
 
 from __future__ import annotations
 
+import copy
 import os
 import urllib.error
 from collections.abc import Sequence
@@ -26,9 +27,11 @@ import torchvision
 from torch import nn
 
 from camcli.engine.framing import DEFAULT_CROP_FRACTION
-from camcli.models.checkpoints import file_sha256, head_key, load_into, read_checkpoint
+from camcli.models.checkpoints import file_sha256, head_key, load_into, read_checkpoint, read_state_dict
 from camcli.errors import UsageError, unknown
 from camcli.models import timm_models
+from camcli.models.factory import build_from_factory, is_factory
+from camcli.models.modules import classes_of, qualified_name, weights_sha256
 from camcli.models.labels import fit_labels, read_labels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,6 +57,9 @@ class LoadedModel:
     checkpoint_sha256: str | None = None
     input_channels: int = 3  # what the checkpoint's first convolution takes (1: fed the luminance)
     crop_fraction: float = DEFAULT_CROP_FRACTION  # `resize` crop: crop size over resize size (the weights' preset)
+    #: where the model came from beyond a torchvision or timm name: kind (module, factory, pickled),
+    #: class (qualified name), and the factory's spec, file and file_sha256 or the weights' hash
+    source: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -64,7 +70,16 @@ class LoadedModel:
         return {"architecture": self.architecture, "weights": self.weights, "checkpoint": self.checkpoint,
                 "checkpoint_sha256": self.checkpoint_sha256, "num_classes": self.num_classes,
                 "input_size": list(self.input_size), "input_channels": self.input_channels,
-                "mean": list(self.mean), "std": list(self.std)}
+                "mean": list(self.mean), "std": list(self.std), "source": self.source}
+
+    def identity(self) -> dict:
+        """What ``--resume`` compares beyond the settings: the checkpoint's hash, the model's class,
+        the factory file's hash, the handed-over module's weights."""
+        ident = {"checkpoint": self.checkpoint_sha256} if self.checkpoint_sha256 else {}
+        for key in ("class", "file_sha256", "weights_sha256"):
+            if self.source and self.source.get(key):
+                ident[f"model_{key}"] = self.source[key]
+        return ident
 
 
 def classification_models() -> list[str]:
@@ -80,21 +95,46 @@ def weight_names(architecture: str) -> list[str]:
     return [w.name for w in enum]
 
 
-def load_model(architecture: str, weights: str | None = "DEFAULT", checkpoint: str | Path | None = None,
-               num_classes: int | None = None, labels: str | Path | list[str] | None = None,
-               input_size: int | tuple[int, int] | None = None, device: torch.device | str = "cpu",
-               trust: bool = False, mean: Sequence[float] | None = None,
-               std: Sequence[float] | None = None) -> LoadedModel:
+def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFAULT",
+               checkpoint: str | Path | None = None, num_classes: int | None = None,
+               labels: str | Path | list[str] | None = None, input_size: int | tuple[int, int] | None = None,
+               device: torch.device | str = "cpu", trust: bool = False, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None, model_args: list[str] | None = None) -> LoadedModel:
     """Build ``architecture`` and load weights into it.
 
-    ``weights`` is a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``...) or ``none``;
-    with ``checkpoint`` the weights come from that file instead, and the class count is read
-    from the head's weight shape unless ``num_classes`` says otherwise. A whole pickled model or
-    TorchScript file loads only with ``trust=True`` (``--trust-checkpoint``): it runs code. A
-    TorchScript file's weights go into ``architecture`` (compiled modules take no hooks).
+    ``architecture`` is a torchvision name, ``timm/NAME``, a factory (``file.py:function`` or
+    ``package.module:function``, called with ``model_args``: ``["key=value", ...]``; see
+    :mod:`.factory`), an ``nn.Module`` itself, or ``None`` (resnet50, unless ``checkpoint`` is a
+    whole pickled model: then that). ``weights`` is a torchvision weights name (``DEFAULT``,
+    ``IMAGENET1K_V1``...) or ``none``; with ``checkpoint`` the weights come from that file
+    instead, and the class count is read from the head's weight shape unless ``num_classes``
+    says otherwise. A whole pickled model or TorchScript file loads only with ``trust=True``
+    (``--trust-checkpoint``): it runs code. A TorchScript file's weights go into
+    ``architecture`` (compiled modules take no hooks).
 
     >>> lm = load_model("resnet18", weights="none", num_classes=10)  # doctest: +SKIP
     """
+    if isinstance(architecture, nn.Module) or (isinstance(architecture, str) and is_factory(architecture)):
+        if weights not in (None, "none", "None", "DEFAULT"):
+            raise UsageError("`weights` names torchvision weights; your own model takes its weights from `checkpoint`")
+        if isinstance(architecture, nn.Module):
+            model, source = architecture, {"kind": "module"}
+        else:
+            model, factory = build_from_factory(architecture, model_args)
+            source = {"kind": "factory", "spec": factory.spec, "file": factory.file,
+                      "file_sha256": factory.file_sha256}
+        loaded = _own_model(model, source, checkpoint, num_classes, labels, input_size,
+                            hint="Check that `model` builds the model the checkpoint was saved from")
+        return _finish(loaded, mean, std, device)
+    if model_args:
+        raise UsageError("`model_arg` is for a factory (`model` file.py:function); a named architecture takes none")
+    state = None
+    if checkpoint is not None and trust and architecture in (None, DEFAULT_ARCHITECTURE):
+        # the default model is not a choice: a whole pickled model is taken as it is, whatever its class
+        state = read_checkpoint(checkpoint, trust=True)
+        if isinstance(state, nn.Module):
+            return _finish(_pickled(state, checkpoint, num_classes, labels, input_size), mean, std, device)
+    architecture = architecture or DEFAULT_ARCHITECTURE
     from_timm = timm_models.is_timm(architecture)
     names = classification_models()
     if architecture not in names and not from_timm:
@@ -108,16 +148,17 @@ def load_model(architecture: str, weights: str | None = "DEFAULT", checkpoint: s
     if checkpoint is not None:
         if weights not in (None, "none", "None", "DEFAULT"):
             raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
-        state = read_checkpoint(checkpoint, trust=trust)
+        state = state if state is not None else read_checkpoint(checkpoint, trust=trust)
         channels = 3
-        if isinstance(state, nn.Module):  # trusted whole model: use it as it is
-            model = state
-            with torch.inference_mode():
-                num_classes = int(model.eval()(torch.zeros(1, 3, *(_size(input_size) or (224, 224)))).shape[1])
+        if isinstance(state, nn.Module):  # a whole pickled model, and `model` names an architecture too
+            if type(state) is not type(_structure(architecture)):
+                raise UsageError(f"checkpoint {checkpoint} is a whole pickled model of class {qualified_name(state)}, "
+                                 f"not a {architecture}: the file is the model, so leave `model` out")
+            return _finish(_pickled(state, checkpoint, num_classes, labels, input_size), mean, std, device)
         else:
             if num_classes is None:
                 num_classes = _classes_in(architecture, state)
-            model = _build(architecture, num_classes=num_classes)
+            model = _build_for(architecture, num_classes, state)
             channels = _match_input_channels(model, state, str(checkpoint))
             load_into(model, state, str(checkpoint))
             if channels == 1:
@@ -158,6 +199,43 @@ def load_model(architecture: str, weights: str | None = "DEFAULT", checkpoint: s
             loaded.mean, loaded.std = mean, std
         else:
             loaded.mean, loaded.std = (sum(mean) / 3,) * 3, (sum(std) / 3,) * 3
+    return _finish(loaded, mean, std, device)
+
+
+#: the model when none is named
+DEFAULT_ARCHITECTURE = "resnet50"
+
+
+def _own_model(model: nn.Module, source: dict, checkpoint, num_classes: int | None, labels,
+               input_size, hint: str) -> LoadedModel:
+    """A model that is not built from a name: weights from a state dict (strictly), classes from a dry forward.
+    A module handed over from Python is copied: camcli folds its BatchNorms and changes its memory layout."""
+    if source["kind"] == "module":
+        model = copy.deepcopy(model)
+    if checkpoint is not None:
+        load_into(model, read_state_dict(checkpoint), str(checkpoint), hint=hint)
+    size = _size(input_size) or (224, 224)
+    n = classes_of(model, size)
+    if num_classes is not None and num_classes != n:
+        raise UsageError(f"`num_classes` {num_classes} does not match the model, which returns {n} scores per image")
+    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
+    name = qualified_name(model)
+    loaded = LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), size,
+                         checkpoint=str(checkpoint) if checkpoint is not None else None,
+                         checkpoint_sha256=file_sha256(checkpoint) if checkpoint is not None else None,
+                         source={**source, "class": name})
+    if source["kind"] == "module":
+        loaded.source["weights_sha256"] = weights_sha256(model)
+    return loaded
+
+
+def _pickled(model: nn.Module, checkpoint, num_classes, labels, input_size) -> LoadedModel:
+    loaded = _own_model(model, {"kind": "pickled"}, None, num_classes, labels, input_size, hint="")
+    loaded.checkpoint, loaded.checkpoint_sha256 = str(checkpoint), file_sha256(checkpoint)
+    return loaded
+
+
+def _finish(loaded: LoadedModel, mean, std, device) -> LoadedModel:
     if mean is not None or std is not None:
         _set_normalisation(loaded, mean, std)
     loaded.model.eval().to(device)
@@ -236,6 +314,21 @@ def _build(architecture: str, **kwargs) -> nn.Module:
         raise UsageError(f"cannot build {architecture}: {e}") from e
 
 
+#: auxiliary training heads, absent from checkpoints saved with ``aux_logits=False`` (what inference checkpoints are)
+_AUX_HEADS = {"inception_v3": ("AuxLogits.",), "googlenet": ("aux1.", "aux2.")}
+
+
+def _build_for(architecture: str, num_classes: int, state: dict[str, torch.Tensor]) -> nn.Module:
+    """``architecture`` with ``num_classes``, shaped as the checkpoint is: without the auxiliary
+    heads when the checkpoint has none of their weights."""
+    model = _build(architecture, num_classes=num_classes)
+    prefixes = _AUX_HEADS.get(architecture)
+    if prefixes and not any(k.startswith(prefixes) for k in state) and any(
+            k.startswith(prefixes) for k in model.state_dict()):
+        model = _build(architecture, num_classes=num_classes, aux_logits=False)
+    return model
+
+
 def _weights_enum(architecture: str, name: str):
     enum = torchvision.models.get_model_weights(architecture)
     if name.upper() == "DEFAULT":
@@ -271,11 +364,27 @@ def _reason(e: Exception) -> str:
     return str(getattr(e, "reason", None) or e).splitlines()[0][:120]
 
 
+def _structure(architecture: str) -> nn.Module:
+    """The architecture's modules, without weights where it can: built on the meta device (no memory, no
+    random initialisation: 0.5 s for a ViT-B instead of seconds)."""
+    try:
+        with torch.device("meta"):
+            return _build(architecture)
+    except (NotImplementedError, RuntimeError):  # a constructor that computes with tensors (RegNet's widths)
+        return _build(architecture)
+
+
 def _classes_in(architecture: str, state: dict[str, torch.Tensor]) -> int:
     """Class count from the classifier weight's first dimension."""
-    with torch.device("meta"):  # the structure only: no memory, no random initialisation (0.5 s for a ViT-B)
-        probe = _build(architecture)
+    probe = _structure(architecture)
     key = head_key(probe)
     if key is None or key not in state:
+        own = set(probe.state_dict())
+        shared = sum(k in own for k in state)
+        if shared < len(state) / 2:
+            raise UsageError(f"the checkpoint is not a {architecture}'s: only {shared} of its {len(state)} keys are "
+                             f"{architecture}'s (its first: {', '.join(list(state)[:3])}). Name its architecture with "
+                             "`model`, or, for a model of your own class, the code that builds it: `model` "
+                             "path/to/file.py:function")
         raise UsageError(f"cannot infer the number of classes: the checkpoint has no {key!r}; pass `num_classes`")
     return int(state[key].shape[0])

@@ -2,13 +2,17 @@
 
 A run takes an exclusive lock (:class:`OutputLock`, ``fcntl.flock`` on a hidden lock file, one
 per shard part) *before* it looks at the folder, so two runs started together cannot both
-find it empty. The operating system drops the lock when its process ends, however it ends:
-a killed run never blocks ``--resume``.
+find it empty. The operating system drops the lock when its process ends, however it ends,
+provided no other process shares the descriptor: a forked child (a decoding worker) closes its
+copy at once, so a killed run never blocks ``--resume``. A lock still held while the run named in
+it has provably ended (the same host, and its process is gone or is another process since) is
+held by that run's leftover processes: a new run takes it over, with a log line.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import time
@@ -46,13 +50,20 @@ def claim_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> No
     ``csv_name`` is this run's predictions file: a shard (``predictions.part-...``) may start in a
     folder where only other shards of the same run have written.
     """
-    existing = [p for p in out.iterdir() if not p.name.startswith(".")] if out.exists() else []
-    if not existing or resume:
-        return
-    if overwrite:
-        for p in existing:
+    check_out_dir(out, csv_name, resume, overwrite)
+    if overwrite and not resume:
+        for p in _visible(out):
             if is_camcli_output(p.name):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def check_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> None:
+    """Refuse what :func:`claim_out_dir` would refuse, changing nothing: the command line asks this
+    before it loads torch, so a wrong folder is reported at once."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"`out` {out} exists and is not a folder")
+    existing = _visible(out)
+    if not existing or resume or overwrite:
         return
     if csv_name != "predictions.csv" and not (out / csv_name).exists() and all(
             p.name.startswith(_SHARD_OUTPUTS) for p in existing):
@@ -61,16 +72,41 @@ def claim_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> No
                      "replace camcli's outputs in it, or another `out`")
 
 
+def _visible(out: Path) -> list[Path]:
+    return [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+
+
+#: descriptors of the locks this process holds; a forked child closes its copies (see :func:`_close_in_child`)
+_HELD: set[int] = set()
+
+
+def _close_in_child() -> None:
+    """In a forked child: drop the inherited lock descriptors, so that only the run itself holds its lock."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
+
+
 class OutputLock:
     """An exclusive lock on an output folder (or on one shard's part of it), held while a run writes.
 
     >>> with OutputLock(Path("runs/demo")):     # doctest: +SKIP
     ...     ...                                 # a second run into runs/demo gets a UsageError here
+
+    ``log`` receives one line when the lock of a run that has ended is taken over.
     """
 
-    def __init__(self, out: Path, part: str = "") -> None:
+    def __init__(self, out: Path, part: str = "", log=None) -> None:
         self.out = out
         self.path = out / f".camcli-lock{part}"
+        self.log = log or (lambda msg: None)
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -78,22 +114,42 @@ class OutputLock:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX: no lock, as before
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise UsageError(f"output folder {self.out} is in use by another camcli run ({holder}); wait for it "
-                             "to finish or choose another `out`") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                 .encode())
-        self._fd = fd
+        for _attempt in range(5):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 200).decode("utf-8", "replace").strip()
+                os.close(fd)
+                if not _owner_has_ended(holder):
+                    raise UsageError(f"output folder {self.out} is in use by another camcli run "
+                                     f"({holder or 'another process'}); wait for it to finish or choose another "
+                                     "`out`") from None
+                self._replace_file(holder)
+                continue
+            if not _same_file(fd, self.path):  # taken over and replaced while we waited for it
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, _owner_text().encode())
+            self._fd = fd
+            _HELD.add(fd)
+            return
+        raise UsageError(f"output folder {self.out}: could not take its lock file {self.path.name} (other runs keep "
+                         "replacing it); try again")
+
+    def _replace_file(self, holder: str) -> None:
+        """Put a fresh lock file in place of one whose owner has ended (its leftovers keep the old one)."""
+        fresh = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        fresh.write_bytes(b"")
+        os.replace(fresh, self.path)
+        self.log(f"output folder {self.out}: taking over the lock of a run that has ended ({holder}); processes it "
+                 "left behind still hold the old lock file")
 
     def release(self) -> None:
         """Unlock; the file stays (removing it would race with a run taking it)."""
         if self._fd is not None:
+            _HELD.discard(self._fd)
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 
@@ -103,3 +159,50 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _owner_text() -> str:
+    start = _process_start(os.getpid())
+    return (f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            + (f", start {start}" if start else ""))
+
+
+_OWNER = re.compile(r"pid (\d+) on (\S+), since [^,]+(?:, start (\d+))?")
+
+
+def _owner_has_ended(holder: str) -> bool:
+    """Whether the run that wrote ``holder`` into the lock file has provably ended: it ran on this
+    host and its process is gone, or the pid now belongs to a process started at another time."""
+    match = _OWNER.fullmatch(holder)
+    if not match or match.group(2) != socket.gethostname():
+        return False
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    start = _process_start(pid)
+    return bool(match.group(3) and start and start != match.group(3))
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

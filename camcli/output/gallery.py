@@ -96,6 +96,13 @@ def _about(about: dict | None) -> str:
     return f'<div class="about">{html.escape(" · ".join(parts))}</div>'
 
 
+def _report_link(out: Path) -> str:
+    """A link to ``camcli evaluate``'s report when there is one (evaluate rebuilds the gallery to add it)."""
+    if not (out / "report.html").is_file():
+        return ""
+    return '<div class="about"><a href="report.html">evaluation report</a>: metrics, sanity checks, worst misses</div>'
+
+
 class Gallery:
     """Write ``index.html`` card by card: :meth:`add` each image's rows, then :meth:`close`."""
 
@@ -153,6 +160,7 @@ class Gallery:
             '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>camcli run</title><style>{_STYLE}</style></head><body>\n<h1>camcli run</h1>{_about(self.about)}"
+            f"{_report_link(self.path.parent)}"
             f'<div class="counts"><span id="count-images">{self.cards} image(s)</span>'
             f'<span id="count-ok">{ok} ok</span><span id="count-failed" class="{"bad" if self.failed else ""}">'
             f'{self.failed} failed</span><span id="count-empty">{self.empty} with an empty map</span></div>\n'

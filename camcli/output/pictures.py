@@ -47,3 +47,22 @@ def write_run_pictures(out: Path, html: bool, grid: bool, about: dict | None = N
             if picture is not None:
                 save(sheets.add(picture[..., ::-1], f"{row.path} | {row.method} @ {row.layer} | {row.target_label}"))
         save(sheets.flush())
+
+
+def rebuild_pictures(out: Path, grid: bool = False) -> Path:
+    """(Re)build a finished run's ``index.html`` (and with ``grid`` its contact sheets) from its
+    ``predictions.csv`` and ``run.json``: ``camcli gallery``, and ``camcli evaluate --html`` to link its report."""
+    import json
+
+    from camcli.errors import UsageError
+
+    if not (out / "predictions.csv").is_file():
+        raise UsageError(f"{out} has no predictions.csv: is it a `camcli explain` output folder?")
+    about = None
+    try:
+        manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))
+        about = {"model": manifest.get("model"), "methods": manifest.get("methods"), "layers": manifest.get("layers")}
+    except (OSError, ValueError, AttributeError):
+        pass  # no run.json (a merged or interrupted run): the header names no model
+    write_run_pictures(out, True, grid, about)
+    return out / "index.html"

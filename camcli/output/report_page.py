@@ -30,7 +30,8 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} th{background:#f0f0f0}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:.9rem} dt{color:#666}
 .charts{display:flex;flex-wrap:wrap;gap:16px} .chart{background:#fff;border:1px solid #ddd;padding:6px}
 .misses{display:flex;flex-wrap:wrap;gap:10px} .miss{background:#fff;border:1px solid #ddd;padding:6px;width:300px}
-.miss img{width:100%;height:auto} .miss p{margin:2px 0;font-size:.8rem;word-break:break-all}
+.miss img{width:100%;height:auto} .miss p{margin:2px 0;font-size:.8rem;overflow-wrap:break-word}
+.miss p.path{overflow-wrap:anywhere}
 .fail{color:#b00;font-weight:600} .pass{color:#070;font-weight:600} .note{color:#555;font-size:.85rem}
 """
 
@@ -218,7 +219,7 @@ def _misses_section(report, image_paths: dict[str, Path], overlays: dict[tuple[s
             picture = f'<img alt="{_e(r.item.path)}" src="data:image/png;base64,{png}">' if png else "<p>(image not found)</p>"
             link = overlays.get((r.item.path, r.item.method, r.item.layer))
             name = f'<a href="{quote(link)}">{_e(r.item.path)}</a>' if link else _e(r.item.path)
-            cards.append(f'<div class="miss">{picture}<p>{name}</p><p>{_e(key[0])} @ {_e(key[1])}: IoU {r.iou:.2f}, '
+            cards.append(f'<div class="miss">{picture}<p class="path">{name}</p><p>{_e(key[0])} @ {_e(key[1])}: IoU {r.iou:.2f}, '
                          f'pointing {"hit" if r.pointing else "miss" if r.pointing is not None else "-"}, '
                          f'predicted {_e(r.item.pred_label)}</p></div>')
     return ("<h2>Worst misses</h2><p class=\"note\">Per method and layer, the images whose map missed the "
@@ -246,15 +247,53 @@ def _locate(report) -> tuple[dict[str, Path], dict[tuple[str, str, str], str]]:
     return paths, overlays
 
 
+def _verdict(report) -> str:
+    """What the gates say; "no gates set" when none were asked for (nothing was checked)."""
+    failed = report.gates_failed
+    if failed:
+        return '<p class="fail">gates failed:</p><ul>' + "".join(f"<li>{_e(f)}</li>" for f in failed) + "</ul>"
+    gates = getattr(report, "gates", {})
+    if not gates:
+        return ('<p class="note">no gates set: nothing was checked (--min-iou, --min-pointing, --min-accuracy and '
+                '--max-sanity-similarity make this a check)</p>')
+    asked = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in gates.items())
+    return f'<p class="pass">every gate holds ({_e(asked)})</p>'
+
+
+def _per_class_section(report) -> str:
+    """Per method x layer and explained class: images, accuracy, pointing game, mean IoU."""
+    groups: dict[tuple[str, str, str], list] = {}
+    for r in report.evaluation.rows:
+        groups.setdefault((r.item.method, r.item.layer, str(r.item.target_label)), []).append(r)
+    if len({label for _, _, label in groups}) < 2:
+        return ""
+
+    def mean(values) -> float | None:
+        values = [float(v) for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    body = "".join(
+        f'<tr class="per-class"><td>{_e(m)}</td><td>{_e(l)}</td><td>{_e(label)}</td><td class="n">{len(rows)}</td>'
+        f'<td class="n">{_fmt(mean(r.correct for r in rows), True)}</td>'
+        f'<td class="n">{_fmt(mean(r.pointing for r in rows), True)}</td>'
+        f'<td class="n">{_fmt(mean(r.iou for r in rows))}</td></tr>'
+        for (m, l, label), rows in sorted(groups.items()))
+    return ('<h2>Per class</h2><p class="note">By the class explained (the top-1 class unless --target), per method '
+            'and layer.</p><div class="wide"><table id="per-class"><tr><th>method</th><th>layer</th><th>class</th>'
+            f'<th>images</th><th>accuracy</th><th>pointing</th><th>mean IoU</th></tr>{body}</table></div>')
+
+
 def write_report(report, path: Path) -> Path:
     paths, overlays = _locate(report)
-    failed = report.gates_failed
-    verdict = ('<p class="fail">gates failed:</p><ul>' + "".join(f"<li>{_e(f)}</li>" for f in failed) + "</ul>"
-               if failed else '<p class="pass">every gate holds</p>')
+    verdict = _verdict(report)
+    gallery = report.folder / "index.html"
+    links = ('<p class="note"><a href="index.html">the run\'s gallery</a>: every image and its maps</p>'
+             if gallery.is_file() else "")
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>camcli evaluate: '
             f'{_e(report.folder.name)}</title><meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<style>{_STYLE}</style></head><body><h1>camcli evaluate</h1>{_settings_block(report)}{verdict}"
-            f'<h2>Metrics</h2><div class="wide">{_metrics_table(report)}</div>{_sanity_section(report)}{_faithfulness_section(report)}'
+            f"<style>{_STYLE}</style></head><body><h1>camcli evaluate</h1>{links}{_settings_block(report)}{verdict}"
+            f'<h2>Metrics</h2><div class="wide">{_metrics_table(report)}</div>{_per_class_section(report)}'
+            f'{_sanity_section(report)}{_faithfulness_section(report)}'
             f"{_misses_section(report, paths, overlays)}</body></html>\n")
     atomic_write(path, page.encode("utf-8"))
     return path

@@ -27,7 +27,7 @@ def write_manifest(path: Path, session, inputs: list[str], shard, summary, stopp
 
     settings = {k: v for k, v in vars(session.settings).items() if k != "sources"}
     for key in _PATH_SETTINGS:  # absolute, so that evaluate can rerun the run from anywhere
-        if settings.get(key):
+        if isinstance(settings.get(key), (str, os.PathLike)) and settings[key]:
             settings[key] = os.path.abspath(settings[key])
     write_json(path, {
         "camcli": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,

@@ -1,7 +1,9 @@
 """Continuing a killed run: which images are done, and which batches must be recomputed.
 
 ``run-settings.json`` holds the fingerprint of the settings that shape a run's outputs; a
-resumed run must match it. An image counts as done when all its rows are in the CSV, all ``ok``,
+resumed run must match it. It also records the presentation settings (overlay look, gallery,
+panels: ``PRESENTATION_KEYS``), which a resumed run may change: the images finished earlier keep
+their files, and the log says what changed. An image counts as done when all its rows are in the CSV, all ``ok``,
 and every file they name exists. A resumed run writes byte for byte what an uninterrupted run
 would have written (see :func:`whole_batches`).
 """
@@ -16,17 +18,39 @@ from camcli.errors import UsageError
 from camcli.models import LoadedModel
 from camcli.output.csvfile import read_rows
 from camcli.output.rows import PredictionRow
-from camcli.settings import OUTPUT_KEYS, ExplainSettings
+from camcli.settings import OUTPUT_KEYS, PRESENTATION_KEYS, ExplainSettings
 
 SETTINGS_FILE = "run-settings.json"
 
 
 def fingerprint(settings: ExplainSettings, loaded: LoadedModel | None = None) -> dict:
-    """The settings that decide what a run writes (compared on resume); the checkpoint by its SHA-256."""
+    """The settings that decide what a run writes (compared on resume); the checkpoint by its SHA-256, and
+    for your own models the class, the factory file's SHA-256 or the module's weights (``model_*``)."""
     values = {k: getattr(settings, k) for k in OUTPUT_KEYS}
-    if loaded is not None and loaded.checkpoint_sha256:
-        values["checkpoint"] = loaded.checkpoint_sha256
+    if loaded is not None:
+        values.update(loaded.identity())
     return json.loads(json.dumps(values, default=str))
+
+
+#: where run-settings.json keeps the presentation settings (not part of the fingerprint)
+PRESENTATION = "presentation"
+
+
+def presentation(settings: ExplainSettings) -> dict:
+    """The settings that only change how results are shown, as run-settings.json records them."""
+    return json.loads(json.dumps({k: getattr(settings, k) for k in PRESENTATION_KEYS}, default=str))
+
+
+def presentation_changes(out: Path, settings: ExplainSettings) -> list[str]:
+    """``alpha (0.5 -> 0.7)`` for each presentation setting that differs from the earlier run's."""
+    saved_path = out / SETTINGS_FILE
+    if not saved_path.is_file():
+        return []
+    saved = read_json_file(saved_path).get(PRESENTATION)
+    if not isinstance(saved, dict):
+        return []
+    now = presentation(settings)
+    return [f"{k} ({saved[k]!r} -> {now[k]!r})" for k in now if k in saved and saved[k] != now[k]]
 
 
 def read_json_file(path: Path) -> dict:
@@ -54,6 +78,7 @@ def finished_rows(out: Path, csv_name: str, expected: dict, maps_per_image: int)
     # a setting newer than the earlier run's camcli counts as its default there
     defaults = fingerprint(ExplainSettings())
     saved = {k: saved.get(k, defaults.get(k)) for k in expected} | saved
+    saved.pop(PRESENTATION, None)
     diff = [f"{k} ({saved.get(k)!r} -> {expected.get(k)!r})" for k in expected if saved.get(k) != expected.get(k)]
     if diff:
         raise UsageError(f"cannot resume in {out}: settings differ from the earlier run: {', '.join(diff)}. "

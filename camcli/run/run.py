@@ -30,11 +30,17 @@ from camcli.output.rows import PredictionRow, columns
 from camcli.run.manifest import write_manifest
 from camcli.run.memory import MemoryPlan, budget_bytes, plan_memory
 from camcli.run.ordered_writer import OrderedWriter
-from camcli.run.resume import SETTINGS_FILE, finished_rows, fingerprint, whole_batches
+from camcli.run.resume import (PRESENTATION, SETTINGS_FILE, finished_rows, fingerprint, presentation,
+                               presentation_changes, whole_batches)
 from camcli.run.shards import Shard, merge_after_barrier
 from camcli.run.warnings import RunWarnings
 from camcli.session import ExplainSession
 from camcli.settings import ExplainSettings
+
+
+class StopRequested(Exception):
+    """Raised into a computing run by a signal handler (see :attr:`Run.computing`): the batch in hand
+    is dropped, everything finished is written, and the run ends as interrupted."""
 
 
 @dataclass
@@ -86,22 +92,30 @@ class Run:
     """
 
     def __init__(self, settings: ExplainSettings, inputs: list[str], *, write: bool = True,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, module=None) -> None:
         if settings.resume and not write:
             raise UsageError("`resume` needs an output folder (`out`)")
         self.settings = settings
         self.inputs = [str(i) for i in inputs]
         self.write = write
         self.log = log or (lambda msg: None)
+        self.module = module  # the model itself, handed over from Python (else settings.model names it)
         self.session: ExplainSession | None = None  # set once the model is loaded
         self.total: int | None = None  # images in this shard, once discovered
         self.summary: RunSummary | None = None  # set when the run has ended
         self.warnings: list[dict] = []  # failed method assumptions and all-empty layers, when the run has ended
         self._stop = False
+        self._computing = False
 
     def request_stop(self) -> None:
         """Stop after the image in hand; what is in flight is still written and the summary made."""
         self._stop = True
+
+    @property
+    def computing(self) -> bool:
+        """Whether the run is computing a batch (no file is being written): a signal handler may then
+        raise :class:`StopRequested` to drop that batch instead of waiting for it (Score-CAM's can take minutes)."""
+        return self._computing
 
     def __iter__(self) -> Iterator[ImageResult]:
         for result, _rows in self.outcomes():
@@ -123,13 +137,15 @@ class Run:
         self.total = len(items)
         with ExitStack() as stack:
             out = self._claim_folder(stack, shard) if self.write else None
-            self.session = session = ExplainSession.open(s, local_rank=shard.local_rank)
+            self.session = session = ExplainSession.open(s, local_rank=shard.local_rank, module=self.module)
             keep = self._finished_rows(out, shard) if self.write else []
             done = {r.path for r in keep}
             plan = plan_memory(items, s.batch_size, s.workers, budget_bytes(s.memory_budget))
             plan = replace(plan, batches=whole_batches(plan.batches, done))
             self.log(f"{session.describe()}; {len(items)} image(s){shard.describe(len(all_items))}"
                      + (f", {len(done)} already done" if done else "") + f"; {plan.describe()}")
+            for line in session.cost_notes():
+                self.log(line)
             tally = _Tally(ok=len(done), empty=sum(bool(r.empty_map) for r in keep), fail_fast=s.fail_fast,
                            warnings=RunWarnings(self.log))
             writer = None
@@ -163,7 +179,7 @@ class Run:
         s = self.settings
         colormap_lut(s.colormap)  # an unknown colour map fails before anything is loaded
         out = prepare_out_dir(Path(s.out))
-        stack.enter_context(OutputLock(out, shard.suffix))
+        stack.enter_context(OutputLock(out, shard.suffix, log=self.log))
         claim_out_dir(out, shard.csv_name, s.resume, s.overwrite)
         return out
 
@@ -172,16 +188,33 @@ class Run:
         expected = fingerprint(self.settings, self.session.loaded)
         keep = (finished_rows(out, shard.csv_name, expected, self.session.maps_per_image)
                 if self.settings.resume else [])
+        changed = presentation_changes(out, self.settings) if self.settings.resume else []
+        done_paths = {r.path for r in keep}
+        if changed and keep:
+            self.log(f"presentation settings differ from the earlier run: {', '.join(changed)}; the {len(done_paths)} "
+                     "image(s) finished earlier keep their files, new images and the run's gallery and sheets use "
+                     "the new settings (`overwrite` redraws everything)")
         if shard.index == 0 or not (out / SETTINGS_FILE).exists():
-            write_json(out / SETTINGS_FILE, expected)
+            write_json(out / SETTINGS_FILE, expected | {PRESENTATION: presentation(self.settings)})
         return keep
 
     def _stream(self, session: ExplainSession, plan: MemoryPlan, done: set[str], writer: OrderedWriter | None,
                 tally: _Tally):
         """Yield ``(result, rows)`` in order until the end, a stop or Ctrl-C; return a Ctrl-C to re-raise."""
         raised = None
+        if self._stop:  # asked to stop while the model was loading
+            tally.interrupted = True
+            return raised
+        results = session.results([i for batch in plan.batches for i in batch], skip=done, plan=plan)
         try:
-            for result in session.results([i for batch in plan.batches for i in batch], skip=done, plan=plan):
+            while True:
+                self._computing = True
+                try:
+                    result = next(results, None)
+                finally:
+                    self._computing = False
+                if result is None:
+                    break
                 for pair in (writer.submit(result) if writer else [(result, [])]):
                     yield tally.add(*pair)
                 if tally.stopped:
@@ -190,6 +223,9 @@ class Run:
                 if self._stop:
                     tally.interrupted = True
                     break
+        except StopRequested:
+            tally.interrupted = True
+            results.close()  # the decoding workers are shut down now, not when collected
         except KeyboardInterrupt as e:
             tally.interrupted, raised = True, e
         except RuntimeError:

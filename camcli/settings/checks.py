@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from camcli.engine import FUSIONS, RESIZE_MODES
-from camcli.errors import UsageError
+from camcli.engine import FUSIONS, METHOD_NAMES, RESIZE_MODES
+from camcli.errors import UsageError, unknown
 
 if TYPE_CHECKING:
     from camcli.settings.fields import ExplainSettings
@@ -36,6 +36,9 @@ def check(s: ExplainSettings) -> None:
     if not s.method:
         raise UsageError("`method` is empty")
     chosen = {m.strip().lower() for m in s.method}  # the method-specific options check against it
+    for name in s.method:
+        if name.strip().lower() not in METHOD_NAMES:
+            raise unknown("method", name, METHOD_NAMES, "Run `camcli methods` for the list.")
     if s.save_heatmap is not None and s.save_heatmap not in ("npy", "png16"):
         raise UsageError(f"`save_heatmap` must be npy or png16, got {s.save_heatmap!r}")
     if s.heatmap_size not in ("image", "layer"):

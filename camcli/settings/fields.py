@@ -18,15 +18,17 @@ from camcli.engine import DEFAULT_MAX_PIXELS
 
 def option(default: Any = None, help: str = "", panel: str = "Run", *, short: str | None = None,
            shown: str | None = None, shapes_outputs: bool = False, evaluate: bool = False,
-           factory=None) -> Any:
+           presentation: bool = False, factory=None) -> Any:
     """A settings field with what the CLI needs to offer it.
 
     ``shown``: the default as ``--help`` shows it (``None``: the default itself, when it is not
-    empty); ``shapes_outputs``: a resumed run must match it; ``evaluate``: ``camcli evaluate``
-    offers it too, when it explains images itself.
+    empty); ``shapes_outputs``: a resumed run must match it; ``presentation``: it only changes how
+    results are shown (overlay look, gallery, panels), so a resumed run may change it (images
+    finished earlier keep their files); ``evaluate``: ``camcli evaluate`` offers it too, when it
+    explains images itself.
     """
     meta = {"help": help, "panel": panel, "short": short, "shown": shown, "shapes_outputs": shapes_outputs,
-            "evaluate": evaluate}
+            "evaluate": evaluate, "presentation": presentation}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -37,8 +39,14 @@ class ExplainSettings:
     """Every option of ``camcli explain``, with its default."""
 
     out: str = option("camcli-out", "Output folder for overlays/, predictions.csv and run.json.", "Run", short="-o")
-    model: str = option("resnet50", "torchvision architecture, e.g. resnet50 (see `camcli models`).", "Model",
+    model: str = option("resnet50", "torchvision architecture (resnet50, see `camcli models`), timm/NAME, or your own "
+                        "model's factory: path/to/file.py:function or package.module:function, a callable that "
+                        "returns the nn.Module (--checkpoint then loads a state dict into it). Not needed for a "
+                        "whole pickled model (--trust-checkpoint).", "Model",
                         short="-m", shapes_outputs=True, evaluate=True)
+    model_arg: list[str] = option(help="key=value keyword argument for a factory --model (repeat for several; values "
+                                  "read as Python literals: 10, 0.5, True, 'text').", panel="Model",
+                                  shapes_outputs=True, evaluate=True, factory=list)
     weights: str = option("DEFAULT", "torchvision weights: DEFAULT, IMAGENET1K_V1, ... or none. Loaded from the torch "
                           "hub cache, downloaded if missing.", "Model", shapes_outputs=True, evaluate=True)
     checkpoint: str | None = option(None, "Your weights: a state dict (.pt/.pth, loaded with weights_only=True) or "
@@ -121,30 +129,30 @@ class ExplainSettings:
     strict: bool = option(False, "Stop with a usage error (exit 2) when a method's assumption fails at a layer "
                           "(signed activations for gradcam++ and xgradcam, an ill-defined principal component "
                           "for eigencam) instead of warning and going on.", "Explanation")
-    alpha: float = option(0.5, "Heatmap opacity over the image, 0..1.", "Output", shapes_outputs=True)
+    alpha: float = option(0.5, "Heatmap opacity over the image, 0..1.", "Output", presentation=True)
     colormap: str = option("jet", "OpenCV colour map: jet, turbo, viridis, inferno, magma, ...", "Output",
-                           shapes_outputs=True)
+                           presentation=True)
     overlay_format: str = option("png", "Overlay file format: png (lossless, largest), jpg or webp (a few percent of "
-                                 "the size; see --overlay-quality).", "Output", shapes_outputs=True)
+                                 "the size; see --overlay-quality).", "Output", presentation=True)
     overlay_quality: int = option(90, "JPEG or WebP quality of the overlays, 1..100 (jpg and webp only).", "Output",
-                                  shapes_outputs=True)
+                                  presentation=True)
     overlay_max_side: int | None = option(None, "Scale overlays (and panels) down so that their longer side is at "
                                           "most N pixels; boxes, CSV coordinates and saved heatmaps stay in "
                                           "original-image pixels.", "Output", shown="original size",
-                                          shapes_outputs=True)
+                                          presentation=True)
     topk: int = option(1, "Write the K best classes as top1..topK columns.", "Output", shapes_outputs=True)
     save_heatmap: str | None = option(None, "Also write each raw normalised map under heatmaps/: npy (float32) or "
                                       "png16 (16-bit grayscale).", "Output", shapes_outputs=True)
     heatmap_size: str = option("image", "Resolution of --save-heatmap maps: image (original size) or layer.", "Output",
                                shapes_outputs=True)
     caption: bool = option(False, "Write the predicted label and score (and the explained class, if different) on "
-                           "each overlay.", "Output", shapes_outputs=True)
+                           "each overlay.", "Output", presentation=True)
     panel: bool = option(False, "Write panels/<image>.png: the original beside one titled overlay per method x layer.",
-                         "Output", shapes_outputs=True)
+                         "Output", presentation=True)
     grid: bool = option(False, "Write contact sheets grid/sheet_NNN.png: 36 captioned thumbnails each.", "Output",
-                        shapes_outputs=True)
+                        presentation=True)
     html: bool = option(False, "Write index.html: a gallery of the run that opens in any browser, no server needed.",
-                        "Output", shapes_outputs=True)
+                        "Output", presentation=True)
     boxes: bool = option(False, "Find a box in each heatmap (threshold, contours) and write it to the CSV (box_* "
                          "columns, original-image pixels).", "Boxes", shapes_outputs=True)
     box_threshold: float = option(0.5, "Keep pixels >= this share of the map's maximum (half maximum suits the coarse "
@@ -188,7 +196,10 @@ class ExplainSettings:
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(ExplainSettings) if f.name != "sources"}
 
-#: settings that change what a run writes; a resumed run must match them exactly
+#: settings that only change how results are shown; recorded, but a resumed run may change them
+PRESENTATION_KEYS: tuple[str, ...] = tuple(name for name, f in FIELDS.items() if f.metadata["presentation"])
+
+#: settings that change what a run computes and the CSV says; a resumed run must match them exactly
 OUTPUT_KEYS: tuple[str, ...] = tuple(name for name, f in FIELDS.items() if f.metadata["shapes_outputs"])
 
 #: settings ``camcli evaluate`` takes when it explains images itself (model, method, performance)

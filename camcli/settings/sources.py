@@ -23,7 +23,7 @@ from camcli.settings.checks import check
 from camcli.settings.fields import FIELDS, ExplainSettings, kind
 
 _PATH_KEYS = ("checkpoint", "labels")
-_LIST_KEYS = ("method", "layer")
+_LIST_KEYS = ("method", "layer", "model_arg")
 _NUMBER_LISTS = ("mean", "std")
 
 

@@ -32,6 +32,9 @@ class AblationCAM(CAMMethod):
             "can be cut there, else of the whole model")
     options = ("cam_batch_size",)
 
+    def passes_per_image(self, channels: int) -> int:
+        return channels
+
     def __init__(self, cam_batch_size: int = 64) -> None:
         if cam_batch_size < 1:
             raise UsageError(f"`cam_batch_size` must be at least 1, got {cam_batch_size}")

@@ -140,6 +140,14 @@ class CAMMethod(ABC):
     def validate(self, fp: ForwardPass, layer: str) -> None:
         """Raise ``UsageError`` if the method cannot be applied at ``layer``; called on a dummy batch."""
 
+    #: the setting that cuts :meth:`passes_per_image` (named as the API spells it), for the run's log
+    cut_by: ClassVar[str] = "`cam_batch_size` bounds their memory, not their number"
+
+    def passes_per_image(self, channels: int) -> int:
+        """Forward passes this method runs for each image at a layer of ``channels`` channels, beyond
+        the shared one (at most: Score-CAM skips duplicate masks); 0 for one-pass methods."""
+        return 0
+
     #: what the run's log should say about how the method applies to this model (set by validate)
     notes: list[str] = []
 

@@ -53,6 +53,10 @@ class ScoreCAM(CAMMethod):
     needs_gradients = False
     cost = "1 forward + 1 forward per distinct channel (max-n N caps it at N)"
     options = ("cam_batch_size", "max_n")
+    cut_by = "`max_n` N keeps only the N most varied channels (Faster Score-CAM)"
+
+    def passes_per_image(self, channels: int) -> int:
+        return min(channels, self.max_n or channels)
 
     def __init__(self, cam_batch_size: int = 64, max_n: int | None = None) -> None:
         if cam_batch_size < 1:

@@ -45,6 +45,11 @@ class SSCAM(ScoreCAM):
         super().__init__(cam_batch_size, max_n)
         self.samples, self.std = noise_options(noise_samples, noise_std, 35, 2.0)
 
+    def passes_per_image(self, channels: int) -> int:
+        return self.samples * super().passes_per_image(channels)
+
+    cut_by = "`max_n` N keeps only the N most varied channels, `noise_samples` sets the samples"
+
     def channel_scores(self, fp: ForwardPass, i: int, acts: torch.Tensor) -> torch.Tensor:
         size = tuple(fp.inputs.shape[2:])
         generator = fp.generator(i)
@@ -66,6 +71,11 @@ class ISCAM(ScoreCAM):
     def __init__(self, cam_batch_size: int = 64, noise_samples: int | None = None, max_n: int | None = None) -> None:
         super().__init__(cam_batch_size, max_n)
         self.steps, _ = noise_options(noise_samples, None, 10)
+
+    def passes_per_image(self, channels: int) -> int:
+        return self.steps * super().passes_per_image(channels)
+
+    cut_by = "`max_n` N keeps only the N most varied channels, `noise_samples` sets the steps"
 
     def coefficients(self) -> list[float]:
         """The mask's scale at each step: sum_{j<=i} j/N for i = 1..N."""

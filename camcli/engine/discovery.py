@@ -1,0 +1,118 @@
+"""Finding images: which files a run takes, in which order, under which relative paths.
+
+Discovery is deterministic (sorted, recursive) and gives every image a relative path that
+the output tree mirrors: with one folder argument, paths are relative to it; with several
+arguments, relative to their common parent, so ``a/cat.jpg`` and ``b/cat.jpg`` stay apart.
+It needs neither torch nor an image library, so the command line reports a mistyped folder
+before it loads them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from camcli.errors import UsageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One input image: where it is and the relative path its outputs mirror."""
+
+    index: int
+    path: str
+    rel: str  # POSIX-style, never absolute, never containing '..'
+
+
+def expand_inputs(args: Sequence[str], stdin=None) -> list[str]:
+    """``-`` reads paths from standard input, ``@list.txt`` from a file (one per line, ``#`` comments)."""
+    import sys
+    out: list[str] = []
+    for arg in args:
+        if arg == "-":
+            stream = stdin if stdin is not None else sys.stdin
+            out += [line.strip() for line in stream.read().splitlines() if line.strip()]
+        elif arg.startswith("@") and len(arg) > 1:
+            try:
+                lines = Path(arg[1:]).read_text(encoding="utf-8").splitlines()
+            except OSError as e:
+                raise UsageError(f"cannot read list file {arg[1:]}: {e.strerror or e}") from e
+            out += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        else:
+            out.append(arg)
+    if not out:
+        raise UsageError("no input paths given" + (" on standard input" if "-" in args else ""))
+    return out
+
+
+def _walk(root: str, hidden: bool) -> list[str]:
+    """Image files under ``root``, sorted; symbolic links are followed, each directory once."""
+    found = []
+    visited = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith(".") and not hidden:
+                continue
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in visited:  # a symlink loop or a second way to the same folder
+                continue
+            visited.add(real)
+            keep.append(d)
+        dirnames[:] = keep
+        for name in filenames:
+            if (hidden or not name.startswith(".")) and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(os.path.join(dirpath, name))
+    # one order for everyone: by relative path, as `sort` would list them
+    return sorted(found, key=lambda f: Path(os.path.relpath(f, root)).as_posix())
+
+
+def discover(inputs: Sequence[str | os.PathLike], hidden: bool = False) -> list[ImageItem]:
+    """Expand files, folders (recursively, sorted) and globs into a list of images.
+
+    A file named explicitly is always taken, whatever its extension or name: if it is not an
+    image, its row says so. In folders, only image extensions are taken, and hidden files and
+    folders only with ``hidden``.
+    """
+    if not inputs:
+        raise UsageError("no input given: pass image files or folders")
+    import glob
+    found: list[tuple[str, str]] = []  # (absolute path, anchor directory)
+    args: list[str] = []
+    for raw in inputs:
+        text = os.fspath(raw)
+        if not os.path.lexists(text) and _GLOB_CHARS & set(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise UsageError(f"no file matches {text!r}")
+            args += matches
+        else:
+            args.append(text)
+    for text in args:
+        p = Path(text)
+        if not os.path.lexists(text):
+            raise UsageError(f"input {text!r} does not exist")
+        if p.is_dir():
+            anchor = os.path.abspath(p)
+            found += [(f, anchor) for f in _walk(anchor, hidden)]
+        else:
+            found.append((os.path.abspath(p), os.path.dirname(os.path.abspath(p))))
+    if not found:
+        raise UsageError("no images found in " + ", ".join(map(str, inputs))
+                         + f" (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    if len(args) > 1:
+        common = os.path.commonpath([a for _, a in found])
+        found = [(a, common) for a, _ in found]
+    items, seen = [], set()
+    for path, anchor in found:
+        if path in seen:
+            continue
+        seen.add(path)
+        rel = PurePosixPath(*Path(os.path.relpath(path, anchor)).parts).as_posix()
+        items.append(ImageItem(len(items), path, rel))
+    return items

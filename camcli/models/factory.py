@@ -1,0 +1,166 @@
+"""Your own model through a factory: ``--model path/to/file.py:function`` or ``--model package.module:function``.
+
+The convention of uvicorn and gunicorn: the part before the last ``:`` names Python code (a
+file, or a module importable from the current folder or the environment), the part after it a
+callable there (``build``, ``Net``, ``models.make_net``). Called with no arguments, or with the
+keyword arguments of repeated ``--model-arg key=value`` (values read as Python literals where they
+parse: ``10``, ``0.5``, ``True``, ``'a b'``; as text otherwise), it returns an ``nn.Module``.
+Importing the user's own code is what they asked for, so it needs no trust flag; weights still
+come only from a state dict or safetensors (``--checkpoint``, ``weights_only``). Every failure is
+one line naming the code and the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from camcli.errors import UsageError
+
+_ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+#: how ``camcli.explain(model=<nn.Module>)`` records its model in the settings (nothing to import)
+PYTHON_OBJECT = "python-object:"
+
+
+def is_factory(spec: str | None) -> bool:
+    """Whether ``spec`` names a factory (``file.py:fn``, ``pkg.mod:fn``) rather than an architecture."""
+    if not spec:
+        return False
+    if spec.startswith(PYTHON_OBJECT):
+        return True
+    code, sep, attribute = spec.rpartition(":")
+    return bool(sep and code and _ATTRIBUTE.fullmatch(attribute))
+
+
+@dataclass(frozen=True)
+class Factory:
+    """What a factory spec resolved to, as ``run.json`` records it and ``--resume`` compares it."""
+
+    spec: str
+    file: str | None  # the source file imported (absolute), when known
+    file_sha256: str | None
+
+
+def current_folder_importable() -> None:
+    """Modules of the current folder import, as under ``python -m`` and uvicorn (a console script's
+    ``sys.path`` starts with its own folder instead)."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def parse_model_args(items: list[str] | None) -> dict[str, object]:
+    """``["classes=10", "name=tiny"]`` -> ``{"classes": 10, "name": "tiny"}``."""
+    args: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"`model_arg` {item!r} is not key=value (a Python keyword argument of the factory)")
+        try:
+            args[key] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            args[key] = value.strip()
+    return args
+
+
+def build_from_factory(spec: str, model_args: list[str] | None = None) -> tuple[nn.Module, Factory]:
+    """Import the code ``spec`` names, call the callable with ``model_args`` and return the module it made."""
+    if spec.startswith(PYTHON_OBJECT):
+        raise UsageError(f"this run's model was a Python object handed to camcli.explain() ({spec[len(PYTHON_OBJECT):]}): "
+                         "there is nothing to import; pass the same module as `model` from Python")
+    code, _, attribute = spec.rpartition(":")
+    module, file = _import(code, spec)
+    target = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                           and getattr(v, "__module__", None) == module.__name__)
+            raise UsageError(f"`model` {spec}: {code} has no {attribute!r}"
+                             + (f"; it defines {', '.join(found[:8])}" if found else ""))
+        target = getattr(target, part)
+    if not callable(target):
+        raise UsageError(f"`model` {spec}: {attribute} is a {type(target).__name__}, not a function or class")
+    kwargs = parse_model_args(model_args)
+    try:
+        made = target(**kwargs)
+    except Exception as e:  # the user's code: any failure is theirs to read, in one line
+        raise UsageError(f"`model` {spec} failed when called{_with(kwargs)}: {type(e).__name__}: "
+                         f"{_first_line(e)}") from None
+    if not isinstance(made, nn.Module):
+        raise UsageError(f"`model` {spec} returned a {type(made).__name__}, not a torch.nn.Module")
+    digest = _sha256(file) if file else None
+    return made, Factory(spec, file, digest)
+
+
+def _import(code: str, spec: str):
+    """The module for ``code``: a ``.py`` file (its folder joins ``sys.path`` for its own imports) or a dotted name."""
+    path = Path(code)
+    if code.endswith(".py") or os.sep in code or "/" in code:
+        if not path.is_file():
+            raise UsageError(f"`model` {spec}: file {code} does not exist")
+        name = _module_name(path)
+        if name in sys.modules:
+            return sys.modules[name], str(path.resolve())
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        where = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(where)
+        sys.modules[name] = module
+        try:
+            where.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[name]
+            raise UsageError(f"`model` {spec}: cannot import {code}: {type(e).__name__}: {_first_line(e)}") from None
+        return module, str(path.resolve())
+    if not _MODULE.fullmatch(code):
+        raise UsageError(f"`model` {spec}: {code!r} is neither a .py file nor a dotted module name")
+    current_folder_importable()
+    try:
+        module = importlib.import_module(code)
+    except Exception as e:
+        raise UsageError(f"`model` {spec}: cannot import module {code}: {type(e).__name__}: {_first_line(e)}") from None
+    file = getattr(module, "__file__", None)
+    return module, os.path.abspath(file) if file else None
+
+
+def _module_name(path: Path) -> str:
+    """The file's stem (``mynet.py`` -> ``mynet``), so that its classes are ``mynet.Net`` and its
+    models pickle as they would from a script; a unique name when the stem is taken by other code."""
+    stem = re.sub(r"\W", "_", path.stem)
+    taken = sys.modules.get(stem)
+    if stem.isidentifier() and (taken is None or os.path.abspath(getattr(taken, "__file__", "") or "") ==
+                                str(path.resolve())):
+        try:
+            found = importlib.util.find_spec(stem) if taken is None else None
+        except (ImportError, ValueError):
+            found = None
+        if found is None or (found.origin and os.path.abspath(found.origin) == str(path.resolve())):
+            return stem
+    return "camcli_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12] + "_" + stem
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _with(kwargs: dict) -> str:
+    return f" with {', '.join(f'{k}={v!r}' for k, v in kwargs.items())}" if kwargs else ""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "(no message)"
