@@ -18,7 +18,7 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import camcli
-from camcli.models.layer_names import resolve_layer
+from camcli.engine.layer_names import resolve_layer
 
 CASES = [("efficientnet_b0", "features[8]"), ("convnext_tiny", "features[7][2]"), ("resnet18", "layer4[1]"),
          ("resnet18", "layer4[1].bn2")]

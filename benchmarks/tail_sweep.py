@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from camcli.engine.methods.base import model_logits  # noqa: E402
 from camcli.engine.tail import model_tail  # noqa: E402
-from camcli.models.layer_names import display_name  # noqa: E402
+from camcli.engine.layer_names import display_name  # noqa: E402
 from camcli.models.layer_search import default_layer  # noqa: E402
 
 

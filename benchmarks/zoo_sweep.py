@@ -36,7 +36,7 @@ import camcli  # noqa: E402
 from camcli.engine.methods import available  # noqa: E402
 from camcli.errors import UsageError  # noqa: E402
 from camcli.engine.methods.cam import linear_head  # noqa: E402
-from camcli.models.layer_names import display_name  # noqa: E402
+from camcli.engine.layer_names import display_name  # noqa: E402
 from camcli.models.layer_search import trace_layers  # noqa: E402
 
 IMAGE = ROOT / "sample_images" / "single" / "circle_07.jpg"

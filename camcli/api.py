@@ -130,7 +130,7 @@ def _randomise_zero_head(model) -> None:
 
 
 def _layer_record(info, model, chosen: str, cam_ok: set[str]) -> dict:
-    from camcli.models.layer_names import display_name
+    from camcli.engine.layer_names import display_name
 
     layout = info.layout
     grid = list(layout.grid_of(info.shape)) if layout is not None else None

@@ -24,7 +24,7 @@ from camcli.engine.stream import ImageResult, iter_results
 from camcli.errors import UsageError, unknown
 from camcli.models import LoadedModel, load_model
 from camcli.models.batchnorm_folding import fold_batchnorm
-from camcli.models.layer_names import display_name, resolve_layer
+from camcli.engine.layer_names import display_name, resolve_layer
 from camcli.models.layer_search import default_layer
 from camcli.settings import ExplainSettings, cam_batch_size_for
 from camcli.settings.checks import numbers
@@ -99,9 +99,10 @@ class ExplainSession:
     def describe(self) -> str:
         """One log line: model, layers, methods, device."""
         lm = self.loaded
+        source = lm.source or {}
         weights = lm.weights or lm.checkpoint or {"module": "the module's own weights", "factory":
                                                    "weights as the factory made them"}.get(
-            (lm.source or {}).get("kind"), "random weights")
+            source.get("kind"), source.get("folder", "random weights"))
         return (f"model {lm.architecture} ({weights}), {lm.num_classes} "
                 f"classes, input {lm.input_size[0]}x{lm.input_size[1]}; layer "
                 f"{', '.join(display_name(l) for l in self.layers)}; method "

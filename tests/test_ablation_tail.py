@@ -4,6 +4,7 @@ changed after it was cut."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from torch import nn
@@ -38,6 +39,7 @@ def _explained(model: nn.Module, stem: nn.Module, layer: str, x: torch.Tensor, t
     return result["r"].maps[("ablationcam", layer)], calls
 
 
+@pytest.mark.slow
 def test_ablationcam_after_the_last_block_runs_the_backbone_once_not_once_per_channel():
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=5).eval()
@@ -51,6 +53,7 @@ def test_ablationcam_after_the_last_block_runs_the_backbone_once_not_once_per_ch
         torch.testing.assert_close(maps.maps[i], want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_ablationcam_inside_a_residual_block_feeds_the_tail_the_blocks_input():
     """Inside a residual block the block's input is added after the layer: the tail gets it as an
     input of its own, computed once per batch, and each image's map is still the paper's (also

@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 import camcli
-from camcli.models.layer_names import resolve_layer
+from camcli.engine.layer_names import resolve_layer
 from conftest import read_csv
 
 

@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 import camcli
+from camcli.models import load_model
 from conftest import CIRCLE, read_csv
 
 IMAGE = CIRCLE
@@ -97,3 +98,34 @@ def test_mean_from_a_config_list_and_bad_values(small_model, cli, tmp_path):
                               ("--mean", "a,b,c", "numbers separated by commas")]:
         r = cli("explain", IMAGE, "--config", config, flag, value, "--out", tmp_path / "b")
         assert r.exit_code == 2 and said in r.stderr, r.stderr
+
+
+def _small_classifiers(limit_millions: float = 30) -> list[str]:
+    """Every torchvision classifier with at most ``limit_millions`` parameters (40 of the 80;
+    benchmarks/checkpoint_sweep.py runs the same check on all of them)."""
+    import torchvision
+
+    from camcli.models.loader import _structure
+    names = []
+    for name in torchvision.models.list_models(module=torchvision.models):
+        if sum(p.numel() for p in _structure(name).parameters()) <= limit_millions * 1e6:
+            names.append(name)
+    return names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _small_classifiers())
+def test_every_classifier_loads_a_user_state_dict_of_itself(name, tmp_path):
+    """A user's fine-tune of each architecture: 10 classes, saved as a plain state dict
+    (inception_v3 and googlenet without their auxiliary heads, as inference checkpoints are);
+    the class count is read from the file and the logits are the saved model's."""
+    torch.manual_seed(0)
+    extra = {"aux_logits": False, "init_weights": False} if name in ("inception_v3", "googlenet") else {}
+    model = torchvision.models.get_model(name, weights=None, num_classes=10, **extra).eval()
+    torch.save(model.state_dict(), tmp_path / "mine.pth")
+    loaded = load_model(name, checkpoint=tmp_path / "mine.pth")
+    assert loaded.num_classes == 10
+    side = 224 if name.startswith(("vit", "swin", "maxvit")) else 96
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        assert torch.allclose(loaded.model(x), model(x), atol=1e-4, rtol=1e-4)

@@ -140,6 +140,7 @@ def test_methods_models_layers_and_help(cli):
         assert option in r.stdout
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_version():
     r = subprocess.run([sys.executable, "-m", "camcli", "--version"], capture_output=True, text=True, timeout=120)
     from camcli.engine.devices import describe, pick_device

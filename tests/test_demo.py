@@ -97,6 +97,7 @@ DISCRIMINATIVE = ["cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "gradca
                   "scorecam", "ablationcam"]  # eigencam is class-agnostic and exempt
 
 
+@pytest.mark.slow
 def test_every_class_discriminative_method_follows_the_target():
     """Per-method hit rates on the 8 two-object scenes x both classes (16 cases).
 

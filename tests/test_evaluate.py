@@ -84,6 +84,7 @@ def test_output_without_maps_or_boxes_is_a_usage_error(cli, tmp_path):
     assert r.exit_code == 2 and "--save-heatmap" in r.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_images_directly_with_faithfulness(cli, tmp_path):
     import shutil
     pairs = tmp_path / "pairs"  # three two-object scenes: ROAD solves 18 imputations per map
@@ -106,6 +107,7 @@ def test_evaluate_images_directly_with_faithfulness(cli, tmp_path):
     assert "ROAD" in r.stderr
 
 
+@pytest.mark.slow
 def test_rerunning_a_run_whose_checkpoint_moved_or_changed_is_refused(cli, tmp_path):
     """--faithfulness and --sanity rerun the run's model: a changed checkpoint would score other
     weights than the maps were made with, so it is refused in one line; a moved one may be pointed to."""

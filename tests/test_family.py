@@ -15,7 +15,7 @@ from camcli.engine.explainer import Explainer
 from camcli.engine.methods import get_method
 from camcli.engine.methods.scorecam_averaged import mask_noise
 from camcli.errors import UsageError
-from camcli.models.layer_names import resolve_layer
+from camcli.engine.layer_names import resolve_layer
 
 pgc = pytest.importorskip("pytorch_grad_cam")
 torchcam = pytest.importorskip("torchcam.methods")
@@ -82,6 +82,7 @@ def run_torchcam(extractor, model, x, targets):
         extractor.remove_hooks()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, layer, side", SCORE_CASES)
 def test_sscam_matches_torchcam_given_the_same_noise(arch, layer, side):
     model = seeded(arch)
@@ -101,6 +102,7 @@ def test_sscam_matches_torchcam_given_the_same_noise(arch, layer, side):
     assert_parity(ours.maps[("sscam", name)].maps.numpy(), theirs.numpy(), f"sscam {arch}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, layer, side", SCORE_CASES)
 def test_iscam_matches_torchcam(arch, layer, side):
     model = seeded(arch)
@@ -276,6 +278,7 @@ def test_fullgrad_biases_make_the_logit_complete():
     assert float(total) == pytest.approx(float(logits[0, t]), rel=1e-3, abs=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, layer, side", CASES)
 def test_guided_backprop_and_guided_gradcam_match_pytorch_grad_cam(arch, layer, side):
     model = seeded(arch)
@@ -499,6 +502,7 @@ def test_fuse_writes_its_own_overlay_and_row_and_each_fusion_differs(cli, tmp_pa
     assert not np.allclose(heat["max"], heat["product"], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_noise_and_finer_options_take_effect_and_are_checked(cli, tmp_path):
     from conftest import CIRCLE, DEMO_CONFIG, read_csv
     image = CIRCLE

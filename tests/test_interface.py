@@ -222,6 +222,7 @@ def test_every_command_help_mentions_every_option(cli):
 
 
 
+@pytest.mark.slow
 def test_help_answers_without_loading_torch():
     """`--help` and shell completion run the program: they must not wait for torch to load."""
     probe = ("import sys\n"

@@ -4,7 +4,7 @@ import pytest
 import torchvision
 
 from camcli.errors import UsageError
-from camcli.models.layer_names import display_name, parse_layer, resolve_layer
+from camcli.engine.layer_names import display_name, parse_layer, resolve_layer
 from camcli.models.layer_search import default_layer
 
 

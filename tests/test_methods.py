@@ -8,7 +8,7 @@ from torch import nn
 
 from camcli.errors import UsageError
 from camcli.engine.explainer import Explainer
-from camcli.models.layer_names import resolve_layer
+from camcli.engine.layer_names import resolve_layer
 from camcli.engine.methods import available, get_method
 
 
@@ -74,6 +74,7 @@ PARITY = [("resnet18", "layer4[1]"), ("vgg16", "features[29]"), ("densenet121", 
           ("mobilenet_v3_large", "features[-1]")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, layer", PARITY)
 def test_gradcam_agrees_with_pytorch_grad_cam(arch, layer):
     """Per-image Pearson r >= 0.99 at layer resolution against pytorch-grad-cam's GradCAM.
@@ -114,6 +115,7 @@ def test_cam_agrees_with_torchcam():
         assert pearson(ours.maps[("cam", "layer4.1")].maps[i], theirs[i]) >= 0.99
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(available()))
 def test_every_method_keeps_the_contract(name):
     """Shape, range, no NaN, batch == singles, hooks removed, no gradients, flags restored."""
@@ -225,6 +227,7 @@ def test_gradcampp_xgradcam_layercam_hirescam_match_hand_computation():
             np.testing.assert_allclose(result.maps[(name, "features")].maps[i].numpy(), want, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.slow
 def test_scorecam_matches_hand_computation():
     """Masks, masked scores and the softmax over channels, written out step by step."""
     torch.manual_seed(0)
@@ -244,6 +247,7 @@ def test_scorecam_matches_hand_computation():
     torch.testing.assert_close(result.maps[("scorecam", "layer4.1")].maps[0], want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_scorecam_deduplication_is_exact():
     """Dead (constant) channels and affine copies share one masked forward; results are unchanged."""
     from camcli.engine.methods.scorecam import distinct_channels

@@ -9,7 +9,7 @@ import torchvision
 from camcli.engine.explainer import Explainer
 from camcli.engine.methods import get_method
 from camcli.errors import UsageError
-from camcli.models.layer_names import resolve_layer
+from camcli.engine.layer_names import resolve_layer
 
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
@@ -57,6 +57,7 @@ def check(method, ours, raw):
         assert r >= 0.99, f"{method}, image {i}: r = {r:.4f}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(PEERS))
 @pytest.mark.parametrize("arch, layer", [("resnet18", "layer4[1]"), ("vgg16", "features[29]")])
 def test_new_methods_match_pytorch_grad_cam(method, arch, layer):
@@ -155,6 +156,7 @@ def _input(path):
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise",
                                     "layercam", "scorecam"])
+@pytest.mark.slow
 def test_eigen_smooth_matches_pytorch_grad_cam(method):
     """--eigen-smooth: the first principal component of the method's weighted activations, as the
     peer's eigen_smooth=True computes it (sign-free: the peer keeps LAPACK's sign)."""

@@ -199,6 +199,7 @@ def test_pickled_models_and_files_that_are_not_checkpoints(cli, user_code, tmp_p
     assert "file.py:function" in _one_line(r)
 
 
+@pytest.mark.slow
 def test_a_pickled_model_whose_code_is_missing_is_one_line(tmp_path, user_code):
     folder, _net = user_code
     code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); import tinynet; "

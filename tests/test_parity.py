@@ -17,7 +17,7 @@ import torch
 import torchvision
 
 from camcli.engine.explainer import Explainer
-from camcli.models.layer_names import resolve_layer
+from camcli.engine.layer_names import resolve_layer
 from camcli.engine.methods import get_method
 
 pgc = pytest.importorskip("pytorch_grad_cam")
@@ -106,6 +106,7 @@ def _minmax(a):
 
 @pytest.mark.parametrize("arch, layer", [("resnet18", "layer4[1]"), ("mobilenet_v3_large", "features[-1]"),
                                          ("vgg16", "features[29]")])
+@pytest.mark.slow
 def test_scorecam_matches_pytorch_grad_cam(arch, layer):
     """Peer upsamples masks with align_corners=True; we use False, as the Score-CAM authors' code
     does. On these models r stays >= 0.99 on 4x4 maps; DenseNet121 is below."""
@@ -120,6 +121,7 @@ def test_scorecam_matches_pytorch_grad_cam(arch, layer):
         assert pearson(ours.maps[("scorecam", name)].maps[i], theirs[i]) >= 0.99
 
 
+@pytest.mark.slow
 def test_ablationcam_matches_pytorch_grad_cam_at_a_rectified_layer():
     """At a post-ReLU layer the peer zeroes channels as the paper does (elsewhere it writes
     min - 1e7 instead); there the two must agree."""
@@ -132,6 +134,7 @@ def test_ablationcam_matches_pytorch_grad_cam_at_a_rectified_layer():
         assert pearson(ours.maps[("ablationcam", "layer4.1")].maps[i], theirs[i]) >= 0.99
 
 
+@pytest.mark.slow
 def test_demo_model_matches_pytorch_grad_cam_for_every_shared_method():
     """The trained demo model on two sample scenes, every method pytorch-grad-cam also has."""
     from camcli.session import ExplainSession
@@ -160,6 +163,7 @@ def test_demo_model_matches_pytorch_grad_cam_for_every_shared_method():
             assert r >= 0.99, f"{method} on the demo model, image {i}: r = {r:.4f}"
 
 
+@pytest.mark.slow
 def test_demo_model_scorecam_against_the_authors_formula():
     """On the demo model's coarse 5x5 map the peer's align_corners=True masks move the result
     (r ~ 0.976 against pytorch-grad-cam); against the formula with the authors' upsampling,
@@ -211,6 +215,7 @@ def _scorecam_by_hand(model, module, x, target, align_corners):
     return _minmax(torch.relu((scores.softmax(0)[:, None, None] * acts).sum(0)).numpy())
 
 
+@pytest.mark.slow
 def test_scorecam_on_densenet121_differs_from_the_peer_only_by_its_upsampling():
     """DenseNet121 at features.transition2 (512 channels, a 4x4 map at 64 px; denseblock4 has
     1024 channels and needs 128 px for a 4x4 map, about 80 s for the two tools). Here the choice
@@ -229,6 +234,7 @@ def test_scorecam_on_densenet121_differs_from_the_peer_only_by_its_upsampling():
     assert pearson(theirs[0], _scorecam_by_hand(model, module, x, target, True)) >= 0.99
 
 
+@pytest.mark.slow
 def test_ablationcam_matches_pytorch_grad_cam_on_vgg16():
     """VGG16's features[29] is a ReLU, so the peer zeroes channels there, as the paper does."""
     torch.manual_seed(0)
@@ -262,6 +268,7 @@ def _ablation_by_hand(model, module, x, target):
 
 @pytest.mark.parametrize("arch, layer", [("densenet121", "features.transition2"),
                                          ("mobilenet_v3_large", "features[-1]")])
+@pytest.mark.slow
 def test_ablationcam_against_the_paper_where_the_peer_departs_from_it(arch, layer):
     """These layers are not rectified (transition2 ends in an average pool, MobileNetV3's last
     block in Hardswish): pytorch-grad-cam writes min - 1e7 into the ablated channel instead of

@@ -59,6 +59,7 @@ def test_crop_sees_the_centre_and_the_cut_border_gets_no_heat(wide_image, small_
     assert heat[:, seen].max() == pytest.approx(1.0, abs=0.02)
 
 
+@pytest.mark.slow
 def test_stretch_is_unchanged_and_resume_refuses_another_resize(wide_image, small_model, tmp_path, cli):
     path, img = wide_image
     r = _run(path, small_model, "stretch")
@@ -72,6 +73,7 @@ def test_stretch_is_unchanged_and_resume_refuses_another_resize(wide_image, smal
     assert bad.exit_code == 2 and "--resize must be stretch, letterbox or crop" in bad.stderr
 
 
+@pytest.mark.slow
 def test_a_run_from_before_these_settings_resumes(wide_image, small_model, tmp_path, cli):
     """run-settings.json written by an earlier camcli lacks resize, mean, std, layer_layout, seed...:
     those count as their defaults, so the run resumes; a different value is still refused."""

@@ -93,6 +93,7 @@ def _relative_residual(x, keep, filled):
     return ((au - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1).clamp_min(1e-30))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("h, w", [(224, 224), (131, 97)])
 def test_imputation_solves_its_system_at_every_percentile(h, w):
     """The multigrid-preconditioned solve meets its tolerance on every MoRF and LeRF mask, at the

@@ -97,6 +97,7 @@ def make_messy_folder(root: Path) -> dict[str, tuple[str, tuple[int, int] | None
     return {k: v for k, v in expect.items() if v[0] is not None}
 
 
+@pytest.mark.slow
 def test_every_kind_of_bad_and_odd_input(cli, model, tmp_path):
     expect = make_messy_folder(tmp_path / "in")
     out = tmp_path / "out"
@@ -195,6 +196,7 @@ def test_outputs_never_escape_the_output_folder(cli, model, tmp_path):
                for row in read_csv(out / "predictions.csv"))
 
 
+@pytest.mark.slow
 def test_existing_output_needs_resume_or_overwrite(cli, model, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -206,8 +208,10 @@ def test_existing_output_needs_resume_or_overwrite(cli, model, tmp_path):
     assert r.exit_code == 2 and "--resume" in r.stderr and "--overwrite" in r.stderr
     assert cli("explain", folder, *margs(model), "--out", out, "--overwrite").exit_code == 0
     assert (out / "notes.txt").read_text() == "mine"  # only camcli's own outputs are replaced
+    r = cli("explain", folder, *margs(model), "--out", out, "--resume", "--topk", "2")
+    assert r.exit_code == 2 and "topk" in r.stderr  # what the CSV holds is the run's identity
     r = cli("explain", folder, *margs(model), "--out", out, "--resume", "--colormap", "viridis")
-    assert r.exit_code == 2 and "colormap" in r.stderr
+    assert r.exit_code == 0, r.stderr  # how it looks is not (tests/test_signals.py checks the log line)
 
 
 def _digest_run(out: Path) -> tuple[set, dict]:
@@ -223,6 +227,7 @@ def _camcli(*args, quiet: bool = True) -> list[str]:
             "--workers", "0", "--batch-size", "2", *(["--quiet"] if quiet else []), *map(str, args)]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     whole = tmp_path / "whole"
     assert subprocess.run(_camcli("--out", whole), timeout=300).returncode == 0
@@ -245,6 +250,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         assert _digest_run(out) == expected
 
 
+@pytest.mark.slow
 def test_resumed_scorecam_run_is_byte_identical(cli, tmp_path):
     """A Score-CAM run cut short after 3 of 5 images (batches of 4: the cut falls inside the
     first batch, whose finished images skip their masked passes on resume) resumes to exactly
@@ -270,6 +276,7 @@ def test_resumed_scorecam_run_is_byte_identical(cli, tmp_path):
     assert _digest_run(cut) == expected
 
 
+@pytest.mark.slow
 def test_per_image_methods_skip_images_that_are_not_wanted(tmp_path):
     """Explainer(..., wanted=...) runs Score-CAM's and Ablation-CAM's per-image passes only for
     the wanted images, and their maps are the same as without ``wanted``. Passes are counted as
@@ -297,6 +304,7 @@ def test_per_image_methods_skip_images_that_are_not_wanted(tmp_path):
         assert min(per_image) > 0 and 0 <= sum(per_image) - passes_all <= 8, (name, per_image, passes_all)
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_in_flight_work_and_exits_130(tmp_path):
     out = tmp_path / "o"
     proc = subprocess.Popen(_camcli("--out", out, "--method", "gradcam,scorecam", quiet=False),
@@ -362,6 +370,7 @@ def test_whole_model_and_torchscript_load_only_with_trust(cli, tmp_path):
     assert r.exit_code == 2 and "does not fit the architecture" in r.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_shards_merge_to_the_single_process_result(tmp_path):
     single = tmp_path / "single"
     assert subprocess.run(_camcli("--out", single, "--method", "gradcam,cam"), timeout=300).returncode == 0

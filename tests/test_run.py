@@ -70,6 +70,7 @@ def test_shards_writing_different_parts_do_not_block_each_other(folder, tmp_path
     assert camcli.run.merge_parts(out) == 5
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_run_does_not_block_resume(cli, folder, tmp_path):
     out = tmp_path / "o"
     script = (f"import os, signal, camcli\n"
@@ -105,6 +106,7 @@ def test_damaged_run_json_gives_one_line_to_evaluate(cli, folder, tmp_path):
     assert r.exit_code == 2 and "run.json" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_evaluate_reruns_a_finished_run_with_methods_given_as_on_explain(cli, tmp_path):
     out = tmp_path / "demo"
     one = tmp_path / "in"
@@ -152,7 +154,7 @@ def test_max_pixels_applies_per_image_whatever_pillows_limit(folder, monkeypatch
     assert results[0].status == "error" and "max-pixels" in results[0].error
 
 
-def test_the_engine_imports_nothing_from_output_or_evaluation():
+def test_the_engine_imports_nothing_from_models_output_or_evaluation():
     probe = ("import sys, pkgutil, importlib, camcli.engine\n"
              "for m in pkgutil.walk_packages(camcli.engine.__path__, 'camcli.engine.'):\n"
              "    importlib.import_module(m.name)\n"
@@ -160,7 +162,7 @@ def test_the_engine_imports_nothing_from_output_or_evaluation():
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     layers = set(json.loads(r.stdout.replace("'", '"')))
-    assert "engine" in layers and not layers & {"output", "evaluation", "run", "cli", "settings", "session"}, layers
+    assert "engine" in layers and not layers & {"models", "output", "evaluation", "run", "cli", "settings", "session"}, layers
 
 
 def test_errors_name_keywords_in_the_library_and_flags_on_the_command_line(cli, folder, tmp_path):

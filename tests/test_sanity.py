@@ -90,6 +90,7 @@ def small_run(tmp_path_factory):
     return d / "run"
 
 
+@pytest.mark.slow
 def test_sanity_cascade_in_json_csv_and_gate(cli, small_run):
     checkpoint = json.loads((small_run / "run.json").read_text())["model"]["checkpoint"]
     digest = open(checkpoint, "rb").read()

@@ -83,6 +83,7 @@ def whole(tmp_path_factory):
 
 
 # "decoding": the workers are up and no row is written yet; "writing": rows are being written
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 @pytest.mark.parametrize("point", ["decoding", "writing"])
 def test_stopped_run_leaves_nothing_behind_and_resumes_to_the_same_bytes(tmp_path, whole, signum, point):
@@ -120,6 +121,7 @@ def test_stopped_run_leaves_nothing_behind_and_resumes_to_the_same_bytes(tmp_pat
     assert not _leftovers(out)
 
 
+@pytest.mark.slow
 def test_lock_held_by_the_leftovers_of_a_dead_run_is_taken_over(tmp_path, whole):
     """A lock file naming a run that has ended, still locked by a process it left behind (what an
     older camcli's orphaned decoding processes did), is taken over with a log line."""
@@ -146,6 +148,7 @@ def test_lock_held_by_the_leftovers_of_a_dead_run_is_taken_over(tmp_path, whole)
         holder.communicate("", timeout=30)
 
 
+@pytest.mark.slow
 def test_a_live_runs_lock_is_never_taken(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
@@ -160,6 +163,7 @@ def test_a_live_runs_lock_is_never_taken(tmp_path):
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_json_stdout_holds_only_data_while_weights_download(tmp_path):
     """torch.hub prints 'Downloading: ...' on stdout when weights download; with --json, stdout
     must still be NDJSON alone. The weights come from a local file URL into an empty hub cache."""

@@ -22,6 +22,7 @@ def test_worker_count_changes_nothing(cli, tmp_path):
             assert (tmp_path / "w0" / row[col]).read_bytes() == (tmp_path / "w3" / row[col]).read_bytes()
 
 
+@pytest.mark.slow
 def test_batch_size_changes_nothing_beyond_float_rounding(cli, tmp_path):
     """oneDNN picks convolution kernels by batch size, so float results may differ in the last
     bits (we saw <= 3e-7); every discrete answer is identical and every value within 1e-5."""

@@ -223,6 +223,7 @@ def test_ambiguous_shape_settled_by_a_larger_input():
     assert ex.layout("features", (16, 16)).kind == "nchw"
 
 
+@pytest.mark.slow
 def test_cli_vit_default_layer_and_refused_layer(cli, tmp_path):
     image = SAMPLES / "single" / sorted(p.name for p in (SAMPLES / "single").iterdir())[0]
     out = tmp_path / "vit"

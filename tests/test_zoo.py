@@ -38,6 +38,7 @@ def test_the_table_covers_every_family():
     assert every == {_family(n) for n in FAMILIES}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_family_default_layer_gives_every_map(name, tmp_path):
     layer, output = FAMILIES[name]
@@ -54,7 +55,7 @@ def test_family_default_layer_gives_every_map(name, tmp_path):
         options["weights"] = "none"
     result = list(camcli.explain(str(IMAGE), method=METHODS, **options))[0]
     assert result.status == "ok", result.error
-    from camcli.models.layer_names import display_name
+    from camcli.engine.layer_names import display_name
     assert {display_name(m.layer) for m in result.maps} == {layer}
     grid = output.split("-> ")[-1] if "->" in output else "x".join(output.split("x")[1:])
     assert all("x".join(map(str, m.layer_map.shape)) == grid for m in result.maps)

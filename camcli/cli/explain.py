@@ -104,10 +104,12 @@ def explain(
 
 def _check_out(settings) -> None:
     """The output folder's refusals (not empty, not a folder), before anything is loaded."""
-    from camcli.output.folder import check_out_dir
+    from camcli.output.folder import OutputLock, check_out_dir
     from camcli.run.shards import Shard
 
-    check_out_dir(Path(settings.out), Shard.of(settings).csv_name, settings.resume, settings.overwrite)
+    shard, out = Shard.of(settings), Path(settings.out)
+    OutputLock(out, shard.suffix).refuse_if_held()  # a folder being written is "in use", not "not empty"
+    check_out_dir(out, shard.csv_name, settings.resume, settings.overwrite)
 
 
 def _dry_run(settings, paths: list[str], as_json: bool) -> None:

@@ -172,7 +172,7 @@ def layers(
       camcli layers --config configs/demo.toml --json
     """
     from camcli.api import layers as list_layers
-    from camcli.models.layer_names import display_name
+    from camcli.engine.layer_names import display_name
 
     given = {"checkpoint": checkpoint, "num_classes": num_classes, "input_size": input_size,
              "model_arg": model_arg or None, "trust_checkpoint": trust_checkpoint or None}

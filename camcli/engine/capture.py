@@ -19,7 +19,7 @@ from torch import nn
 from camcli.errors import UsageError
 from camcli.engine.layouts import LAYOUTS, NCHW, Layout
 from camcli.engine.tensors import first_tensor, replace_first_tensor
-from camcli.models.layer_names import display_name
+from camcli.engine.layer_names import display_name
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from camcli.engine.augment import averaged
 from camcli.engine.capture import capture, frozen_parameters, layout_requests
 from camcli.engine.fusion import check_fuse, fused, fused_name
 from camcli.engine.layouts import Layout, detect, readings, rescaled_shapes, token_geometry
-from camcli.models.layer_names import display_name
+from camcli.engine.layer_names import display_name
 from camcli.engine.methods import CAMMethod
 from camcli.engine.methods.assumptions import Check
 from camcli.engine.methods.base import INPUT_LAYER, ForwardPass, MapBatch, class_scores, model_logits

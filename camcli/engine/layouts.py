@@ -98,10 +98,14 @@ class TokenGeometry:
 
 
 def token_geometry(model: nn.Module) -> TokenGeometry:
-    """Patch size and prefix-token count, read from torchvision's and timm's ViT attributes."""
+    """Patch size and prefix-token count, read from torchvision's, timm's and HuggingFace's ViT attributes."""
     patch = prefix = None
     if isinstance(getattr(model, "patch_size", None), int) and hasattr(model, "class_token"):
         patch, prefix = (model.patch_size, model.patch_size), 1  # torchvision VisionTransformer
+    config = getattr(model, "config", None)  # HuggingFace ViT, DeiT, BEiT (not Swin's, whose stages shrink)
+    size = getattr(config, "patch_size", None)
+    if patch is None and isinstance(size, int) and not hasattr(config, "depths"):
+        patch = (size, size)
     embed = getattr(model, "patch_embed", None)
     if embed is not None and getattr(embed, "patch_size", None) is not None:  # timm
         p = embed.patch_size

@@ -23,7 +23,7 @@ from camcli.engine.methods.base import stable_seed
 from camcli.engine.framing import Frame, bilinear_weights, map_to_image
 from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageDataset, ImageItem, collate
 from camcli.engine.workers import bind_to_parent
-from camcli.models import LoadedModel
+from camcli.engine.loaded import LoadedModel
 from camcli.engine.tensors import upsample
 
 

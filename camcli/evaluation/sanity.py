@@ -37,7 +37,7 @@ from torch import nn
 from camcli.engine.capture import removed_after
 from camcli.engine.stream import uses_channels_last
 from camcli.engine.tensors import upsample
-from camcli.models.layer_names import display_name
+from camcli.engine.layer_names import display_name
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 

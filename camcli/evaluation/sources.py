@@ -19,7 +19,7 @@ from camcli.engine.tensors import upsample
 from camcli.errors import UsageError
 from camcli.evaluation.boxes import Box
 from camcli.evaluation.scoring import MapToScore
-from camcli.models.layer_names import display_name
+from camcli.engine.layer_names import display_name
 from camcli.output.csvfile import read_rows
 
 

@@ -144,7 +144,10 @@ def default_layer(model: nn.Module, input_size: tuple[int, int], device: torch.d
     if last.layout.kind != "nchw":
         # on the residual stream (the width the head reads: not timm's fused qkv projection)
         width = last.layout.channels_of(last.shape)
-        stream = [i for i in spatial if i.layout.kind != "nchw" and i.layout.channels_of(i.shape) == width]
+        # a Linear inside attention (HuggingFace's separate q/k/v projections) is no value on the stream
+        modules = dict(model.named_modules())
+        stream = [i for i in spatial if i.layout.kind != "nchw" and i.layout.channels_of(i.shape) == width
+                  and not isinstance(modules[i.name], nn.Linear)]
         reached = _with_patch_gradient(model, stream, input_size, device)
         spatial = [i for i in spatial if i.layout.kind == "nchw" or i.name in reached] or spatial
     return _last(model, spatial)

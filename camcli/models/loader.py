@@ -18,7 +18,6 @@ import copy
 import os
 import urllib.error
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -26,60 +25,18 @@ import torch
 import torchvision
 from torch import nn
 
-from camcli.engine.framing import DEFAULT_CROP_FRACTION
+from camcli.engine.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel
 from camcli.models.checkpoints import file_sha256, head_key, load_into, read_checkpoint, read_state_dict
 from camcli.errors import UsageError, unknown
-from camcli.models import timm_models
+from camcli.models import huggingface, timm_models
 from camcli.models.factory import build_from_factory, is_factory
 from camcli.models.modules import classes_of, qualified_name, weights_sha256
 from camcli.models.labels import fit_labels, read_labels
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: ITU-R 601-2 luma, as Pillow's convert("L") computes it
 LUMA = (0.299, 0.587, 0.114)
 #: a grayscale model's default normalisation: ImageNet's, averaged over the channels
 GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)
-
-
-@dataclass
-class LoadedModel:
-    """A model in eval mode plus everything needed to feed it and name its outputs."""
-
-    model: nn.Module
-    architecture: str
-    labels: list[str]
-    input_size: tuple[int, int]  # (height, width) fed to the model
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    weights: str | None = None  # torchvision weights enum member, e.g. "ResNet18_Weights.IMAGENET1K_V1"
-    checkpoint: str | None = None
-    checkpoint_sha256: str | None = None
-    input_channels: int = 3  # what the checkpoint's first convolution takes (1: fed the luminance)
-    crop_fraction: float = DEFAULT_CROP_FRACTION  # `resize` crop: crop size over resize size (the weights' preset)
-    #: where the model came from beyond a torchvision or timm name: kind (module, factory, pickled),
-    #: class (qualified name), and the factory's spec, file and file_sha256 or the weights' hash
-    source: dict | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
-
-    def describe(self) -> dict:
-        """What run.json records so that a result can be reproduced."""
-        return {"architecture": self.architecture, "weights": self.weights, "checkpoint": self.checkpoint,
-                "checkpoint_sha256": self.checkpoint_sha256, "num_classes": self.num_classes,
-                "input_size": list(self.input_size), "input_channels": self.input_channels,
-                "mean": list(self.mean), "std": list(self.std), "source": self.source}
-
-    def identity(self) -> dict:
-        """What ``--resume`` compares beyond the settings: the checkpoint's hash, the model's class,
-        the factory file's hash, the handed-over module's weights."""
-        ident = {"checkpoint": self.checkpoint_sha256} if self.checkpoint_sha256 else {}
-        for key in ("class", "file_sha256", "weights_sha256"):
-            if self.source and self.source.get(key):
-                ident[f"model_{key}"] = self.source[key]
-        return ident
 
 
 def classification_models() -> list[str]:
@@ -126,6 +83,10 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
         loaded = _own_model(model, source, checkpoint, num_classes, labels, input_size,
                             hint="Check that `model` builds the model the checkpoint was saved from")
         return _finish(loaded, mean, std, device)
+    if isinstance(architecture, (str, Path)) and huggingface.is_hf_folder(architecture):
+        if checkpoint is not None:
+            raise UsageError("a HuggingFace folder holds its own weights: leave `checkpoint` out")
+        return _finish(_huggingface(Path(architecture), num_classes, labels, input_size, trust), mean, std, device)
     if model_args:
         raise UsageError("`model_arg` is for a factory (`model` file.py:function); a named architecture takes none")
     state = None
@@ -227,6 +188,31 @@ def _own_model(model: nn.Module, source: dict, checkpoint, num_classes: int | No
     if source["kind"] == "module":
         loaded.source["weights_sha256"] = weights_sha256(model)
     return loaded
+
+
+def _huggingface(folder: Path, num_classes, labels, input_size, trust: bool) -> LoadedModel:
+    """A HuggingFace classifier folder: labels from ``id2label``, preprocessing from its image processor."""
+    model, config, pre = huggingface.load(folder, trust)
+    size = _size(input_size) or pre["input_size"] or _size(config.get("image_size")) or (224, 224)
+    named = labels if labels is not None else huggingface.labels_of(config)
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    loaded = _own_model(model, {"kind": "huggingface", "folder": str(folder.resolve()),
+                                "model_type": config.get("model_type"),
+                                "weights_sha256": _files_sha256(weights)},
+                        None, num_classes, named, size, hint="")
+    if pre["mean"] is not None:
+        loaded.mean, loaded.std = pre["mean"], pre["std"]
+    if pre["crop_fraction"]:
+        loaded.crop_fraction = pre["crop_fraction"]
+    return loaded
+
+
+def _files_sha256(paths: list[Path]) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(file_sha256(p).encode())
+    return h.hexdigest()
 
 
 def _pickled(model: nn.Module, checkpoint, num_classes, labels, input_size) -> LoadedModel:

@@ -122,9 +122,7 @@ class OutputLock:
                 holder = os.read(fd, 200).decode("utf-8", "replace").strip()
                 os.close(fd)
                 if not _owner_has_ended(holder):
-                    raise UsageError(f"output folder {self.out} is in use by another camcli run "
-                                     f"({holder or 'another process'}); wait for it to finish or choose another "
-                                     "`out`") from None
+                    raise self._in_use(holder) from None
                 self._replace_file(holder)
                 continue
             if not _same_file(fd, self.path):  # taken over and replaced while we waited for it
@@ -137,6 +135,27 @@ class OutputLock:
             return
         raise UsageError(f"output folder {self.out}: could not take its lock file {self.path.name} (other runs keep "
                          "replacing it); try again")
+
+    def refuse_if_held(self) -> None:
+        """The in-use error :meth:`acquire` would give, now, without taking the lock (the command
+        line's early checks: a folder being written is "in use", not "not empty")."""
+        try:
+            import fcntl
+            fd = os.open(self.path, os.O_RDONLY)
+        except (ImportError, OSError):
+            return  # no lock file: nobody holds it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip()
+            if not _owner_has_ended(holder):
+                raise self._in_use(holder) from None
+        finally:
+            os.close(fd)
+
+    def _in_use(self, holder: str) -> UsageError:
+        return UsageError(f"output folder {self.out} is in use by another camcli run ({holder or 'another process'}); "
+                          "wait for it to finish or choose another `out`")
 
     def _replace_file(self, holder: str) -> None:
         """Put a fresh lock file in place of one whose owner has ended (its leftovers keep the old one)."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from camcli.engine.stream import ImageResult
 from camcli.evaluation.boxes import boxes_from_heatmap
-from camcli.models.layer_names import display_name
+from camcli.engine.layer_names import display_name
 from camcli.output.figures import panel
 from camcli.output.paths import atomic_write, heatmap_rel, inside, overlay_rel, panel_rel
 from camcli.output.render import (OVERLAY_FORMATS, draw_boxes, draw_caption, encode_png, encode_png16, fit_side,

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from camcli.models.layer_names import file_safe
+from camcli.engine.layer_names import file_safe
 
 
 def inside(out_dir: Path, rel: str) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from camcli import __version__
 from camcli.engine.devices import describe
 from camcli.errors import UsageError
-from camcli.models.layer_names import display_name
+from camcli.engine.layer_names import display_name
 from camcli.output.paths import write_json
 from camcli.run.resume import read_json_file
 

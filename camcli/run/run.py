@@ -20,7 +20,7 @@ from camcli.engine.images import discover
 from camcli.engine.stream import ImageResult
 from camcli.models.layer_search import earlier_layer
 from camcli.errors import UsageError
-from camcli.models.layer_names import display_name
+from camcli.engine.layer_names import display_name
 from camcli.output.csvfile import PredictionsCSV, sort_by_index
 from camcli.output.folder import OutputLock, claim_out_dir, prepare_out_dir
 from camcli.output.paths import write_json

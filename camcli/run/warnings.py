@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from camcli.engine.stream import ImageResult
-from camcli.models.layer_names import display_name
+from camcli.engine.layer_names import display_name
 
 EMPTY_MAPS = "maps with evidence"
 

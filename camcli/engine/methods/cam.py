@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from camcli.errors import UsageError
-from camcli.models.layer_names import display_name
+from camcli.engine.layer_names import display_name
 from camcli.engine.methods import register
-from camcli.engine.methods.base import CAMMethod, ForwardPass
+from camcli.engine.methods.base import CAMMethod, ForwardPass, model_logits
 
 
 def linear_head(model: nn.Module) -> tuple[str, nn.Linear] | None:
@@ -93,7 +93,7 @@ def cam_capable_layers(model: nn.Module, input_size: tuple[int, int], device: to
     try:
         x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
         with torch.inference_mode():
-            logits = model(x).float()
+            logits = model_logits(model(x)).float()
     finally:
         for h in handles:
             h.remove()

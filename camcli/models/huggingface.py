@@ -1,0 +1,119 @@
+"""HuggingFace image classifiers from a local folder: ``--model path/to/folder`` (optional ``transformers``).
+
+The folder is what ``save_pretrained`` writes and what fine-tuning tutorials end with: a
+``config.json``, weights (``model.safetensors``, or ``pytorch_model.bin``) and usually the image
+processor's ``preprocessor_config.json``. It loads offline (``local_files_only``) with
+``AutoModelForImageClassification``. A folder is data, not code: a config whose ``auto_map``
+asks for the folder's own Python code is refused unless ``--trust-checkpoint`` is given
+(``trust_remote_code``), safetensors are preferred, and a ``.bin`` is read with
+``weights_only`` (transformers' own safe loading). Labels come from ``id2label``; the input size,
+crop fraction (``crop_pct``, for ``--resize crop``), mean and std from the image processor's
+config; the score from the output object's ``.logits``. Layer names are module paths
+(``vit.encoder.layer[-1].layernorm_before``); ViT-style token layers read as maps through the
+config's ``patch_size``, Swin's token sequences and ConvNeXt's and ResNet's feature maps as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from camcli.errors import UsageError
+
+#: what transformers' image processors default to when the config does not say (ImageNet's)
+_DEFAULT_MEAN, _DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def is_hf_folder(spec) -> bool:
+    """Whether ``spec`` is a folder holding a ``config.json`` (what ``from_pretrained`` takes)."""
+    try:
+        return isinstance(spec, (str, Path)) and (Path(spec) / "config.json").is_file()
+    except OSError:
+        return False
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise UsageError("a HuggingFace model folder needs the optional transformers package: "
+                         "pip install 'camcli[hf]'") from None
+    return transformers
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is not a JSON object")
+    return data
+
+
+def load(folder: str | Path, trust: bool = False) -> tuple[nn.Module, dict, dict]:
+    """The classifier in ``folder``, its ``config.json`` and what its image processor says
+    (``input_size``, ``crop_fraction``, ``mean``, ``std``; ``None`` where it says nothing)."""
+    folder = Path(folder)
+    config = read_json(folder / "config.json")
+    if config.get("auto_map") and not trust:
+        raise UsageError(f"{folder}/config.json asks for the folder's own Python code (auto_map: "
+                         f"{', '.join(sorted(config['auto_map']))}); running it needs `trust_checkpoint` (only for "
+                         "folders you trust)")
+    transformers = _transformers()
+    weights = {"safetensors": (folder / "model.safetensors").is_file() or
+               any(folder.glob("model-*.safetensors")),
+               "bin": (folder / "pytorch_model.bin").is_file() or any(folder.glob("pytorch_model-*.bin"))}
+    if not any(weights.values()):
+        raise UsageError(f"{folder} holds a config.json but no weights (model.safetensors or pytorch_model.bin)")
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # camcli's log says what is loaded; --quiet means quiet
+    try:
+        model = transformers.AutoModelForImageClassification.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=trust, use_safetensors=weights["safetensors"])
+    except (ValueError, OSError, KeyError, RuntimeError, ImportError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"cannot load the HuggingFace model in {folder} as an image classifier: {first}") from None
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    return model.eval(), config, _preprocessing(folder)
+
+
+def labels_of(config: dict) -> list[str] | None:
+    """``id2label`` in index order, or ``None``."""
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    try:
+        pairs = sorted((int(k), str(v)) for k, v in id2label.items())
+    except (TypeError, ValueError):
+        return None
+    return [v for _, v in pairs] if [k for k, _ in pairs] == list(range(len(pairs))) else None
+
+
+def _preprocessing(folder: Path) -> dict:
+    """``input_size``, ``crop_fraction``, ``mean`` and ``std`` from ``preprocessor_config.json``."""
+    found = {"input_size": None, "crop_fraction": None, "mean": None, "std": None}
+    path = folder / "preprocessor_config.json"
+    if not path.is_file():
+        return found
+    cfg = read_json(path)
+    size = cfg.get("crop_size") if cfg.get("do_center_crop") and cfg.get("crop_size") else cfg.get("size")
+    if isinstance(size, dict):
+        if "height" in size and "width" in size:
+            found["input_size"] = (int(size["height"]), int(size["width"]))
+        elif "shortest_edge" in size:
+            found["input_size"] = (int(size["shortest_edge"]),) * 2
+    elif isinstance(size, int):
+        found["input_size"] = (size, size)
+    if cfg.get("crop_pct"):
+        found["crop_fraction"] = float(cfg["crop_pct"])
+    if cfg.get("do_normalize", True):
+        found["mean"] = tuple(float(v) for v in cfg.get("image_mean", _DEFAULT_MEAN))
+        found["std"] = tuple(float(v) for v in cfg.get("image_std", _DEFAULT_STD))
+    else:
+        found["mean"], found["std"] = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return found
