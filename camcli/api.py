@@ -110,7 +110,10 @@ def layers(model=None, *, config: str | os.PathLike | None = None, **options) ->
         _randomise_zero_head(loaded.model)
     size = loaded.input_size
     infos = trace_layers(loaded.model, size)
-    chosen = default_layer(loaded.model, size, infos=infos)
+    try:
+        chosen = default_layer(loaded.model, size, infos=infos)
+    except UsageError:  # no layer reads as a map: the listing says so by marking none
+        chosen = None
     cam_ok = cam_capable_layers(loaded.model, size)
     return [_layer_record(info, loaded.model, chosen, cam_ok) for info in infos]
 
@@ -130,11 +133,12 @@ def _randomise_zero_head(model) -> None:
 
 
 def _layer_record(info, model, chosen: str, cam_ok: set[str]) -> dict:
-    from camcli.engine.layer_names import display_name
+    from camcli.engine.layer_names import display_name, split_call
 
     layout = info.layout
     grid = list(layout.grid_of(info.shape)) if layout is not None else None
-    return {"name": info.name, "display": display_name(info.name), "type": type(model.get_submodule(info.name)).__name__,
+    module = model.get_submodule(split_call(info.name)[0])
+    return {"name": info.name, "display": display_name(info.name), "type": type(module).__name__,
             "shape": list(info.shape[1:]) if info.shape else None, "calls": info.calls,
             "map": {"layout": layout.kind, "grid": grid, "prefix": layout.prefix} if layout else None,
             "default": info.name == chosen, "cam": info.name in cam_ok, "describe": info.describe()}

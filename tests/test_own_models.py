@@ -233,3 +233,89 @@ def test_layers_takes_every_model_source(cli, user_code):
     assert "--trust-checkpoint" in _one_line(r)
     from_python = camcli.layers(net, input_size=96)
     assert [layer["name"] for layer in from_python] == [layer["name"] for layer in json.loads(factory.stdout)]
+
+
+def test_an_exported_program_is_explained_at_its_own_layers(cli, tmp_path):
+    """torch.export's .pt2: unflattened, hooks and gradients work at the eager model's layer names,
+    so the maps equal the eager model's; a fixed batch or a missing trust flag is refused."""
+    import torchvision
+    from torch.export import Dim
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=3).eval()
+    x = torch.zeros(2, 3, 64, 64)
+    torch.export.save(torch.export.export(net, (x,), dynamic_shapes=({0: Dim.DYNAMIC},)), tmp_path / "dyn.pt2")
+    torch.export.save(torch.export.export(net, (x[:1],)), tmp_path / "fixed.pt2")
+    common = ["--layer", "layer4", "--save-heatmap", "npy", "--heatmap-size", "layer", "--workers", "0",
+              "--device", "cpu", "--batch-size", "2"]
+    r = cli("explain", CIRCLE, PAIR, "--checkpoint", tmp_path / "dyn.pt2", "--trust-checkpoint", *common,
+            "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.stderr
+    eager = {r.item.rel: r for r in camcli.explain([CIRCLE, PAIR], model=net, layer="layer4", input_size=64,
+                                                    workers=0, device="cpu", batch_size=2)}
+    for row in read_csv(tmp_path / "a" / "predictions.csv"):
+        ours = np.load(tmp_path / "a" / row["heatmap"])
+        assert row["target_index"] == str(eager[row["path"]].target_index)
+        assert pearson(ours, eager[row["path"]].maps[0].layer_map) >= 0.999
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["model"]["input_size"] == [64, 64]
+    r = cli("explain", CIRCLE, "--checkpoint", tmp_path / "fixed.pt2", "--trust-checkpoint", "--out", tmp_path / "b")
+    assert "fixed batch of 1" in _one_line(r) and "Dim.DYNAMIC" in r.stderr
+    r = cli("explain", CIRCLE, "--checkpoint", tmp_path / "dyn.pt2", "--out", tmp_path / "c")
+    assert "--trust-checkpoint" in _one_line(r)
+    r = cli("explain", CIRCLE, "--checkpoint", tmp_path / "dyn.pt2", "--trust-checkpoint", "--input-size", "96",
+            "--out", tmp_path / "d")
+    assert "64x64 images only" in _one_line(r)
+
+
+def test_torchscript_that_does_not_fit_says_why_no_layer_can_be_read(cli, tmp_path):
+    import torchvision
+    net = torchvision.models.resnet18(num_classes=3).eval()
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 64, 64)), tmp_path / "scripted.pt")
+    r = cli("explain", CIRCLE, "--checkpoint", tmp_path / "scripted.pt", "--trust-checkpoint", "--out", tmp_path / "o")
+    text = _one_line(r)
+    assert "takes no forward hooks" in text and "torch.export" in text
+
+
+def test_a_shared_activation_is_a_layer_per_call_and_the_default_reads_the_heads_call(cli, user_code):
+    """TinyNet applies one ReLU6 module in its stem and in its head: each call is a layer (act#1,
+    act#2), and the default is the head's rectified map (act#2), not the signed BatchNorm output
+    before it. Its Grad-CAM equals pytorch-grad-cam's on the same model with a ReLU6 of its own there."""
+    folder, net = user_code
+    r = cli("layers", f"{folder / 'tinynet.py'}:build", "--model-arg", "classes=4", "--checkpoint", folder / "tiny.pt",
+            "--input-size", "96", "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = {layer["display"]: layer for layer in json.loads(r.stdout)}
+    assert rows["act#2"]["default"] and rows["act#2"]["shape"] == [32, 24, 24] and rows["act#1"]["shape"] == [16, 48, 48]
+    assert rows["act#2"]["cam"] and not rows["act"]["cam"] and rows["act"]["calls"] == 2
+
+    class Unshared(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.head_act = net, torch.nn.ReLU6()
+
+        def forward(self, x):
+            n = self.net
+            return n.head(self.head_act(n.body(n.act(n.stem(x)))).mean((2, 3)))
+
+    (result,) = list(camcli.explain([CIRCLE], model=net, input_size=96, workers=0, device="cpu"))
+    assert result.maps[0].layer == "act#2"
+    unshared = Unshared(net).eval()
+    theirs, target = _peer_map(unshared, unshared.head_act, CIRCLE)
+    assert result.target_index == target and pearson(result.maps[0].layer_map, theirs) >= 0.99
+    (cam,) = list(camcli.explain([CIRCLE], model=net, input_size=96, workers=0, device="cpu", method="cam",
+                                 layer="act#2"))
+    assert cam.status == "ok" and not cam.maps[0].empty
+
+
+def test_evaluate_reruns_a_run_made_from_a_module_only_with_that_module(user_code, tmp_path):
+    from camcli.errors import UsageError
+    from conftest import read_boxes
+    _folder, net = user_code
+    out = tmp_path / "o"
+    list(camcli.explain([CIRCLE], model=net, input_size=96, workers=0, device="cpu", save_heatmap="npy", out=out))
+    label, box = read_boxes()[f"single/{CIRCLE.name}"][0]
+    (tmp_path / "truth.csv").write_text(f"path,x0,y0,x1,y1,label\n{CIRCLE.name},{','.join(map(str, box))},{label}\n")
+    report = camcli.evaluate(out, tmp_path / "truth.csv", faithfulness=True, steps=4, model=net)
+    assert report.summaries[0].deletion_auc is not None and report.summaries[0].images == 1
+    with pytest.raises(UsageError, match="pass the same module"):
+        camcli.evaluate(out, tmp_path / "truth.csv", faithfulness=True, steps=4)

@@ -141,3 +141,21 @@ def test_a_run_without_heatmaps_or_boxes_says_what_to_rerun(cli, tmp_path):
     assert cli("explain", image, "--config", DEMO_CONFIG, "--out", out, "--workers", "0", "--quiet").exit_code == 0
     r = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv", "--sanity")
     assert r.exit_code == 2 and "save_heatmap" in r.stderr.replace("-", "_")
+
+
+def test_report_says_which_gates_links_the_gallery_and_has_rows_per_class(cli, small_run):
+    assert cli("gallery", small_run).exit_code == 0
+    r = cli("evaluate", small_run, "--truth", SAMPLES / "boxes.csv", "--html", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    page = (small_run / "report.html").read_text()
+    assert "no gates set" in page and "every gate holds" not in page  # nothing was checked
+    assert 'href="index.html"' in page and 'href="report.html"' in (small_run / "index.html").read_text()
+    rows = read_csv(small_run / "evaluation.csv")
+    groups = {(row["method"], row["layer"], row["target_label"]) for row in rows}
+    labels = {label for _, _, label in groups}
+    assert page.count('class="per-class"') == (len(groups) if len(labels) > 1 else 0)
+    # captions wrap at words: only the file name may break anywhere
+    style = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    assert "break-all" not in style and ".miss p.path{overflow-wrap:anywhere}" in style
+    r = cli("evaluate", small_run, "--truth", SAMPLES / "boxes.csv", "--html", "--quiet", "--min-pointing", "0")
+    assert r.exit_code == 0 and "every gate holds (--min-pointing 0)" in (small_run / "report.html").read_text()

@@ -191,5 +191,8 @@ def layers(
     chosen = next((info["name"] for info in found if info["default"]), None)
     if chosen:
         console.print(f"* default layer: {display_name(chosen)} (also written {chosen})", markup=False)
+    else:
+        console.print("no default layer: no module's output reads as a spatial map (N, C, H, W), channels-last or "
+                      "patch tokens, once per forward", markup=False)
     console.print("cam: --method cam applies here" if any(info["cam"] for info in found) else
                   "cam: no layer of this model supports --method cam; use gradcam or another method", markup=False)

@@ -19,7 +19,7 @@ from torch import nn
 from camcli.errors import UsageError
 from camcli.engine.layouts import LAYOUTS, NCHW, Layout
 from camcli.engine.tensors import first_tensor, replace_first_tensor
-from camcli.engine.layer_names import display_name
+from camcli.engine.layer_names import display_name, hook_layer
 
 
 @contextmanager
@@ -46,8 +46,9 @@ def capture(model: nn.Module, layers: Sequence[str], track_grad: bool,
     def hook_for(layer: str):
         def hook(_module, _inputs, output):
             if layer in store:
-                raise UsageError(f"layer {display_name(layer)} runs more than once per forward "
-                                 "(a shared module); choose another `layer`")
+                raise UsageError(f"layer {display_name(layer)} runs more than once per forward (a shared "
+                                 f"module): name one of its calls, {display_name(layer)}#1, #2, ... (`camcli layers` "
+                                 "lists them)")
             tensor = first_tensor(output)
             if tensor is None:
                 raise UsageError(f"layer {display_name(layer)} produced no tensor")
@@ -60,7 +61,7 @@ def capture(model: nn.Module, layers: Sequence[str], track_grad: bool,
 
     with removed_after(handles):
         for layer in layers:
-            handles.append(model.get_submodule(layer).register_forward_hook(hook_for(layer)))
+            handles += hook_layer(model, layer, hook_for(layer))
         yield store
 
 

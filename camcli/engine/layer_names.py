@@ -3,6 +3,9 @@
 Users write layers the way they index the model in Python (``layer4[1]``, ``layer4[-1]``,
 ``features[28]``) or the way ``named_modules`` spells them (``layer4.1``, ``features.28``).
 Both resolve to the same canonical dotted name; we display the bracket form.
+
+A module that runs more than once per forward (one activation module applied in the stem and
+in the head) is a layer per call: ``act#2`` is its second call's output (:func:`split_call`).
 """
 
 from __future__ import annotations
@@ -33,11 +36,24 @@ def parse_layer(spec: str) -> list[str | int]:
     return parts
 
 
+_CALL = re.compile(r"\s*#\s*(\d+)\s*$")
+
+
+def split_call(layer: str) -> tuple[str, int | None]:
+    """``'act#2'`` -> ``('act', 2)``; ``'layer4.1'`` -> ``('layer4.1', None)``: the module, and which
+    of its calls in a forward (1 for the first) the layer means."""
+    m = _CALL.search(layer)
+    return (layer[:m.start()], int(m.group(1))) if m else (layer, None)
+
+
 def display_name(dotted: str) -> str:
     """``'layer4.1'`` -> ``'layer4[1]'``; ``'features.norm5'`` stays as it is; a fused set
     ``'layer3+layer4.1'`` -> ``'layer3+layer4[1]'``."""
     if "+" in dotted:
         return "+".join(display_name(part) for part in dotted.split("+"))
+    dotted, call = split_call(dotted)
+    if call is not None:
+        return f"{display_name(dotted)}#{call}"
     out = ""
     for part in dotted.split("."):
         out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
@@ -50,7 +66,13 @@ def file_safe(dotted: str) -> str:
 
 
 def resolve_layer(model: nn.Module, spec: str) -> str:
-    """Canonical dotted name of the module ``spec`` points at, or a ``UsageError`` with suggestions."""
+    """Canonical dotted name of the module ``spec`` points at (with ``#k`` for its k-th call), or a
+    ``UsageError`` with suggestions."""
+    spec, call = split_call(spec)
+    if call is not None:
+        if call < 1:
+            raise UsageError(f"layer {spec}#{call}: calls are counted from 1 (#1 is the first)")
+        return f"{resolve_layer(model, spec)}#{call}"
     modules = dict(model.named_modules())
     if spec.strip() in modules and spec.strip():
         return spec.strip()
@@ -86,3 +108,22 @@ def _unknown_layer(model: nn.Module, spec: str, why: str = "") -> UsageError:
         msg += "; closest: " + ", ".join(near)
     msg += ". See every name with `camcli layers MODEL`."
     return UsageError(msg)
+
+
+def hook_layer(model: nn.Module, layer: str, hook) -> list:
+    """Register ``hook`` as a forward hook of ``layer``'s module; for ``name#k``, only on its k-th
+    call in each forward of ``model`` (a pre-hook on the model restarts the count). The handles."""
+    name, call = split_call(layer)
+    module = model.get_submodule(name)
+    if call is None:
+        return [module.register_forward_hook(hook)]
+    seen = [0]
+
+    def restart(_model, _inputs):
+        seen[0] = 0
+
+    def on_call(m, inputs, output):
+        seen[0] += 1
+        return hook(m, inputs, output) if seen[0] == call else None
+
+    return [model.register_forward_pre_hook(restart), module.register_forward_hook(on_call)]

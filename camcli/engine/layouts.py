@@ -24,6 +24,7 @@ from torch import nn
 
 from camcli.engine.tensors import first_tensor
 from camcli.errors import UsageError
+from camcli.engine.layer_names import hook_layer
 
 LAYOUTS = ("auto", "nchw", "nhwc", "tokens")
 #: the most prefix tokens (class, distillation, register tokens) considered without the model saying
@@ -172,7 +173,7 @@ def layer_shapes(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[s
         def hook(_m, _i, output, layer=layer):
             t = first_tensor(output)
             shapes.setdefault(layer, tuple(t.shape) if t is not None else ())
-        handles.append(model.get_submodule(layer).register_forward_hook(hook))
+        handles += hook_layer(model, layer, hook)
     try:
         with torch.no_grad():
             model(x)

@@ -29,6 +29,7 @@ import weakref
 
 import torch
 from torch import fx, nn
+from camcli.engine.layer_names import hook_layer
 
 
 #: model -> layer -> its tail, or None where the model cannot be cut there
@@ -100,11 +101,12 @@ def read_layer(model: nn.Module, layer: str, x: torch.Tensor):
     def hook(_module, _inputs, output):
         seen["out"] = output.clone() if isinstance(output, torch.Tensor) else output
 
-    handle = model.get_submodule(layer).register_forward_hook(hook)
+    handles = hook_layer(model, layer, hook)
     try:
         output = model(x)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return output, seen["out"]
 
 

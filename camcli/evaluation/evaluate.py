@@ -46,6 +46,19 @@ class Report:
                 **({"report_html": str(self.html)} if self.html else {})}
 
 
+def _module(settings: dict):
+    """``model=<nn.Module>`` (as for :func:`camcli.explain`): taken out of ``settings``, which then name it."""
+    from torch import nn
+
+    model = settings.get("model")
+    if not isinstance(model, nn.Module):
+        return None
+    from camcli.models.factory import PYTHON_OBJECT
+    from camcli.models.modules import qualified_name
+    settings["model"] = PYTHON_OBJECT + qualified_name(model)
+    return model
+
+
 def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: str | os.PathLike, *,
              normalized: bool = False, config: str | os.PathLike | None = None,
              box_threshold: float = DEFAULT_THRESHOLD, pointing_tolerance: float = POINTING_TOLERANCE,
@@ -58,7 +71,8 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
 
     ``sources``: a finished ``camcli explain`` output folder, or images to explain now with the
     model ``settings`` (``model``, ``checkpoint``, ``method``, ... as for :func:`camcli.explain`)
-    or ``config``. ``progress(stage, done, total)`` is called as images are explained (stage
+    or ``config``; ``model`` may be an ``nn.Module``, as for :func:`camcli.explain` (a run made
+    from a module is rerun only with it). ``progress(stage, done, total)`` is called as images are explained (stage
 ``explaining``: images) and as the sanity checks go (``sanity``: explanation passes).
     """
     from camcli.evaluation.sources import gather_maps, sanity_of
@@ -75,16 +89,17 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
     sanity = sanity or max_sanity_similarity is not None
     log = log or (lambda msg: None)
     paths = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(s) for s in sources]
+    module = _module(settings)
     given = {k: settings.get(k) for k in EVALUATE_KEYS}
     config = Path(config) if config is not None else None
     maps, folder, rerun = gather_maps(paths, given, config, steps if faithfulness else None,
                                       Path(out) if out is not None else None, log, rerun=sanity,
                                       progress=(lambda done, total: progress("explaining", done, total))
-                                      if progress else None)
+                                      if progress else None, module=module)
     result = None
     if sanity:
         model_settings, inputs = rerun
-        result = sanity_of(model_settings, inputs, log=log,
+        result = sanity_of(model_settings, inputs, log=log, module=module,
                            progress=(lambda done, total: progress("sanity", done, total)) if progress else None)
         attach_sanity(maps, result)
     sizes = {m.path: (m.width, m.height) for m in maps}

@@ -60,7 +60,7 @@ def _read_heatmap(path: Path, width: int, height: int) -> np.ndarray:
 
 
 def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = False, steps: int = 16,
-                     log=None, progress=None) -> Iterator[MapToScore]:
+                     log=None, progress=None, module=None) -> Iterator[MapToScore]:
     """Explain ``inputs`` with ``settings`` in memory (nothing written) and yield the maps;
     ``progress(done, total)`` after each image."""
     from camcli.engine.stream import image_seed
@@ -69,7 +69,7 @@ def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = Fals
     from camcli.run import Run
     from camcli.settings import cam_batch_size_for
 
-    run = Run(settings, inputs, write=False, log=log)
+    run = Run(settings, inputs, write=False, log=log, module=module)
     mean = std = None
     done = 0
     for result in run:
@@ -105,7 +105,7 @@ def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = Fals
 
 def gather_maps(sources: list[Path], given: dict, config: Path | None = None, faithfulness_steps: int | None = None,
                 out: Path | None = None, log=None, rerun: bool = False,
-                progress=None) -> tuple[list[MapToScore], Path, object]:
+                progress=None, module=None) -> tuple[list[MapToScore], Path, object]:
     """The maps to score, the folder ``evaluation.csv`` goes to, and the settings of the model.
 
     ``sources``: one finished output folder, or images to explain now with the settings ``given``
@@ -127,7 +127,8 @@ def gather_maps(sources: list[Path], given: dict, config: Path | None = None, fa
     if is_output and faithfulness_steps is None:
         return list(maps_from_output(folder)), folder, (settings, inputs)
     with_faith = faithfulness_steps is not None
-    maps = list(maps_from_images(settings, inputs, with_faith, faithfulness_steps or 16, log=log, progress=progress))
+    maps = list(maps_from_images(settings, inputs, with_faith, faithfulness_steps or 16, log=log, progress=progress,
+                                 module=module))
     return maps, eval_dir, (settings, inputs)
 
 
@@ -148,14 +149,14 @@ def model_settings(sources: list[Path], given: dict, config: Path | None, out: P
     return settings, [str(s) for s in sources], prepare_out_dir(out or Path("camcli-eval"))
 
 
-def sanity_of(settings, inputs: list[str], progress=None, log=None):
+def sanity_of(settings, inputs: list[str], progress=None, log=None, module=None):
     """The randomisation tests (:mod:`.sanity`) for ``settings``' model and methods on ``inputs``."""
     from camcli.engine.images import discover
     from camcli.engine.stream import image_seed
     from camcli.evaluation.sanity import run_sanity
     from camcli.session import ExplainSession
 
-    session = ExplainSession.open(settings)
+    session = ExplainSession.open(settings, module=module)
     kept = []
     for r in session.results(discover(inputs, hidden=settings.hidden)):
         if r.status == "ok":

@@ -160,6 +160,12 @@ OWN_MODEL_HINT = ("Check `model` and `num_classes`; for a model of your own clas
                   "`model` path/to/file.py:function (see docs/models.md, \"Your own model\")")
 
 
+#: why a TorchScript file's weights go into `model`, and what else to do
+TORCHSCRIPT_HINT = ("A TorchScript program takes no forward hooks, so camcli cannot read a layer inside it; it loads "
+                    "the program's weights into `model` instead: name the architecture it was scripted from, or "
+                    "export it with torch.export (a .pt2 is explained at its own layers), or save a state dict")
+
+
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, hint: str = OWN_MODEL_HINT) -> None:
     """``load_state_dict(strict=True)`` with an error that names the first mismatches."""
     own = model.state_dict()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from camcli.engine.layer_names import hook_layer, split_call
 from camcli.engine.methods.cam import linear_head
 from camcli.engine.layouts import Layout, by_scaling, readings, rescaled_shapes, token_geometry
 from camcli.engine.tensors import first_tensor
@@ -60,16 +61,15 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int], device: torch.de
 
     def hook_for(name: str):
         def hook(_module, _inputs, output):
-            entry = seen.get(name)
-            if entry is None:
-                tensor = first_tensor(output)
-                if tensor is not None:
-                    alive.append(tensor)
-                seen[name] = entry = {
-                    "shape": tuple(tensor.shape) if tensor is not None else None,
+            tensor = first_tensor(output)
+            if tensor is not None:
+                alive.append(tensor)
+            call = {"shape": tuple(tensor.shape) if tensor is not None else None,
                     "identity": (tensor.data_ptr(), tensor._version) if tensor is not None else None,
-                    "order": counter[0], "calls": 0}
+                    "order": counter[0]}
+            entry = seen.setdefault(name, {**call, "calls": 0, "each": []})
             entry["calls"] += 1
+            entry["each"].append(call)
             counter[0] += 1
         return hook
 
@@ -85,6 +85,10 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int], device: torch.de
         model.train(was_training)
         for h in handles:
             h.remove()
+    for name, e in list(seen.items()):  # a module run several times: one layer per call, act#1, act#2, ...
+        if e["calls"] > 1:
+            for k, call in enumerate(e["each"], start=1):
+                seen[f"{name}#{k}"] = {**call, "calls": 1}
     geometry = token_geometry(model)
     found = {name: readings(e["shape"], input_size, geometry) if e["shape"] else [] for name, e in seen.items()}
     unsure = [name for name, r in found.items() if len(r) > 1 and len(seen[name]["shape"]) == 4]
@@ -103,6 +107,9 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int], device: torch.de
         e = seen.get(name)
         infos.append(LayerInfo(name, e["shape"], e["calls"], e["order"], e["identity"], tuple(found[name])) if e
                      else LayerInfo(name, None, 0, -1))
+        for k in range(1, (e["calls"] + 1) if e and e["calls"] > 1 else 0):
+            c = seen[f"{name}#{k}"]
+            infos.append(LayerInfo(f"{name}#{k}", c["shape"], 1, c["order"], c["identity"], tuple(found[f"{name}#{k}"])))
     return infos
 
 
@@ -145,9 +152,8 @@ def default_layer(model: nn.Module, input_size: tuple[int, int], device: torch.d
         # on the residual stream (the width the head reads: not timm's fused qkv projection)
         width = last.layout.channels_of(last.shape)
         # a Linear inside attention (HuggingFace's separate q/k/v projections) is no value on the stream
-        modules = dict(model.named_modules())
         stream = [i for i in spatial if i.layout.kind != "nchw" and i.layout.channels_of(i.shape) == width
-                  and not isinstance(modules[i.name], nn.Linear)]
+                  and not isinstance(_module(model, i.name), nn.Linear)]
         reached = _with_patch_gradient(model, stream, input_size, device)
         spatial = [i for i in spatial if i.layout.kind == "nchw" or i.name in reached] or spatial
     return _last(model, spatial)
@@ -166,10 +172,14 @@ def earlier_layer(model: nn.Module, input_size: tuple[int, int], layer: str,
     return _last(model, spatial) if spatial else None
 
 
+def _module(model: nn.Module, layer: str) -> nn.Module:
+    """The module a layer name means (``act#2``: ``act``)."""
+    return model.get_submodule(split_call(layer)[0])
+
+
 def _spatial(model: nn.Module, infos: list[LayerInfo]) -> list[LayerInfo]:
-    modules = dict(model.named_modules())
     return [i for i in infos if i.calls == 1 and is_spatial(i)
-            and not isinstance(modules[i.name], (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
+            and not isinstance(_module(model, i.name), (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
 
 
 def _with_patch_gradient(model: nn.Module, infos: list[LayerInfo], input_size: tuple[int, int],
@@ -180,7 +190,7 @@ def _with_patch_gradient(model: nn.Module, infos: list[LayerInfo], input_size: t
     for info in infos:
         def hook(_m, _i, output, name=info.name):
             store[name] = first_tensor(output)
-        handles.append(model.get_submodule(info.name).register_forward_hook(hook))
+        handles += hook_layer(model, info.name, hook)
     # What reaches the classifier, seen through a random projection: a freshly built head can
     # be all zeros (torchvision's ViT), and a plain sum cancels after a LayerNorm.
     head = linear_head(model)
@@ -207,9 +217,8 @@ def _with_patch_gradient(model: nn.Module, infos: list[LayerInfo], input_size: t
 
 
 def _last(model: nn.Module, spatial: list[LayerInfo]) -> str:
-    modules = dict(model.named_modules())
     last = max(spatial, key=lambda i: i.order)
     same = [i for i in spatial if i.identity == last.identity and i.shape == last.shape]
-    plain = [i for i in same if not isinstance(modules[i.name], _ACTIVATIONS)] or same
+    plain = [i for i in same if not isinstance(_module(model, i.name), _ACTIVATIONS)] or same
     blocks = [i for i in plain if i.name.rsplit(".", 1)[-1].isdigit()] or plain
     return max(blocks, key=lambda i: (i.name.count("."), -i.order)).name

@@ -26,9 +26,10 @@ import torchvision
 from torch import nn
 
 from camcli.engine.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel
-from camcli.models.checkpoints import file_sha256, head_key, load_into, read_checkpoint, read_state_dict
+from camcli.models.checkpoints import (OWN_MODEL_HINT, TORCHSCRIPT_HINT, file_sha256, head_key, is_torchscript,
+                                      load_into, read_checkpoint, read_state_dict)
 from camcli.errors import UsageError, unknown
-from camcli.models import huggingface, timm_models
+from camcli.models import exported, huggingface, timm_models
 from camcli.models.factory import build_from_factory, is_factory
 from camcli.models.modules import classes_of, qualified_name, weights_sha256
 from camcli.models.labels import fit_labels, read_labels
@@ -89,6 +90,15 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
         return _finish(_huggingface(Path(architecture), num_classes, labels, input_size, trust), mean, std, device)
     if model_args:
         raise UsageError("`model_arg` is for a factory (`model` file.py:function); a named architecture takes none")
+    if checkpoint is not None and exported.is_exported(checkpoint):
+        if architecture not in (None, DEFAULT_ARCHITECTURE):
+            raise UsageError(f"checkpoint {checkpoint} is a torch.export program, which is the model: leave `model` out")
+        program, size = exported.load(checkpoint, trust)
+        if input_size is not None and _size(input_size) != size:
+            raise UsageError(f"`input_size` {input_size}: the exported program takes {size[0]}x{size[1]} images only")
+        loaded = _own_model(program, {"kind": "exported"}, None, num_classes, labels, size, hint="")
+        loaded.checkpoint, loaded.checkpoint_sha256 = str(checkpoint), file_sha256(checkpoint)
+        return _finish(loaded, mean, std, device)
     state = None
     if checkpoint is not None and trust and architecture in (None, DEFAULT_ARCHITECTURE):
         # the default model is not a choice: a whole pickled model is taken as it is, whatever its class
@@ -121,7 +131,8 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
                 num_classes = _classes_in(architecture, state)
             model = _build_for(architecture, num_classes, state)
             channels = _match_input_channels(model, state, str(checkpoint))
-            load_into(model, state, str(checkpoint))
+            load_into(model, state, str(checkpoint), hint=TORCHSCRIPT_HINT if is_torchscript(Path(checkpoint))
+                      else OWN_MODEL_HINT)
             if channels == 1:
                 _rgb_first_conv(model)
         loaded = LoadedModel(model, architecture, fit_labels(label_list, num_classes, "`labels`"),

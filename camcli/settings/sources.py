@@ -90,8 +90,21 @@ def read_config(path: str | Path) -> dict[str, Any]:
         value = coerce(key, value, f"config file {p}, key {raw_key!r}")
         if key in _PATH_KEYS and value is not None:
             value = str((p.parent / value)) if not Path(value).is_absolute() else value
+        if key == "model" and isinstance(value, str):
+            value = _model_beside(p.parent, value)
         out[key] = value
     return out
+
+
+def _model_beside(folder: Path, spec: str) -> str:
+    """A config's ``model`` that names a file or folder (``nets/tiny.py:build``, ``./my-vit``) is
+    relative to the config file, as its other paths are; names and dotted modules stay as they are."""
+    code, sep, attribute = spec.rpartition(":")
+    if sep and code.endswith(".py") and not Path(code).is_absolute():
+        return f"{folder / code}:{attribute}"
+    if not sep and ("/" in spec or spec.startswith(".")) and not Path(spec).is_absolute():
+        return str(folder / spec)
+    return spec
 
 
 def read_env(environ: dict[str, str] | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from camcli.errors import UsageError
+from camcli.engine.layer_names import hook_layer
 from camcli.engine.tail import forget, model_tail, read_layer
 from camcli.engine.tensors import first_tensor, replace_first_tensor
 from camcli.engine.methods import register
@@ -107,7 +108,7 @@ class AblationCAM(CAMMethod):
         def hook(_module, _inputs, output):
             return replace_first_tensor(output, fp.layer_output(layer, replacement["acts"], first_tensor(output)))
 
-        handle = fp.model.get_submodule(layer).register_forward_hook(hook)
+        handles = hook_layer(fp.model, layer, hook)
 
         def scores_of(i: int, ablated: torch.Tensor) -> torch.Tensor:
             k = ablated.shape[0]
@@ -116,7 +117,8 @@ class AblationCAM(CAMMethod):
             return class_scores(logits, fp.targets[i:i + 1].expand(k), fp.score)
 
         def close() -> None:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
             replacement.clear()
 
         scores_of.close = close

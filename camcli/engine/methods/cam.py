@@ -81,14 +81,14 @@ def cam_capable_layers(model: nn.Module, input_size: tuple[int, int], device: to
     head = linear_head(model)
     if head is None:
         return set()
-    outputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, list[torch.Tensor | None]] = {}  # module -> its output at each call
     handles = []
     for name, module in model.named_modules():
         if name:
             def hook(_m, _i, out, name=name):
-                if (isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[1] == head[1].in_features
-                        and out.shape[2] * out.shape[3] > 1):  # a 1x1 map (avgpool) explains nothing
-                    outputs.setdefault(name, out.detach().clone())
+                fits = (isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[1] == head[1].in_features
+                        and out.shape[2] * out.shape[3] > 1)  # a 1x1 map (avgpool) explains nothing
+                outputs.setdefault(name, []).append(out.detach().clone() if fits else None)
             handles.append(module.register_forward_hook(hook))
     try:
         x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
@@ -98,5 +98,9 @@ def cam_capable_layers(model: nn.Module, input_size: tuple[int, int], device: to
         for h in handles:
             h.remove()
     tol = 1e-3 * max(1.0, logits.abs().max().item())
-    return {name for name, acts in outputs.items()
-            if (CAM._logits_from_gap(head[1], acts) - logits).abs().max().item() <= tol}
+    found = set()
+    for name, calls in outputs.items():  # a module run several times is a layer per call (act#2)
+        for k, acts in enumerate(calls, start=1):
+            if acts is not None and (CAM._logits_from_gap(head[1], acts) - logits).abs().max().item() <= tol:
+                found.add(name if len(calls) == 1 else f"{name}#{k}")
+    return found
