@@ -33,3 +33,11 @@ def test_layers_json_gives_each_layers_map(cli):
     assert rows["permute"]["default"] and rows["permute"]["cam"]
     assert rows["head"]["map"] is None and rows["head"]["shape"] == [1000]
     assert sum(row["default"] for row in rows.values()) == 1
+
+
+def test_method_names_checked_before_torch_loads_are_the_registry():
+    """The settings check method names against camcli.engine.METHOD_NAMES (no torch needed); it
+    must list exactly the registered methods, in the order `camcli methods` prints them."""
+    from camcli.engine import METHOD_NAMES
+    from camcli.engine.methods import available
+    assert METHOD_NAMES == tuple(available())

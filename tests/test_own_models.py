@@ -148,6 +148,18 @@ def test_a_model_class_from_an_installed_package_through_its_module_path(cli, sm
                                                                      factory["layer"])
     model = json.loads((tmp_path / "factory" / "run.json").read_text())["model"]
     assert model["architecture"] == "torchvision.models.resnet.ResNet"
+    # and both routes give pytorch-grad-cam's map on the same module and layer
+    import torchvision
+    net = torchvision.models.resnet18(num_classes=3)
+    net.load_state_dict(torch.load(small_model / "r18.pth", weights_only=True))
+    net.eval()
+    theirs, target = _peer_map(net, net.layer4[1], CIRCLE, size=64)
+    r = cli("explain", *common, "--model", "torchvision.models:resnet18", "--model-arg", "num_classes=3",
+            "--save-heatmap", "npy", "--heatmap-size", "layer", "--out", tmp_path / "maps")
+    row = read_csv(tmp_path / "maps" / "predictions.csv")[0]
+    assert int(row["target_index"]) == target and pearson(np.load(tmp_path / "maps" / row["heatmap"]), theirs) >= 0.99
+    (result,) = list(camcli.explain([CIRCLE], model=net, input_size=64, workers=0, device="cpu"))
+    assert result.maps[0].layer == "layer4.1" and pearson(result.maps[0].layer_map, theirs) >= 0.99
 
 
 def _one_line(r) -> str:
