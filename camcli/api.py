@@ -46,24 +46,13 @@ def explain(paths: str | os.PathLike | Sequence[str | os.PathLike], model=None, 
     if unknown:
         raise TypeError(f"explain() got unexpected option(s): {', '.join(unknown)}")
     inputs = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
-    module = model if _is_module(model) else None
-    if module is not None:
-        from camcli.models.factory import PYTHON_OBJECT
-        from camcli.models.modules import qualified_name
-        model = PYTHON_OBJECT + qualified_name(module)  # what run.json records; the module itself is used
+    from camcli.models.modules import handed_over
+
+    model, module = handed_over(model)  # a module is recorded by its class's name, and used itself
     values = dict(options, model=model, method=_as_list(method), layer=_as_list(layer),
                   out=os.fspath(out) if out is not None else None)
     settings = resolve(values, config, environ={})
     return Run(settings, inputs, write=out is not None, module=module)
-
-
-def _is_module(model) -> bool:
-    if model is None or isinstance(model, (str, os.PathLike)):
-        return False
-    from torch import nn
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"explain(): model must be a name or a torch.nn.Module, not {type(model).__name__}")
-    return True
 
 
 def _as_list(value) -> list[str] | None:
@@ -96,9 +85,11 @@ def layers(model=None, *, config: str | os.PathLike | None = None, **options) ->
     unknown = sorted(k for k in options if k not in _LAYER_OPTIONS)
     if unknown:
         raise TypeError(f"layers() got unexpected option(s): {', '.join(unknown)}")
-    module = model if _is_module(model) else None
-    settings = resolve(dict(options, model=None if module is not None else model), config, environ={})
-    named = module is not None or model is not None or settings.sources.get("model") != "default"
+    from camcli.models.modules import handed_over
+
+    model, module = handed_over(model)
+    settings = resolve(dict(options, model=model), config, environ={})
+    named = model is not None or settings.sources.get("model") != "default"
     if not named and not (settings.checkpoint and settings.trust_checkpoint):
         raise UsageError("name a model: an architecture (resnet18), timm/NAME, a factory (file.py:function), or a "
                          "whole pickled model as `checkpoint` with `trust_checkpoint`")

@@ -55,6 +55,12 @@ def as_flags(template: str) -> str:
     return _SETTING.sub(lambda m: "--" + m.group(1).replace("_", "-"), template)
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message in one line (its type's name when it has none): what a one-line error quotes."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     """Valid names close to ``name``: fuzzy matches first, then names that contain it."""
     choices = list(dict.fromkeys(choices))

@@ -100,9 +100,8 @@ class ExplainSession:
         """One log line: model, layers, methods, device."""
         lm = self.loaded
         source = lm.source or {}
-        weights = lm.weights or lm.checkpoint or {"module": "the module's own weights", "factory":
-                                                   "weights as the factory made them"}.get(
-            source.get("kind"), source.get("folder", "random weights"))
+        weights = (lm.weights or lm.checkpoint or (source["spec"] if source.get("kind") == "huggingface" else None)
+                   or ("its own weights" if source else "random weights"))
         return (f"model {lm.architecture} ({weights}), {lm.num_classes} "
                 f"classes, input {lm.input_size[0]}x{lm.input_size[1]}; layer "
                 f"{', '.join(display_name(l) for l in self.layers)}; method "

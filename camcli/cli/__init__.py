@@ -18,6 +18,7 @@ from rich.console import Console
 
 from camcli import __version__
 from camcli.cli.allocator import keep_freed_memory
+from camcli.cli.signals import exit_code
 from camcli.errors import EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CamcliError
 
 EXIT_CODES = (
@@ -57,7 +58,6 @@ def handle_errors(func):
             stderr_console().print(f"[bold red]camcli: error:[/] {text}", markup=True, highlight=False)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt as e:
-            from camcli.cli.signals import exit_code
             code = exit_code(e)
             stderr_console().print("camcli: terminated" if code == EXIT_TERMINATED else "camcli: interrupted")
             raise typer.Exit(code) from None
@@ -91,7 +91,6 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt as e:
-        from camcli.cli.signals import exit_code
         sys.exit(exit_code(e))
     except SystemExit as e:
         code = e.code

@@ -51,7 +51,7 @@ def explain(
     if dry_run:
         _dry_run(resolved, paths, json_out)
         raise typer.Exit(EXIT_OK)
-    discover(paths, hidden=resolved.hidden)
+    items = discover(paths, hidden=resolved.hidden)
     _check_out(resolved)
 
     log = (lambda msg: None) if resolved.quiet else (lambda msg: console.print(as_flags(msg), markup=False))
@@ -63,7 +63,7 @@ def explain(
         from camcli.output.ndjson import image_record, summary_record
         from camcli.run import Run
 
-        run = Run(resolved, paths, log=log)
+        run = Run(resolved, paths, log=log, items=items)
         show_bar = console.is_terminal and not resolved.quiet
         lines = ProgressLines("explaining", "images", 0 if show_bar or resolved.quiet else progress_every, log)
         with Progress(TextColumn("explaining"), BarColumn(), MofNCompleteColumn(),

@@ -46,19 +46,6 @@ class Report:
                 **({"report_html": str(self.html)} if self.html else {})}
 
 
-def _module(settings: dict):
-    """``model=<nn.Module>`` (as for :func:`camcli.explain`): taken out of ``settings``, which then name it."""
-    from torch import nn
-
-    model = settings.get("model")
-    if not isinstance(model, nn.Module):
-        return None
-    from camcli.models.factory import PYTHON_OBJECT
-    from camcli.models.modules import qualified_name
-    settings["model"] = PYTHON_OBJECT + qualified_name(model)
-    return model
-
-
 def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: str | os.PathLike, *,
              normalized: bool = False, config: str | os.PathLike | None = None,
              box_threshold: float = DEFAULT_THRESHOLD, pointing_tolerance: float = POINTING_TOLERANCE,
@@ -89,7 +76,9 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
     sanity = sanity or max_sanity_similarity is not None
     log = log or (lambda msg: None)
     paths = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(s) for s in sources]
-    module = _module(settings)
+    from camcli.models.modules import handed_over
+
+    settings["model"], module = handed_over(settings.get("model"))
     given = {k: settings.get(k) for k in EVALUATE_KEYS}
     config = Path(config) if config is not None else None
     maps, folder, rerun = gather_maps(paths, given, config, steps if faithfulness else None,
@@ -110,12 +99,10 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
     write_csv(folder / "evaluation.csv", evaluation)
     if not evaluation.rows:
         raise UsageError("nothing to score: no explained image has ground truth (check the paths in --truth)")
-    failures = check_gates(evaluation.summaries, min_iou=min_iou, min_pointing=min_pointing, min_accuracy=min_accuracy,
-                           max_sanity_similarity=max_sanity_similarity)
-    report = Report(evaluation, folder, failures, result, *(rerun or (None, [])))
-    report.gates = {k: v for k, v in (("min_iou", min_iou), ("min_pointing", min_pointing),
-                                      ("min_accuracy", min_accuracy),
-                                      ("max_sanity_similarity", max_sanity_similarity)) if v is not None}
+    gates = {k: v for k, v in dict(min_iou=min_iou, min_pointing=min_pointing, min_accuracy=min_accuracy,
+                                   max_sanity_similarity=max_sanity_similarity).items() if v is not None}
+    report = Report(evaluation, folder, check_gates(evaluation.summaries, **gates), result,
+                    *(rerun or (None, [])), gates=gates)
     if html:
         from camcli.output.report_page import write_report
         report.html = write_report(report, folder / "report.html")

@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from camcli.errors import UsageError
+from camcli.engine.loaded import LoadedModel
+from camcli.errors import UsageError, first_line
+from camcli.models.modules import own_model
 
 
 def is_exported(path) -> bool:
@@ -33,6 +35,17 @@ def is_exported(path) -> bool:
         return False
 
 
+def load_program(path, size: tuple[int, int] | None = None, num_classes: int | None = None, labels=None,
+                 trust: bool = False) -> LoadedModel:
+    """The exported program ready for the engine; ``size``, if given, must be the one it was exported at."""
+    program, exported_size = load(path, trust)
+    if size is not None and size != exported_size:
+        raise UsageError(f"`input_size` {size[0]}: the exported program takes {exported_size[0]}x{exported_size[1]} "
+                         "images only")
+    return own_model(program, {"kind": "exported"}, size=exported_size, file=path, num_classes=num_classes,
+                     labels=labels)
+
+
 def load(path, trust: bool) -> tuple[nn.Module, tuple[int, int]]:
     """The unflattened program and the (height, width) it takes."""
     if not trust:
@@ -41,8 +54,7 @@ def load(path, trust: bool) -> tuple[nn.Module, tuple[int, int]]:
     try:
         program = torch.export.load(str(path))
     except Exception as e:  # a damaged or foreign archive: its reason, in one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot read exported program {path}: {first}") from None
+        raise UsageError(f"cannot read exported program {path}: {first_line(e)}") from None
     images = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
     shapes = [tuple(n.meta["val"].shape) for n in images if n.meta.get("val") is not None]
     if len(shapes) != 1 or len(shapes[0]) != 4:

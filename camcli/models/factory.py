@@ -24,12 +24,12 @@ from pathlib import Path
 
 from torch import nn
 
-from camcli.errors import UsageError
+from camcli.errors import UsageError, first_line
+from camcli.models.checkpoints import file_sha256
+from camcli.models.modules import PYTHON_OBJECT
 
 _ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-#: how ``camcli.explain(model=<nn.Module>)`` records its model in the settings (nothing to import)
-PYTHON_OBJECT = "python-object:"
 
 
 def is_factory(spec: str | None) -> bool:
@@ -46,7 +46,7 @@ def is_factory(spec: str | None) -> bool:
 class Factory:
     """What a factory spec resolved to, as ``run.json`` records it and ``--resume`` compares it."""
 
-    spec: str
+    spec: str  # as given, with a file's path made absolute
     file: str | None  # the source file imported (absolute), when known
     file_sha256: str | None
 
@@ -95,11 +95,12 @@ def build_from_factory(spec: str, model_args: list[str] | None = None) -> tuple[
         made = target(**kwargs)
     except Exception as e:  # the user's code: any failure is theirs to read, in one line
         raise UsageError(f"`model` {spec} failed when called{_with(kwargs)}: {type(e).__name__}: "
-                         f"{_first_line(e)}") from None
+                         f"{first_line(e)}") from None
     if not isinstance(made, nn.Module):
         raise UsageError(f"`model` {spec} returned a {type(made).__name__}, not a torch.nn.Module")
-    digest = _sha256(file) if file else None
-    return made, Factory(spec, file, digest)
+    if file and Path(code).is_file():
+        spec = f"{file}:{attribute}"  # absolute, so that run.json reruns it from anywhere
+    return made, Factory(spec, file, file_sha256(file) if file else None)
 
 
 def _import(code: str, spec: str):
@@ -121,7 +122,7 @@ def _import(code: str, spec: str):
             where.loader.exec_module(module)
         except Exception as e:
             del sys.modules[name]
-            raise UsageError(f"`model` {spec}: cannot import {code}: {type(e).__name__}: {_first_line(e)}") from None
+            raise UsageError(f"`model` {spec}: cannot import {code}: {type(e).__name__}: {first_line(e)}") from None
         return module, str(path.resolve())
     if not _MODULE.fullmatch(code):
         raise UsageError(f"`model` {spec}: {code!r} is neither a .py file nor a dotted module name")
@@ -129,38 +130,30 @@ def _import(code: str, spec: str):
     try:
         module = importlib.import_module(code)
     except Exception as e:
-        raise UsageError(f"`model` {spec}: cannot import module {code}: {type(e).__name__}: {_first_line(e)}") from None
+        raise UsageError(f"`model` {spec}: cannot import module {code}: {type(e).__name__}: {first_line(e)}") from None
     file = getattr(module, "__file__", None)
     return module, os.path.abspath(file) if file else None
 
 
 def _module_name(path: Path) -> str:
     """The file's stem (``mynet.py`` -> ``mynet``), so that its classes are ``mynet.Net`` and its
-    models pickle as they would from a script; a unique name when the stem is taken by other code."""
-    stem = re.sub(r"\W", "_", path.stem)
+    models pickle as they would from a script; a unique name when the stem is other code's."""
+    stem, mine = re.sub(r"\W", "_", path.stem), str(path.resolve())
     taken = sys.modules.get(stem)
-    if stem.isidentifier() and (taken is None or os.path.abspath(getattr(taken, "__file__", "") or "") ==
-                                str(path.resolve())):
+    if taken is not None:
+        origin = getattr(taken, "__file__", None)
+    else:
         try:
-            found = importlib.util.find_spec(stem) if taken is None else None
+            found = importlib.util.find_spec(stem)
         except (ImportError, ValueError):
             found = None
-        if found is None or (found.origin and os.path.abspath(found.origin) == str(path.resolve())):
-            return stem
-    return "camcli_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12] + "_" + stem
-
-
-def _sha256(path: str) -> str | None:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return None
+        origin = mine if found is None else found.origin
+    if stem.isidentifier() and origin and os.path.abspath(origin) == mine:
+        return stem
+    return "camcli_user_" + hashlib.sha256(mine.encode()).hexdigest()[:12] + "_" + stem
 
 
 def _with(kwargs: dict) -> str:
     return f" with {', '.join(f'{k}={v!r}' for k, v in kwargs.items())}" if kwargs else ""
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else "(no message)"

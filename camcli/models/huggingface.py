@@ -15,12 +15,16 @@ config's ``patch_size``, Swin's token sequences and ConvNeXt's and ResNet's feat
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from torch import nn
 
-from camcli.errors import UsageError
+from camcli.engine.loaded import LoadedModel
+from camcli.errors import UsageError, first_line
+from camcli.models.checkpoints import file_sha256
+from camcli.models.modules import own_model
 
 #: what transformers' image processors default to when the config does not say (ImageNet's)
 _DEFAULT_MEAN, _DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -53,6 +57,29 @@ def read_json(path: Path) -> dict:
     return data
 
 
+def load_folder(folder: Path, size: tuple[int, int] | None = None, num_classes: int | None = None, labels=None,
+                trust: bool = False) -> LoadedModel:
+    """The classifier in ``folder`` ready for the engine: labels from ``id2label`` unless ``labels``,
+    the input size from the image processor unless ``size``, its mean, std and crop fraction."""
+    model, config, pre = load(folder, trust)
+    size = size or pre["input_size"] or _square(config.get("image_size"))
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    digest = hashlib.sha256("".join(file_sha256(p) for p in weights).encode()).hexdigest()
+    loaded = own_model(model, {"kind": "huggingface", "spec": str(folder.resolve()), "model_type":
+                               config.get("model_type"), "weights_sha256": digest},
+                       size=size, num_classes=num_classes,
+                       labels=labels if labels is not None else labels_of(config))
+    if pre["mean"] is not None:
+        loaded.mean, loaded.std = pre["mean"], pre["std"]
+    if pre["crop_fraction"]:
+        loaded.crop_fraction = pre["crop_fraction"]
+    return loaded
+
+
+def _square(side) -> tuple[int, int] | None:
+    return (int(side), int(side)) if isinstance(side, int) else None
+
+
 def load(folder: str | Path, trust: bool = False) -> tuple[nn.Module, dict, dict]:
     """The classifier in ``folder``, its ``config.json`` and what its image processor says
     (``input_size``, ``crop_fraction``, ``mean``, ``std``; ``None`` where it says nothing)."""
@@ -74,8 +101,8 @@ def load(folder: str | Path, trust: bool = False) -> tuple[nn.Module, dict, dict
         model = transformers.AutoModelForImageClassification.from_pretrained(
             str(folder), local_files_only=True, trust_remote_code=trust, use_safetensors=weights["safetensors"])
     except (ValueError, OSError, KeyError, RuntimeError, ImportError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot load the HuggingFace model in {folder} as an image classifier: {first}") from None
+        raise UsageError(f"cannot load the HuggingFace model in {folder} as an image classifier: "
+                         f"{first_line(e)}") from None
     finally:
         if bars:
             transformers.utils.logging.enable_progress_bar()

@@ -1,4 +1,6 @@
-"""Loading a classifier: a torchvision architecture by name, with torchvision weights or a checkpoint.
+"""Loading a classifier: a torchvision architecture by name, with torchvision weights or a checkpoint;
+and :func:`load_model`, the one entry point, sending every other source to its module (a module
+or factory of the user's own, a HuggingFace folder, an exported program, a pickled model).
 
 Labels and preprocessing travel with the weights, as torchvision designs them: a weights enum
 carries ``meta["categories"]`` and ``transforms()`` (its crop size, mean and std). A user
@@ -27,17 +29,19 @@ from torch import nn
 
 from camcli.engine.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel
 from camcli.models.checkpoints import (OWN_MODEL_HINT, TORCHSCRIPT_HINT, file_sha256, head_key, is_torchscript,
-                                      load_into, read_checkpoint, read_state_dict)
+                                      load_into, read_checkpoint)
 from camcli.errors import UsageError, unknown
 from camcli.models import exported, huggingface, timm_models
 from camcli.models.factory import build_from_factory, is_factory
-from camcli.models.modules import classes_of, qualified_name, weights_sha256
+from camcli.models.modules import own_model, qualified_name, weights_sha256
 from camcli.models.labels import fit_labels, read_labels
 
 #: ITU-R 601-2 luma, as Pillow's convert("L") computes it
 LUMA = (0.299, 0.587, 0.114)
 #: a grayscale model's default normalisation: ImageNet's, averaged over the channels
 GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)
+#: the model when none is named
+DEFAULT_ARCHITECTURE = "resnet50"
 
 
 def classification_models() -> list[str]:
@@ -72,39 +76,37 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
 
     >>> lm = load_model("resnet18", weights="none", num_classes=10)  # doctest: +SKIP
     """
-    if isinstance(architecture, nn.Module) or (isinstance(architecture, str) and is_factory(architecture)):
-        if weights not in (None, "none", "None", "DEFAULT"):
-            raise UsageError("`weights` names torchvision weights; your own model takes its weights from `checkpoint`")
-        if isinstance(architecture, nn.Module):
-            model, source = architecture, {"kind": "module"}
-        else:
-            model, factory = build_from_factory(architecture, model_args)
-            source = {"kind": "factory", "spec": factory.spec, "file": factory.file,
-                      "file_sha256": factory.file_sha256}
-        loaded = _own_model(model, source, checkpoint, num_classes, labels, input_size,
-                            hint="Check that `model` builds the model the checkpoint was saved from")
+    size = _size(input_size)
+    own = {"num_classes": num_classes, "labels": labels}
+    if isinstance(architecture, nn.Module):  # a copy: camcli folds its BatchNorms and changes its memory layout
+        _no_torchvision_weights(weights)
+        model = copy.deepcopy(architecture)
+        loaded = own_model(model, {"kind": "module", "weights_sha256": weights_sha256(model)}, size=size,
+                           checkpoint=checkpoint, hint=_FACTORY_HINT, **own)
         return _finish(loaded, mean, std, device)
+    if isinstance(architecture, str) and is_factory(architecture):
+        _no_torchvision_weights(weights)
+        model, factory = build_from_factory(architecture, model_args)
+        loaded = own_model(model, {"kind": "factory", "spec": factory.spec, "file": factory.file,
+                                   "file_sha256": factory.file_sha256},
+                           size=size, checkpoint=checkpoint, hint=_FACTORY_HINT, **own)
+        return _finish(loaded, mean, std, device)
+    if model_args:
+        raise UsageError("`model_arg` is for a factory (`model` file.py:function); a named architecture takes none")
     if isinstance(architecture, (str, Path)) and huggingface.is_hf_folder(architecture):
         if checkpoint is not None:
             raise UsageError("a HuggingFace folder holds its own weights: leave `checkpoint` out")
-        return _finish(_huggingface(Path(architecture), num_classes, labels, input_size, trust), mean, std, device)
-    if model_args:
-        raise UsageError("`model_arg` is for a factory (`model` file.py:function); a named architecture takes none")
+        return _finish(huggingface.load_folder(Path(architecture), size, trust=trust, **own), mean, std, device)
     if checkpoint is not None and exported.is_exported(checkpoint):
         if architecture not in (None, DEFAULT_ARCHITECTURE):
             raise UsageError(f"checkpoint {checkpoint} is a torch.export program, which is the model: leave `model` out")
-        program, size = exported.load(checkpoint, trust)
-        if input_size is not None and _size(input_size) != size:
-            raise UsageError(f"`input_size` {input_size}: the exported program takes {size[0]}x{size[1]} images only")
-        loaded = _own_model(program, {"kind": "exported"}, None, num_classes, labels, size, hint="")
-        loaded.checkpoint, loaded.checkpoint_sha256 = str(checkpoint), file_sha256(checkpoint)
-        return _finish(loaded, mean, std, device)
+        return _finish(exported.load_program(checkpoint, size, trust=trust, **own), mean, std, device)
     state = None
     if checkpoint is not None and trust and architecture in (None, DEFAULT_ARCHITECTURE):
         # the default model is not a choice: a whole pickled model is taken as it is, whatever its class
         state = read_checkpoint(checkpoint, trust=True)
         if isinstance(state, nn.Module):
-            return _finish(_pickled(state, checkpoint, num_classes, labels, input_size), mean, std, device)
+            return _finish(_pickled(state, checkpoint, size, own), mean, std, device)
     architecture = architecture or DEFAULT_ARCHITECTURE
     from_timm = timm_models.is_timm(architecture)
     names = classification_models()
@@ -114,10 +116,9 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
         raise UsageError(f"camcli builds {architecture} with pretrained=False and downloads nothing: pass your "
                          "weights with `checkpoint` (a timm training checkpoint works), or `weights` none")
     label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
-    size = _size(input_size)
 
     if checkpoint is not None:
-        if weights not in (None, "none", "None", "DEFAULT"):
+        if not _no_weights(weights):
             raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
         state = state if state is not None else read_checkpoint(checkpoint, trust=trust)
         channels = 3
@@ -125,7 +126,7 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
             if type(state) is not type(_structure(architecture)):
                 raise UsageError(f"checkpoint {checkpoint} is a whole pickled model of class {qualified_name(state)}, "
                                  f"not a {architecture}: the file is the model, so leave `model` out")
-            return _finish(_pickled(state, checkpoint, num_classes, labels, input_size), mean, std, device)
+            return _finish(_pickled(state, checkpoint, size, own), mean, std, device)
         else:
             if num_classes is None:
                 num_classes = _classes_in(architecture, state)
@@ -174,62 +175,22 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
     return _finish(loaded, mean, std, device)
 
 
-#: the model when none is named
-DEFAULT_ARCHITECTURE = "resnet50"
+def _no_weights(weights) -> bool:
+    """Whether ``weights`` names no torchvision weights (``DEFAULT`` counts as none once a checkpoint gives them)."""
+    return weights in (None, "none", "None", "DEFAULT")
 
 
-def _own_model(model: nn.Module, source: dict, checkpoint, num_classes: int | None, labels,
-               input_size, hint: str) -> LoadedModel:
-    """A model that is not built from a name: weights from a state dict (strictly), classes from a dry forward.
-    A module handed over from Python is copied: camcli folds its BatchNorms and changes its memory layout."""
-    if source["kind"] == "module":
-        model = copy.deepcopy(model)
-    if checkpoint is not None:
-        load_into(model, read_state_dict(checkpoint), str(checkpoint), hint=hint)
-    size = _size(input_size) or (224, 224)
-    n = classes_of(model, size)
-    if num_classes is not None and num_classes != n:
-        raise UsageError(f"`num_classes` {num_classes} does not match the model, which returns {n} scores per image")
-    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
-    name = qualified_name(model)
-    loaded = LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), size,
-                         checkpoint=str(checkpoint) if checkpoint is not None else None,
-                         checkpoint_sha256=file_sha256(checkpoint) if checkpoint is not None else None,
-                         source={**source, "class": name})
-    if source["kind"] == "module":
-        loaded.source["weights_sha256"] = weights_sha256(model)
-    return loaded
+def _no_torchvision_weights(weights) -> None:
+    if not _no_weights(weights):
+        raise UsageError("`weights` names torchvision weights; your own model takes its weights from `checkpoint`")
 
 
-def _huggingface(folder: Path, num_classes, labels, input_size, trust: bool) -> LoadedModel:
-    """A HuggingFace classifier folder: labels from ``id2label``, preprocessing from its image processor."""
-    model, config, pre = huggingface.load(folder, trust)
-    size = _size(input_size) or pre["input_size"] or _size(config.get("image_size")) or (224, 224)
-    named = labels if labels is not None else huggingface.labels_of(config)
-    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
-    loaded = _own_model(model, {"kind": "huggingface", "folder": str(folder.resolve()),
-                                "model_type": config.get("model_type"),
-                                "weights_sha256": _files_sha256(weights)},
-                        None, num_classes, named, size, hint="")
-    if pre["mean"] is not None:
-        loaded.mean, loaded.std = pre["mean"], pre["std"]
-    if pre["crop_fraction"]:
-        loaded.crop_fraction = pre["crop_fraction"]
-    return loaded
+#: what to check when a state dict does not fit a model of the user's own
+_FACTORY_HINT = "Check that `model` builds the model the checkpoint was saved from"
 
 
-def _files_sha256(paths: list[Path]) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(file_sha256(p).encode())
-    return h.hexdigest()
-
-
-def _pickled(model: nn.Module, checkpoint, num_classes, labels, input_size) -> LoadedModel:
-    loaded = _own_model(model, {"kind": "pickled"}, None, num_classes, labels, input_size, hint="")
-    loaded.checkpoint, loaded.checkpoint_sha256 = str(checkpoint), file_sha256(checkpoint)
-    return loaded
+def _pickled(model: nn.Module, checkpoint, size, own: dict) -> LoadedModel:
+    return own_model(model, {"kind": "pickled"}, size=size, file=checkpoint, **own)
 
 
 def _finish(loaded: LoadedModel, mean, std, device) -> LoadedModel:

@@ -1,19 +1,57 @@
-"""Any ``nn.Module`` as a model camcli explains: handed over from Python, made by a factory, or unpickled.
+"""Any ``nn.Module`` as a model camcli explains: handed over from Python, made by a factory,
+unpickled, exported or read from a HuggingFace folder (:func:`own_model`).
 
 Nothing is derived from a name here: the class count comes from one dry forward, labels from
 ``labels`` (else ``class_N``), preprocessing from ``input_size``, ``mean`` and ``std`` (224 and
 ImageNet's by default, as for a torchvision checkpoint). The model is recorded by its class's
-qualified name and, for resuming, by a hash of its weights.
+qualified name and, for resuming, by what identifies its source (a file's hash, its weights').
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 
 import torch
 from torch import nn
 
-from camcli.errors import UsageError
+from camcli.engine.loaded import LoadedModel
+from camcli.errors import UsageError, first_line
+from camcli.models.checkpoints import file_sha256, load_into, read_state_dict
+from camcli.models.labels import fit_labels, read_labels
+
+#: how ``model=<nn.Module>`` is recorded in the settings and run.json (there is nothing to import)
+PYTHON_OBJECT = "python-object:"
+
+
+def handed_over(model) -> tuple[object, nn.Module | None]:
+    """The Python API's ``model=``: (what the settings record, the module itself or None)."""
+    if isinstance(model, nn.Module):
+        return PYTHON_OBJECT + qualified_name(model), model
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a name or a torch.nn.Module, not {type(model).__name__}")
+    return model, None
+
+
+def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = None, checkpoint=None,
+              file=None, num_classes: int | None = None, labels=None, hint: str = "") -> LoadedModel:
+    """A model not built from a name: ``checkpoint`` (a state dict) loaded into it strictly (``hint``
+    says what to check when it does not fit), classes from one dry forward at ``size`` (224 by
+    default), ``source`` recorded with the class's name. ``file``: the file the model itself came
+    from (a pickle, an exported program), recorded as its checkpoint."""
+    if checkpoint is not None:
+        load_into(model, read_state_dict(checkpoint), str(checkpoint), hint=hint)
+    size = size or (224, 224)
+    n = classes_of(model, size)
+    if num_classes is not None and num_classes != n:
+        raise UsageError(f"`num_classes` {num_classes} does not match the model, which returns {n} scores per image")
+    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
+    name = qualified_name(model)
+    recorded = checkpoint if checkpoint is not None else file
+    return LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), size,
+                       checkpoint=str(recorded) if recorded is not None else None,
+                       checkpoint_sha256=file_sha256(recorded) if recorded is not None else None,
+                       source={**source, "class": name})
 
 
 def qualified_name(model: nn.Module) -> str:
@@ -42,7 +80,6 @@ def classes_of(model: nn.Module, input_size: tuple[int, int]) -> int:
         with torch.inference_mode():
             out = model.eval()(x)
     except Exception as e:  # the user's model: its failure, in one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"the model ({qualified_name(model)}) fails on a {input_size[0]}x{input_size[1]} RGB input: "
-                         f"{type(e).__name__}: {first}; give the size it takes with `input_size`") from None
+                         f"{type(e).__name__}: {first_line(e)}; give the size it takes with `input_size`") from None
     return int(model_logits(out).shape[1])

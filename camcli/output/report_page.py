@@ -252,7 +252,7 @@ def _verdict(report) -> str:
     failed = report.gates_failed
     if failed:
         return '<p class="fail">gates failed:</p><ul>' + "".join(f"<li>{_e(f)}</li>" for f in failed) + "</ul>"
-    gates = getattr(report, "gates", {})
+    gates = report.gates
     if not gates:
         return ('<p class="note">no gates set: nothing was checked (--min-iou, --min-pointing, --min-accuracy and '
                 '--max-sanity-similarity make this a check)</p>')

@@ -29,11 +29,9 @@ def write_manifest(path: Path, session, inputs: list[str], shard, summary, stopp
     for key in _PATH_SETTINGS:  # absolute, so that evaluate can rerun the run from anywhere
         if isinstance(settings.get(key), (str, os.PathLike)) and settings[key]:
             settings[key] = os.path.abspath(settings[key])
-    source = session.loaded.source or {}
-    if source.get("kind") == "huggingface":
-        settings["model"] = source["folder"]
-    elif source.get("kind") == "factory" and source.get("file") and settings["model"].split(":")[0].endswith(".py"):
-        settings["model"] = f"{source['file']}:{settings['model'].rpartition(':')[2]}"
+    spec = (session.loaded.source or {}).get("spec")  # a factory file's or a HuggingFace folder's path, absolute
+    if spec:
+        settings["model"] = spec
     write_json(path, {
         "camcli": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
         "python": platform.python_version(), "platform": platform.platform(),

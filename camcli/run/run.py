@@ -92,7 +92,7 @@ class Run:
     """
 
     def __init__(self, settings: ExplainSettings, inputs: list[str], *, write: bool = True,
-                 log: Callable[[str], None] | None = None, module=None) -> None:
+                 log: Callable[[str], None] | None = None, module=None, items: list | None = None) -> None:
         if settings.resume and not write:
             raise UsageError("`resume` needs an output folder (`out`)")
         self.settings = settings
@@ -100,6 +100,7 @@ class Run:
         self.write = write
         self.log = log or (lambda msg: None)
         self.module = module  # the model itself, handed over from Python (else settings.model names it)
+        self.items = items  # ``inputs`` already discovered (the command line checks them first), else None
         self.session: ExplainSession | None = None  # set once the model is loaded
         self.total: int | None = None  # images in this shard, once discovered
         self.summary: RunSummary | None = None  # set when the run has ended
@@ -131,7 +132,7 @@ class Run:
         """``(result, rows)`` per image in input order; ``rows`` as written to the CSV (empty when not writing)."""
         started = time.perf_counter()
         s = self.settings
-        all_items = discover(self.inputs, hidden=s.hidden)
+        all_items = self.items if self.items is not None else discover(self.inputs, hidden=s.hidden)
         shard = Shard.of(s)
         items = shard.select(all_items)
         self.total = len(items)
