@@ -246,3 +246,33 @@ def test_presentation_does_not_block_resume_and_gallery_rebuilds(cli, tmp_path):
     assert r.exit_code == 0 and (tmp_path / "o" / "index.html").read_text().count('class="card"') == 3
     r = cli("gallery", tmp_path / "nothing")
     assert r.exit_code == 2 and "not a folder" in r.stderr
+
+
+def test_evaluate_prints_progress_lines_per_phase_off_a_terminal(cli, tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for p in sorted((SAMPLES / "single").glob("*.jpg"))[:3]:
+        (images / p.name).write_bytes(p.read_bytes())
+    truth = tmp_path / "truth.csv"
+    rows = [line for line in (SAMPLES / "boxes.csv").read_text().splitlines()[1:]
+            if line.split(",")[0].split("/")[-1] in {p.name for p in images.iterdir()}]
+    truth.write_text("path,x0,y0,x1,y1,label\n" + "".join(r.split("/", 1)[1] + "\n" for r in rows))
+    r = cli("evaluate", images, "--config", DEMO_CONFIG, "--truth", truth, "--workers", "0", "--device", "cpu",
+            "--out", tmp_path / "e", "--progress-every", "0.0001")
+    assert r.exit_code == 0, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("explaining: ")]
+    assert lines and lines[-1].startswith("explaining: 3/3 images (100%)"), r.stderr
+    r = cli("evaluate", images, "--config", DEMO_CONFIG, "--truth", truth, "--workers", "0", "--device", "cpu",
+            "--out", tmp_path / "e2", "--progress-every", "0")
+    assert r.exit_code == 0 and "explaining: " not in r.stderr
+
+
+def test_gallery_grid_redraws_the_contact_sheets(cli, tmp_path):
+    images = sorted((SAMPLES / "single").glob("*.jpg"))[:2]
+    out = tmp_path / "o"
+    assert cli("explain", *images, "--config", DEMO_CONFIG, "--workers", "0", "--input-size", "64",
+               "--out", out).exit_code == 0
+    assert not (out / "grid").exists()
+    r = cli("gallery", out, "--grid")
+    assert r.exit_code == 0, r.stderr
+    assert (out / "index.html").is_file() and [p.name for p in (out / "grid").iterdir()] == ["sheet_001.png"]
