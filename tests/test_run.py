@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -83,6 +84,31 @@ def test_a_lock_left_by_a_killed_run_does_not_block_resume(cli, folder, tmp_path
     r = cli("explain", folder / "imgs", *cli_args(folder), "--out", out, "--resume")
     assert r.exit_code == 0, r.stderr
     assert len(read_csv(out / "predictions.csv")) == 5
+
+
+def test_resume_removes_the_temporary_files_of_a_killed_writer_and_only_those(cli, folder, tmp_path):
+    """A run killed while it wrote a PNG leaves that PNG's temporary file; the next run removes
+    it, and leaves a live writer's temporary file (another shard's) and the user's own files."""
+    out = tmp_path / "o"
+    assert cli("explain", folder / "imgs", *cli_args(folder), "--out", out).exit_code == 0
+    overlay = sorted((out / "overlays").glob("*.png"))[0]
+    make = ("import sys\nfrom pathlib import Path\nfrom camcli.output.paths import temp_path\n"
+            "p = temp_path(Path(sys.argv[1]))\np.write_bytes(b'half a png')\nprint(p, flush=True)\n")
+    ended = subprocess.run([sys.executable, "-c", make, str(overlay)], capture_output=True, text=True, check=True)
+    dead = Path(ended.stdout.strip())
+    live_writer = subprocess.Popen([sys.executable, "-c", make + "sys.stdin.read()\n", str(overlay)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        live = Path(live_writer.stdout.readline().strip())
+        mine = out / "overlays" / ".notes.tmp"
+        mine.write_text("the user's")
+        assert dead.is_file() and live.is_file() and dead.parent == overlay.parent
+        r = cli("explain", folder / "imgs", *[a for a in cli_args(folder) if a != "--quiet"], "--out", out, "--resume")
+        assert r.exit_code == 0, r.stderr
+        assert not dead.exists() and "removed 1 temporary file(s)" in r.stderr
+        assert live.is_file() and mine.is_file()
+    finally:
+        live_writer.communicate("", timeout=30)
 
 
 @pytest.mark.parametrize("damage", ["run-settings.json", "predictions.csv"])

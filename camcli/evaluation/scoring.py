@@ -208,9 +208,10 @@ EVAL_COLUMNS = ["path", "method", "layer", "pred_label", "target_label", "correc
 
 
 def write_csv(path: Path, evaluation: Evaluation) -> None:
+    from camcli.output.paths import temp_path
     from camcli.output.rows import cell
 
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(EVAL_COLUMNS)

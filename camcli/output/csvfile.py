@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from camcli.errors import UsageError
+from camcli.output.paths import temp_path
 from camcli.output.rows import PredictionRow
 
 
@@ -41,7 +42,7 @@ class PredictionsCSV:
 
 def write_rows(path: Path, columns: list[str], rows: Iterable[PredictionRow]) -> None:
     """Write a whole predictions file atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", restval="")
         w.writeheader()

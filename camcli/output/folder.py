@@ -6,7 +6,8 @@ find it empty. The operating system drops the lock when its process ends, howeve
 provided no other process shares the descriptor: a forked child (a decoding worker) closes its
 copy at once, so a killed run never blocks ``--resume``. A lock still held while the run named in
 it has provably ended (the same host, and its process is gone or is another process since) is
-held by that run's leftover processes: a new run takes it over, with a log line.
+held by that run's leftover processes: a new run takes it over, with a log line. The temporary
+files a killed run was writing are removed by the next run (:func:`remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 from camcli.errors import UsageError
+from camcli.output.paths import host_id, leftover_writer, temp_path
 
 #: what camcli writes into an output folder; --overwrite removes these and nothing else
 OWN_OUTPUTS = ("overlays", "heatmaps", "panels", "grid", "predictions.csv", "run.json", "run-settings.json",
@@ -55,6 +57,43 @@ def claim_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> No
         for p in _visible(out):
             if is_camcli_output(p.name):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def remove_leftovers(out: Path, log=None) -> int:
+    """Remove the temporary files of writers that have ended (a run killed while it wrote a PNG).
+
+    Only names from :func:`~camcli.output.paths.temp_path` are touched, and only those written on
+    this host by a process that is gone: the temporary files of another shard still writing into
+    the same folder stay. Returns how many were removed; ``log`` gets one line when any were.
+    """
+    removed = 0
+    me = host_id()
+    for folder, _dirs, names in os.walk(out):
+        for name in names:
+            writer = leftover_writer(name)
+            if writer is None or writer[1] != me or _alive(writer[0]):
+                continue
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+            except FileNotFoundError:
+                pass
+    if removed and log:
+        log(f"output folder {out}: removed {removed} temporary file(s) left by a run that was killed while writing")
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (ours counts; someone else's too)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        pass
+    return True
 
 
 def check_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> None:
@@ -159,7 +198,7 @@ class OutputLock:
 
     def _replace_file(self, holder: str) -> None:
         """Put a fresh lock file in place of one whose owner has ended (its leftovers keep the old one)."""
-        fresh = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        fresh = temp_path(self.path)
         fresh.write_bytes(b"")
         os.replace(fresh, self.path)
         self.log(f"output folder {self.out}: taking over the lock of a run that has ended ({holder}); processes it "
@@ -198,12 +237,8 @@ def _owner_has_ended(holder: str) -> bool:
     pid = int(match.group(1))
     if pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _alive(pid):
         return True
-    except PermissionError:  # alive, someone else's
-        return False
     start = _process_start(pid)
     return bool(match.group(3) and start and start != match.group(3))
 

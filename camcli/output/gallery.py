@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
+from camcli.output.paths import temp_path
 from camcli.output.rows import PredictionRow
 
 PAGE_SIZE = 60
@@ -108,8 +109,8 @@ class Gallery:
 
     def __init__(self, out: Path, about: dict | None = None) -> None:
         self.path = out / "index.html"
-        self._tmp = out / ".index.html.tmp"
-        self._cards = out / ".index.cards.tmp"
+        self._tmp = temp_path(self.path)
+        self._cards = temp_path(out / "index.cards")
         self._file = open(self._cards, "w", encoding="utf-8")
         self.about = about
         self.cards = self.failed = self.empty = 0

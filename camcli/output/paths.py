@@ -2,14 +2,18 @@
 
 Every output path is built from an image's relative path and checked to stay inside the
 output folder. Files are written to a temporary name and renamed, so a killed run never
-leaves a half-written PNG.
+leaves a half-written PNG. A temporary name says which process wrote it (:func:`temp_path`), so
+the next run into the folder can remove what a killed one left (:func:`leftover_writer`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
+import re
+import secrets
+import socket
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -47,6 +51,26 @@ def panel_rel(image_rel: str) -> str:
     return f"panels/{image_rel}.png"
 
 
+def host_id() -> str:
+    """This machine, in eight hex digits (a temporary name must stay short)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temp_path(path: Path) -> Path:
+    """``.cat.png.camcli-4242-1a2b3c4d-9f8e7d.tmp`` beside ``path``: hidden, and naming the writing
+    process and host, so that only the temporary files of runs that have ended are ever removed."""
+    return path.with_name(f".{path.name}.camcli-{os.getpid()}-{host_id()}-{secrets.token_hex(3)}.tmp")
+
+
+_TEMP = re.compile(r"\..+\.camcli-(\d+)-([0-9a-f]{8})-[0-9a-f]{6}\.tmp")
+
+
+def leftover_writer(name: str) -> tuple[int, str] | None:
+    """The (pid, host) that wrote a temporary file named by :func:`temp_path`; ``None`` for any other name."""
+    match = _TEMP.fullmatch(name)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
 def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
     """Write ``data`` (bytes, or pieces written one after the other as they come) to a temporary
     file beside ``path`` and rename it into place.
@@ -55,7 +79,8 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
     temporary file's private 0600: overlays must be readable by whoever publishes the run.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             for piece in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):

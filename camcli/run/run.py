@@ -22,7 +22,7 @@ from camcli.models.layer_search import earlier_layer
 from camcli.errors import UsageError
 from camcli.engine.layer_names import display_name
 from camcli.output.csvfile import PredictionsCSV, sort_by_index
-from camcli.output.folder import OutputLock, claim_out_dir, prepare_out_dir
+from camcli.output.folder import OutputLock, claim_out_dir, prepare_out_dir, remove_leftovers
 from camcli.output.paths import write_json
 from camcli.output.pictures import write_run_pictures
 from camcli.output.render import colormap_lut
@@ -182,6 +182,7 @@ class Run:
         out = prepare_out_dir(Path(s.out))
         stack.enter_context(OutputLock(out, shard.suffix, log=self.log))
         claim_out_dir(out, shard.csv_name, s.resume, s.overwrite)
+        remove_leftovers(out, self.log)
         return out
 
     def _finished_rows(self, out: Path, shard: Shard) -> list[PredictionRow]:
