@@ -11,17 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from camcli.engine.devices import describe, pick_device
 from camcli.engine.explainer import Explainer
+from camcli.engine.heads import checked_kind, probe, read_embedding, reference_embedding
 from camcli.engine.images import ImageItem
 from camcli.engine.layouts import NotAMap
 from camcli.engine.methods import CAMMethod, get_method
 from camcli.engine.stream import ImageResult, iter_results
-from camcli.errors import UsageError, unknown
+from camcli.engine.targets import THRESHOLD, Target, resolve_classes
+from camcli.errors import UsageError
 from camcli.models import LoadedModel, load_model
 from camcli.models.batchnorm_folding import fold_batchnorm
 from camcli.engine.layer_names import display_name, resolve_layer
@@ -72,7 +75,8 @@ class ExplainSession:
                             weights=settings.weights, checkpoint=settings.checkpoint, model_args=settings.model_arg,
                             num_classes=settings.num_classes, labels=settings.labels,
                             input_size=settings.input_size, device=device, trust=settings.trust_checkpoint,
-                            mean=numbers(settings.mean, "mean"), std=numbers(settings.std, "std"))
+                            mean=numbers(settings.mean, "mean"), std=numbers(settings.std, "std"),
+                            output=settings.output)
         layers = ([resolve_layer(loaded.model, spec) for spec in settings.layer] if settings.layer
                   else [default_layer(loaded.model, loaded.input_size, device)])
         # BatchNorm folded into its convolution (not at the target layers): ~10% faster inference
@@ -81,16 +85,17 @@ class ExplainSession:
             # NHWC convolutions: 1.2-1.4x faster inference on 2 CPU cores (benchmarks/), and the
             # layout tensor cores want; results differ from NCHW only in float rounding
             loaded.model.to(memory_format=torch.channels_last)
-        explainer = Explainer(loaded.model, layers, methods, score=settings.score, precision=settings.precision,
+        target = build_target(settings, loaded, device)
+        explainer = Explainer(loaded.model, layers, methods, precision=settings.precision,
                               strict=settings.strict, layer_layout=settings.layer_layout,
-                              aug_smooth=settings.aug_smooth, fuse=settings.fuse)
+                              aug_smooth=settings.aug_smooth, fuse=settings.fuse, target=target)
         try:
             explainer.validate(loaded.input_size, device)
         except NotAMap as e:
             suggestion = display_name(default_layer(loaded.model, loaded.input_size, device))
             raise UsageError(f"{e}; `layer` {suggestion} gives a map (see `camcli layers {settings.model}`)") from None
-        target = resolve_target(settings.target, loaded.labels)
-        return cls(settings, device, loaded, layers, methods, explainer, target)
+        return cls(settings, device, loaded, layers, methods, explainer,
+                   target.fixed[0] if len(target.fixed) == 1 else None)
 
     @property
     def maps_per_image(self) -> int:
@@ -103,10 +108,22 @@ class ExplainSession:
         weights = (lm.weights or lm.checkpoint or (source["spec"] if source.get("kind") == "huggingface" else None)
                    or ("its own weights" if source else "random weights"))
         return (f"model {lm.architecture} ({weights}), {lm.num_classes} "
-                f"classes, input {lm.input_size[0]}x{lm.input_size[1]}; layer "
+                f"classes, input {lm.input_size[0]}x{lm.input_size[1]}; {self.explainer.target.describe()}; layer "
                 f"{', '.join(display_name(l) for l in self.layers)}; method "
                 f"{', '.join(m.name for m in self.methods)}; device {describe(self.device)}"
                 + "".join(f"; note: {note}" for m in self.methods for note in m.notes))
+
+    def empty_cause(self) -> str | None:
+        """Why maps are empty at every layer, when the cause is the model's head and not the layer:
+        a classifier whose weights are all zero scores every class the same for every image."""
+        from camcli.engine.methods.cam import linear_head
+
+        head = linear_head(self.loaded.model)
+        if head is not None and not head[1].weight.detach().any():
+            return (f"the model's classifier ({display_name(head[0])}) has all-zero weights, so every class scores "
+                    "the same whatever the image and no layer can show evidence; torchvision initialises ViT heads "
+                    "to zero: with `weights` none, load trained weights (`checkpoint`)")
+        return None
 
     def cost_notes(self) -> list[str]:
         """A line for each method that runs many forward passes per image: how many, and which
@@ -134,17 +151,52 @@ class ExplainSession:
 
 
 def resolve_target(spec: str | None, labels: list[str]) -> int | None:
-    """The ``target`` setting: a class index or a label name (case-insensitive), with suggestions."""
-    if spec is None or str(spec).strip() == "":
-        return None
-    text = str(spec).strip()
-    if text.lstrip("-").isdigit():
-        index = int(text)
-        if not 0 <= index < len(labels):
-            raise UsageError(f"`target` {index} is out of range: the model has {len(labels)} classes "
-                             f"(0..{len(labels) - 1})")
-        return index
-    lowered = [label.lower() for label in labels]
-    if text.lower() in lowered:
-        return lowered.index(text.lower())
-    raise unknown("`target` label", text, labels)
+    """The ``target`` setting as one class index (or ``None``): an index or a label name."""
+    found = resolve_classes(spec, labels)
+    return found[0] if found else None
+
+
+def binary_labels(labels: list[str]) -> list[str]:
+    """The binary head's two classes, negative first: two given names, ``not X`` and ``X`` for one
+    given name, else negative and positive."""
+    if len(labels) == 2:
+        return list(labels)
+    if labels == ["class_0"]:
+        return ["negative", "positive"]
+    return [f"not {labels[0]}", labels[0]]
+
+
+def build_target(s: ExplainSettings, loaded: LoadedModel, device: torch.device) -> Target:
+    """What the settings ask to explain, checked against the model's output on a dummy batch."""
+    score = "probability" if s.score == "softmax" else s.score
+    if s.target_image or s.target_embedding:
+        if s.target_image:
+            reference = reference_embedding(loaded.model, s.target_image, loaded.input_size, loaded.mean, loaded.std,
+                                            s.resize, loaded.crop_fraction, device, s.output, s.max_pixels)
+        else:
+            reference = read_embedding(s.target_embedding)
+        if score != "logit":
+            raise UsageError("`score` probability needs a classifier's head; a similarity is explained as it is")
+        name = Path(s.target_image or s.target_embedding).name
+        return Target("similarity", output=s.output, labels=[f"similarity to {name}"], reference=reference,
+                      reference_name=name)
+    facts = probe(loaded.model, loaded.input_size, device, s.output)
+    kind, squashed = checked_kind(s.head, facts)
+    if s.threshold is not None and kind != "sigmoid":
+        raise UsageError(f"`threshold` applies to the sigmoid head, and this model's is {kind} (`head` {s.head}); "
+                         "say `head` sigmoid if its outputs are independent labels")
+    labels = binary_labels(loaded.labels) if kind == "binary" else list(loaded.labels)
+    if kind == "regression":
+        if score != "logit":
+            raise UsageError("`score` probability needs a classifier's head; a regression output is explained as it is")
+        if s.explain_topk is not None:
+            raise UsageError("`explain_topk` ranks classes; a regression head has outputs, named with `target`")
+        if facts.width > 1 and not s.target:
+            raise UsageError(f"the regression head has {facts.width} outputs: name the one to explain with `target`")
+        if facts.width < 1:
+            raise UsageError(f"the regression head reads (N, outputs) values, but the model's output has {facts.dims} "
+                             "dimensions; pick another part of it with `output`")
+    fixed = resolve_classes(s.target, labels) or ((0,) if kind == "regression" else ())
+    return Target(kind, score=score, squashed=squashed, output=s.output, labels=labels, fixed=fixed,
+                  threshold=THRESHOLD if s.threshold is None else s.threshold, explain_topk=s.explain_topk,
+                  direction=-1.0 if s.direction == "lower" else 1.0)

@@ -10,6 +10,7 @@ from camcli.errors import UsageError
 from camcli.engine.explainer import Explainer
 from camcli.engine.layer_names import resolve_layer
 from camcli.engine.methods import available, get_method
+from camcli.engine.targets import Target
 
 
 def pearson(a, b) -> float:
@@ -115,45 +116,63 @@ def test_cam_agrees_with_torchcam():
         assert pearson(ours.maps[("cam", "layer4.1")].maps[i], theirs[i]) >= 0.99
 
 
+def heads(model_of):
+    """Every head a map can explain, each with a model whose output it reads: ``model_of(classes)``."""
+    torch.manual_seed(0)
+    many, one = model_of(5), model_of(1)
+    return {"softmax": (many, Target("softmax")), "probability": (many, Target("softmax", score="probability")),
+            "sigmoid": (many, Target("sigmoid")), "binary": (one, Target("binary")),
+            "regression-lower": (one, Target("regression", direction=-1.0, fixed=(0,))),
+            "similarity": (many, Target("similarity", reference=torch.randn(5)))}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(available()))
 def test_every_method_keeps_the_contract(name):
-    """Shape, range, no NaN, batch == singles, hooks removed, no gradients, flags restored."""
+    """Shape, range, no NaN, batch == singles, hooks removed, no gradients, flags restored; with
+    every head (softmax, sigmoid, binary, regression, similarity: the explained score differs)."""
     torch.manual_seed(0)
     if get_method(name).transformers.startswith("ViT only"):
         from test_transformers import vit
-        model, side, sizes = vit(), 64, {"encoder.layers.encoder_layer_1.ln_1": 4}
-        model.encoder.layers[0].requires_grad_(False)  # a caller's own choice that must survive the run
+        model_of, side, sizes = (lambda k: vit(classes=k)), 64, {"encoder.layers.encoder_layer_1.ln_1": 4}
+        frozen = "encoder.layers.encoder_layer_0"
     else:
-        model, side, sizes = torchvision.models.resnet18(num_classes=5).eval(), 96, {"layer4.1": 3, "layer3.1": 6}
-        model.layer1.requires_grad_(False)  # a caller's own choice that must survive the run
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+        model_of, side, sizes = (lambda k: torchvision.models.resnet18(num_classes=k).eval()), 96, \
+            {"layer4.1": 3, "layer3.1": 6}
+        frozen = "layer1"
     x = torch.randn(4, 3, side, side)
-    valid = []
-    for layer in sizes:  # some methods (cam) apply at the last block only
-        try:
-            Explainer(model, [layer], [get_method(name, noise_samples=1)]).validate((side, side), "cpu")
-            valid.append(layer)
-        except UsageError:
-            pass
-    assert list(sizes)[0] in valid
-    method = get_method(name, noise_samples=1)  # one noisy sample or integration step keeps this quick
-    ex = Explainer(model, valid, [method])
-    with torch.no_grad():  # the caller's no_grad must not break gradient methods
-        batch = ex(x)
-    if not method.uses_layer:  # one map for the whole network, listed as the input's
-        assert list(batch.maps) == [(name, "input")]
-        valid = ["input"]
-    for layer in valid:
-        size = side if method.pixel_level else sizes.get(layer, 4)  # legrad: the ViT's 4x4 patch grid
-        maps = batch.maps[(name, layer)].maps
-        assert maps.shape == (4, size, size) and maps.dtype == torch.float32
-        assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
-        singles = torch.cat([ex(x[i:i + 1], batch.targets[i:i + 1]).maps[(name, layer)].maps for i in range(4)])
-        torch.testing.assert_close(maps, singles, atol=1e-4, rtol=1e-4)
-    assert all(p.grad is None for p in model.parameters())
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
-    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
+    for head, (model, target) in heads(model_of).items():
+        model.get_submodule(frozen).requires_grad_(False)  # a caller's own choice that must survive the run
+        flags = {n: p.requires_grad for n, p in model.named_parameters()}
+        valid = []
+        for layer in sizes:  # some methods (cam) apply at the last block only
+            try:
+                Explainer(model, [layer], [get_method(name, noise_samples=1)], target=target).validate((side, side), "cpu")
+                valid.append(layer)
+            except UsageError as e:
+                if name in ("cam", "finercam") and head == "similarity":
+                    assert "similarity" in str(e) or "rival" in str(e), e  # refused, and says why
+        if name in ("cam", "finercam") and head in ("similarity", "regression-lower") and not valid:
+            continue  # a cosine has no classifier row; Finer-CAM needs rival classes
+        assert list(sizes)[0] in valid, (head, valid)
+        if head != "softmax":
+            valid = valid[:1]
+        method = get_method(name, noise_samples=1)  # one noisy sample or integration step keeps this quick
+        ex = Explainer(model, valid, [method], target=target)
+        with torch.no_grad():  # the caller's no_grad must not break gradient methods
+            batch = ex(x)
+        layers = valid if method.uses_layer else ["input"]  # one map for the whole network, listed as the input's
+        assert sorted(batch.maps) == sorted((name, layer) for layer in layers)
+        for layer in layers:
+            size = side if method.pixel_level else sizes.get(layer, 4)  # legrad: the ViT's 4x4 patch grid
+            maps = batch.maps[(name, layer)].maps
+            assert maps.shape == (4, size, size) and maps.dtype == torch.float32, head
+            assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1, head
+            singles = torch.cat([ex(x[i:i + 1], batch.targets[i:i + 1]).maps[(name, layer)].maps for i in range(4)])
+            torch.testing.assert_close(maps, singles, atol=1e-4, rtol=1e-4, msg=head)
+        assert all(p.grad is None for p in model.parameters())
+        assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+        assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
 
 
 def test_hooks_removed_when_a_method_fails():

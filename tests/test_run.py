@@ -92,7 +92,7 @@ def test_resume_removes_the_temporary_files_of_a_killed_writer_and_only_those(cl
     out = tmp_path / "o"
     assert cli("explain", folder / "imgs", *cli_args(folder), "--out", out).exit_code == 0
     overlay = sorted((out / "overlays").glob("*.png"))[0]
-    make = ("import sys\nfrom pathlib import Path\nfrom camcli.output.paths import temp_path\n"
+    make = ("import sys\nfrom pathlib import Path\nfrom camcli.output.tempfiles import temp_path\n"
             "p = temp_path(Path(sys.argv[1]))\np.write_bytes(b'half a png')\nprint(p, flush=True)\n")
     ended = subprocess.run([sys.executable, "-c", make, str(overlay)], capture_output=True, text=True, check=True)
     dead = Path(ended.stdout.strip())

@@ -34,17 +34,16 @@ from camcli.engine.layouts import Layout, detect, readings, rescaled_shapes, tok
 from camcli.engine.layer_names import display_name
 from camcli.engine.methods import CAMMethod
 from camcli.engine.methods.assumptions import Check
-from camcli.engine.methods.base import INPUT_LAYER, ForwardPass, MapBatch, class_scores, model_logits
-
-SCORES = ("logit", "softmax")
+from camcli.engine.methods.base import INPUT_LAYER, ForwardPass, MapBatch
+from camcli.engine.targets import Target, default_target
 
 
 @dataclass(frozen=True)
 class BatchExplanation:
     """Predictions and normalised maps for one batch; maps are keyed by (method, layer)."""
 
-    logits: torch.Tensor  # (N, K)
-    probs: torch.Tensor  # (N, K), softmax
+    logits: torch.Tensor  # (N, K): the target's table (logits; the binary head's [-z, z])
+    probs: torch.Tensor  # (N, K): what the target reports (probabilities under the head)
     targets: torch.Tensor  # (N,)
     maps: dict[tuple[str, str], MapBatch]
     #: (method, layer) -> the method's assumptions measured on this batch (methods that have any)
@@ -63,15 +62,14 @@ class Explainer:
     def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod],
                  score: str = "logit", precision: str = "fp32", strict: bool = False,
                  layer_layout: str | Sequence[str] = "auto", aug_smooth: bool = False,
-                 fuse: str | None = None) -> None:
-        if score not in SCORES:
-            raise UsageError(f"unknown `score` {score!r}; choose one of {', '.join(SCORES)}")
+                 fuse: str | None = None, target: Target | None = None) -> None:
         if not layers or not methods:
             raise UsageError("at least one layer and one method are needed")
         self.model = model
         self.layers = list(dict.fromkeys(layers))
         self.methods = list(methods)
-        self.score = score
+        #: what is explained: the head, the score and the classes (``score`` alone: a softmax head)
+        self.target = target if target is not None else default_target(score)
         self.precision = precision
         self.strict = strict  # a failed assumption is a UsageError instead of a finding
         self.aug_smooth = aug_smooth  # average over six flipped and brightened versions (engine/augment.py)
@@ -166,19 +164,19 @@ class Explainer:
                     if self.watchers:
                         x.requires_grad_(True)  # watchers take gradients back to the pixels
                     with self._autocast(x), self._attention():
-                        logits = model_logits(model(x)).float()
+                        logits = self.target.table(model(x))
                     targets = self._targets(logits, target)
                     for name, recorder in recorders.items():  # they keep the graph for what follows
-                        cache[name] = recorder.finish(x, logits, targets, self.score)
+                        cache[name] = recorder.finish(x, logits, targets, self.target)
                     if self.needs_gradients:
                         gradients, hessian, objective_gradients = self._backward(store, logits, targets)
             else:
                 with torch.inference_mode(), self._autocast(x):
-                    logits = model_logits(model(x)).float()
+                    logits = self.target.table(model(x))
                     targets = self._targets(logits, target)
             _check_ran(store, self.layers)
             activations = {l: store[l].detach() for l in self.layers}
-        return ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.score,
+        return ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.target,
                            layouts={l: self.layouts[(l, *size)] for l in self.layers},
                            objective_gradients=objective_gradients, hessian_products=hessian,
                            again=lambda y: self.forward(y, targets), cache=cache)
@@ -189,13 +187,13 @@ class Explainer:
         _check_ran(store, self.layers)
         acts = [store[l] for l in self.layers]
         more = bool(self.objectives)
-        grads = torch.autograd.grad(class_scores(logits, targets, self.score).sum(), acts, allow_unused=True,
+        grads = torch.autograd.grad(self.target.scores(logits, targets).sum(), acts, allow_unused=True,
                                     retain_graph=more or self.needs_hessian, create_graph=self.needs_hessian)
         grads = [g if g is not None else torch.zeros_like(a) for a, g in zip(acts, grads)]
         hessian = _hessian_products(acts, grads, self.layers, more) if self.needs_hessian else {}
         objective_gradients = {}
         for i, (key, method) in enumerate(self.objectives.items()):
-            objective = method.objective(logits, targets, self.score)
+            objective = method.objective(logits, targets, self.target)
             found = torch.autograd.grad(objective.sum(), acts, allow_unused=True,
                                         retain_graph=i < len(self.objectives) - 1)
             objective_gradients[key] = {l: (g if g is not None else torch.zeros_like(a)).detach()
@@ -224,7 +222,7 @@ class Explainer:
             maps.update(fused(maps, self.fuse, self.layers, self.methods))
         checks = self._check_assumptions(fp)
         logits = fp.logits.float()
-        return BatchExplanation(logits, logits.softmax(1), fp.targets, maps, checks)
+        return BatchExplanation(logits, self.target.values(logits), fp.targets, maps, checks)
 
     def map_keys(self) -> list[tuple[str, str]]:
         """(method, layer) of every map an image gets, in the order they come: a method that
@@ -274,7 +272,7 @@ class Explainer:
     def _targets(self, logits: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
         n, k = logits.shape
         if target is None:
-            return logits.detach().argmax(1)
+            return self.target.first(logits)
         t = torch.as_tensor(target, device=logits.device).long().flatten()
         t = t.expand(n) if t.numel() == 1 else t
         if t.numel() != n or (t < 0).any() or (t >= k).any():

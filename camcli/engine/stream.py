@@ -46,6 +46,10 @@ class MapResult:
     #: where the original lay in the model input (letterbox, crop); None: stretched over all of it
     frame: Frame | None = None
     input_size: tuple[int, int] | None = None  # (h, w) of the model input the frame refers to
+    #: the class this map explains, and its reported value (several per image in multi-label runs)
+    target_index: int | None = None
+    target_label: str | None = None
+    target_score: float | None = None
 
     def upsampled(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """The map bilinearly upsampled to ``size`` (the original size by default), float32 in [0, 1]."""
@@ -92,10 +96,14 @@ class ImageResult:
     image: np.ndarray | None = None  # original RGB uint8, upright
     pixels: torch.Tensor | None = None  # (3, h, w) uint8, the image as resized for the model
     topk: list[tuple[int, str, float]] = field(default_factory=list)  # (index, label, probability)
-    target_index: int | None = None
+    target_index: int | None = None  # the first class explained (each map names its own)
     target_label: str | None = None
     target_score: float | None = None
     maps: list[MapResult] = field(default_factory=list)
+    #: how many classes were explained (the maps are that many sets of method x layer)
+    explained: int = 1
+    #: the run may explain several classes per image: file names and rows name the class
+    per_class: bool = False
 
     @property
     def pred_index(self) -> int | None:
@@ -139,12 +147,18 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
         worker_init_fn=functools.partial(bind_to_parent, os.getpid()) if workers > 0 else None)
     mean = torch.tensor(loaded.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(loaded.std, device=device).view(1, 3, 1, 1)
-    k = max(1, min(topk, loaded.num_classes))
+    k = max(1, min(topk, len(labels_of(explainer, loaded))))
     nhwc = uses_channels_last(loaded.model)
     if not items:
         return
     for batch in loader:
         yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k, nhwc, skip, seed)
+
+
+def labels_of(explainer: Explainer, loaded: LoadedModel) -> list[str]:
+    """Names of the target's classes: its own (the binary head's two sides, a similarity's
+    reference), else the model's."""
+    return explainer.target.labels or loaded.labels
 
 
 def image_seed(seed: int, rel: str) -> int:
@@ -166,6 +180,7 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
                    skip: Collection[str] = frozenset(), seed: int = 0) -> Iterator[ImageResult]:
     good = [d for d in batch if not d.error]
     results: dict[int, ImageResult] = {}
+    labels = labels_of(explainer, loaded)
     if good:
         pixels = torch.stack([d.pixels for d in good])
         if device.type == "cuda":
@@ -173,10 +188,21 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
         x = (pixels.to(device, non_blocking=True).float().div_(255) - mean) / std
         if nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
+        wanted = [d.item.rel not in skip for d in good]
+        seeds = [image_seed(seed, d.item.rel) for d in good]
         try:
-            wanted = [d.item.rel not in skip for d in good]
-            exp = explainer(x, target, wanted=None if all(wanted) else wanted,
-                            seeds=[image_seed(seed, d.item.rel) for d in good])
+            exp = explainer(x, target, wanted=None if all(wanted) else wanted, seeds=seeds)
+            # the classes each image explains; the first is the one just explained
+            chosen = (explainer.target.choose(exp.logits) if target is None
+                      else [([int(t)], "") for t in exp.targets.cpu().tolist()])
+            slots = [exp]
+            for s in range(1, max(len(c) for c, _ in chosen)):
+                present = [len(c) > s and w for (c, _), w in zip(chosen, wanted)]
+                if not any(present):
+                    slots.append(None)
+                    continue
+                classes = torch.tensor([c[s] if len(c) > s else c[0] for c, _ in chosen], device=exp.logits.device)
+                slots.append(explainer(x, classes, wanted=present, seeds=seeds))
         except (RuntimeError, ValueError) as e:  # e.g. out of memory: the batch fails, the run goes on
             reason = f"model failed on this batch: {str(e).splitlines()[0]}"
             for d in good:
@@ -184,27 +210,31 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
         else:
             probs, idx = exp.probs.topk(k, dim=1)
             probs, idx = probs.cpu().tolist(), idx.cpu().tolist()
-            targets = exp.targets.cpu().tolist()
-            target_scores = exp.probs.gather(1, exp.targets[:, None]).squeeze(1).cpu().tolist()
-            # one device-to-host copy per batch, not one per image
-            on_host = {key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in exp.maps.items()}
-            checks = {key: [(c.assumption, c.values.cpu().tolist(), c.failed.cpu().tolist()) for c in found]
-                      for key, found in exp.checks.items()}
+            values = exp.probs.cpu().tolist()
+            # one device-to-host copy per batch and slot, not one per image
+            on_host = [{key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in e.maps.items()}
+                       if e is not None else {} for e in slots]
+            checks = [{key: [(c.assumption, c.values.cpu().tolist(), c.failed.cpu().tolist()) for c in found]
+                       for key, found in e.checks.items()} if e is not None else {} for e in slots]
             for i, d in enumerate(good):
                 if d.item.rel in skip:
                     continue
                 h, w = d.original.shape[:2]
+                classes, why = chosen[i]
                 maps = []
-                for method, layer in exp.maps:
-                    small, empty = on_host[(method, layer)]
-                    failures = tuple((a, v[i]) for a, v, failed in checks.get((method, layer), ()) if failed[i])
-                    maps.append(MapResult(method, layer, small[i], bool(empty[i]), (h, w), failures, d.frame,
-                                          loaded.input_size))
-                t = targets[i]
+                for s, t in enumerate(classes):
+                    for method, layer in exp.maps:
+                        small, empty = on_host[s][(method, layer)]
+                        failures = tuple((a, v[i]) for a, v, failed in checks[s].get((method, layer), ()) if failed[i])
+                        maps.append(MapResult(method, layer, small[i], bool(empty[i]), (h, w), failures, d.frame,
+                                              loaded.input_size, t, labels[t], values[i][t]))
+                t = classes[0]
+                note = "; ".join(n for n in (d.note, why) if n)
                 results[d.item.index] = ImageResult(
-                    d.item, "ok", note=d.note, width=w, height=h, image=d.original, pixels=d.pixels,
-                    topk=[(c, loaded.labels[c], p) for c, p in zip(idx[i], probs[i])],
-                    target_index=t, target_label=loaded.labels[t], target_score=target_scores[i], maps=maps)
+                    d.item, "ok", note=note, width=w, height=h, image=d.original, pixels=d.pixels,
+                    topk=[(c, labels[c], p) for c, p in zip(idx[i], probs[i])],
+                    target_index=t, target_label=labels[t], target_score=values[i][t], maps=maps,
+                    explained=len(classes), per_class=explainer.target.several)
     for d in batch:
         if d.item.rel in skip:
             continue

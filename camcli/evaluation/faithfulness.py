@@ -29,12 +29,19 @@ class Faithfulness:
     insertion_curve: tuple[float, ...] = ()
 
 
-def _probs(model, pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, target: int, batch_size: int) -> torch.Tensor:
+def softmax_of(output) -> torch.Tensor:
+    """A plain classifier's probabilities (the default ``reads``)."""
+    from camcli.engine.targets import default_target
+
+    return default_target().probabilities_of(output)
+
+
+def _probs(model, pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, target: int, batch_size: int,
+           reads=softmax_of) -> torch.Tensor:
     out = []
     with torch.inference_mode():
         for s in range(0, len(pixels), batch_size):
-            logits = model((pixels[s:s + batch_size] - mean) / std)
-            out.append(logits.float().softmax(1)[:, target])
+            out.append(reads(model((pixels[s:s + batch_size] - mean) / std))[:, target])
     return torch.cat(out)
 
 
@@ -56,8 +63,10 @@ def auc(values: torch.Tensor) -> float:
 
 
 def faithfulness(model, pixels: torch.Tensor, heat: torch.Tensor, target: int, mean: torch.Tensor, std: torch.Tensor,
-                 steps: int = 16, batch_size: int = 64) -> Faithfulness:
-    """Metrics for one image: ``pixels`` (3, h, w) in [0, 1] at model size, ``heat`` (h, w) in [0, 1]."""
+                 steps: int = 16, batch_size: int = 64, reads=softmax_of) -> Faithfulness:
+    """Metrics for one image: ``pixels`` (3, h, w) in [0, 1] at model size, ``heat`` (h, w) in [0, 1];
+    ``reads(output)`` gives the (N, K) probabilities followed (the run's head: a Target's
+    ``probabilities_of``; a softmax by default)."""
     pixels = pixels.float()
     heat = heat.float().to(pixels.device)
     base = pixels[None]
@@ -73,7 +82,7 @@ def faithfulness(model, pixels: torch.Tensor, heat: torch.Tensor, target: int, m
     inserted = blurred * (1 - keep_masks) + base * keep_masks  # salient pixels restored
     explained = base * heat[None, None]
     batch = torch.cat([base, explained, deleted, inserted])
-    probs = _probs(model, batch, mean, std, target, batch_size)
+    probs = _probs(model, batch, mean, std, target, batch_size, reads)
     p, p_masked = probs[0], probs[1]
     curve_del, curve_ins = probs[2:steps + 3], probs[steps + 3:]
     drop = float(torch.clamp(p - p_masked, min=0) / p) if p > 0 else 0.0

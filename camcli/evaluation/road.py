@@ -149,14 +149,17 @@ def keep_masks(heat: torch.Tensor, percentiles=PERCENTILES) -> torch.Tensor:
 
 def road(model, x: torch.Tensor, heat: torch.Tensor, target: int, percentiles=PERCENTILES,
          generator: torch.Generator | None = None, batch_size: int = 64, noise: float = NOISE,
-         tol: float = 1e-4) -> Road:
-    """ROAD for one map: ``x`` (C, H, W) the normalised model input, ``heat`` (H, W) at its size."""
+         tol: float = 1e-4, reads=None) -> Road:
+    """ROAD for one map: ``x`` (C, H, W) the normalised model input, ``heat`` (H, W) at its size;
+    ``reads(output)``: the (N, K) probabilities followed (a softmax by default)."""
+    if reads is None:
+        from camcli.evaluation.faithfulness import softmax_of as reads
     masks = keep_masks(heat.to(x.device), percentiles)
     n = len(percentiles)
     imputed = impute(x[None].expand(2 * n, *x.shape), masks, noise=noise, generator=generator, tol=tol)
     batch = torch.cat([x[None], imputed])
     with torch.inference_mode():
-        probs = torch.cat([model(batch[s:s + batch_size]).float().softmax(1)[:, target]
+        probs = torch.cat([reads(model(batch[s:s + batch_size]))[:, target]
                            for s in range(0, len(batch), batch_size)])
     change = (probs[1:] - probs[0]).tolist()
     return Road(tuple(percentiles), tuple(change[:n]), tuple(change[n:]))

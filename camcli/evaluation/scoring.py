@@ -208,7 +208,7 @@ EVAL_COLUMNS = ["path", "method", "layer", "pred_label", "target_label", "correc
 
 
 def write_csv(path: Path, evaluation: Evaluation) -> None:
-    from camcli.output.paths import temp_path
+    from camcli.output.tempfiles import temp_path
     from camcli.output.rows import cell
 
     tmp = temp_path(path)

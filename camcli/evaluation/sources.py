@@ -89,17 +89,19 @@ def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = Fals
             mean = torch.tensor(lm.mean, device=device).view(1, 3, 1, 1)
             std = torch.tensor(lm.std, device=device).view(1, 3, 1, 1)
         for m in result.maps:
+            explained = result.target_index if m.target_index is None else m.target_index
             item = MapToScore(result.item.rel, m.method, display_name(m.layer), result.width, result.height,
-                              result.pred_label, result.target_label, heat=m.heatmap)
+                              result.pred_label, m.target_label or result.target_label, heat=m.heatmap)
             if with_faithfulness:
                 pixels = result.pixels.to(device).float() / 255.0
                 heat = upsample(torch.from_numpy(m.layer_map), tuple(pixels.shape[1:]))
                 batch_size = cam_batch_size_for(settings, device)
-                item.faith = faithfulness(lm.model, pixels, heat, result.target_index, mean, std, steps=steps,
-                                          batch_size=batch_size)
+                reads = run.session.explainer.target.probabilities_of  # the head's probabilities
+                item.faith = faithfulness(lm.model, pixels, heat, explained, mean, std, steps=steps,
+                                          batch_size=batch_size, reads=reads)
                 noise = torch.Generator().manual_seed(image_seed(settings.seed, f"road\0{result.item.rel}"))
-                item.road = road(lm.model, ((pixels[None] - mean) / std)[0], heat, result.target_index,
-                                 generator=noise, batch_size=batch_size)
+                item.road = road(lm.model, ((pixels[None] - mean) / std)[0], heat, explained,
+                                 generator=noise, batch_size=batch_size, reads=reads)
             yield item
 
 

@@ -36,14 +36,14 @@ def is_exported(path) -> bool:
 
 
 def load_program(path, size: tuple[int, int] | None = None, num_classes: int | None = None, labels=None,
-                 trust: bool = False) -> LoadedModel:
+                 trust: bool = False, output: str | None = None) -> LoadedModel:
     """The exported program ready for the engine; ``size``, if given, must be the one it was exported at."""
     program, exported_size = load(path, trust)
     if size is not None and size != exported_size:
         raise UsageError(f"`input_size` {size[0]}: the exported program takes {exported_size[0]}x{exported_size[1]} "
                          "images only")
     return own_model(program, {"kind": "exported"}, size=exported_size, file=path, num_classes=num_classes,
-                     labels=labels)
+                     labels=labels, output=output)
 
 
 def load(path, trust: bool) -> tuple[nn.Module, tuple[int, int]]:

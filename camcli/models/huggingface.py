@@ -58,7 +58,7 @@ def read_json(path: Path) -> dict:
 
 
 def load_folder(folder: Path, size: tuple[int, int] | None = None, num_classes: int | None = None, labels=None,
-                trust: bool = False) -> LoadedModel:
+                trust: bool = False, output: str | None = None) -> LoadedModel:
     """The classifier in ``folder`` ready for the engine: labels from ``id2label`` unless ``labels``,
     the input size from the image processor unless ``size``, its mean, std and crop fraction."""
     model, config, pre = load(folder, trust)
@@ -67,7 +67,7 @@ def load_folder(folder: Path, size: tuple[int, int] | None = None, num_classes: 
     digest = hashlib.sha256("".join(file_sha256(p) for p in weights).encode()).hexdigest()
     loaded = own_model(model, {"kind": "huggingface", "spec": str(folder.resolve()), "model_type":
                                config.get("model_type"), "weights_sha256": digest},
-                       size=size, num_classes=num_classes,
+                       size=size, num_classes=num_classes, output=output,
                        labels=labels if labels is not None else labels_of(config))
     if pre["mean"] is not None:
         loaded.mean, loaded.std = pre["mean"], pre["std"]

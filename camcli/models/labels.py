@@ -40,9 +40,12 @@ def read_labels(path: str | Path) -> list[str]:
 
 
 def fit_labels(labels: list[str] | None, num_classes: int, source: str) -> list[str]:
-    """Labels for every class index; a count mismatch is a usage error, missing labels get ``class_i``."""
+    """Labels for every class index; a count mismatch is a usage error, missing labels get ``class_i``.
+
+    A model with one output may have two labels: the binary head's negative and positive class.
+    """
     if labels is None:
         return [f"class_{i}" for i in range(num_classes)]
-    if len(labels) != num_classes:
+    if len(labels) != num_classes and not (num_classes == 1 and len(labels) == 2):
         raise UsageError(f"{source} has {len(labels)} labels but the model has {num_classes} classes")
     return labels

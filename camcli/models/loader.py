@@ -61,7 +61,8 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
                checkpoint: str | Path | None = None, num_classes: int | None = None,
                labels: str | Path | list[str] | None = None, input_size: int | tuple[int, int] | None = None,
                device: torch.device | str = "cpu", trust: bool = False, mean: Sequence[float] | None = None,
-               std: Sequence[float] | None = None, model_args: list[str] | None = None) -> LoadedModel:
+               std: Sequence[float] | None = None, model_args: list[str] | None = None,
+               output: str | None = None) -> LoadedModel:
     """Build ``architecture`` and load weights into it.
 
     ``architecture`` is a torchvision name, ``timm/NAME``, a factory (``file.py:function`` or
@@ -77,7 +78,7 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
     >>> lm = load_model("resnet18", weights="none", num_classes=10)  # doctest: +SKIP
     """
     size = _size(input_size)
-    own = {"num_classes": num_classes, "labels": labels}
+    own = {"num_classes": num_classes, "labels": labels, "output": output}  # output: the part of a tuple to read
     if isinstance(architecture, nn.Module):  # a copy: camcli folds its BatchNorms and changes its memory layout
         _no_torchvision_weights(weights)
         model = copy.deepcopy(architecture)

@@ -34,7 +34,8 @@ def handed_over(model) -> tuple[object, nn.Module | None]:
 
 
 def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = None, checkpoint=None,
-              file=None, num_classes: int | None = None, labels=None, hint: str = "") -> LoadedModel:
+              file=None, num_classes: int | None = None, labels=None, hint: str = "",
+              output: str | None = None) -> LoadedModel:
     """A model not built from a name: ``checkpoint`` (a state dict) loaded into it strictly (``hint``
     says what to check when it does not fit), classes from one dry forward at ``size`` (224 by
     default), ``source`` recorded with the class's name. ``file``: the file the model itself came
@@ -42,7 +43,7 @@ def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = 
     if checkpoint is not None:
         load_into(model, read_state_dict(checkpoint), str(checkpoint), hint=hint)
     size = size or (224, 224)
-    n = classes_of(model, size)
+    n = classes_of(model, size, output)
     if num_classes is not None and num_classes != n:
         raise UsageError(f"`num_classes` {num_classes} does not match the model, which returns {n} scores per image")
     label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
@@ -70,9 +71,11 @@ def weights_sha256(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def classes_of(model: nn.Module, input_size: tuple[int, int]) -> int:
-    """How many scores the model returns per image, from one dry forward at ``input_size``."""
-    from camcli.engine.methods.base import model_logits
+def classes_of(model: nn.Module, input_size: tuple[int, int], output: str | None = None) -> int:
+    """How many scores the model returns per image (in the part ``output`` picks), from one dry
+    forward at ``input_size``; 1 for one value per image. What the scores mean is the head's
+    business (:mod:`camcli.engine.heads`), which also refuses outputs that are no scores."""
+    from camcli.engine.targets import select_output
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = torch.zeros(1, 3, *input_size, device=device)
@@ -82,4 +85,5 @@ def classes_of(model: nn.Module, input_size: tuple[int, int]) -> int:
     except Exception as e:  # the user's model: its failure, in one line
         raise UsageError(f"the model ({qualified_name(model)}) fails on a {input_size[0]}x{input_size[1]} RGB input: "
                          f"{type(e).__name__}: {first_line(e)}; give the size it takes with `input_size`") from None
-    return int(model_logits(out).shape[1])
+    scores = select_output(out, output)
+    return int(scores.shape[1]) if scores.dim() >= 2 else 1

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from camcli.errors import UsageError
-from camcli.output.paths import temp_path
+from camcli.output.tempfiles import temp_path
 from camcli.output.rows import PredictionRow
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from camcli.errors import UsageError
-from camcli.output.paths import host_id, leftover_writer, temp_path
+from camcli.output.tempfiles import host_id, leftover_writer, temp_path
 
 #: what camcli writes into an output folder; --overwrite removes these and nothing else
 OWN_OUTPUTS = ("overlays", "heatmaps", "panels", "grid", "predictions.csv", "run.json", "run-settings.json",
@@ -62,7 +62,7 @@ def claim_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> No
 def remove_leftovers(out: Path, log=None) -> int:
     """Remove the temporary files of writers that have ended (a run killed while it wrote a PNG).
 
-    Only names from :func:`~camcli.output.paths.temp_path` are touched, and only those written on
+    Only names from :func:`~camcli.output.tempfiles.temp_path` are touched, and only those written on
     this host by a process that is gone: the temporary files of another shard still writing into
     the same folder stay. Returns how many were removed; ``log`` gets one line when any were.
     """

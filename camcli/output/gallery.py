@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from camcli.output.paths import temp_path
+from camcli.output.tempfiles import temp_path
 from camcli.output.rows import PredictionRow
 
 PAGE_SIZE = 60
@@ -127,7 +127,9 @@ class Gallery:
                              f'<div class="path">{path}</div><div class="err">error: {html.escape(first.error)}</div>'
                              "</div>\n")
             return
-        maps = [(f"{r.method}@{r.layer}", r.output) for r in rows if r.output]
+        # a run that explains several classes per image names the class on each map's button
+        maps = [(f"{r.method}@{r.layer}" + (f": {r.target_label}" if r.targets is not None else ""), r.output)
+                for r in rows if r.output]
         for key, _ in maps:
             self.keys.setdefault(key)
         empty = any(r.empty_map for r in rows)

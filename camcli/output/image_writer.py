@@ -18,7 +18,7 @@ from camcli.engine.stream import ImageResult
 from camcli.evaluation.boxes import boxes_from_heatmap
 from camcli.engine.layer_names import display_name
 from camcli.output.figures import panel
-from camcli.output.paths import atomic_write, heatmap_rel, inside, overlay_rel, panel_rel
+from camcli.output.paths import atomic_write, class_part, heatmap_rel, inside, overlay_rel, panel_rel
 from camcli.output.render import (OVERLAY_FORMATS, draw_boxes, draw_caption, encode_png, encode_png16, fit_side,
                                   overlay_strips, picture_pieces)
 from camcli.output.rows import PredictionRow
@@ -35,6 +35,8 @@ def image_row(result: ImageResult) -> PredictionRow:
         row.target_index, row.target_label = result.target_index, result.target_label
         row.target_score = result.target_score
         row.topk = tuple(result.topk)
+        if result.per_class:
+            row.targets = result.explained
     return row
 
 
@@ -53,9 +55,12 @@ def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> li
     keep_full = s.boxes or (s.save_heatmap and s.heatmap_size == "image")
     rows, titled = [], []
     for m in result.maps:
-        rel = overlay_rel(result.item.rel, m.method, m.layer, OVERLAY_FORMATS[s.overlay_format])
+        named = class_part(m.target_index, m.target_label) if result.per_class else ""
+        rel = overlay_rel(result.item.rel, m.method, m.layer, OVERLAY_FORMATS[s.overlay_format], named)
         row = replace(base, method=m.method, layer=display_name(m.layer), output=rel, empty_map=m.empty,
                       warning=m.warning or None)
+        if m.target_index is not None:
+            row.target_index, row.target_label, row.target_score = m.target_index, m.target_label, m.target_score
         full = m.upsampled() if keep_full else None
         found = _find_boxes(row, full, m.empty, result, s) if s.boxes else []
         try:
@@ -69,8 +74,8 @@ def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> li
                 picture = draw_boxes(picture, found, rotated=s.box_rotated, scale=scale, inplace=True)
             if s.caption:
                 text = f"{result.pred_label} {result.score:.2f}"
-                if result.target_index != result.pred_index:
-                    text += f" | explained: {result.target_label} {result.target_score:.2f}"
+                if row.target_index != result.pred_index:
+                    text += f" | explained: {row.target_label} {row.target_score:.2f}"
                 picture = draw_caption(picture, text, inplace=True)
             atomic_write(inside(out, rel), picture_pieces(picture, s.overlay_format, s.overlay_quality, bgr=bgr))
             if not s.panel:
@@ -78,7 +83,7 @@ def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> li
             elif bgr:  # the panel shows RGB
                 picture = cv2.cvtColor(picture, cv2.COLOR_BGR2RGB, dst=picture)
             if s.save_heatmap:
-                hrel = heatmap_rel(result.item.rel, m.method, m.layer, s.save_heatmap)
+                hrel = heatmap_rel(result.item.rel, m.method, m.layer, s.save_heatmap, named)
                 data = full if s.heatmap_size == "image" else m.layer_map
                 atomic_write(inside(out, hrel), _encode_heatmap(data, s.save_heatmap))
                 row.heatmap = hrel
@@ -87,7 +92,8 @@ def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> li
             picture = None
         del full
         if picture is not None:
-            titled.append((f"{m.method} @ {display_name(m.layer)}", picture))
+            titled.append((f"{m.method} @ {display_name(m.layer)}" + (f": {m.target_label}" if named else ""),
+                           picture))
         rows.append(row)
     if s.panel and titled:
         prel = panel_rel(result.item.rel)

@@ -17,8 +17,9 @@ def image_record(rows: list[PredictionRow]) -> dict:
                       topk=[{"index": i, "label": lab, "score": p} for i, lab, p in first.topk])
         maps = []
         for r in rows:
-            entry = {"method": r.method, "layer": r.layer, "overlay": r.output, "heatmap": r.heatmap,
-                     "empty_map": r.empty_map, "warning": r.warning}
+            entry = {"method": r.method, "layer": r.layer,
+                     "target": {"index": r.target_index, "label": r.target_label, "score": r.target_score},
+                     "overlay": r.output, "heatmap": r.heatmap, "empty_map": r.empty_map, "warning": r.warning}
             if r.box_status:
                 entry["box"] = list(r.box) if r.box_status == "ok" else None
             maps.append(entry)

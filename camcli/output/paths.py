@@ -2,22 +2,18 @@
 
 Every output path is built from an image's relative path and checked to stay inside the
 output folder. Files are written to a temporary name and renamed, so a killed run never
-leaves a half-written PNG. A temporary name says which process wrote it (:func:`temp_path`), so
-the next run into the folder can remove what a killed one left (:func:`leftover_writer`).
+leaves a half-written PNG (the temporary names: :mod:`.tempfiles`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-import secrets
-import socket
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from camcli.engine.layer_names import file_safe
+from camcli.output.tempfiles import temp_path
 
 
 def inside(out_dir: Path, rel: str) -> Path:
@@ -37,38 +33,25 @@ def method_file_name(method: str) -> str:
     return method.replace("+", "p")
 
 
-def overlay_rel(image_rel: str, method: str, layer: str, ext: str = "png") -> str:
-    """``overlays/a/cat.jpg.gradcam@layer4.1.png``: mirrors the input tree, names method and layer."""
-    return f"overlays/{image_rel}.{method_file_name(method)}@{file_safe(layer)}.{ext}"
+def class_part(index: int | None, label: str | None) -> str:
+    """``.3-cup``: the explained class in the file names of runs that explain several per image."""
+    return "" if index is None else f".{index}-{file_safe(label or '')}"
 
 
-def heatmap_rel(image_rel: str, method: str, layer: str, fmt: str) -> str:
+def overlay_rel(image_rel: str, method: str, layer: str, ext: str = "png", target: str = "") -> str:
+    """``overlays/a/cat.jpg.gradcam@layer4.1.png``: mirrors the input tree, names method and layer
+    (and, with ``target`` from :func:`class_part`, the class: ``...@layer4.1.3-cup.png``)."""
+    return f"overlays/{image_rel}.{method_file_name(method)}@{file_safe(layer)}{target}.{ext}"
+
+
+def heatmap_rel(image_rel: str, method: str, layer: str, fmt: str, target: str = "") -> str:
     """``heatmaps/a/cat.jpg.gradcam@layer4.1.npy`` (or ``.png`` for png16)."""
-    return f"heatmaps/{image_rel}.{method_file_name(method)}@{file_safe(layer)}.{'npy' if fmt == 'npy' else 'png'}"
+    return (f"heatmaps/{image_rel}.{method_file_name(method)}@{file_safe(layer)}{target}."
+            f"{'npy' if fmt == 'npy' else 'png'}")
 
 
 def panel_rel(image_rel: str) -> str:
     return f"panels/{image_rel}.png"
-
-
-def host_id() -> str:
-    """This machine, in eight hex digits (a temporary name must stay short)."""
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def temp_path(path: Path) -> Path:
-    """``.cat.png.camcli-4242-1a2b3c4d-9f8e7d.tmp`` beside ``path``: hidden, and naming the writing
-    process and host, so that only the temporary files of runs that have ended are ever removed."""
-    return path.with_name(f".{path.name}.camcli-{os.getpid()}-{host_id()}-{secrets.token_hex(3)}.tmp")
-
-
-_TEMP = re.compile(r"\..+\.camcli-(\d+)-([0-9a-f]{8})-[0-9a-f]{6}\.tmp")
-
-
-def leftover_writer(name: str) -> tuple[int, str] | None:
-    """The (pid, host) that wrote a temporary file named by :func:`temp_path`; ``None`` for any other name."""
-    match = _TEMP.fullmatch(name)
-    return (int(match.group(1)), match.group(2)) if match else None
 
 
 def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:

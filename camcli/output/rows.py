@@ -19,9 +19,13 @@ BASE_COLUMNS = ("index", "path", "width", "height", "pred_index", "pred_label", 
 BOX_COLUMNS = ("box_status", "box_x0", "box_y0", "box_x1", "box_y1")
 
 
-def columns(topk: int, boxes: bool = False, rotated: bool = False, all_boxes: bool = False) -> list[str]:
-    """The header of a predictions file written with these settings."""
+def columns(topk: int, boxes: bool = False, rotated: bool = False, all_boxes: bool = False,
+            targets: bool = False) -> list[str]:
+    """The header of a predictions file written with these settings (``targets``: a run that may
+    explain several classes per image has a ``targets`` column, how many its image got)."""
     cols = list(BASE_COLUMNS)
+    if targets:
+        cols.insert(cols.index("target_score") + 1, "targets")
     if boxes:
         cols += [*BOX_COLUMNS, *(["box_rotated"] if rotated else []), *(["boxes_all"] if all_boxes else [])]
     for k in range(1, topk + 1):
@@ -57,6 +61,8 @@ class PredictionRow:
     target_index: int | None = None
     target_label: str | None = None
     target_score: float | None = None
+    #: how many classes the image's rows explain (only in runs that may explain several)
+    targets: int | None = None
     method: str | None = None
     layer: str | None = None  # as displayed: layer4[1]
     output: str | None = None  # overlay path relative to the output folder
@@ -86,6 +92,8 @@ class PredictionRow:
     def cells(self) -> dict[str, str]:
         """Every column this row has a value for, spelled as in the CSV."""
         out = {name: cell(getattr(self, name)) for name in BASE_COLUMNS}
+        if self.targets is not None:
+            out["targets"] = cell(self.targets)
         out["box_status"] = cell(self.box_status)
         if self.box is not None:
             out.update(zip(BOX_COLUMNS[1:], map(cell, self.box)))

@@ -3,7 +3,8 @@
 ``run-settings.json`` holds the fingerprint of the settings that shape a run's outputs; a
 resumed run must match it. It also records the presentation settings (overlay look, gallery,
 panels: ``PRESENTATION_KEYS``), which a resumed run may change: the images finished earlier keep
-their files, and the log says what changed. An image counts as done when all its rows are in the CSV, all ``ok``,
+their files, and the log says what changed. An image counts as done when all its rows are in the CSV (one per method x layer, for each class
+it explains: the ``targets`` column), all ``ok``,
 and every file they name exists. A resumed run writes byte for byte what an uninterrupted run
 would have written (see :func:`whole_batches`).
 """
@@ -87,7 +88,8 @@ def finished_rows(out: Path, csv_name: str, expected: dict, maps_per_image: int)
     keep = []
     for _path, group in groupby(rows, key=lambda r: r.path):
         group = list(group)
-        if len(group) == maps_per_image and all(r.ok for r in group) and \
+        explained = group[0].targets or 1  # classes explained in the image (multi-label runs)
+        if len(group) == maps_per_image * explained and all(r.ok and (r.targets or 1) == explained for r in group) and \
                 all((out / f).is_file() for r in group for f in r.files()):
             keep += group
     return keep

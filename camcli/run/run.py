@@ -151,7 +151,8 @@ class Run:
                            warnings=RunWarnings(self.log))
             writer = None
             if self.write:
-                csv = PredictionsCSV(out / shard.csv_name, columns(s.topk, s.boxes, s.box_rotated, s.box_mode == "all"),
+                csv = PredictionsCSV(out / shard.csv_name, columns(s.topk, s.boxes, s.box_rotated, s.box_mode == "all",
+                                                                         targets=session.explainer.target.several),
                                      keep=keep)
                 writer = OrderedWriter(out, s, csv, limit=2 * s.batch_size, max_bytes=plan.writer_bytes,
                                        threads=plan.writer_threads)
@@ -162,7 +163,7 @@ class Run:
                     writer.close()
             lm = session.loaded
             self.warnings = tally.warnings.finish(
-                lambda layer: earlier_layer(lm.model, lm.input_size, layer, session.device))
+                lambda layer: earlier_layer(lm.model, lm.input_size, layer, session.device), session.empty_cause())
             summary = RunSummary(len(items), tally.ok, tally.failed, tally.empty, 0.0, out, tally.interrupted,
                                  len(done), shard.csv_name)
             if self.write:

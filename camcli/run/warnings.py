@@ -39,17 +39,18 @@ class RunWarnings:
                 entry["images"] += 1
                 entry["worst"] = max(entry["worst"], value)  # for every figure, larger is worse
 
-    def finish(self, suggest: Callable[[str], str | None]) -> list[dict]:
+    def finish(self, suggest: Callable[[str], str | None], cause: str | None = None) -> list[dict]:
         """Add a warning for every method x layer whose maps were all empty; return them all.
 
-        ``suggest(layer)`` names an earlier layer to try (or ``None``).
+        ``suggest(layer)`` names an earlier layer to try (or ``None``); ``cause``: why no layer can
+        give evidence (the model's head, not the layer), which is then the advice instead.
         """
         for (method, layer), (maps, empty) in self._maps.items():
             if maps and empty == maps:
-                other = suggest(layer)
-                advice = ("its gradients (or activations) carry no evidence for the explained class: choose an "
-                          "earlier layer" + (f", such as {display_name(other)}" if other else "")
-                          + " (see `camcli layers MODEL`)")
+                other = None if cause else suggest(layer)
+                advice = cause or ("its gradients (or activations) carry no evidence for the explained class: choose "
+                                   "an earlier layer" + (f", such as {display_name(other)}" if other else "")
+                                   + " (see `camcli layers MODEL`)")
                 entry = {"method": method, "layer": display_name(layer), "assumption": EMPTY_MAPS,
                          "figure": "share of empty maps", "worst": 1.0, "images": maps, "advice": advice,
                          "message": f"every {method} map at {display_name(layer)} was empty ({maps} image(s))"}

@@ -67,6 +67,7 @@ def check(s: ExplainSettings) -> None:
         raise UsageError("`resume` and `overwrite` exclude each other")
     if s.max_pixels < 1:
         raise UsageError(f"`max_pixels` must be positive, got {s.max_pixels}")
+    check_target(s)
     if s.shard is not None:
         parse_shard(s.shard)
     if s.cam_batch_size is not None and s.cam_batch_size < 1:
@@ -105,6 +106,41 @@ def check(s: ExplainSettings) -> None:
     for name in ("kpca_kernel", "kpca_gamma"):
         if getattr(s, name) is not None and "kpcacam" not in chosen:
             raise UsageError(f"`{name}` applies to `method` kpcacam only")
+
+
+HEADS = ("auto", "softmax", "sigmoid", "binary", "regression")
+
+
+def check_target(s: ExplainSettings) -> None:
+    """The options that say what is explained, alone and together (before any model is loaded)."""
+    if s.head not in HEADS:
+        raise UsageError(f"`head` must be {', '.join(HEADS[:-1])} or {HEADS[-1]}, got {s.head!r}")
+    if s.score not in ("logit", "probability", "softmax"):
+        raise UsageError(f"`score` must be logit or probability, got {s.score!r}")
+    if s.direction not in ("higher", "lower"):
+        raise UsageError(f"`direction` must be higher or lower, got {s.direction!r}")
+    if s.direction != "higher" and s.head != "regression":
+        raise UsageError("`direction` applies to `head` regression only")
+    if s.threshold is not None:
+        if not 0.0 < s.threshold < 1.0:
+            raise UsageError(f"`threshold` is a probability in (0, 1), got {s.threshold}")
+        if s.head not in ("auto", "sigmoid"):
+            raise UsageError(f"`threshold` applies to `head` sigmoid (labels over it are explained), not {s.head}")
+    if s.explain_topk is not None and s.explain_topk < 1:
+        raise UsageError(f"`explain_topk` must be at least 1, got {s.explain_topk}")
+    if s.explain_topk is not None and s.target:
+        raise UsageError("`explain_topk` and `target` exclude each other: the classes explained are either each "
+                         "image's best or the ones named")
+    similarity = [name for name in ("target_image", "target_embedding") if getattr(s, name)]
+    if len(similarity) == 2:
+        raise UsageError("`target_image` and `target_embedding` exclude each other: one reference per run")
+    if similarity:
+        for other, given in (("target", s.target), ("explain_topk", s.explain_topk), ("threshold", s.threshold)):
+            if given is not None and given != "":
+                raise UsageError(f"`{similarity[0]}` explains a similarity to a reference, and `{other}` picks classes: "
+                                 "use one of them")
+        if s.head != "auto":
+            raise UsageError(f"`{similarity[0]}` reads the model's output as an embedding; `head` {s.head} does not apply")
 
 
 def cam_batch_size_for(settings: ExplainSettings, device) -> int:

@@ -81,11 +81,35 @@ class ExplainSettings:
                                "when ambiguous), nchw, nhwc (channels-last, Swin) or tokens (ViT). One value for "
                                "all layers, or one per --layer, comma-separated.", "Explanation",
                                shapes_outputs=True, evaluate=True)
-    target: str | None = option(None, "Class to explain in every image: an index or a label name.", "Explanation",
+    target: str | None = option(None, "Class(es) to explain in every image: indices or label names, comma-separated "
+                                "(several: each its own row and overlay). The binary head's are its negative and "
+                                "positive class.", "Explanation",
                                 shown="each image's top-1 class", shapes_outputs=True, evaluate=True)
+    head: str = option("auto", "How the model's outputs read: softmax (classes that exclude each other), sigmoid "
+                       "(independent labels: every label over --threshold is explained), binary (one logit: the "
+                       "positive class, and its negation the negative one) or regression (values, explained as "
+                       "--direction says). auto: one output is binary, a model ending in its own Sigmoid or Softmax "
+                       "gives those probabilities (never squashed twice), anything else softmax.", "Explanation",
+                       shapes_outputs=True, evaluate=True)
+    threshold: float | None = option(None, "Sigmoid head: the probability from which a label counts as present and is "
+                                     "explained.", "Explanation", shown="0.5", shapes_outputs=True, evaluate=True)
+    explain_topk: int | None = option(None, "Explain each image's K best classes (any head), each its own row and "
+                                      "overlay.", "Explanation", shown="1; the sigmoid head: labels over --threshold",
+                                      shapes_outputs=True, evaluate=True)
+    output: str | None = option(None, "Which part of the model's output to explain when it is a tuple, dict or "
+                                "output object: an index (0) or a name (logits, pooler_output).", "Explanation",
+                                shown="a tensor itself, else its logits, else its first tensor", shapes_outputs=True,
+                                evaluate=True)
+    target_image: str | None = option(None, "Explain the cosine similarity of each image's embedding (the model's "
+                                      "output) to this image's embedding, fed as the images are.", "Explanation",
+                                      shapes_outputs=True, evaluate=True)
+    target_embedding: str | None = option(None, "As --target-image, with the reference embedding read from a .npy "
+                                          "file (one vector).", "Explanation", shapes_outputs=True, evaluate=True)
+    direction: str = option("higher", "Regression head: explain what makes the output higher, or lower.",
+                            "Explanation", shapes_outputs=True, evaluate=True)
     score: str = option("logit", "Score explained: logit (what the Grad-CAM, Grad-CAM++ and Score-CAM papers and "
-                        "pytorch-grad-cam use) or softmax probability.", "Explanation", shapes_outputs=True,
-                        evaluate=True)
+                        "pytorch-grad-cam use) or probability (the head's: softmax, or sigmoid; `softmax` is an old "
+                        "spelling of it).", "Explanation", shapes_outputs=True, evaluate=True)
     cam_batch_size: int | None = option(None, "Masked inputs per forward pass for scorecam, ablationcam and the "
                                         "faithfulness metrics; bounds their memory.", "Explanation",
                                         shown="16 on a CPU, 64 on a GPU", evaluate=True)

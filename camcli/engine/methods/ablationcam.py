@@ -20,7 +20,7 @@ from camcli.engine.layer_names import hook_layer
 from camcli.engine.tail import forget, model_tail, read_layer
 from camcli.engine.tensors import first_tensor, replace_first_tensor
 from camcli.engine.methods import register
-from camcli.engine.methods.base import CAMMethod, ForwardPass, class_scores, model_logits
+from camcli.engine.methods.base import CAMMethod, ForwardPass
 
 
 @register
@@ -44,7 +44,7 @@ class AblationCAM(CAMMethod):
     def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
         acts = fp.activations[layer]
         n, c = acts.shape[:2]
-        base = class_scores(fp.logits, fp.targets, fp.score)
+        base = fp.target.scores(fp.logits, fp.targets)
         weights = torch.zeros(n, c, device=acts.device)
         with torch.inference_mode():
             scores_of = self._tail_scores(fp, layer) or self._whole_model_scores(fp, layer)
@@ -72,7 +72,7 @@ class AblationCAM(CAMMethod):
         if tail is None or not wanted:
             return None
         first = fp.inputs[wanted[0]:wanted[0] + 1]
-        if not tail.reproduces(fp.model, torch.cat([first, first.flip(-1)]), model_logits):  # two distinct images
+        if not tail.reproduces(fp.model, torch.cat([first, first.flip(-1)]), fp.target.read):  # two distinct images
             forget(fp.model, layer)
             return None
         rows = torch.tensor(wanted, device=fp.inputs.device)
@@ -94,8 +94,7 @@ class AblationCAM(CAMMethod):
             original = originals[r:r + 1] if originals is not None else None
             output = fp.layer_output(layer, ablated, original).to(dtype)
             repeated = [v[r:r + 1].expand(k, *v.shape[1:]).contiguous() for v in before]
-            logits = model_logits(tail(output, *repeated))
-            return class_scores(logits, fp.targets[i:i + 1].expand(k), fp.score)
+            return fp.target(tail(output, *repeated), fp.targets[i:i + 1].expand(k))
 
         return scores_of
 
@@ -113,8 +112,7 @@ class AblationCAM(CAMMethod):
         def scores_of(i: int, ablated: torch.Tensor) -> torch.Tensor:
             k = ablated.shape[0]
             replacement["acts"] = ablated
-            logits = model_logits(fp.model(fp.inputs[i:i + 1].expand(k, -1, -1, -1)))
-            return class_scores(logits, fp.targets[i:i + 1].expand(k), fp.score)
+            return fp.target(fp.model(fp.inputs[i:i + 1].expand(k, -1, -1, -1)), fp.targets[i:i + 1].expand(k))
 
         def close() -> None:
             for handle in handles:

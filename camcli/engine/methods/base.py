@@ -22,7 +22,7 @@ from camcli.errors import UsageError
 from camcli.engine.layouts import Layout
 from camcli.engine.methods.assumptions import Assumption
 from camcli.engine.methods.principal import first_component
-from camcli.engine.tensors import first_tensor
+from camcli.engine.targets import Target, default_target, select_output
 
 
 #: the layer name under which methods that ignore the target layer list their one map
@@ -39,7 +39,8 @@ class ForwardPass:
     targets: torch.Tensor  # (N,), the class explained for each image
     activations: dict[str, torch.Tensor]  # layer -> (N, C, h, w) map (see layouts), detached
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> d score / d activation
-    score: str = "logit"  # which score the gradients were taken of: "logit" or "softmax"
+    #: what is explained (head, score): methods score their own passes with ``target(output, index)``
+    target: Target = field(default_factory=default_target)
     #: (N,) bool or None: the images whose maps will be used. Methods with per-image passes
     #: (Score-CAM, Ablation-CAM) skip the others; a resumed run recomputes finished images
     #: only so that their batch is the same as in the whole run.
@@ -123,12 +124,12 @@ class CAMMethod(ABC):
 
     def watch(self, model: nn.Module, layers: list[str]):
         """A context manager, active during the shared forward at ``layers``, that yields a recorder whose
-        ``finish(x, logits, targets, score)`` runs while the graph is alive and returns what
+        ``finish(x, table, targets, target)`` runs while the graph is alive and returns what
         :meth:`raw_maps` then finds in ``fp.cache[self.name]``; it must keep the graph."""
         return contextlib.nullcontext()
 
-    def objective(self, logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor | None:
-        """(N,) scores whose gradients this method needs instead of the run's ``score`` (Finer-CAM),
+    def objective(self, logits: torch.Tensor, targets: torch.Tensor, target: Target) -> torch.Tensor | None:
+        """(N,) scores whose gradients this method needs instead of the target's (Finer-CAM),
         or ``None``; computed on the shared forward, differentiable."""
         return None
 
@@ -195,9 +196,9 @@ def stable_seed(data: bytes) -> int:
 
 
 def class_scores(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
-    """The explained class's logit, or its softmax probability, for each row."""
-    values = logits.float().softmax(1) if score == "softmax" else logits.float()
-    return values.gather(1, targets.view(-1, 1).to(values.device)).squeeze(1)
+    """The explained class's logit, or its softmax probability, for each row (a softmax head's
+    :meth:`~camcli.engine.targets.Target.scores`)."""
+    return default_target("logit" if score == "logit" else "probability").scores(logits, targets)
 
 
 def normalise(raw: torch.Tensor, relu: bool = True) -> MapBatch:
@@ -223,11 +224,7 @@ def normalise(raw: torch.Tensor, relu: bool = True) -> MapBatch:
 
 def model_logits(output) -> torch.Tensor:
     """Models may return a tensor, a tuple (Inception's aux logits) or a dict with 'logits'."""
-    if isinstance(output, dict) and "logits" in output:
-        output = output["logits"]
-    if hasattr(output, "logits"):
-        output = output.logits
-    tensor = first_tensor(output)
-    if tensor is None or tensor.dim() != 2:
-        raise UsageError(f"the model's output is not (N, classes) logits: got {type(output).__name__}")
+    tensor = select_output(output)
+    if tensor.dim() != 2:
+        raise UsageError(f"the model's output is not (N, classes) logits: got {tuple(tensor.shape)}")
     return tensor

@@ -7,6 +7,8 @@ the logits must equal ``W @ mean(A) + b``; anything else gets a clear error.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -41,12 +43,16 @@ class CAM(CAMMethod):
         why = None
         if head is None:
             why = "the model has no linear classifier"
-        elif head[1].in_features != acts.shape[1] or head[1].out_features != fp.logits.shape[1]:
+        elif fp.target.kind == "similarity":
+            why = "the cosine similarity of an embedding is not a weighted sum of the layer's channels"
+        elif head[1].in_features != acts.shape[1]:
             why = (f"{where} has {acts.shape[1]} channels but the last linear layer "
                    f"({display_name(head[0])}) maps {head[1].in_features} -> {head[1].out_features}")
         else:
-            predicted = self._logits_from_gap(head[1], acts)
-            err = (predicted - fp.logits.float()).abs().max().item()
+            # read through the target as the model's own output is (the binary head's [-z, z])
+            predicted = dataclasses.replace(fp.target, output=None).table(self._logits_from_gap(head[1], acts))
+            err = (predicted - fp.logits.float()).abs().max().item() if predicted.shape == fp.logits.shape \
+                else float("inf")
             tol = 1e-3 * max(1.0, fp.logits.abs().max().item())
             if err > tol:
                 why = (f"the logits are not a linear function of the global average of {where} "
@@ -71,8 +77,13 @@ class CAM(CAMMethod):
 
     @staticmethod
     def _weights(fp: ForwardPass, layer: str) -> torch.Tensor:
+        """(N, C): the classifier's row for each explained class (the binary head's negative class
+        is its one row negated; a regression explained "lower" negates it too)."""
         _, head = linear_head(fp.model)
-        return head.weight.detach()[fp.targets].to(fp.activations[layer].dtype)  # (N, C)
+        weight = head.weight.detach().to(fp.activations[layer].dtype)
+        if fp.target.kind == "binary":
+            return weight[0][None] * (2 * fp.targets.to(weight.device) - 1).to(weight.dtype)[:, None]
+        return weight[fp.targets] * fp.target.direction
 
 
 def cam_capable_layers(model: nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> set[str]:

@@ -31,11 +31,13 @@ def closest_classes(logits: torch.Tensor, targets: torch.Tensor, count: int = CO
         return distance.topk(min(count, logits.shape[1] - 1), dim=1, largest=False).indices
 
 
-def contrastive_score(logits: torch.Tensor, targets: torch.Tensor, alpha: float) -> torch.Tensor:
-    """(N,) sum_d p_d (y_target - alpha y_d) / sum_d p_d over the closest classes d."""
+def contrastive_score(logits: torch.Tensor, targets: torch.Tensor, alpha: float,
+                      probabilities: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,) sum_d p_d (y_target - alpha y_d) / sum_d p_d over the closest classes d; ``p`` the
+    head's probabilities (a softmax of the logits unless given)."""
     rivals = closest_classes(logits, targets)
     target = logits.gather(1, targets.view(-1, 1).to(logits.device))
-    p = logits.softmax(1).gather(1, rivals)
+    p = (logits.softmax(1) if probabilities is None else probabilities).gather(1, rivals)
     return (p * (target - alpha * logits.gather(1, rivals))).sum(1) / (p.sum(1) + 1e-9)
 
 
@@ -55,10 +57,12 @@ class FinerCAM(GradCAM):
     def objective_key(self) -> str:
         return f"finer alpha={self.alpha!r}"
 
-    def objective(self, logits, targets, score):
-        return contrastive_score(logits.float(), targets, self.alpha)
+    def objective(self, logits, targets, target):
+        return contrastive_score(logits.float(), targets, self.alpha, target.probabilities(logits))
 
     def validate(self, fp: ForwardPass, layer: str) -> None:
+        if not fp.target.probabilistic:
+            raise UsageError(f"finercam compares the target with rival classes; a {fp.target.kind} output has none")
         if fp.logits.shape[1] < 2:
             raise UsageError("finercam compares the target with other classes; this model has one class")
 

@@ -27,7 +27,7 @@ from torch import nn
 from camcli.errors import UsageError
 from camcli.engine.capture import removed_after
 from camcli.engine.methods import register
-from camcli.engine.methods.base import CAMMethod, ForwardPass, class_scores
+from camcli.engine.methods.base import CAMMethod, ForwardPass
 from camcli.engine.tensors import first_tensor, replace_first_tensor
 
 
@@ -103,8 +103,8 @@ class _Recorder:
             return replace_first_tensor(output, tensor.clone())
         return hook
 
-    def finish(self, x: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
-        grads = torch.autograd.grad(class_scores(logits, targets, score).sum(), [x] + [o for o, _ in self.outputs],
+    def finish(self, x: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, target) -> torch.Tensor:
+        grads = torch.autograd.grad(target.scores(table, targets).sum(), [x] + [o for o, _ in self.outputs],
                                     allow_unused=True, retain_graph=True)
         size = tuple(x.shape[-2:])
         total = scaled((grads[0] * x).detach().float().abs()).sum(1)

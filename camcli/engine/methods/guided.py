@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 from camcli.errors import UsageError
 from camcli.engine.capture import frozen_parameters
 from camcli.engine.methods import register
-from camcli.engine.methods.base import CAMMethod, ForwardPass, class_scores, model_logits
+from camcli.engine.methods.base import CAMMethod, ForwardPass
 from camcli.engine.methods.gradcam import GradCAM
 from camcli.engine.tensors import upsample
 
@@ -93,8 +93,8 @@ def guided_gradients(fp: ForwardPass) -> tuple[torch.Tensor, Guided]:
         with frozen_parameters(model), torch.inference_mode(False), torch.enable_grad():
             x = fp.inputs.detach().clone().requires_grad_(True)
             with Guided() as mode:
-                logits = model_logits(model(x)).float()
-            score = class_scores(logits, fp.targets.clone(), fp.score)
+                output = model(x)
+            score = fp.target(output, fp.targets.clone())
             (grad,) = torch.autograd.grad(score.sum(), x)
         fp.cache[key] = (grad.detach(), mode)
     return fp.cache[key]
@@ -142,8 +142,8 @@ class _Recorder:
     def __init__(self, mode: Guided) -> None:
         self.mode = mode
 
-    def finish(self, x, logits, targets, score):
-        (grad,) = torch.autograd.grad(class_scores(logits, targets, score).sum(), x, retain_graph=True)
+    def finish(self, x, table, targets, target):
+        (grad,) = torch.autograd.grad(target.scores(table, targets).sum(), x, retain_graph=True)
         return grad.detach(), self.mode
 
 

@@ -18,6 +18,7 @@ Supported: torchvision's VisionTransformer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -140,13 +141,13 @@ class _Recorder:
         self.weights: list[torch.Tensor] = []
         self.tokens: list[torch.Tensor] = []
 
-    def finish(self, x, logits, targets, score) -> tuple[list[str], list[torch.Tensor]] | None:
+    def finish(self, x, table, targets, target) -> tuple[list[str], list[torch.Tensor]] | None:
         if self.read is None or not self.weights:
             return None  # not a supported ViT: validate says so
-        targets = targets.view(-1, 1)
+        head = dataclasses.replace(target, output=None)  # the block reader gives the head's tensor itself
         maps = []
         for a, t in zip(self.weights, self.tokens):
-            block_score = self.read(t).float().gather(1, targets).sum()
+            block_score = head(self.read(t), targets).sum()
             (grad,) = torch.autograd.grad(block_score, a, retain_graph=True)
             relevance = grad.detach().clamp_min(0).mean(dim=(1, 2))[:, 1:]  # drop the class token key
             side = math.isqrt(relevance.shape[1])

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from camcli.errors import UsageError
 from camcli.engine.methods import register
-from camcli.engine.methods.base import CAMMethod, ForwardPass, class_scores, model_logits
+from camcli.engine.methods.base import CAMMethod, ForwardPass
 
 
 def normalised_masks(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -98,6 +98,5 @@ def masked_scores(fp: ForwardPass, i: int, count: int, chunk: int, masks_for) ->
         masks = masks_for(s, e)
         masked = (fp.inputs[i:i + 1] * masks[:, None].to(fp.inputs.dtype)).contiguous(
             memory_format=torch.channels_last)  # NHWC convolutions are faster, on CPU too
-        logits = model_logits(fp.model(masked))
-        scores[s:e] = class_scores(logits, target.expand(e - s), fp.score)
+        scores[s:e] = fp.target(fp.model(masked), target.expand(e - s))
     return scores
