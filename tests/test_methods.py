@@ -279,7 +279,7 @@ def test_scorecam_deduplication_is_exact():
     acts = fp.activations["layer4.1"].clone()
     acts[:, :200] = 0.0  # dead channels, as after a ReLU
     acts[:, 200:260] = 3.0 * acts[:, 300:360] + 1.0  # positive affine copies
-    fp = ForwardPass(fp.model, fp.inputs, fp.logits, fp.targets, {"layer4.1": acts}, score="logit")
+    fp = ForwardPass(fp.model, fp.inputs, fp.logits, fp.targets, {"layer4.1": acts}, target=Target("softmax"))
     reps, inverse = distinct_channels(acts[0])
     assert len(reps) <= 512 - 200 - 60 + 1
 
