@@ -19,6 +19,7 @@ import torch
 from camcli.engine.devices import describe, pick_device
 from camcli.engine.explainer import Explainer
 from camcli.engine.heads import checked_kind, probe, read_embedding, reference_embedding
+from camcli.engine.method_options import BY_NAME, takes
 from camcli.engine.images import ImageItem
 from camcli.engine.layouts import NotAMap
 from camcli.engine.methods import CAMMethod, get_method
@@ -66,10 +67,10 @@ class ExplainSession:
         if settings.precision != "fp32" and device.type != "cuda":
             raise UsageError(f"`precision` {settings.precision} is GPU-only (CUDA autocast); on {device.type} camcli "
                              "computes in fp32 (CPU bf16 autocast is slower or unsupported on many CPUs)")
-        methods = [get_method(m, cam_batch_size=cam_batch_size_for(settings, device), max_n=settings.max_n,
-                              fem_k=settings.fem_k, kpca_kernel=settings.kpca_kernel, kpca_gamma=settings.kpca_gamma,
-                              eigen_smooth=settings.eigen_smooth, finer_alpha=settings.finer_alpha,
-                              noise_samples=settings.noise_samples, noise_std=settings.noise_std)
+        options = {name: getattr(settings, name) for name in BY_NAME} | {
+            "cam_batch_size": cam_batch_size_for(settings, device)}
+        methods = [get_method(m, eigen_smooth=settings.eigen_smooth,
+                              **{k: v for k, v in options.items() if k in takes(m.strip().lower())})
                    for m in dict.fromkeys(settings.method)]
         loaded = load_model(module if module is not None else settings.model,
                             weights=settings.weights, checkpoint=settings.checkpoint, model_args=settings.model_arg,

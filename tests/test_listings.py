@@ -16,7 +16,7 @@ def test_methods_json_lists_every_method_with_its_properties(cli):
     assert all(set(m) >= {"summary", "paper", "cost", "class_discriminative"} for m in rows)
     fullgrad = next(m for m in rows if m["name"] == "fullgrad")
     assert fullgrad["resolution"] == "pixel" and fullgrad["uses_layer"] is False
-    assert next(m for m in rows if m["name"] == "sscam")["options"] == ["noise_samples", "noise_std", "max_n"]
+    assert next(m for m in rows if m["name"] == "sscam")["options"] == ["max_n", "noise_samples", "noise_std"]
     assert "--finer-alpha" in cli("methods").stdout
 
 

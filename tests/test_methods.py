@@ -9,6 +9,7 @@ from torch import nn
 from camcli.errors import UsageError
 from camcli.engine.explainer import Explainer
 from camcli.engine.layer_names import resolve_layer
+from camcli.engine.method_options import takes
 from camcli.engine.methods import available, get_method
 from camcli.engine.targets import Target
 
@@ -116,6 +117,11 @@ def test_cam_agrees_with_torchcam():
         assert pearson(ours.maps[("cam", "layer4.1")].maps[i], theirs[i]) >= 0.99
 
 
+def quick(name: str):
+    """The method, with one noisy sample or integration step where it takes them (keeps it quick)."""
+    return get_method(name, **({"noise_samples": 1} if "noise_samples" in takes(name) else {}))
+
+
 def heads(model_of):
     """Every head a map can explain, each with a model whose output it reads: ``model_of(classes)``."""
     torch.manual_seed(0)
@@ -147,7 +153,7 @@ def test_every_method_keeps_the_contract(name):
         valid = []
         for layer in sizes:  # some methods (cam) apply at the last block only
             try:
-                Explainer(model, [layer], [get_method(name, noise_samples=1)], target=target).validate((side, side), "cpu")
+                Explainer(model, [layer], [quick(name)], target=target).validate((side, side), "cpu")
                 valid.append(layer)
             except UsageError as e:
                 if name in ("cam", "finercam") and head == "similarity":
@@ -157,7 +163,7 @@ def test_every_method_keeps_the_contract(name):
         assert list(sizes)[0] in valid, (head, valid)
         if head != "softmax":
             valid = valid[:1]
-        method = get_method(name, noise_samples=1)  # one noisy sample or integration step keeps this quick
+        method = quick(name)
         ex = Explainer(model, valid, [method], target=target)
         with torch.no_grad():  # the caller's no_grad must not break gradient methods
             batch = ex(x)

@@ -7,6 +7,7 @@ import torch
 import torchvision
 
 from camcli.engine.explainer import Explainer
+from camcli.engine.method_options import takes
 from camcli.engine.methods import get_method
 from camcli.errors import UsageError
 from camcli.engine.layer_names import resolve_layer
@@ -165,7 +166,8 @@ def test_eigen_smooth_matches_pytorch_grad_cam(method):
     model = torchvision.models.resnet18(num_classes=10).eval()
     x = torch.randn(2, 3, 96 if method == "scorecam" else 128, 96 if method == "scorecam" else 128,
                     generator=torch.Generator().manual_seed(1))
-    ours = Explainer(model, ["layer4.1"], [get_method(method, eigen_smooth=True, cam_batch_size=256)])(x)
+    big = {"cam_batch_size": 256} if "cam_batch_size" in takes(method) else {}
+    ours = Explainer(model, ["layer4.1"], [get_method(method, eigen_smooth=True, **big)])(x)
     raw = peer_raw(method, model, model.layer4[1], x, ours.targets, peer=OLD_PEERS[method], eigen_smooth=True)
     mine = ours.maps[(method, "layer4.1")].maps.numpy()
     for i in range(2):
@@ -245,3 +247,40 @@ def test_fem_k_and_kpca_gamma_take_effect_and_are_checked(cli, tmp_path):
                        (("--method", "gradcam", "--kpca-gamma", "0.1"), "--kpca-gamma applies to --method kpcacam")]:
         r = cli("explain", image, "--config", DEMO_CONFIG, *args, "--out", tmp_path / "x")
         assert r.exit_code == 2 and said in r.stderr, r.stderr
+
+
+def test_each_method_option_is_declared_once_and_offered_checked_and_refused_from_there(cli):
+    """engine/method_options.py declares every method option; the flags and their help, the
+    methods' own ``options``, ``camcli methods --json`` and the refusals all follow it."""
+    import json
+    import typer
+
+    from camcli.cli import app
+    from camcli.engine.method_options import OPTIONS
+    from camcli.engine.methods import available
+    from camcli.settings.fields import FIELDS
+
+    command = typer.main.get_command(app).commands["explain"]
+    flags = {opt: p for p in command.params for opt in p.opts}
+    listed = {m["name"]: m["options"] for m in json.loads(cli("methods", "--json").stdout)}
+    for option in OPTIONS:
+        assert option.name in FIELDS and option.kind.__name__ in str(FIELDS[option.name].type)
+        flag = flags["--" + option.name.replace("_", "-")]
+        assert " ".join(option.help.split()[:6]) in " ".join(flag.help.split())
+        for method in option.takers:
+            assert option.name in available()[method].options
+            if option.name != "cam_batch_size":
+                assert option.name in listed[method]
+    for name, cls in available().items():
+        assert set(cls.options) == {o.name for o in OPTIONS if name in o.takers}
+        assert set(listed[name]) == set(cls.options) - {"cam_batch_size"}
+    # the Python API refuses what a method does not take, and says who does
+    with pytest.raises(UsageError, match=r"gradcam does not take max_n \(it takes none\).*scorecam, sscam and iscam"):
+        get_method("gradcam", max_n=3)
+    with pytest.raises(UsageError, match="fem does not take noise_std"):
+        get_method("fem", noise_std=0.5)
+    with pytest.raises(UsageError, match="noise_samples must be at least 1, got 0"):
+        get_method("sscam", noise_samples=0)
+    with pytest.raises(UsageError, match="unknown method option samples"):
+        get_method("sscam", samples=3)
+    assert get_method("gradcam", max_n=None).name == "gradcam"  # None: the default, as the settings pass it

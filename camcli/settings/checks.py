@@ -6,10 +6,9 @@ command line shows them as its flags (``--batch-size``).
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
-from camcli.engine import FUSIONS, METHOD_NAMES, RESIZE_MODES
+from camcli.engine import FUSIONS, METHOD_NAMES, RESIZE_MODES, method_options
 from camcli.errors import UsageError, unknown
 
 if TYPE_CHECKING:
@@ -70,42 +69,12 @@ def check(s: ExplainSettings) -> None:
     check_target(s)
     if s.shard is not None:
         parse_shard(s.shard)
-    if s.cam_batch_size is not None and s.cam_batch_size < 1:
-        raise UsageError(f"`cam_batch_size` must be at least 1, got {s.cam_batch_size}")
-    if s.max_n is not None:
-        if s.max_n < 1:
-            raise UsageError(f"`max_n` must be at least 1, got {s.max_n}")
-        if not {"scorecam", "sscam", "iscam"} & set(chosen):
-            raise UsageError("`max_n` (Faster Score-CAM) applies to `method` scorecam, sscam and iscam only")
-    if s.fem_k is not None:
-        if not s.fem_k >= 0:
-            raise UsageError(f"`fem_k` must be 0 or more, got {s.fem_k}")
-        if "fem" not in chosen:
-            raise UsageError("`fem_k` applies to `method` fem only")
-    if s.finer_alpha is not None:
-        if not math.isfinite(s.finer_alpha) or s.finer_alpha < 0:
-            raise UsageError(f"`finer_alpha` must be a finite number, 0 or more, got {s.finer_alpha}")
-        if "finercam" not in chosen:
-            raise UsageError("`finer_alpha` applies to `method` finercam only")
-    noisy = [m for m in ("sscam", "iscam", "smoothgradcam++") if m in chosen]
-    if s.noise_samples is not None:
-        if s.noise_samples < 1:
-            raise UsageError(f"`noise_samples` must be at least 1, got {s.noise_samples}")
-        if not noisy:
-            raise UsageError("`noise_samples` applies to `method` sscam, iscam and smoothgradcam++ only")
-    if s.noise_std is not None:
-        if not math.isfinite(s.noise_std) or s.noise_std <= 0:
-            raise UsageError(f"`noise_std` must be a finite number above 0, got {s.noise_std}")
-        if not [m for m in noisy if m != "iscam"]:
-            raise UsageError("`noise_std` applies to `method` sscam and smoothgradcam++ only (iscam adds no noise)")
+    method_options.check({name: getattr(s, name) for name in method_options.BY_NAME}, chosen)
     if s.fuse is not None:
         if s.fuse not in FUSIONS:
             raise UsageError(f"`fuse` must be {', '.join(FUSIONS[:-1])} or {FUSIONS[-1]}, got {s.fuse!r}")
         if len(s.layer) < 2:
             raise UsageError("`fuse` combines the maps of several layers; give two or more with `layer`")
-    for name in ("kpca_kernel", "kpca_gamma"):
-        if getattr(s, name) is not None and "kpcacam" not in chosen:
-            raise UsageError(f"`{name}` applies to `method` kpcacam only")
 
 
 HEADS = ("auto", "softmax", "sigmoid", "binary", "regression")

@@ -13,7 +13,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from camcli.engine import DEFAULT_MAX_PIXELS
+from camcli.engine import DEFAULT_MAX_PIXELS, method_options
+
+
+def method_option(name: str) -> Any:
+    """A method's option as a settings field: help, default as shown and whether it shapes the
+    outputs come from its declaration (:mod:`camcli.engine.method_options`)."""
+    declared = method_options.BY_NAME[name]
+    return option(None, declared.help, "Explanation", shown=declared.shown, shapes_outputs=declared.shapes_outputs,
+                  evaluate=True)
 
 
 def option(default: Any = None, help: str = "", panel: str = "Run", *, short: str | None = None,
@@ -110,32 +118,14 @@ class ExplainSettings:
     score: str = option("logit", "Score explained: logit (what the Grad-CAM, Grad-CAM++ and Score-CAM papers and "
                         "pytorch-grad-cam use) or probability (the head's: softmax, or sigmoid; `softmax` is an old "
                         "spelling of it).", "Explanation", shapes_outputs=True, evaluate=True)
-    cam_batch_size: int | None = option(None, "Masked inputs per forward pass for scorecam, ablationcam and the "
-                                        "faithfulness metrics; bounds their memory.", "Explanation",
-                                        shown="16 on a CPU, 64 on a GPU", evaluate=True)
-    max_n: int | None = option(None, "Faster Score-CAM: use only the N channels with the largest spatial spread "
-                               "(scorecam, sscam and iscam only).", "Explanation", shown="all", shapes_outputs=True,
-                               evaluate=True)
-    fem_k: float | None = option(None, "FEM's k-sigma rule: a position counts when it is above its channel's mean + k "
-                                 "standard deviations (fem only).", "Explanation", shown="2, the paper's",
-                                 shapes_outputs=True, evaluate=True)
-    kpca_kernel: str | None = option(None, "KPCA-CAM's kernel: sigmoid, rbf, poly, linear or cosine "
-                                     "(scikit-learn's definitions; kpcacam only).", "Explanation",
-                                     shown="sigmoid, the paper's", shapes_outputs=True, evaluate=True)
-    kpca_gamma: float | None = option(None, "KPCA-CAM's kernel coefficient (kpcacam only).", "Explanation",
-                                      shown="1 / channels", shapes_outputs=True, evaluate=True)
-    finer_alpha: float | None = option(None, "Finer-CAM's comparison strength: the explained score is the target's "
-                                       "logit minus alpha times those of the three most similar classes, weighted by "
-                                       "their probabilities (finercam only).", "Explanation", shown="1, the authors' code",
-                                       shapes_outputs=True, evaluate=True)
-    noise_samples: int | None = option(None, "Noisy samples per image for sscam and smoothgradcam++, integration "
-                                       "steps for iscam.", "Explanation",
-                                       shown="35 sscam, 4 smoothgradcam++, 10 iscam (torchcam's)",
-                                       shapes_outputs=True, evaluate=True)
-    noise_std: float | None = option(None, "Standard deviation of the Gaussian noise: on the [0, 1] masks for sscam, on "
-                                     "the normalised input for smoothgradcam++.", "Explanation",
-                                     shown="2 sscam, 0.3 smoothgradcam++ (torchcam's)", shapes_outputs=True,
-                                     evaluate=True)
+    cam_batch_size: int | None = method_option("cam_batch_size")
+    max_n: int | None = method_option("max_n")
+    fem_k: float | None = method_option("fem_k")
+    kpca_kernel: str | None = method_option("kpca_kernel")
+    kpca_gamma: float | None = method_option("kpca_gamma")
+    finer_alpha: float | None = method_option("finer_alpha")
+    noise_samples: int | None = method_option("noise_samples")
+    noise_std: float | None = method_option("noise_std")
     fuse: str | None = option(None, "Also fuse each method's maps at all --layer layers into one map: max "
                               "(torchcam's fuse_cams), mean or product (RefineCAM's); written as its own overlay and "
                               "row, layer named as the set (layer3+layer4[1]).", "Explanation", shown="no fusion",

@@ -7,15 +7,18 @@ registration order, which is the order ``camcli methods`` prints.
 from __future__ import annotations
 
 from camcli.errors import UsageError, unknown
+from camcli.engine.method_options import given_to, takes
 from camcli.engine.methods.base import CAMMethod, ForwardPass, MapBatch, class_scores, normalise
 
 _REGISTRY: dict[str, type[CAMMethod]] = {}
 
 
 def register(cls: type[CAMMethod]) -> type[CAMMethod]:
-    """Class decorator: make a method reachable by its ``name``."""
+    """Class decorator: make a method reachable by its ``name``; its ``options`` are the ones
+    declared for it in :mod:`camcli.engine.method_options`."""
     if cls.name in _REGISTRY:
         raise ValueError(f"method {cls.name!r} registered twice")
+    cls.options = takes(cls.name)
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -24,14 +27,16 @@ def available() -> dict[str, type[CAMMethod]]:
     return dict(_REGISTRY)
 
 
-def get_method(name: str, **options) -> CAMMethod:
-    """A fresh method by name; ``options`` it does not understand (and ``None`` values) are ignored."""
+def get_method(name: str, eigen_smooth: bool = False, **options) -> CAMMethod:
+    """A fresh method by name, built with ``options`` (``None`` values mean the method's default);
+    an option it does not take, or a bad value, is a ``UsageError`` (:func:`method_options.given_to`).
+    ``eigen_smooth`` applies to every method that is a weighted channel sum."""
     key = name.strip().lower()
     if key not in _REGISTRY:
         raise unknown("method", name, _REGISTRY, "Run `camcli methods` for the list.")
     cls = _REGISTRY[key]
-    method = cls(**{k: v for k, v in options.items() if k in cls.options and v is not None})
-    if options.get("eigen_smooth"):
+    method = cls(**given_to(key, options))
+    if eigen_smooth:
         if cls.weighted is CAMMethod.weighted:
             raise UsageError(f"`eigen_smooth` replaces a weighted channel sum by its first principal component; "
                              f"{cls.name} is not a weighted sum")

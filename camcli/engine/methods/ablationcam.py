@@ -31,7 +31,6 @@ class AblationCAM(CAMMethod):
     needs_gradients = False
     cost = ("1 forward + 1 pass per channel (batched by cam_batch_size) of the model after the layer where it "
             "can be cut there, else of the whole model")
-    options = ("cam_batch_size",)
 
     def passes_per_image(self, channels: int) -> int:
         return channels

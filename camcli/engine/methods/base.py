@@ -101,7 +101,8 @@ class CAMMethod(ABC):
     cost: ClassVar[str] = "1 forward + 1 partial backward"
     #: keep only positive evidence before normalising (the ReLU of Grad-CAM, eq. 2)
     relu: ClassVar[bool] = True
-    #: constructor options this method understands (``cam_batch_size``, ``max_n``)
+    #: constructor options this method takes; set when it registers, from the declarations in
+    #: :mod:`camcli.engine.method_options` (torch-free, so the command line checks them early)
     options: ClassVar[tuple[str, ...]] = ()
     #: what the method's formula assumes of the layer, measured on every batch (assumptions.py)
     assumptions: ClassVar[tuple[Assumption, ...]] = ()

@@ -23,7 +23,6 @@ class FEM(CAMMethod):
     needs_gradients = False
     class_discriminative = False
     cost = "1 forward"
-    options = ("fem_k",)
 
     def __init__(self, fem_k: float = 2.0) -> None:
         if not fem_k >= 0:

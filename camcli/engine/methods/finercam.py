@@ -46,7 +46,6 @@ class FinerCAM(GradCAM):
     name = "finercam"
     summary = "Grad-CAM of the target's logit minus alpha x its three closest rivals': what tells them apart"
     paper = "Zhang et al., CVPR 2025, arXiv:2501.11309"
-    options = ("finer_alpha",)
 
     def __init__(self, finer_alpha: float | None = None) -> None:
         self.alpha = 1.0 if finer_alpha is None else float(finer_alpha)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import torch
 
+from camcli.engine.method_options import KERNELS  # declared with the option
 from camcli.engine.methods import register
 from camcli.engine.methods.base import CAMMethod, ForwardPass
 from camcli.engine.methods.principal import oriented
 from camcli.errors import UsageError
 
-KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
 
 
 def kernel_matrix(x: torch.Tensor, kernel: str, gamma: float) -> torch.Tensor:
@@ -45,7 +45,6 @@ class KPCACAM(CAMMethod):
     needs_gradients = False
     class_discriminative = False
     cost = "1 forward + one eigendecomposition of an (h*w)^2 kernel matrix per image"
-    options = ("kpca_kernel", "kpca_gamma")
 
     def __init__(self, kpca_kernel: str = "sigmoid", kpca_gamma: float | None = None) -> None:
         if kpca_kernel not in KERNELS:

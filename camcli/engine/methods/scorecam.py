@@ -52,7 +52,6 @@ class ScoreCAM(CAMMethod):
     paper = "Wang et al., CVPR-W 2020, arXiv:1910.01279; max-n: Faster Score-CAM (tf-keras-vis)"
     needs_gradients = False
     cost = "1 forward + 1 forward per distinct channel (max-n N caps it at N)"
-    options = ("cam_batch_size", "max_n")
     cut_by = "`max_n` N keeps only the N most varied channels (Faster Score-CAM)"
 
     def passes_per_image(self, channels: int) -> int:

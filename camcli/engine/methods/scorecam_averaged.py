@@ -38,7 +38,6 @@ class SSCAM(ScoreCAM):
     summary = "Score-CAM with Gaussian noise on each mask, the masked scores averaged over samples (seeded)"
     paper = "Wang et al., arXiv:2006.14255 (SS-CAM); noise on the masks, as torchcam"
     cost = "1 forward + samples x channels masked forwards (max-n N: samples x N)"
-    options = ("cam_batch_size", "noise_samples", "noise_std", "max_n")
 
     def __init__(self, cam_batch_size: int = 64, noise_samples: int | None = None,
                  noise_std: float | None = None, max_n: int | None = None) -> None:
@@ -66,7 +65,6 @@ class ISCAM(ScoreCAM):
     summary = "Score-CAM integrated over masks scaled step by step (accumulated i/N coefficients, as torchcam)"
     paper = "Naidu et al., arXiv:2010.03023 (IS-CAM)"
     cost = "1 forward + steps x distinct channels masked forwards (max-n N caps the channels at N)"
-    options = ("cam_batch_size", "noise_samples", "max_n")
 
     def __init__(self, cam_batch_size: int = 64, noise_samples: int | None = None, max_n: int | None = None) -> None:
         super().__init__(cam_batch_size, max_n)

@@ -29,7 +29,6 @@ class SmoothGradCAMPlusPlus(CAMMethod):
     summary = "Grad-CAM++ with its derivatives averaged over noisy copies of the input (seeded)"
     paper = "Omeiza et al., arXiv:1908.01224"
     cost = "1 forward + 1 partial backward per noisy sample"
-    options = ("noise_samples", "noise_std")
     assumptions = (NonNegativeActivations(),)
 
     def __init__(self, noise_samples: int | None = None, noise_std: float | None = None) -> None:
