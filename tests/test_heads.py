@@ -328,3 +328,15 @@ def test_a_vit_without_weights_says_its_head_is_all_zero(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert "was empty" in r.stderr and "all-zero weights" in r.stderr and "ViT" in r.stderr
     assert "earlier layer" not in r.stderr
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_reference_embedding_that_changed(cli, scenes, tmp_path):
+    spec = f"{scenes / 'models.py'}:embedder"
+    concept = tmp_path / "concept.npy"
+    np.save(concept, np.random.default_rng(0).normal(size=512).astype(np.float32))
+    out = tmp_path / "o"
+    assert run(cli, scenes, out, "--model", spec, "--target-embedding", concept).exit_code == 0
+    np.save(concept, np.random.default_rng(1).normal(size=512).astype(np.float32))  # same path, another vector
+    r = run(cli, scenes, out, "--model", spec, "--target-embedding", concept, "--resume")
+    assert r.exit_code == 2 and "target_reference_sha256" in r.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from camcli.errors import UsageError
 from camcli.models import LoadedModel
+from camcli.models.checkpoints import file_sha256
 from camcli.output.csvfile import read_rows
 from camcli.output.rows import PredictionRow
 from camcli.settings import OUTPUT_KEYS, PRESENTATION_KEYS, ExplainSettings
@@ -25,11 +26,15 @@ SETTINGS_FILE = "run-settings.json"
 
 
 def fingerprint(settings: ExplainSettings, loaded: LoadedModel | None = None) -> dict:
-    """The settings that decide what a run writes (compared on resume); the checkpoint by its SHA-256, and
-    for your own models the class, the factory file's SHA-256 or the module's weights (``model_*``)."""
+    """The settings that decide what a run writes (compared on resume); the checkpoint by its SHA-256,
+    for your own models the class, the factory file's SHA-256 or the module's weights (``model_*``),
+    and a similarity's reference image or embedding by its SHA-256."""
     values = {k: getattr(settings, k) for k in OUTPUT_KEYS}
     if loaded is not None:
         values.update(loaded.identity())
+        reference = settings.target_image or settings.target_embedding
+        if reference:  # a similarity's reference by content: the same path may hold another image
+            values["target_reference_sha256"] = file_sha256(reference)
     return json.loads(json.dumps(values, default=str))
 
 
