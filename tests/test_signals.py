@@ -276,3 +276,18 @@ def test_gallery_grid_redraws_the_contact_sheets(cli, tmp_path):
     r = cli("gallery", out, "--grid")
     assert r.exit_code == 0, r.stderr
     assert (out / "index.html").is_file() and [p.name for p in (out / "grid").iterdir()] == ["sheet_001.png"]
+
+
+@pytest.mark.slow
+def test_a_program_that_leaves_a_run_unfinished_still_exits(tmp_path):
+    """A script that takes one result of a run with decoding workers and ends: the workers ignore
+    SIGTERM (the run decides how to stop), so multiprocessing's exit handler, which SIGTERMs daemon
+    children and waits for them, must not be left to wait for ever (what a stop that interrupted
+    the loader mid-batch hit in CI: the run never exited)."""
+    script = ("import camcli, sys\n"
+              f"run = iter(camcli.explain({str(SAMPLES)!r}, out={str(tmp_path / 'o')!r}, config={str(DEMO_CONFIG)!r}, "
+              "workers=2, batch_size=2, device='cpu'))\n"
+              "next(run)\n"
+              "print('one result', flush=True)\n")  # ends here with the run, its loader and workers alive
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "one result" in r.stdout, r.stderr

@@ -22,7 +22,7 @@ from camcli.engine.methods.assumptions import Assumption
 from camcli.engine.methods.base import stable_seed
 from camcli.engine.framing import Frame, bilinear_weights, map_to_image
 from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageDataset, ImageItem, collate
-from camcli.engine.workers import bind_to_parent
+from camcli.engine.workers import bind_to_parent, shut_down
 from camcli.engine.loaded import LoadedModel
 from camcli.engine.tensors import upsample
 
@@ -151,8 +151,12 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
     nhwc = uses_channels_last(loaded.model)
     if not items:
         return
-    for batch in loader:
-        yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k, nhwc, skip, seed)
+    batches_in = iter(loader)
+    try:
+        for batch in batches_in:
+            yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k, nhwc, skip, seed)
+    finally:  # also when a stop interrupts next() inside the loader: its workers end now, not at exit
+        shut_down(batches_in)
 
 
 def labels_of(explainer: Explainer, loaded: LoadedModel) -> list[str]:

@@ -6,11 +6,16 @@ in every worker: on Linux the kernel kills the worker the moment its parent ends
 (``PR_SET_PDEATHSIG``); elsewhere a watchdog thread notices the new parent within half a second.
 Workers also ignore SIGINT and SIGTERM: a Ctrl-C in a terminal reaches the whole process group,
 and the run, not its workers, decides how to stop (it finishes what is in flight, then shuts
-them down).
+them down: :func:`shut_down`). Because they ignore SIGTERM, multiprocessing's own exit handler,
+which ends daemon children with SIGTERM and then waits for them, would wait for ever on a worker
+nobody shut down; :func:`_kill_daemon_children` ends them with SIGKILL first.
 """
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util  # its exit handler is registered first, so ours runs before it
 import os
 import signal
 import sys
@@ -52,3 +57,32 @@ def _watch_parent(parent_pid: int) -> None:
         if os.getppid() != parent_pid:
             os._exit(1)
         time.sleep(_WATCH_INTERVAL_S)
+
+
+def shut_down(iterator) -> None:
+    """Shut a DataLoader iterator's workers down now (they get their stop message and are joined),
+    whatever state an interrupted ``next()`` left it in; a no-op for an iterator without workers."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def _kill_daemon_children() -> None:
+    """At interpreter exit: SIGKILL the daemon children still alive (decoding workers ignore the
+    SIGTERM multiprocessing would send them, and it would then wait for them for ever)."""
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if not children:
+        return
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGCHLD"):
+        # torch's SIGCHLD handler raises for a worker killed by a signal: these are killed on purpose
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+    for child in children:
+        try:
+            child.join(timeout=5)
+        except RuntimeError:  # a handler installed again meanwhile; the child is dead all the same
+            pass
+
+
+atexit.register(_kill_daemon_children)
