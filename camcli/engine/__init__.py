@@ -13,6 +13,11 @@ DEFAULT_MAX_PIXELS = 89_478_485
 RESIZE_MODES = ("stretch", "letterbox", "crop")
 #: how ``fuse`` combines a method's maps at several layers (:mod:`.fusion`)
 FUSIONS = ("max", "mean", "product")
+#: how a model's outputs are read (the ``head`` setting; :mod:`.heads`, :mod:`.targets`)
+HEADS = ("auto", "softmax", "sigmoid", "binary", "regression")
+#: what is differentiated: the entry ("logit") or its probability under the head; "softmax" is
+#: the old spelling of "probability" (the ``score`` setting; :mod:`.targets`)
+SCORES = ("logit", "probability", "softmax")
 #: every method's name in the order `camcli methods` lists them; the registry (:mod:`.methods`) must
 #: match it (a test says so): the settings are checked against it before torch is imported
 METHOD_NAMES = ("cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise", "layercam", "scorecam",

@@ -10,14 +10,14 @@ is refused instead of giving maps of a constant.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from camcli.errors import UsageError
-from camcli.engine.framing import fit_to_model
-from camcli.engine.images import decode
+from camcli.engine.images import ImageDataset, ImageItem
 from camcli.engine.targets import select_output
 
 #: the modules whose output is read as probabilities, by the head they imply
@@ -95,14 +95,14 @@ def checked_kind(head: str, facts: HeadFacts) -> tuple[str, bool]:
 def reference_embedding(model: nn.Module, path: str, input_size: tuple[int, int], mean, std, resize: str,
                         crop_fraction: float, device: torch.device | str, output: str | None,
                         max_pixels: int) -> torch.Tensor:
-    """The embedding of the image at ``path``, fed exactly as the run's images are."""
-    try:
-        rgb, _note = decode(path, max_pixels)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"`target_image` {path}: {str(e).splitlines()[0]}") from None
+    """The embedding of the image at ``path``, decoded and fitted by the run's own dataset (so it
+    is fed exactly as the run's images are)."""
     fill = tuple(int(round(255 * m)) for m in mean)
-    small, _frame = fit_to_model(rgb, input_size, resize, fill, crop_fraction)
-    pixels = torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1)))[None].to(device).float() / 255
+    decoded = ImageDataset([ImageItem(0, str(path), Path(path).name)], input_size, max_pixels, resize, fill,
+                           crop_fraction)[0]
+    if decoded.error:
+        raise UsageError(f"`target_image` {path}: {decoded.error}")
+    pixels = decoded.pixels[None].to(device).float() / 255
     x = (pixels - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(std, device=device).view(1, 3, 1, 1)
     with torch.inference_mode():
         embedding = select_output(model(x), output).float()

@@ -30,13 +30,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from camcli.engine import SCORES
 from camcli.errors import UsageError
 from camcli.engine.tensors import first_tensor
 
 KINDS = ("softmax", "sigmoid", "binary", "regression", "similarity")
-#: what is differentiated: the table's entry ("logit") or its probability; "softmax" is the old
-#: spelling of "probability" (a softmax head's probability)
-SCORES = ("logit", "probability", "softmax")
 #: default ``threshold`` of the sigmoid head: a label at or above it is positive
 THRESHOLD = 0.5
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from camcli.engine import FUSIONS, METHOD_NAMES, RESIZE_MODES, method_options
+from camcli.engine import FUSIONS, HEADS, METHOD_NAMES, RESIZE_MODES, SCORES, method_options
 from camcli.errors import UsageError, unknown
 
 if TYPE_CHECKING:
@@ -77,14 +77,11 @@ def check(s: ExplainSettings) -> None:
             raise UsageError("`fuse` combines the maps of several layers; give two or more with `layer`")
 
 
-HEADS = ("auto", "softmax", "sigmoid", "binary", "regression")
-
-
 def check_target(s: ExplainSettings) -> None:
     """The options that say what is explained, alone and together (before any model is loaded)."""
     if s.head not in HEADS:
         raise UsageError(f"`head` must be {', '.join(HEADS[:-1])} or {HEADS[-1]}, got {s.head!r}")
-    if s.score not in ("logit", "probability", "softmax"):
+    if s.score not in SCORES:
         raise UsageError(f"`score` must be logit or probability, got {s.score!r}")
     if s.direction not in ("higher", "lower"):
         raise UsageError(f"`direction` must be higher or lower, got {s.direction!r}")
