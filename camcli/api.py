@@ -101,6 +101,10 @@ def layers(model=None, *, config: str | os.PathLike | None = None, **options) ->
         _randomise_zero_head(loaded.model)
     size = loaded.input_size
     infos = trace_layers(loaded.model, size)
+    if loaded.task == "detection":  # a detector's default is its backbone (FPN levels read as one map); no CAM head
+        chosen = "backbone" if any(info.name == "backbone" for info in infos) else None
+        cam_ok = set()
+        return [_layer_record(info, loaded.model, chosen, cam_ok) for info in infos]
     try:
         chosen = default_layer(loaded.model, size, infos=infos)
     except UsageError:  # no layer reads as a map: the listing says so by marking none

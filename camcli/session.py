@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from camcli.engine.devices import describe, pick_device
+from camcli.engine.detection import DetectionExplainer
+from camcli.engine.detection_stream import iter_detections
 from camcli.engine.explainer import Explainer
 from camcli.engine.heads import checked_kind, probe, read_embedding, reference_embedding
 from camcli.engine.method_options import BY_NAME, takes
@@ -50,8 +52,9 @@ class ExplainSession:
     loaded: LoadedModel
     layers: list[str]  # canonical dotted names
     methods: list[CAMMethod]
-    explainer: Explainer
+    explainer: Explainer | DetectionExplainer
     target: int | None  # the class explained in every image; None: each image's top-1
+    task: str = "classification"  # or detection: a map per box (engine/detection.py)
 
     @classmethod
     def open(cls, settings: ExplainSettings, local_rank: int | None = None,
@@ -78,6 +81,8 @@ class ExplainSession:
                             input_size=settings.input_size, device=device, trust=settings.trust_checkpoint,
                             mean=numbers(settings.mean, "mean"), std=numbers(settings.std, "std"),
                             output=settings.output)
+        if checked_task(settings, loaded) == "detection":
+            return cls._detector(settings, device, loaded, methods)
         layers = ([resolve_layer(loaded.model, spec) for spec in settings.layer] if settings.layer
                   else [default_layer(loaded.model, loaded.input_size, device)])
         # BatchNorm folded into its convolution (not at the target layers): ~10% faster inference
@@ -98,8 +103,27 @@ class ExplainSession:
         return cls(settings, device, loaded, layers, methods, explainer,
                    target.fixed[0] if len(target.fixed) == 1 else None)
 
+    @classmethod
+    def _detector(cls, settings: ExplainSettings, device: torch.device, loaded: LoadedModel,
+                  methods: list[CAMMethod]) -> ExplainSession:
+        """The session of a detection run: the detector as it is (no folding: its own frozen
+        norms), its backbone as the default layer, checked on a dummy image."""
+        model = loaded.model
+        if settings.layer:
+            layers = [resolve_layer(model, spec) for spec in settings.layer]
+        elif isinstance(getattr(model, "backbone", None), torch.nn.Module):
+            layers = ["backbone"]
+        else:
+            raise UsageError(f"{loaded.architecture} has no `backbone`: name the layer to explain with `layer` (see "
+                             f"`camcli layers`)")
+        explainer = DetectionExplainer(model, layers, methods, loaded.labels, settings.score_threshold,
+                                       settings.max_detections, strict=settings.strict)
+        explainer.validate(loaded.input_size[0], device)
+        return cls(settings, device, loaded, layers, methods, explainer, None, task="detection")
+
     @property
     def maps_per_image(self) -> int:
+        """Maps per explained class (a detection run: per box)."""
         return len(self.explainer.map_keys())
 
     def describe(self) -> str:
@@ -108,17 +132,29 @@ class ExplainSession:
         source = lm.source or {}
         weights = (lm.weights or lm.checkpoint or (source["spec"] if source.get("kind") == "huggingface" else None)
                    or ("its own weights" if source else "random weights"))
+        size = "" if self.task == "detection" else f"input {lm.input_size[0]}x{lm.input_size[1]}; "
         return (f"model {lm.architecture} ({weights}), {lm.num_classes} "
-                f"classes, input {lm.input_size[0]}x{lm.input_size[1]}; {self.explainer.target.describe()}; layer "
+                f"classes, {size}{self.explained}; layer "
                 f"{', '.join(display_name(l) for l in self.layers)}; method "
                 f"{', '.join(m.name for m in self.methods)}; device {describe(self.device)}"
                 + "".join(f"; note: {note}" for m in self.methods for note in m.notes))
+
+    @property
+    def explained(self) -> str:
+        """What each map explains, in words (the log line and run.json)."""
+        if self.task == "detection":
+            e = self.explainer
+            return (f"detector: each box scoring {e.score_threshold:g} or more (at most {e.max_detections} per image), "
+                    "explained by its class score plus its IoU with itself (pytorch-grad-cam's box score)")
+        return self.explainer.target.describe()
 
     def empty_cause(self) -> str | None:
         """Why maps are empty at every layer, when the cause is the model's head and not the layer:
         a classifier whose weights are all zero scores every class the same for every image."""
         from camcli.engine.methods.cam import linear_head
 
+        if self.task == "detection":
+            return None
         head = linear_head(self.loaded.model)
         if head is not None and not head[1].weight.detach().any():
             return (f"the model's classifier ({display_name(head[0])}) has all-zero weights, so every class scores "
@@ -144,11 +180,43 @@ class ExplainSession:
         """Explain ``items`` in order (see :func:`~camcli.engine.stream.iter_results`), batched as
         ``plan`` says (by default: by count, with the ``workers`` setting)."""
         s = self.settings
+        if self.task == "detection":
+            return iter_detections(self.loaded, self.explainer, items, batch_size=s.batch_size,
+                                   workers=plan.workers if plan else s.workers, device=self.device,
+                                   max_pixels=s.max_pixels, skip=skip, batches=plan.batches if plan else None,
+                                   prefetch=plan.prefetch if plan else 2, seed=s.seed)
         return iter_results(self.loaded, self.explainer, items, batch_size=s.batch_size,
                             workers=plan.workers if plan else s.workers, device=self.device, target=self.target,
                             topk=s.topk, max_pixels=s.max_pixels, skip=skip,
                             batches=plan.batches if plan else None, prefetch=plan.prefetch if plan else 2,
                             resize=s.resize, seed=s.seed)
+
+
+#: settings a detection run has no use for: what they choose is a classifier's (its class, head,
+#: input framing) or is not offered for boxes yet; the value that leaves them out
+CLASSIFIER_ONLY = {"target": None, "head": "auto", "threshold": None, "explain_topk": None, "output": None,
+                   "target_image": None, "target_embedding": None, "direction": "higher", "score": "logit",
+                   "aug_smooth": False, "fuse": None, "resize": "stretch", "input_size": None, "mean": None,
+                   "std": None, "topk": 1, "boxes": False, "caption": False, "panel": False, "precision": "fp32"}
+
+
+def checked_task(s: ExplainSettings, loaded: LoadedModel) -> str:
+    """The run's task: the model's own, which `task` may state but not change; a detection run
+    refuses the settings that only a classifier takes."""
+    if s.task not in ("auto", loaded.task):
+        if loaded.task == "detection":
+            raise UsageError(f"`task` {s.task}, but {loaded.architecture} is a detector: it returns boxes, not class "
+                             "scores per image; leave `task` out")
+        raise UsageError(f"`task` detection, but {loaded.architecture} is no detector camcli knows: camcli explains "
+                         "torchvision's detector classes (Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD), whose "
+                         "outputs it can read for certain")
+    if loaded.task == "detection":
+        given = [name for name, left_out in CLASSIFIER_ONLY.items() if getattr(s, name) != left_out]
+        if given:
+            raise UsageError(f"{', '.join(f'`{name}`' for name in given)}: a classifier's setting, which a detection "
+                             "run does not take (each box is explained by its own score; the detector sizes images "
+                             "itself)")
+    return loaded.task
 
 
 def resolve_target(spec: str | None, labels: list[str]) -> int | None:

@@ -26,13 +26,16 @@ def _print_json(rows: list[dict]) -> None:
 @app.command()
 @handle_errors
 def merge(
-    out: Annotated[Path, typer.Argument(help="Output folder holding predictions.part-*.csv from `explain --shard i/n` jobs.")],
+    out: Annotated[Path, typer.Argument(help="Output folder holding predictions.part-*.csv (detections.part-*.csv) "
+                                        "from `explain --shard i/n` jobs.")],
 ) -> None:
-    """Join the CSV parts of sharded runs into predictions.csv, in input order."""
+    """Join the CSV parts of sharded runs into predictions.csv (a detection run's: detections.csv), in input order."""
     from camcli.run import merge_parts
+    from camcli.run.shards import CSV_STEMS
 
     n = merge_parts(out)
-    stderr_console().print(f"merged {n} rows into {out / 'predictions.csv'}", markup=False)
+    merged = next((out / f"{stem}.csv" for stem in CSV_STEMS if any(out.glob(f"{stem}.part-*.csv"))), out)
+    stderr_console().print(f"merged {n} rows into {merged}", markup=False)
 
 
 @app.command()

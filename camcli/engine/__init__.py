@@ -18,6 +18,10 @@ HEADS = ("auto", "softmax", "sigmoid", "binary", "regression")
 #: what is differentiated: the entry ("logit") or its probability under the head; "softmax" is
 #: the old spelling of "probability" (the ``score`` setting; :mod:`.targets`)
 SCORES = ("logit", "probability", "softmax")
+#: what a model does (the ``task`` setting): auto reads it from the model (torchvision's detectors)
+TASKS = ("auto", "classification", "detection")
+#: how a detection run draws its maps (the ``detection_maps`` setting)
+DETECTION_MAPS = ("each", "combined")
 #: every method's name in the order `camcli methods` lists them; the registry (:mod:`.methods`) must
 #: match it (a test says so): the settings are checked against it before torch is imported
 METHOD_NAMES = ("cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise", "layercam", "scorecam",

@@ -54,6 +54,8 @@ def fit_to_model(rgb: np.ndarray, size: tuple[int, int], mode: str = "stretch",
     (``None`` for ``stretch``: everywhere)."""
     h_in, w_in = size
     h, w = rgb.shape[:2]
+    if mode == "none":  # the model fits images itself (a detector's transform)
+        return rgb, None
     if mode == "stretch":
         return resize_for_model(rgb, size), None
     if mode == "letterbox":

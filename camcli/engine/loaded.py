@@ -34,6 +34,8 @@ class LoadedModel:
     #: where the model came from beyond a torchvision or timm name: kind (module, factory, pickled),
     #: class (qualified name), and the factory's spec, file and file_sha256 or the weights' hash
     source: dict | None = None
+    #: what the model does: classification (scores per image) or detection (boxes, torchvision's detectors)
+    task: str = "classification"
 
     @property
     def num_classes(self) -> int:
@@ -44,7 +46,7 @@ class LoadedModel:
         return {"architecture": self.architecture, "weights": self.weights, "checkpoint": self.checkpoint,
                 "checkpoint_sha256": self.checkpoint_sha256, "num_classes": self.num_classes,
                 "input_size": list(self.input_size), "input_channels": self.input_channels,
-                "mean": list(self.mean), "std": list(self.std), "source": self.source}
+                "mean": list(self.mean), "std": list(self.std), "source": self.source, "task": self.task}
 
     def identity(self) -> dict:
         """What ``--resume`` compares beyond the settings: the checkpoint's hash, the model's class,

@@ -17,6 +17,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from camcli.engine.detection import Detection
 from camcli.engine.explainer import Explainer
 from camcli.engine.methods.assumptions import Assumption
 from camcli.engine.methods.base import stable_seed
@@ -50,6 +51,8 @@ class MapResult:
     target_index: int | None = None
     target_label: str | None = None
     target_score: float | None = None
+    #: the box this map explains (detection runs)
+    detection: Detection | None = None
 
     def upsampled(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """The map bilinearly upsampled to ``size`` (the original size by default), float32 in [0, 1]."""
@@ -104,6 +107,8 @@ class ImageResult:
     explained: int = 1
     #: the run may explain several classes per image: file names and rows name the class
     per_class: bool = False
+    #: a detector's kept boxes, best first (``None``: not a detection run); each map names its box
+    detections: list[Detection] | None = None
 
     @property
     def pred_index(self) -> int | None:
@@ -135,16 +140,7 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
     """
     device = torch.device(device)
     items = list(items)
-    if batches is None:
-        batches = [items[k:k + max(1, batch_size)] for k in range(0, len(items), max(1, batch_size))]
-    position = {id(item): k for k, item in enumerate(items)}
-    loader = torch.utils.data.DataLoader(
-        ImageDataset(items, loaded.input_size, max_pixels, resize,
-                     tuple(int(round(255 * m)) for m in loaded.mean), loaded.crop_fraction),
-        batch_sampler=[[position[id(i)] for i in batch] for batch in batches],
-        num_workers=max(0, workers), collate_fn=collate, pin_memory=device.type == "cuda",
-        prefetch_factor=max(1, prefetch) if workers > 0 else None,
-        worker_init_fn=functools.partial(bind_to_parent, os.getpid()) if workers > 0 else None)
+    loader = image_loader(loaded, items, batch_size, batches, workers, device, max_pixels, prefetch, resize)
     mean = torch.tensor(loaded.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(loaded.std, device=device).view(1, 3, 1, 1)
     k = max(1, min(topk, len(labels_of(explainer, loaded))))
@@ -157,6 +153,23 @@ def iter_results(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
             yield from _explain_batch(batch, loaded, explainer, device, mean, std, target, k, nhwc, skip, seed)
     finally:  # also when a stop interrupts next() inside the loader: its workers end now, not at exit
         shut_down(batches_in)
+
+
+def image_loader(loaded: LoadedModel, items: list[ImageItem], batch_size: int,
+                 batches: Sequence[Sequence[ImageItem]] | None, workers: int, device: torch.device, max_pixels: int,
+                 prefetch: int, resize: str) -> torch.utils.data.DataLoader:
+    """Batches of :class:`Decoded` records, decoded and fitted in ``workers`` processes
+    (``resize`` none: the images as they are, for models that fit them themselves)."""
+    if batches is None:
+        batches = [items[k:k + max(1, batch_size)] for k in range(0, len(items), max(1, batch_size))]
+    position = {id(item): k for k, item in enumerate(items)}
+    return torch.utils.data.DataLoader(
+        ImageDataset(items, loaded.input_size, max_pixels, resize,
+                     tuple(int(round(255 * m)) for m in loaded.mean), loaded.crop_fraction),
+        batch_sampler=[[position[id(i)] for i in batch] for batch in batches],
+        num_workers=max(0, workers), collate_fn=collate, pin_memory=device.type == "cuda",
+        prefetch_factor=max(1, prefetch) if workers > 0 else None,
+        worker_init_fn=functools.partial(bind_to_parent, os.getpid()) if workers > 0 else None)
 
 
 def labels_of(explainer: Explainer, loaded: LoadedModel) -> list[str]:

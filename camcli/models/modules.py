@@ -18,6 +18,7 @@ from torch import nn
 from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, first_line
 from camcli.models.checkpoints import file_sha256, load_into, read_state_dict
+from camcli.models.detectors import detector, is_detector
 from camcli.models.labels import fit_labels, read_labels
 
 #: how ``model=<nn.Module>`` is recorded in the settings and run.json (there is nothing to import)
@@ -42,13 +43,18 @@ def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = 
     from (a pickle, an exported program), recorded as its checkpoint."""
     if checkpoint is not None:
         load_into(model, read_state_dict(checkpoint), str(checkpoint), hint=hint)
+    recorded = checkpoint if checkpoint is not None else file
+    name = qualified_name(model)
+    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
+    if is_detector(model):
+        return detector(model, name, label_list, num_classes,
+                        checkpoint=str(recorded) if recorded is not None else None,
+                        checkpoint_sha256=file_sha256(recorded) if recorded is not None else None,
+                        source={**source, "class": name})
     size = size or (224, 224)
     n = classes_of(model, size, output)
     if num_classes is not None and num_classes != n:
         raise UsageError(f"`num_classes` {num_classes} does not match the model, which returns {n} scores per image")
-    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
-    name = qualified_name(model)
-    recorded = checkpoint if checkpoint is not None else file
     return LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), size,
                        checkpoint=str(recorded) if recorded is not None else None,
                        checkpoint_sha256=file_sha256(recorded) if recorded is not None else None,

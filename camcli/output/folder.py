@@ -23,14 +23,16 @@ from camcli.errors import UsageError
 from camcli.output.tempfiles import host_id, leftover_writer, temp_path
 
 #: what camcli writes into an output folder; --overwrite removes these and nothing else
-OWN_OUTPUTS = ("overlays", "heatmaps", "panels", "grid", "predictions.csv", "run.json", "run-settings.json",
+OWN_OUTPUTS = ("overlays", "heatmaps", "panels", "grid", "predictions.csv", "detections.csv", "run.json",
+               "run-settings.json",
                "index.html", "evaluation.csv")
 #: what the shards of one run write; a shard may start in a folder holding only these
-_SHARD_OUTPUTS = ("predictions.part-", "run.part-", "run-settings", "overlays", "heatmaps", "panels")
+_SHARD_OUTPUTS = ("predictions.part-", "detections.part-", "run.part-", "run-settings", "overlays", "heatmaps", "panels")
 
 
 def is_camcli_output(name: str) -> bool:
-    return name in OWN_OUTPUTS or (name.startswith("predictions.part-") and name.endswith(".csv")) or \
+    return name in OWN_OUTPUTS or (name.startswith(("predictions.part-", "detections.part-"))
+                                   and name.endswith(".csv")) or \
         (name.startswith("run.part-") and name.endswith(".json")) or \
         (name.startswith(".") and name.endswith(".tmp"))  # our interrupted temporary files only
 
@@ -104,7 +106,7 @@ def check_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> No
     existing = _visible(out)
     if not existing or resume or overwrite:
         return
-    if csv_name != "predictions.csv" and not (out / csv_name).exists() and all(
+    if ".part-" in csv_name and not (out / csv_name).exists() and all(
             p.name.startswith(_SHARD_OUTPUTS) for p in existing):
         return  # another shard of the same run already started here
     raise UsageError(f"output folder {out} is not empty: use `resume` to continue the run there, `overwrite` to "

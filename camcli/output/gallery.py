@@ -130,6 +130,15 @@ class Gallery:
         # a run that explains several classes per image names the class on each map's button
         maps = [(f"{r.method}@{r.layer}" + (f": {r.target_label}" if r.targets is not None else ""), r.output)
                 for r in rows if r.output]
+        score = first.score
+        pred = f"{html.escape(str(first.pred_label))} {first.score:.3f}" if first.score is not None else "-"
+        if first.detections is not None:  # a detection run: a map per box, or one per method x layer with all boxes
+            shared = len({r.output for r in rows}) < len(rows)
+            maps = list(dict.fromkeys((f"{r.method}@{r.layer}" + ("" if shared else f": box {r.det_rank} {r.det_label}"),
+                                       r.output) for r in rows if r.output))
+            score = first.det_score
+            pred = (f"{first.detections} box(es); best: {html.escape(str(first.det_label))} {first.det_score:.3f}"
+                    if first.detections else html.escape(first.note or "no box"))
         for key, _ in maps:
             self.keys.setdefault(key)
         empty = any(r.empty_map for r in rows)
@@ -140,12 +149,11 @@ class Gallery:
         buttons = "".join(f'<button data-key="{html.escape(k)}"{ON if i == 0 else ""}>'
                           f"{html.escape(k.replace('@', ' @ '))}</button>" for i, (k, _) in enumerate(maps))
         panel = f' <a href="{_href(first.panel)}">panel</a>' if first.panel else ""
-        pred = f"{html.escape(str(first.pred_label))} {first.score:.3f}" if first.score is not None else "-"
         data_maps = html.escape(json.dumps([[k, quote(v, safe="/@")] for k, v in maps]))
         errors = "".join(f'<div class="err">{html.escape(r.method or "")}: {html.escape(r.error)}</div>'
                          for r in rows if not r.ok)
         self._file.write(
-            f'<div class="card" data-path="{path}" data-score="{first.score if first.score is not None else ""}" '
+            f'<div class="card" data-path="{path}" data-score="{score if score is not None else ""}" '
             f'data-status="{"failed" if failed else "ok"}" data-empty="{int(empty)}" data-maps="{data_maps}">'
             f'<a href="{_href(main)}"><img loading="lazy" src="{_href(main)}" alt="{path}"></a>'
             f'<div class="path">{path}</div><div class="pred">{pred}</div>'

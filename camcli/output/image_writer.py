@@ -85,7 +85,7 @@ def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> li
             if s.save_heatmap:
                 hrel = heatmap_rel(result.item.rel, m.method, m.layer, s.save_heatmap, named)
                 data = full if s.heatmap_size == "image" else m.layer_map
-                atomic_write(inside(out, hrel), _encode_heatmap(data, s.save_heatmap))
+                atomic_write(inside(out, hrel), encode_heatmap(data, s.save_heatmap))
                 row.heatmap = hrel
         except (OSError, ValueError) as e:
             row.status, row.error, row.output = "error", f"cannot write outputs: {e}", None
@@ -108,7 +108,7 @@ def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> li
     return rows
 
 
-def _encode_heatmap(data: np.ndarray, fmt: str) -> bytes:
+def encode_heatmap(data: np.ndarray, fmt: str) -> bytes:
     if fmt == "npy":
         buf = io.BytesIO()
         np.save(buf, data.astype(np.float32))

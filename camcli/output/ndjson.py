@@ -10,7 +10,10 @@ def image_record(rows: list[PredictionRow]) -> dict:
     first = rows[0]
     record = {"type": "image", "path": first.path, "status": "ok" if all(r.ok for r in rows) else "error",
               "error": "; ".join(r.error for r in rows if r.error)}
-    if first.explained:
+    if first.explained and first.detections is not None:
+        record.update(width=first.width, height=first.height, note=first.note or None,
+                      detections=detection_entries(rows))
+    elif first.explained:
         record.update(width=first.width, height=first.height, note=first.note or None,
                       prediction={"index": first.pred_index, "label": first.pred_label, "score": first.score},
                       target={"index": first.target_index, "label": first.target_label, "score": first.target_score},
@@ -26,6 +29,20 @@ def image_record(rows: list[PredictionRow]) -> dict:
         record["maps"] = maps
         record["panel"] = first.panel
     return record
+
+
+def detection_entries(rows: list[PredictionRow]) -> list[dict]:
+    """A detection run's image: one object per box, with its maps (method x layer)."""
+    entries: dict[int, dict] = {}
+    for r in rows:
+        if r.det_rank is None:
+            continue
+        entry = entries.setdefault(r.det_rank, {
+            "rank": r.det_rank, "index": r.det_index, "label": r.det_label, "score": r.det_score,
+            "box": list(r.det_box) if r.det_box else None, "maps": []})
+        entry["maps"].append({"method": r.method, "layer": r.layer, "overlay": r.output, "heatmap": r.heatmap,
+                              "energy_in_box": r.energy_in_box, "empty_map": r.empty_map, "warning": r.warning})
+    return list(entries.values())
 
 
 def summary_record(summary) -> dict:

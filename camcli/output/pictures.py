@@ -18,12 +18,18 @@ from camcli.output.paths import atomic_write
 from camcli.output.render import encode_png
 
 
+def run_csv(out: Path) -> Path:
+    """A finished run's CSV: ``predictions.csv``, or a detection run's ``detections.csv``."""
+    detections = out / "detections.csv"
+    return detections if detections.is_file() and not (out / "predictions.csv").is_file() else out / "predictions.csv"
+
+
 def write_run_pictures(out: Path, html: bool, grid: bool, about: dict | None = None) -> None:
     """``index.html`` (with ``html``; ``about``: the run's ``model``, ``methods`` and ``layers`` for its
     header) and ``grid/sheet_NNN.png`` (with ``grid``)."""
     if not (html or grid):
         return
-    _header, rows = read_rows(out / "predictions.csv")
+    _header, rows = read_rows(run_csv(out))
     if html:
         gallery = Gallery(out, about)
         try:
@@ -56,8 +62,8 @@ def rebuild_pictures(out: Path, grid: bool = False) -> Path:
 
     from camcli.errors import UsageError
 
-    if not (out / "predictions.csv").is_file():
-        raise UsageError(f"{out} has no predictions.csv: is it a `camcli explain` output folder?")
+    if not run_csv(out).is_file():
+        raise UsageError(f"{out} has no predictions.csv or detections.csv: is it a `camcli explain` output folder?")
     about = None
     try:
         manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))

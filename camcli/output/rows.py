@@ -17,12 +17,22 @@ BASE_COLUMNS = ("index", "path", "width", "height", "pred_index", "pred_label", 
                 "target_label", "target_score", "method", "layer", "output", "heatmap", "panel", "empty_map",
                 "warning", "status", "error", "note")
 BOX_COLUMNS = ("box_status", "box_x0", "box_y0", "box_x1", "box_y1")
+#: a detection run's file (detections.csv): one row per image x box x method x layer, no class columns
+DETECTION_COLUMNS = ("index", "path", "width", "height", "detections", "det_rank", "det_index", "det_label",
+                     "det_score", "det_x0", "det_y0", "det_x1", "det_y1", "method", "layer", "energy_in_box",
+                     "output", "heatmap", "empty_map", "warning", "status", "error", "note")
+DET_BOX = ("det_x0", "det_y0", "det_x1", "det_y1")
+DetBox = tuple[float, float, float, float]  # a detector's box, x0, y0, x1, y1 in original-image pixels
 
 
 def columns(topk: int, boxes: bool = False, rotated: bool = False, all_boxes: bool = False,
-            targets: bool = False) -> list[str]:
+            targets: bool = False, detection: bool = False) -> list[str]:
     """The header of a predictions file written with these settings (``targets``: a run that may
-    explain several classes per image has a ``targets`` column, how many its image got)."""
+    explain several classes per image has a ``targets`` column, how many its image got;
+    ``detection``: a detection run's file, with box columns instead of class ones)."""
+    if detection:
+        return list(DETECTION_COLUMNS) + ([*BOX_COLUMNS, *(["box_rotated"] if rotated else []),
+                                          *(["boxes_all"] if all_boxes else [])] if boxes else [])
     cols = list(BASE_COLUMNS)
     if targets:
         cols.insert(cols.index("target_score") + 1, "targets")
@@ -74,6 +84,14 @@ class PredictionRow:
     box: Box | None = None
     box_rotated: tuple[tuple[float, float], ...] | None = None
     boxes_all: tuple[Box, ...] | None = None
+    #: detection runs: how many boxes the image has, and the one this row explains
+    detections: int | None = None
+    det_rank: int | None = None  # 1: the image's best box
+    det_index: int | None = None  # its class index
+    det_label: str | None = None
+    det_score: float | None = None
+    det_box: DetBox | None = None
+    energy_in_box: float | None = None  # share of the map's sum inside the box
     topk: tuple[tuple[int, str, float], ...] = field(default_factory=tuple)  # (index, label, probability)
 
     @property
@@ -85,6 +103,13 @@ class PredictionRow:
         """The image was decoded and explained (its row has a prediction), even if a file failed."""
         return self.width is not None
 
+    @property
+    def explained_count(self) -> int:
+        """How many classes or boxes the image's rows explain (0: a detector found no box)."""
+        if self.detections is not None:
+            return self.detections
+        return self.targets or 1
+
     def files(self) -> list[str]:
         """Output files this row names, relative to the output folder."""
         return [f for f in (self.output, self.heatmap, self.panel) if f]
@@ -94,6 +119,10 @@ class PredictionRow:
         out = {name: cell(getattr(self, name)) for name in BASE_COLUMNS}
         if self.targets is not None:
             out["targets"] = cell(self.targets)
+        for name in ("detections", "det_rank", "det_index", "det_label", "det_score", "energy_in_box"):
+            out[name] = cell(getattr(self, name))
+        if self.det_box is not None:
+            out.update((c, f"{v:.1f}") for c, v in zip(DET_BOX, self.det_box))
         out["box_status"] = cell(self.box_status)
         if self.box is not None:
             out.update(zip(BOX_COLUMNS[1:], map(cell, self.box)))
@@ -110,12 +139,14 @@ class PredictionRow:
         """The row a CSV line spells; ``ValueError`` when a cell does not parse."""
         kw = {}
         for f in fields(cls):
-            if f.name in ("box", "box_rotated", "boxes_all", "topk") or f.name not in cells:
+            if f.name in ("box", "box_rotated", "boxes_all", "topk", "det_box") or f.name not in cells:
                 continue
             text = cells[f.name]
             kw[f.name] = _parse(text, str(f.type))
         if cells.get("box_x0"):
             kw["box"] = tuple(int(cells[c]) for c in BOX_COLUMNS[1:])
+        if cells.get("det_x0"):
+            kw["det_box"] = tuple(float(cells[c]) for c in DET_BOX)
         if cells.get("box_rotated"):
             kw["box_rotated"] = tuple(tuple(float(v) for v in pair.split(",")) for pair in cells["box_rotated"].split())
         if cells.get("boxes_all"):

@@ -37,7 +37,7 @@ def write_manifest(path: Path, session, inputs: list[str], shard, summary, stopp
         "python": platform.python_version(), "platform": platform.platform(),
         "model": session.loaded.describe(), "layers": [display_name(l) for l in session.layers],
         "methods": [m.name for m in session.methods], "device": describe(session.device),
-        "target": session.target, "head": session.explainer.target.describe(), "inputs": [os.path.abspath(i) for i in inputs],
+        "task": session.task, "target": session.target, "head": session.explained, "inputs": [os.path.abspath(i) for i in inputs],
         "shard": {"index": shard.index, "count": shard.count} if shard.count > 1 else None,
         "settings": settings,
         "counts": {"images": summary.images, "ok": summary.ok, "failed": summary.failed,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from camcli.engine.stream import ImageResult
 from camcli.output.csvfile import PredictionsCSV
+from camcli.output.detection_writer import write_detection_image
 from camcli.output.image_writer import write_image
 from camcli.output.rows import PredictionRow
 from camcli.settings import ExplainSettings
@@ -36,7 +37,8 @@ class OrderedWriter:
 
     def submit(self, result: ImageResult) -> Iterator[Written]:
         """Queue ``result``; hand back the images that are finished, oldest first."""
-        self._pending.append((result, self._pool.submit(write_image, result, self.out, self.settings)))
+        self._pending.append((result, self._pool.submit(
+            write_detection_image if result.detections is not None else write_image, result, self.out, self.settings)))
         self._bytes += _nbytes(result)
         while self._pending and (len(self._pending) > self.limit or self._over_budget()
                                  or self._pending[0][1].done()):

@@ -4,7 +4,7 @@
 resumed run must match it. It also records the presentation settings (overlay look, gallery,
 panels: ``PRESENTATION_KEYS``), which a resumed run may change: the images finished earlier keep
 their files, and the log says what changed. An image counts as done when all its rows are in the CSV (one per method x layer, for each class
-it explains: the ``targets`` column), all ``ok``,
+it explains: the ``targets`` column; each box of a detection run: ``detections``), all ``ok``,
 and every file they name exists. A resumed run writes byte for byte what an uninterrupted run
 would have written (see :func:`whole_batches`).
 """
@@ -93,8 +93,9 @@ def finished_rows(out: Path, csv_name: str, expected: dict, maps_per_image: int)
     keep = []
     for _path, group in groupby(rows, key=lambda r: r.path):
         group = list(group)
-        explained = group[0].targets or 1  # classes explained in the image (multi-label runs)
-        if len(group) == maps_per_image * explained and all(r.ok and (r.targets or 1) == explained for r in group) and \
+        explained = group[0].explained_count  # classes (multi-label runs) or boxes (detection) in the image
+        if len(group) == max(1, maps_per_image * explained) and \
+                all(r.ok and r.explained_count == explained for r in group) and \
                 all((out / f).is_file() for r in group for f in r.files()):
             keep += group
     return keep

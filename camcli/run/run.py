@@ -139,6 +139,8 @@ class Run:
         with ExitStack() as stack:
             out = self._claim_folder(stack, shard) if self.write else None
             self.session = session = ExplainSession.open(s, local_rank=shard.local_rank, module=self.module)
+            if session.task == "detection":
+                shard = replace(shard, stem="detections")
             keep = self._finished_rows(out, shard) if self.write else []
             done = {r.path for r in keep}
             plan = plan_memory(items, s.batch_size, s.workers, budget_bytes(s.memory_budget))
@@ -151,9 +153,10 @@ class Run:
                            warnings=RunWarnings(self.log))
             writer = None
             if self.write:
-                csv = PredictionsCSV(out / shard.csv_name, columns(s.topk, s.boxes, s.box_rotated, s.box_mode == "all",
-                                                                         targets=session.explainer.target.several),
-                                     keep=keep)
+                detection = session.task == "detection"
+                csv = PredictionsCSV(out / shard.csv_name, columns(
+                    s.topk, s.boxes, s.box_rotated, s.box_mode == "all",
+                    targets=not detection and session.explainer.target.several, detection=detection), keep=keep)
                 writer = OrderedWriter(out, s, csv, limit=2 * s.batch_size, max_bytes=plan.writer_bytes,
                                        threads=plan.writer_threads)
             try:

@@ -22,6 +22,7 @@ class Shard:
     index: int = 0
     count: int = 1
     distributed: bool = False  # launched by torchrun: ranks meet at a barrier to merge
+    stem: str = "predictions"  # the CSV's name: detections for a detection run
 
     @classmethod
     def of(cls, settings: ExplainSettings, environ=None) -> Shard:
@@ -39,7 +40,7 @@ class Shard:
 
     @property
     def csv_name(self) -> str:
-        return f"predictions{self.suffix}.csv"
+        return f"{self.stem}{self.suffix}.csv"
 
     @property
     def manifest_name(self) -> str:
@@ -57,11 +58,22 @@ class Shard:
         return f" (shard {self.index}/{self.count} of {total})" if self.count > 1 else ""
 
 
+#: the CSV files a run writes: a classifier's predictions, a detector's detections
+CSV_STEMS = ("predictions", "detections")
+
+
 def merge_parts(out: Path) -> int:
-    """Join ``predictions.part-*.csv`` into ``predictions.csv`` in input order; returns the row count."""
-    parts = sorted(out.glob("predictions.part-*.csv"))
-    if not parts:
-        raise UsageError(f"no predictions.part-*.csv files in {out}")
+    """Join ``predictions.part-*.csv`` into ``predictions.csv`` (a detection run's
+    ``detections.part-*.csv`` into ``detections.csv``) in input order; returns the row count."""
+    found = {stem: sorted(out.glob(f"{stem}.part-*.csv")) for stem in CSV_STEMS}
+    stems = [stem for stem, parts in found.items() if parts]
+    if not stems:
+        raise UsageError(f"no predictions.part-*.csv or detections.part-*.csv files in {out}")
+    if len(stems) > 1:
+        raise UsageError(f"{out} holds parts of a classification and a detection run; merge them in folders of "
+                         "their own")
+    stem = stems[0]
+    parts = found[stem]
     counts = {p.name.split("-of-")[-1].removesuffix(".csv") for p in parts}
     if len(counts) != 1:
         raise UsageError(f"parts in {out} come from different shard counts: {sorted(counts)}")
@@ -76,7 +88,7 @@ def merge_parts(out: Path) -> int:
         header = h
         rows += r
     rows.sort(key=lambda r: r.index)  # stable: an image's rows keep their order
-    write_rows(out / "predictions.csv", header, rows)
+    write_rows(out / f"{stem}.csv", header, rows)
     return len(rows)
 
 
@@ -89,7 +101,7 @@ def merge_after_barrier(out: Path, shard: Shard, log) -> bool:
         dist.barrier()
         if shard.index == 0:
             n = merge_parts(out)
-            log(f"merged {shard.count} parts into {out / 'predictions.csv'} ({n} rows)")
+            log(f"merged {shard.count} parts into {out / shard.stem}.csv ({n} rows)")
         dist.barrier()
     finally:
         dist.destroy_process_group()

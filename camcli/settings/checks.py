@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from camcli.engine import FUSIONS, HEADS, METHOD_NAMES, RESIZE_MODES, SCORES, method_options
+from camcli.engine import DETECTION_MAPS, FUSIONS, HEADS, METHOD_NAMES, RESIZE_MODES, SCORES, TASKS, method_options
 from camcli.errors import UsageError, unknown
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ def check(s: ExplainSettings) -> None:
     if s.max_pixels < 1:
         raise UsageError(f"`max_pixels` must be positive, got {s.max_pixels}")
     check_target(s)
+    check_detection(s)
     if s.shard is not None:
         parse_shard(s.shard)
     method_options.check({name: getattr(s, name) for name in method_options.BY_NAME}, chosen)
@@ -107,6 +108,18 @@ def check_target(s: ExplainSettings) -> None:
                                  "use one of them")
         if s.head != "auto":
             raise UsageError(f"`{similarity[0]}` reads the model's output as an embedding; `head` {s.head} does not apply")
+
+
+def check_detection(s: ExplainSettings) -> None:
+    """The detection options, alone (what the model is is known only once it is loaded)."""
+    if s.task not in TASKS:
+        raise UsageError(f"`task` must be {', '.join(TASKS[:-1])} or {TASKS[-1]}, got {s.task!r}")
+    if not 0.0 <= s.score_threshold <= 1.0:
+        raise UsageError(f"`score_threshold` is a detection score in [0, 1], got {s.score_threshold}")
+    if s.max_detections < 1:
+        raise UsageError(f"`max_detections` must be at least 1, got {s.max_detections}")
+    if s.detection_maps not in DETECTION_MAPS:
+        raise UsageError(f"`detection_maps` must be {' or '.join(DETECTION_MAPS)}, got {s.detection_maps!r}")
 
 
 def cam_batch_size_for(settings: ExplainSettings, device) -> int:

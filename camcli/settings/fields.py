@@ -118,6 +118,16 @@ class ExplainSettings:
     score: str = option("logit", "Score explained: logit (what the Grad-CAM, Grad-CAM++ and Score-CAM papers and "
                         "pytorch-grad-cam use) or probability (the head's: softmax, or sigmoid; `softmax` is an old "
                         "spelling of it).", "Explanation", shapes_outputs=True, evaluate=True)
+    task: str = option("auto", "What the model does: classification (scores per image) or detection (boxes: "
+                       "torchvision's detectors, see `camcli models`); auto reads it from the model.", "Detection",
+                       shapes_outputs=True, evaluate=True)
+    score_threshold: float = option(0.5, "Detection: explain the boxes whose score is at least this.", "Detection",
+                                    shapes_outputs=True, evaluate=True)
+    max_detections: int = option(20, "Detection: explain at most this many boxes per image, best first.",
+                                 "Detection", shapes_outputs=True, evaluate=True)
+    detection_maps: str = option("each", "Detection overlays: each (one per box, its box drawn) or combined (one per "
+                                 "image, method and layer: the per-pixel maximum of its boxes' maps, every box "
+                                 "drawn).", "Detection", shapes_outputs=True)
     cam_batch_size: int | None = method_option("cam_batch_size")
     max_n: int | None = method_option("max_n")
     fem_k: float | None = method_option("fem_k")

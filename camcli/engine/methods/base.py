@@ -115,6 +115,10 @@ class CAMMethod(ABC):
     pixel_level: ClassVar[bool] = False
     #: needs the Hessian-vector product of the score at the layer (``fp.hessian_products``)
     needs_hessian: ClassVar[bool] = False
+    #: the map is made from the layer's activations (and the score's gradients at it) alone: no
+    #: passes, logits, classifier weights or hooks of its own, so it explains any differentiable
+    #: score, a detector's box score included (:mod:`camcli.engine.detection`)
+    layer_only: ClassVar[bool] = False
 
     #: the method reads the shared forward through hooks of its own (:meth:`watch`), with a
     #: graph back to the input, instead of running a pass of its own

@@ -18,6 +18,7 @@ from camcli.errors import UsageError
 @register
 class FEM(CAMMethod):
     name = "fem"
+    layer_only = True
     summary = "each channel weighted by the share of its positions above mean + k std (k-sigma rule); class-agnostic"
     paper = "Fuad et al., IPTA 2020, doi:10.1109/IPTA50016.2020.9286629"
     needs_gradients = False

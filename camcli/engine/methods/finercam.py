@@ -44,6 +44,7 @@ def contrastive_score(logits: torch.Tensor, targets: torch.Tensor, alpha: float,
 @register
 class FinerCAM(GradCAM):
     name = "finercam"
+    layer_only = False  # its own objective / second derivatives
     summary = "Grad-CAM of the target's logit minus alpha x its three closest rivals': what tells them apart"
     paper = "Zhang et al., CVPR 2025, arXiv:2501.11309"
 

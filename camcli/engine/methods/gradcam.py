@@ -31,6 +31,7 @@ class ChannelWeightCAM(CAMMethod):
 @register
 class GradCAM(ChannelWeightCAM):
     name = "gradcam"
+    layer_only = True
     summary = "gradient of the class score, averaged per channel, weights the feature maps"
     paper = "Selvaraju et al., ICCV 2017, arXiv:1610.02391"
 
@@ -41,6 +42,7 @@ class GradCAM(ChannelWeightCAM):
 @register
 class GradCAMPlusPlus(ChannelWeightCAM):
     name = "gradcam++"
+    layer_only = True
     summary = "positive gradients weighted by second/third-order terms of exp(score); better on several objects"
     paper = "Chattopadhyay et al., WACV 2018, arXiv:1710.11063"
     assumptions = (NonNegativeActivations(),)  # sum(A) in the denominator of alpha (eq. 19)
@@ -54,6 +56,7 @@ class GradCAMPlusPlus(ChannelWeightCAM):
 @register
 class XGradCAM(ChannelWeightCAM):
     name = "xgradcam"
+    layer_only = True
     summary = "gradients weighted by the normalised activations (axiom-based Grad-CAM)"
     paper = "Fu et al., BMVC 2020, arXiv:2008.02312"
     assumptions = (NonNegativeActivations(),)  # divides by each channel's activation sum

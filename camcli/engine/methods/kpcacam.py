@@ -40,6 +40,7 @@ def kernel_matrix(x: torch.Tensor, kernel: str, gamma: float) -> torch.Tensor:
 @register
 class KPCACAM(CAMMethod):
     name = "kpcacam"
+    layer_only = True
     summary = "first kernel principal component of the activations (Eigen-CAM with kernel PCA); class-agnostic"
     paper = "Karmani et al., 2024, arXiv:2410.00267"
     needs_gradients = False

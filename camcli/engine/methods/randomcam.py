@@ -17,6 +17,7 @@ from camcli.engine.methods.base import CAMMethod, ForwardPass
 @register
 class RandomCAM(CAMMethod):
     name = "randomcam"
+    layer_only = True
     summary = "random channel weights, uniform in [-1, 1], seeded by --seed: a baseline for metrics"
     paper = "baseline (pytorch-grad-cam's RandomCAM)"
     needs_gradients = False

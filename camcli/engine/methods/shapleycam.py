@@ -21,6 +21,7 @@ from camcli.engine.methods.gradcam import GradCAM
 @register
 class ShapleyCAM(GradCAM):
     name = "shapleycam"
+    layer_only = False  # its own objective / second derivatives
     summary = "Grad-CAM weights from gradient minus half the Hessian-vector product (a Shapley-value reading)"
     paper = "Cai, arXiv:2501.06261"
     cost = "1 forward + 2 partial backwards"

@@ -1,0 +1,296 @@
+"""Detectors: one forward per batch, one partial backward per box rank, a map for every box.
+
+A torchvision detector takes a list of images and returns, per image, boxes, labels and scores
+that stay differentiable back to its features. Each kept box (score >= ``score_threshold``, at
+most ``max_detections`` per image) is explained through a box-score target, as
+pytorch-grad-cam's ``FasterRCNNBoxScoreTarget`` defines it: among the detections of the same
+class, the one that overlaps the original box most (IoU > ``iou_threshold``) scores its class
+score plus that IoU; none scores 0. On the shared forward the matched box is the box itself, so
+one forward serves every box: the r-th boxes of all images share the r-th backward (images are
+independent in a detector's batch), taken with respect to the target layers only.
+
+Layers: a tensor layer is read as it is; a layer that outputs several feature maps (the
+backbone's FPN levels, an OrderedDict) is read as pytorch-grad-cam's
+``fasterrcnn_reshape_transform`` reads it: each level's absolute value resized to the coarsest
+level's grid, concatenated on channels. The gradients go through the same resize, with the sign
+of their activation folded in (the derivative of the absolute value), so a gradient method sees
+d score / d |A| on the same grid (pytorch-grad-cam captures no gradient for such outputs).
+
+Only methods that make their map from the layer alone (``layer_only``) apply; the others run
+passes, read logits or classifier weights that a detector does not have, and are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import box_iou
+
+from camcli.engine.capture import frozen_parameters, removed_after
+from camcli.engine.layer_names import display_name, hook_layer
+from camcli.engine.methods import CAMMethod
+from camcli.engine.methods.base import ForwardPass
+from camcli.errors import UsageError
+
+#: IoU above which a box of a new forward is the same detection (pytorch-grad-cam's default)
+IOU_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One box the detector kept, in the pixels of the image it was given."""
+
+    rank: int  # 1 for the highest score in its image
+    index: int  # class index (the model's own: COCO ids for torchvision's weights)
+    label: str
+    score: float
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+@dataclass
+class ImageDetections:
+    """What a batch gave one image: its boxes, one map per box x method x layer, and where the
+    image lies in the padded batch the layers saw."""
+
+    detections: list[Detection]
+    #: per detection: (method, layer) -> ((h, w) map in [0, 1], empty, failed assumptions)
+    maps: list[dict[tuple[str, str], tuple[torch.Tensor, bool, tuple]]]
+    valid: tuple[int, int]  # (h, w) of the image inside the padded input, after the detector's resize
+    padded: tuple[int, int]  # (h, w) of the padded input the layer grids cover
+
+
+def box_score(output: Mapping[str, torch.Tensor], label: int, box: torch.Tensor,
+              iou_threshold: float = IOU_THRESHOLD) -> torch.Tensor:
+    """The score of the detection in ``output`` that is the box ``box`` of class ``label``: its
+    class score plus its IoU with ``box`` (differentiable), or 0 when no box of that class
+    overlaps it more than ``iou_threshold``. Matched within the class (pytorch-grad-cam takes the
+    best IoU over all classes first, then checks the class; they differ only when boxes of two
+    classes tie)."""
+    boxes, labels, scores = output["boxes"], output["labels"], output["scores"]
+    zero = scores.sum() * 0 if scores.numel() else torch.zeros((), device=box.device)
+    same = labels == label
+    if not bool(same.any()):
+        return zero
+    ious = box_iou(box.to(boxes.dtype)[None], boxes)[0]
+    ious = torch.where(same, ious, torch.full_like(ious, -1.0))
+    k = int(ious.argmax())
+    if float(ious[k].detach()) <= iou_threshold:
+        return zero
+    return scores[k] + ious[k]
+
+
+def levels_of(output) -> list[torch.Tensor] | None:
+    """The feature maps a layer produced: one tensor, or the tensors of a dict/list/tuple (FPN
+    levels); ``None`` when it produced none."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    items = list(output.values()) if isinstance(output, Mapping) else list(output) \
+        if isinstance(output, (list, tuple)) else []
+    found = [t for t in items if isinstance(t, torch.Tensor)]
+    return found or None
+
+
+def as_map(levels: Sequence[torch.Tensor], grads: Sequence[torch.Tensor] | None = None):
+    """(activations, gradients) as (N, C, h, w) maps: one level as it is; several levels each
+    resized to the coarsest grid (activations as absolute values, gradients times the
+    activation's sign) and concatenated."""
+    if len(levels) == 1:
+        return levels[0], (grads[0] if grads is not None else None)
+    grid = min((tuple(t.shape[-2:]) for t in levels), key=lambda s: s[0] * s[1])
+
+    def resized(t):
+        return t if tuple(t.shape[-2:]) == grid else F.interpolate(t, grid, mode="bilinear")
+    acts = torch.cat([resized(t.abs()) for t in levels], 1)
+    if grads is None:
+        return acts, None
+    return acts, torch.cat([resized(g * t.sign()) for t, g in zip(levels, grads)], 1)
+
+
+class DetectionExplainer:
+    """Explain batches of images through a detector, every kept box with every method at every layer."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod], labels: list[str],
+                 score_threshold: float = 0.5, max_detections: int = 20, strict: bool = False) -> None:
+        if not layers or not methods:
+            raise UsageError("at least one layer and one method are needed")
+        refused = [m.name for m in methods if not m.layer_only]
+        if refused:
+            fits = ", ".join(m for m in _layer_only_names())
+            raise UsageError(f"method(s) {', '.join(refused)} cannot explain a detector's boxes: they run forward "
+                             "passes of their own or read a classifier's logits or weights, which camcli does not "
+                             f"match to boxes; these can: {fits}")
+        self.model = model
+        self.layers = list(dict.fromkeys(layers))
+        self.methods = list(methods)
+        self.labels = labels
+        self.score_threshold = score_threshold
+        self.max_detections = max_detections
+        self.strict = strict
+        self.needs_gradients = any(m.needs_gradients for m in self.methods)
+        self.channels: dict[str, int] = {}
+
+    def map_keys(self) -> list[tuple[str, str]]:
+        """(method, layer) of every map a box gets, in the order they come."""
+        return [(m.name, layer) for m in self.methods for layer in self.layers]
+
+    def validate(self, side: int, device: torch.device | str) -> None:
+        """One dummy image through the detector: every layer must run and give feature maps."""
+        x = torch.rand(3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
+        with torch.inference_mode():
+            store, _outputs, _sizes = self._forward([x], graph=False)
+        self.channels = {layer: int(as_map(levels)[0].shape[1]) for layer, levels in store.items()}
+
+    def _forward(self, images: list[torch.Tensor], graph: bool):
+        """The detector on ``images``: (layer -> its feature maps, the outputs, the transform's sizes)."""
+        store: dict[str, list[torch.Tensor]] = {}
+        sizes: dict[str, object] = {}
+        handles = []
+
+        def hook_for(layer: str):
+            def hook(_module, _inputs, output):
+                if layer in store:
+                    raise UsageError(f"layer {display_name(layer)} runs more than once per forward: name one of "
+                                     f"its calls, {display_name(layer)}#1, #2, ...")
+                levels = levels_of(output)
+                if levels is None or any(t.dim() != 4 for t in levels):
+                    shapes = [tuple(t.shape) for t in levels or []]
+                    raise UsageError(f"layer {display_name(layer)} of the detector gives no (N, C, h, w) feature map "
+                                     f"(got {shapes or type(output).__name__}); its backbone or one of its blocks do")
+                if graph:
+                    levels = [t if t.requires_grad else t.requires_grad_(True) for t in levels]
+                    copies = [t.clone() for t in levels]  # downstream in-place ops change the copies
+                    store[layer] = levels
+                    return _replaced(output, copies)
+                store[layer] = levels
+                return None
+            return hook
+
+        def sizes_hook(_module, _inputs, output):
+            image_list = output[0]
+            sizes["valid"] = [tuple(int(v) for v in s) for s in image_list.image_sizes]
+            sizes["padded"] = tuple(int(v) for v in image_list.tensors.shape[-2:])
+
+        with removed_after(handles):
+            for layer in self.layers:
+                handles += hook_layer(self.model, layer, hook_for(layer))
+            transform = getattr(self.model, "transform", None)
+            if transform is not None:
+                handles.append(transform.register_forward_hook(sizes_hook))
+            outputs = self.model(images)
+        missing = [display_name(l) for l in self.layers if l not in store]
+        if missing:
+            raise UsageError(f"layer(s) {', '.join(missing)} did not run during the forward pass")
+        if not sizes:  # a detector without torchvision's transform: the layers saw the images as given
+            sizes = {"valid": [tuple(x.shape[-2:]) for x in images],
+                     "padded": tuple(max(x.shape[d] for x in images) for d in (-2, -1))}
+        return store, outputs, sizes
+
+    def kept(self, output: Mapping[str, torch.Tensor]) -> list[int]:
+        """Indices of the boxes explained in one image's output: score >= the threshold, best first."""
+        scores = output["scores"].detach()
+        order = torch.argsort(scores, descending=True, stable=True)
+        keep = [int(i) for i in order if float(scores[i]) >= self.score_threshold]
+        return keep[:self.max_detections]
+
+    def __call__(self, images: list[torch.Tensor], wanted: Sequence[bool] | None = None,
+                 seeds: Sequence[int] | None = None) -> list[ImageDetections]:
+        """Explain a batch of (3, H, W) images in [0, 1] (sizes may differ); ``wanted`` (one bool
+        per image) leaves the maps of the others out (a resumed run's finished images)."""
+        n = len(images)
+        wanted = [True] * n if wanted is None else [bool(w) for w in wanted]
+        grad_mode = (torch.inference_mode(False), torch.enable_grad()) if self.needs_gradients \
+            else (torch.inference_mode(), torch.inference_mode())
+        with frozen_parameters(self.model), grad_mode[0], grad_mode[1]:
+            if self.needs_gradients:
+                images = [x.clone() for x in images]  # normal tensors, even if made in inference mode
+            store, outputs, sizes = self._forward(images, graph=self.needs_gradients)
+            chosen = [self.kept(o) if w else [] for o, w in zip(outputs, wanted)]
+            maps: list[list[dict]] = [[{} for _ in c] for c in chosen]
+            ranks = max((len(c) for c in chosen), default=0)
+            free = [m for m in self.methods if not m.needs_gradients]
+            for layer in self.layers:
+                levels = store[layer]
+                acts, _ = as_map([t.detach() for t in levels])
+                if free and ranks:
+                    fp = self._pass(acts, None, layer, [bool(c) for c in chosen], seeds)
+                    for method in free:
+                        self._keep(method, fp, layer, maps, chosen, ranks=range(ranks))
+            if self.needs_gradients:
+                for r in range(ranks):
+                    present = [len(c) > r for c in chosen]
+                    objective = sum(box_score(outputs[j], int(outputs[j]["labels"][chosen[j][r]]),
+                                              outputs[j]["boxes"][chosen[j][r]].detach())
+                                    for j in range(n) if present[j])
+                    tensors = [t for layer in self.layers for t in store[layer]]
+                    grads = torch.autograd.grad(objective, tensors, allow_unused=True, retain_graph=r < ranks - 1)
+                    grads = [g if g is not None else torch.zeros_like(t) for t, g in zip(tensors, grads)]
+                    k = 0
+                    for layer in self.layers:
+                        levels = store[layer]
+                        acts, g = as_map([t.detach() for t in levels], grads[k:k + len(levels)])
+                        k += len(levels)
+                        fp = self._pass(acts, g, layer, present, seeds)
+                        for method in self.methods:
+                            if method.needs_gradients:
+                                self._keep(method, fp, layer, maps, chosen, ranks=[r])
+        results = []
+        for j, o in enumerate(outputs):
+            detections = []
+            o = {k: v.detach() for k, v in o.items() if isinstance(v, torch.Tensor)}
+            for r, i in enumerate(chosen[j]):
+                index = int(o["labels"][i])
+                label = self.labels[index] if 0 <= index < len(self.labels) else f"class_{index}"
+                detections.append(Detection(r + 1, index, label, float(o["scores"][i]),
+                                            tuple(float(v) for v in o["boxes"][i].cpu())))
+            # the maps in the order of map_keys, for each box
+            ordered = [{key: m[key] for key in self.map_keys()} for m in maps[j]]
+            results.append(ImageDetections(detections, ordered, sizes["valid"][j], sizes["padded"]))
+        return results
+
+    def _pass(self, acts, grads, layer, present, seeds) -> ForwardPass:
+        n = acts.shape[0]
+        fp = ForwardPass(self.model, torch.zeros(n, 1, 1, 1), torch.zeros(n, 1), torch.zeros(n, dtype=torch.long),
+                         {layer: acts}, {layer: grads} if grads is not None else {},
+                         wanted=torch.tensor(present, dtype=torch.bool))
+        if seeds is not None:
+            fp.seeds = [int(s) for s in seeds]
+        return fp
+
+    def _keep(self, method: CAMMethod, fp: ForwardPass, layer: str, maps, chosen, ranks) -> None:
+        """Run ``method`` on ``fp`` and hand its maps to the boxes of ``ranks``."""
+        batch = method(fp, layer)
+        checks = [a.check(fp.activations[layer]) for a in method.assumptions]
+        if self.strict:
+            for c in checks:
+                failed = c.failed & fp.wanted.to(c.failed.device)
+                if failed.any():
+                    worst = float(c.values[failed].max())
+                    raise UsageError(f"`strict`: {method.name} at {display_name(layer)} assumes {c.assumption.name}, "
+                                     f"but {c.assumption.describe(worst)}; {c.assumption.advice}")
+        small, empty = batch.maps.detach().float().cpu(), batch.empty.cpu().tolist()
+        failed = [[(c.assumption, float(c.values[j])) for c in checks if bool(c.failed[j])]
+                  for j in range(small.shape[0])]
+        for j, c in enumerate(chosen):
+            for r in ranks:
+                if r < len(c):
+                    maps[j][r][(method.name, layer)] = (small[j], bool(empty[j]), tuple(failed[j]))
+
+
+def _replaced(output, copies: list[torch.Tensor]):
+    """``output`` with its tensors replaced by ``copies``, in order, of the same container type."""
+    if isinstance(output, torch.Tensor):
+        return copies[0]
+    it = iter(copies)
+    if isinstance(output, Mapping):
+        return type(output)((k, next(it) if isinstance(v, torch.Tensor) else v) for k, v in output.items())
+    return type(output)(next(it) if isinstance(v, torch.Tensor) else v for v in output)
+
+
+def _layer_only_names() -> list[str]:
+    from camcli.engine.methods import available
+
+    return [name for name, cls in available().items() if cls.layer_only]

@@ -1,0 +1,267 @@
+"""Detectors: torchvision's detection models explained box by box, where a user sees it (the
+detections CSV, overlays, NDJSON, exit codes, resume) and against pytorch-grad-cam's Faster R-CNN
+recipe on the same model, layer and box.
+
+The models are small configurations built with torchvision's own classes and seeded weights; the
+box classifier's bias is set so that the untrained detector keeps boxes of one class (a
+detector with random weights finds nothing above 0.5). Full-size models are in benchmarks/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from conftest import SAMPLES, read_csv
+
+ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
+REQUIRED = ("path", "det_label", "det_score", "det_x0", "det_y0", "det_x1", "det_y1", "method", "layer", "heatmap",
+            "energy_in_box")
+
+
+def tiny_detector() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(ARCH, weights=None, weights_backbone=None, num_classes=3)
+    with torch.no_grad():  # every proposal scores class 1 highly: the detector keeps boxes
+        model.roi_heads.box_predictor.cls_score.bias[:] = torch.tensor([0.0, 4.0, 0.0])
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("detector") / "detector.pt"
+    torch.save(tiny_detector().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scenes")
+    for name in ("circle_07.jpg", "ring_00.jpg", "star_05.jpg"):
+        shutil.copy(SAMPLES / "single" / name, folder / name)
+    return folder
+
+
+def explain(cli, images, checkpoint, out, *args):
+    return cli("explain", images, "-m", ARCH, "--checkpoint", checkpoint, "-o", out, "--workers", "0", *args)
+
+
+def test_a_detection_run_writes_a_row_and_an_overlay_for_every_box(cli, images, checkpoint, tmp_path):
+    out = tmp_path / "run"
+    result = explain(cli, images, checkpoint, out, "--method", "gradcam,eigencam", "--max-detections", "2",
+                     "--save-heatmap", "npy")
+    assert result.exit_code == 0, result.output
+    assert not (out / "predictions.csv").exists()
+    rows = read_csv(out / "detections.csv")
+    assert set(REQUIRED) <= set(rows[0])
+    by_image: dict[str, list] = {}
+    for r in rows:
+        by_image.setdefault(r["path"], []).append(r)
+    assert sorted(by_image) == ["circle_07.jpg", "ring_00.jpg", "star_05.jpg"]
+    for path, group in by_image.items():
+        w, h = Image.open(images / path).size
+        boxes = int(group[0]["detections"])
+        assert 1 <= boxes <= 2
+        assert len(group) == boxes * 2  # every box x method x layer
+        assert {(r["det_rank"], r["method"]) for r in group} == {(str(k), m) for k in range(1, boxes + 1)
+                                                                   for m in ("gradcam", "eigencam")}
+        for r in group:
+            x0, y0, x1, y1 = (float(r[c]) for c in ("det_x0", "det_y0", "det_x1", "det_y1"))
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h  # original pixels
+            assert r["det_label"] == "class_1" and float(r["det_score"]) >= 0.5
+            assert r["layer"] == "backbone" and r["status"] == "ok"
+            if r["empty_map"] == "true":  # no evidence: no share to measure
+                assert r["energy_in_box"] == ""
+            elif r["energy_in_box"]:
+                assert 0.0 <= float(r["energy_in_box"]) <= 1.0
+            overlay = Image.open(out / r["output"])
+            assert overlay.size == (w, h)
+            assert f"box{r['det_rank']}-class_1" in r["output"]
+            heat = np.load(out / r["heatmap"])
+            assert heat.shape == (h, w) and 0 <= heat.min() and heat.max() <= 1
+    # one file per box: no two rows share an overlay
+    assert len({r["output"] for r in rows}) == len(rows)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["task"] == "detection" and "box" in manifest["head"]
+
+
+def test_energy_in_box_is_the_share_of_the_saved_map_inside_the_box(cli, images, checkpoint, tmp_path):
+    out = tmp_path / "run"
+    assert explain(cli, images, checkpoint, out, "--max-detections", "3", "--save-heatmap", "npy").exit_code == 0
+    # (a map whose evidence lies only in the detector's padding has none over the image: no share)
+    rows = [r for r in read_csv(out / "detections.csv") if r["energy_in_box"]]
+    assert len(rows) >= 3
+    for r in rows:
+        heat = np.load(out / r["heatmap"]).astype(np.float64)
+        x0, y0, x1, y1 = (float(r[c]) for c in ("det_x0", "det_y0", "det_x1", "det_y1"))
+        inside = heat[int(np.floor(y0)):int(np.ceil(y1)), int(np.floor(x0)):int(np.ceil(x1))].sum() / heat.sum()
+        assert abs(inside - float(r["energy_in_box"])) < 0.05, r
+
+
+def test_an_image_without_a_box_gets_a_row_that_says_so(cli, images, checkpoint, tmp_path):
+    out = tmp_path / "run"
+    result = explain(cli, images, checkpoint, out, "--score-threshold", "0.99", "--json")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out / "detections.csv")
+    assert len(rows) == 3
+    for r in rows:
+        assert r["detections"] == "0" and r["status"] == "ok" and not r["output"]
+        assert "no detection scores 0.99 or more" in r["note"]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["detections"] for r in records if r["type"] == "image"] == [[], [], []]
+    # resumed: the no-box images count as done
+    again = explain(cli, images, checkpoint, out, "--score-threshold", "0.99", "--resume")
+    assert again.exit_code == 0 and "3 already done" in again.output
+
+
+def test_combined_maps_draw_every_box_on_one_overlay_per_method(cli, images, checkpoint, tmp_path):
+    each, combined = tmp_path / "each", tmp_path / "combined"
+    assert explain(cli, images, checkpoint, each, "--max-detections", "3").exit_code == 0
+    result = explain(cli, images, checkpoint, combined, "--max-detections", "3", "--detection-maps", "combined",
+                     "--json")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(combined / "detections.csv")
+    assert [(r["path"], r["det_rank"]) for r in rows] == [(r["path"], r["det_rank"])
+                                                          for r in read_csv(each / "detections.csv")]
+    for path in {r["path"] for r in rows}:
+        outputs = {r["output"] for r in rows if r["path"] == path}
+        assert outputs == {f"overlays/{path}.gradcam@backbone.png"}
+        assert (combined / outputs.pop()).is_file()
+    records = [json.loads(line) for line in result.stdout.splitlines() if '"image"' in line]
+    assert all(len(rec["detections"]) == int(next(r["detections"] for r in rows if r["path"] == rec["path"]))
+               for rec in records)
+    assert all(d["maps"][0]["overlay"].endswith("gradcam@backbone.png") for rec in records for d in rec["detections"])
+
+
+def test_a_resumed_detection_run_redoes_only_what_is_missing(cli, images, checkpoint, tmp_path):
+    out = tmp_path / "run"
+    assert explain(cli, images, checkpoint, out, "--max-detections", "2").exit_code == 0
+    before = (out / "detections.csv").read_bytes()
+    first = read_csv(out / "detections.csv")[0]["output"]
+    picture = (out / first).read_bytes()
+    (out / first).unlink()
+    result = explain(cli, images, checkpoint, out, "--max-detections", "2", "--resume")
+    assert result.exit_code == 0, result.output
+    assert "2 already done" in result.output
+    assert (out / "detections.csv").read_bytes() == before
+    assert (out / first).read_bytes() == picture
+    changed = explain(cli, images, checkpoint, out, "--max-detections", "3", "--resume")
+    assert changed.exit_code == 2 and "max_detections" in changed.output.replace("-", "_")
+
+
+def test_settings_a_detector_does_not_take_are_refused(cli, images, checkpoint, tmp_path):
+    refused = explain(cli, images, checkpoint, tmp_path / "a", "--method", "scorecam")
+    assert refused.exit_code == 2 and "scorecam cannot explain a detector's boxes" in refused.output
+    assert "gradcam" in refused.output  # says which can
+    target = explain(cli, images, checkpoint, tmp_path / "b", "--target", "1")
+    assert target.exit_code == 2 and "--target" in target.output and "detection run" in target.output
+    task = explain(cli, images, checkpoint, tmp_path / "c", "--task", "classification")
+    assert task.exit_code == 2 and "is a detector" in task.output
+    not_one = cli("explain", images, "-m", "resnet18", "--weights", "none", "--task", "detection", "-o",
+                  tmp_path / "d")
+    assert not_one.exit_code == 2 and "no detector camcli knows" in not_one.output
+    bad = explain(cli, images, checkpoint, tmp_path / "e", "--detection-maps", "all")
+    assert bad.exit_code == 2 and "--detection-maps" in bad.output
+
+
+def test_layers_lists_the_backbone_as_a_detectors_default(cli, checkpoint):
+    result = cli("layers", ARCH, "--checkpoint", checkpoint, "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert [layer["name"] for layer in found if layer["default"]] == ["backbone"]
+    assert not any(layer["cam"] for layer in found)
+
+
+def test_the_python_api_explains_a_detector_handed_over(tmp_path):
+    import camcli
+
+    run = camcli.explain(sorted((SAMPLES / "single").glob("*.jpg"))[:2], model=tiny_detector(), max_detections=2,
+                         workers=0)
+    results = list(run)
+    assert all(r.detections and len(r.maps) == len(r.detections) for r in results)
+    m = results[0].maps[0]
+    assert m.detection.rank == 1 and m.heatmap.shape == (results[0].height, results[0].width)
+    assert run.session.task == "detection"
+
+
+# ---------------------------------------------------------------- parity with pytorch-grad-cam
+
+def test_box_maps_equal_pytorch_grad_cams_faster_rcnn_recipe():
+    """Grad-CAM at a tensor layer with FasterRCNNBoxScoreTarget for one box, and Eigen-CAM at the
+    backbone with fasterrcnn_reshape_transform: the maps pytorch-grad-cam's tutorial makes."""
+    from pytorch_grad_cam import EigenCAM, GradCAM
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+    from pytorch_grad_cam.utils.reshape_transforms import fasterrcnn_reshape_transform
+
+    from camcli.engine.detection import DetectionExplainer
+    from camcli.engine.methods import get_method
+    from camcli.engine.tensors import upsample
+
+    model = tiny_detector()
+    image = torch.from_numpy(np.asarray(Image.open(SAMPLES / "single" / "star_05.jpg").convert("RGB").resize(
+        (320, 320)))).permute(2, 0, 1).float() / 255  # 320 px: the detector's own size, no padding
+    checked = 0
+    for layer, name, peer, reshape in (("backbone.fpn.layer_blocks.0", "gradcam", GradCAM, None),
+                                       ("backbone.body.13", "gradcam", GradCAM, None),
+                                       ("backbone", "eigencam", EigenCAM, fasterrcnn_reshape_transform)):
+        explainer = DetectionExplainer(model, [layer], [get_method(name)], ["bg", "a", "b"], max_detections=3)
+        found = explainer([image])[0]
+        assert len(found.detections) == 3
+        for det, maps in zip(found.detections, found.maps):
+            ours = upsample(maps[(name, layer)][0], (320, 320)).numpy()
+            target = [FasterRCNNBoxScoreTarget([det.index], [np.array(det.box)])]
+            theirs = peer(model, [model.get_submodule(layer)], reshape_transform=reshape)(image[None],
+                                                                                          targets=target)[0]
+            assert ours.std() > 0.01
+            assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] >= 0.99, (layer, det.rank)
+            checked += 1
+    assert checked == 9
+
+
+def test_box_targets_differ_from_the_whole_images_and_follow_each_box():
+    """Each box's map is its own (LayerCAM: the gradients where they fall): boxes of one image give
+    different maps, and an image's maps in a batch equal those of the image alone (one backward
+    per rank for the whole batch is exact)."""
+    from camcli.engine.detection import DetectionExplainer
+    from camcli.engine.methods import get_method
+
+    model = tiny_detector()
+    rng = np.random.default_rng(3)
+    images = [torch.from_numpy(rng.random((3, 240, 320), dtype=np.float32)),
+              torch.from_numpy(np.asarray(Image.open(SAMPLES / "single" / "ring_00.jpg").convert("RGB"))
+                               ).permute(2, 0, 1).float() / 255]
+    explainer = DetectionExplainer(model, ["backbone.fpn.layer_blocks.0"], [get_method("layercam")], ["bg", "a", "b"],
+                                   max_detections=4)
+    batched = explainer(images)
+    alone = explainer(images[1:])[0]
+    key = ("layercam", "backbone.fpn.layer_blocks.0")
+    for det, a, b in zip(alone.detections, alone.maps, batched[1].maps):
+        assert torch.allclose(a[key][0], b[key][0], atol=1e-4), det.rank
+    maps = [m[key][0] for m in batched[1].maps]
+    assert len(maps) == 4
+    assert max(float((a - b).abs().max()) for a in maps for b in maps) > 0.05  # not one map for every box
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,args", [
+    ("retinanet_resnet50_fpn", ["min_size=160", "max_size=160", "score_thresh=0.0"]),
+    ("fcos_resnet50_fpn", ["min_size=160", "max_size=160", "score_thresh=0.0"]),
+    ("ssdlite320_mobilenet_v3_large", ["score_thresh=0.0"]),
+    ("maskrcnn_resnet50_fpn", ["min_size=160", "max_size=160", "box_score_thresh=0.0"]),
+])
+def test_every_detector_family_loads_by_name_and_explains_its_boxes(cli, images, tmp_path, arch, args):
+    out = tmp_path / "run"
+    flags = [f for a in args for f in ("--model-arg", a)]
+    result = cli("explain", images / "ring_00.jpg", "-m", arch, "--weights", "none", "--num-classes", "4", *flags,
+                 "--score-threshold", "0", "--max-detections", "2", "--method", "gradcam,eigencam", "-o", out,
+                 "--workers", "0")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out / "detections.csv")
+    assert len(rows) == 4 and all(r["status"] == "ok" and (out / r["output"]).is_file() for r in rows)
+    assert {r["det_rank"] for r in rows} == {"1", "2"}
