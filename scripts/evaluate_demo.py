@@ -36,7 +36,7 @@ import demo_scenes  # noqa: E402
 import heldout_scenes  # noqa: E402
 
 import camcli  # noqa: E402
-from camcli.evaluation.boxes import Box, boxes_from_heatmap, iou, pointing_hit  # noqa: E402
+from camcli.geometry import Box, boxes_from_heatmap, iou, pointing_hit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

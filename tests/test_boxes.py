@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from camcli.evaluation.boxes import Box, boxes_from_heatmap, energy_inside, iou, peak, pointing_hit, polygon_iou
+from camcli.geometry import Box, boxes_from_heatmap, energy_inside, iou, peak, pointing_hit, polygon_iou
 
 
 @pytest.mark.parametrize("a, b, expected", [

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from camcli.evaluation.boxes import Box, pointing_hit
+from camcli.geometry import Box, pointing_hit
 from camcli.engine.images import discover
 from camcli.session import ExplainSession, resolve_target
 from camcli.engine.stream import iter_results

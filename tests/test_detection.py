@@ -265,3 +265,75 @@ def test_every_detector_family_loads_by_name_and_explains_its_boxes(cli, images,
     rows = read_csv(out / "detections.csv")
     assert len(rows) == 4 and all(r["status"] == "ok" and (out / r["output"]).is_file() for r in rows)
     assert {r["det_rank"] for r in rows} == {"1", "2"}
+
+
+# ---------------------------------------------------------------- camcli evaluate on a detection run
+
+def write_truth(path, rows, shift=0.0, labelled=True):
+    """A truth CSV made of the run's own boxes (``shift``: moved right by that share of their width)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("path,x0,y0,x1,y1" + (",label\n" if labelled else "\n"))
+        for r in {(r["path"], r["det_rank"]): r for r in rows if r["det_rank"]}.values():
+            x0, y0, x1, y1 = (float(r[c]) for c in ("det_x0", "det_y0", "det_x1", "det_y1"))
+            dx = shift * (x1 - x0)
+            f.write(f"{r['path']},{x0 + dx:.1f},{y0:.1f},{x1 + dx:.1f},{y1:.1f}" +
+                    (f",{r['det_label']}\n" if labelled else "\n"))
+
+
+def test_evaluate_scores_the_detector_and_each_found_boxs_maps(cli, images, checkpoint, tmp_path):
+    out = tmp_path / "run"
+    assert explain(cli, images, checkpoint, out, "--max-detections", "2", "--method", "gradcam,eigencam",
+                   "--save-heatmap", "npy").exit_code == 0
+    rows = read_csv(out / "detections.csv")
+    boxes = len({(r["path"], r["det_rank"]) for r in rows})
+    truth = tmp_path / "truth.csv"
+    write_truth(truth, rows)
+    result = cli("evaluate", out, "--truth", truth, "--json", "--min-recall", "0.99", "--min-pointing", "0")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["detector"]["recall"] == 1.0 and report["detector"]["precision"] == 1.0
+    assert report["detector"]["matched"] == boxes and report["detector"]["mean_iou"] > 0.99
+    assert {(s["method"], s["images"]) for s in report["summaries"]} == {("gradcam", boxes), ("eigencam", boxes)}
+    scored = read_csv(out / "evaluation.csv")
+    assert len(scored) == len(rows) and all(r["matched"] == "true" for r in scored)
+    # the energy inside the truth box is the run's own energy_in_box when the truth is the box
+    own = {(r["path"], r["det_rank"], r["method"]): r["energy_in_box"] for r in rows}
+    for r in scored:
+        if r["energy"] and own[(r["path"], r["det_rank"], r["method"])]:
+            assert abs(float(r["energy"]) - float(own[(r["path"], r["det_rank"], r["method"])])) < 0.05
+
+    moved = tmp_path / "moved.csv"
+    write_truth(moved, rows, shift=2.0)  # every truth box beside its detection: nothing found right
+    failed = cli("evaluate", out, "--truth", moved, "--min-recall", "0.5")
+    assert failed.exit_code == 1 and "recall 0.000 < --min-recall 0.5" in failed.output
+
+
+def test_evaluate_matches_within_the_class_unless_the_truth_has_no_labels(cli, images, checkpoint, tmp_path):
+    out = tmp_path / "run"
+    assert explain(cli, images, checkpoint, out, "--max-detections", "1").exit_code == 0
+    rows = read_csv(out / "detections.csv")
+    wrong = tmp_path / "wrong.csv"
+    write_truth(wrong, [dict(r, det_label="class_2") for r in rows])  # right place, another class
+    report = json.loads(cli("evaluate", out, "--truth", wrong, "--json").stdout)
+    assert report["detector"]["matched"] == 0
+    plain = tmp_path / "plain.csv"
+    write_truth(plain, rows, labelled=False)
+    report = json.loads(cli("evaluate", out, "--truth", plain, "--json").stdout)
+    assert report["detector"]["recall"] == 1.0
+    # no heatmaps saved: the detector is scored, a pointing gate is a usage error
+    gate = cli("evaluate", out, "--truth", plain, "--min-pointing", "0.5")
+    assert gate.exit_code == 2 and "save-heatmap" in gate.output
+    refused = cli("evaluate", out, "--truth", plain, "--faithfulness")
+    assert refused.exit_code == 2 and "detection run" in refused.output
+
+
+def test_models_lists_the_detectors_with_their_task(cli):
+    result = cli("models", "detection", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    names = {m["name"] for m in found}
+    assert {"fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn", "ssd300_vgg16",
+            "ssdlite320_mobilenet_v3_large", "maskrcnn_resnet50_fpn"} <= names
+    assert all(m["task"] == "detection" and m["weights"] for m in found)
+    every = json.loads(cli("models", "--json").stdout)
+    assert {m["task"] for m in every} == {"classification", "detection"}

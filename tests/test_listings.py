@@ -22,7 +22,7 @@ def test_methods_json_lists_every_method_with_its_properties(cli):
 
 def test_models_json_filters_and_lists_weights(cli):
     rows = json.loads(cli("models", "resnet18", "--json").stdout)
-    assert rows == [{"name": "resnet18", "source": "torchvision", "weights": ["IMAGENET1K_V1"]}]
+    assert rows == [{"name": "resnet18", "source": "torchvision", "task": "classification", "weights": ["IMAGENET1K_V1"]}]
 
 
 def test_layers_json_gives_each_layers_map(cli):

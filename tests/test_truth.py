@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from camcli.evaluation.boxes import Box
+from camcli.geometry import Box
 from camcli.errors import UsageError
 from camcli.evaluation.truth import read_truth
 

@@ -35,6 +35,7 @@ def evaluate(
     min_iou: Annotated[Optional[float], typer.Option("--min-iou", help="Gate: exit 1 if a method's mean IoU is below this.", rich_help_panel="Gates")] = None,
     min_pointing: Annotated[Optional[float], typer.Option("--min-pointing", help="Gate: exit 1 if a method's pointing-game hit rate (0..1) is below this.", rich_help_panel="Gates")] = None,
     min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Gate: exit 1 if classification accuracy (0..1) is below this.", rich_help_panel="Gates")] = None,
+    min_recall: Annotated[Optional[float], typer.Option("--min-recall", help="Gate, detection runs: exit 1 if the detector's recall at IoU 0.5 (0..1) is below this.", rich_help_panel="Gates")] = None,
     max_sanity_similarity: Annotated[Optional[float], typer.Option("--max-sanity-similarity", help="Gate: exit 1 if a method's maps after full randomisation still have a mean Spearman correlation above this with the trained model's (implies --sanity).", rich_help_panel="Gates")] = None,
     html: Annotated[bool, typer.Option("--html", help="Also write report.html next to evaluation.csv: settings, metrics, sanity and deletion/insertion charts, the worst misses. Self-contained; opens from the file system.", rich_help_panel="Output")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.", rich_help_panel="Output")] = False,
@@ -92,7 +93,7 @@ def evaluate(
             sources, truth, normalized=normalized, config=config, box_threshold=box_threshold,
             pointing_tolerance=pointing_tolerance, box_mode=box_mode, faithfulness=faithfulness, steps=steps,
             sanity=sanity, html=html, out=out, min_iou=min_iou, min_pointing=min_pointing, min_accuracy=min_accuracy,
-            max_sanity_similarity=max_sanity_similarity, log=log, progress=progress,
+            max_sanity_similarity=max_sanity_similarity, min_recall=min_recall, log=log, progress=progress,
             **{k: v for k, v in settings.items() if v is not None})
         if json_out:
             print(json_module.dumps(report.as_dict()), file=data.stream, flush=True)
@@ -118,6 +119,9 @@ def print_tables(report, faithfulness: bool, fmt) -> None:
     if not console.is_terminal:
         console = Console(stderr=True, highlight=False, width=220)  # the whole table, also in logs
     evaluation = report.evaluation
+    if report.detector is not None:
+        print_detection_tables(report, console, fmt)
+        return
     sanity = report.sanity is not None
     table = Table(title=f"camcli evaluate ({len(evaluation.rows)} maps)", title_style="bold")
     cols = ["method", "layer", "images", "mean IoU", "IoU>=0.5", "pointing", "energy", "accuracy"]
@@ -149,3 +153,20 @@ def print_tables(report, faithfulness: bool, fmt) -> None:
     console.print(f"per-image values: {report.folder / 'evaluation.csv'}", markup=False)
     if report.html:
         console.print(f"report: {report.html}", markup=False)
+
+
+def print_detection_tables(report, console, fmt) -> None:
+    """A detection run's figures: the detector's, then each method x layer's over the boxes it found right."""
+    from rich.table import Table
+
+    d = report.detector
+    console.print(f"detector: {d.matched} of {d.truth_boxes} truth boxes found in {d.images} image(s) (recall "
+                  f"{fmt(d.recall, True)}), {d.matched} of {d.detections} detections right (precision "
+                  f"{fmt(d.precision, True)}) at IoU 0.5; matched boxes' mean IoU {fmt(d.mean_iou)}", markup=False)
+    table = Table(title="maps of the boxes found right", title_style="bold")
+    for c in ("method", "layer", "boxes", "pointing", "energy"):
+        table.add_column(c, justify="left" if c in ("method", "layer") else "right")
+    for s in report.evaluation.summaries:
+        table.add_row(s.method, s.layer, str(s.images), fmt(s.pointing, True), fmt(s.energy, True))
+    console.print(table)
+    console.print(f"per-box values: {report.folder / 'evaluation.csv'}", markup=False)

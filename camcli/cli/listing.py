@@ -104,13 +104,17 @@ def models(
     filter: Annotated[Optional[str], typer.Argument(help="Show only models whose name contains this text.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List torchvision classification models and their weights (from the registry; nothing is downloaded).
+    """List torchvision's classification and detection models and their weights (from the registry;
+    nothing is downloaded).
 
+    The filter 'detection' lists the detectors alone (explained box by box: docs/detection.md).
     A filter starting with 'timm' lists timm's architectures instead (when the optional timm
-    package is installed): use them as --model timm/NAME with --checkpoint.
+    package is installed): use them as --model timm/NAME with --checkpoint. With --json, each
+    object has name, source, task and weights.
     """
     from camcli.models import classification_models, weight_names
     from camcli.models import timm_models
+    from camcli.models.detectors import detection_models
 
     out = stdout_console()
     if filter and filter.lower().startswith("timm"):
@@ -121,20 +125,26 @@ def models(
         rest = filter[len("timm/"):] if filter.lower().startswith("timm/") else ""
         shown = [m for m in every if rest.lower() in m.lower()]
         weights = lambda _name: []  # noqa: E731 - timm weights come from --checkpoint only
+    elif filter and filter.lower() == "detection":
+        every = shown = detection_models()
+        weights = weight_names
     else:
-        every = classification_models()
+        every = classification_models() + detection_models()
         shown = [m for m in every if not filter or filter.lower() in m.lower()]
         weights = weight_names
+    detectors = set(detection_models())
     if not shown:
         from camcli.errors import unknown
         raise unknown("model filter", filter or "", every)
     if as_json:
         _print_json([{"name": name, "source": "timm" if name.startswith("timm/") else "torchvision",
+                      "task": "detection" if name in detectors else "classification",
                       "weights": weights(name)} for name in shown])
         return
+    width = max(24, *(len(name) + 1 for name in shown))
     for name in shown:
         listed = ", ".join(weights(name)) or ("(weights from --checkpoint)" if name.startswith("timm/") else "-")
-        out.print(f"{name:<24} {listed}", markup=False)
+        out.print(f"{name:<{width}} {listed}" + ("  [detection]" if name in detectors else ""), markup=False)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from camcli.errors import UsageError
-from camcli.evaluation.boxes import DEFAULT_THRESHOLD, POINTING_TOLERANCE
+from camcli.geometry import DEFAULT_THRESHOLD, POINTING_TOLERANCE
 from camcli.evaluation.scoring import Evaluation, Summary, check_gates, score, write_csv
 
 
@@ -28,6 +28,8 @@ class Report:
     inputs: list[str] = field(default_factory=list)  # the images explained (when the model was run)
     html: Path | None = None
     gates: dict[str, float] = field(default_factory=dict)  # the gates asked for: min_iou -> 0.35, ...
+    #: a detection run's detector figures (precision, recall; camcli.evaluation.detections)
+    detector: object | None = None
 
     @property
     def summaries(self) -> list[Summary]:
@@ -43,7 +45,8 @@ class Report:
                 "passed": self.passed, "images_without_truth": self.evaluation.without_truth,
                 "truth_without_image": self.evaluation.truth_without_image,
                 "evaluation_csv": str(self.folder / "evaluation.csv"),
-                **({"report_html": str(self.html)} if self.html else {})}
+                **({"report_html": str(self.html)} if self.html else {}),
+                **({"detector": self.detector.as_dict()} if self.detector is not None else {})}
 
 
 def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: str | os.PathLike, *,
@@ -52,7 +55,8 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
              box_mode: str = "largest", faithfulness: bool = False, steps: int = 16, sanity: bool = False,
              html: bool = False, out: str | os.PathLike | None = None, min_iou: float | None = None,
              min_pointing: float | None = None, min_accuracy: float | None = None,
-             max_sanity_similarity: float | None = None, log: Callable[[str], None] | None = None,
+             max_sanity_similarity: float | None = None, min_recall: float | None = None,
+             log: Callable[[str], None] | None = None,
              progress: Callable[[str, int, int], None] | None = None, **settings) -> Report:
     """Score explanations against ground-truth boxes; see ``camcli evaluate --help`` for each option.
 
@@ -76,6 +80,19 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
     sanity = sanity or max_sanity_similarity is not None
     log = log or (lambda msg: None)
     paths = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(s) for s in sources]
+    if is_detection_run(paths):
+        asked = {"faithfulness": faithfulness, "sanity": sanity, "min_accuracy": min_accuracy, "html": html,
+                 "config": config, "out": out}
+        refused = [f"`{name}`" for name, value in asked.items() if value not in (None, False)]
+        refused += [f"`{k}`" for k, v in settings.items() if v is not None]
+        if refused:
+            raise UsageError(f"{', '.join(refused)}: not offered for a detection run, which is scored from its "
+                             "detections.csv and saved heatmaps (the detector's precision and recall, each found "
+                             "box's pointing game and energy)")
+        return _evaluate_detections(paths[0], truth, normalized, pointing_tolerance,
+                                    dict(min_recall=min_recall, min_pointing=min_pointing, min_iou=min_iou))
+    if min_recall is not None:
+        raise UsageError("`min_recall` gates a detector's recall; this is not a detection run")
     from camcli.models.modules import handed_over
 
     settings["model"], module = handed_over(settings.get("model"))
@@ -110,6 +127,28 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
             from camcli.output.pictures import rebuild_pictures
             rebuild_pictures(folder)
     return report
+
+
+def is_detection_run(paths: list[Path]) -> bool:
+    """Whether the sources are one finished detection run (its detections.csv)."""
+    return len(paths) == 1 and (paths[0] / "detections.csv").is_file() and not (paths[0] / "predictions.csv").is_file()
+
+
+def _evaluate_detections(folder: Path, truth, normalized: bool, tolerance: float, gates: dict) -> Report:
+    from camcli.evaluation.detections import check_detection_gates, score_detection_run, write_detection_csv
+    from camcli.evaluation.scoring import Evaluation
+    from camcli.evaluation.truth import read_truth
+    from camcli.output.csvfile import read_rows
+
+    _header, rows = read_rows(folder / "detections.csv")
+    sizes = {r.path: (r.width, r.height) for r in rows if r.explained}
+    scored = score_detection_run(folder, read_truth(truth, normalized=normalized, sizes=sizes), tolerance)
+    if not scored.detector.images:
+        raise UsageError("nothing to score: no image of the run has ground truth (check the paths in --truth)")
+    write_detection_csv(folder / "evaluation.csv", scored)
+    evaluation = Evaluation([], scored.summaries, scored.without_truth, scored.truth_without_image)
+    asked = {k: v for k, v in gates.items() if v is not None}
+    return Report(evaluation, folder, check_detection_gates(scored, **asked), gates=asked, detector=scored.detector)
 
 
 def attach_sanity(maps, result) -> None:

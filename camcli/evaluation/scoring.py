@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from camcli.evaluation.boxes import (DEFAULT_THRESHOLD, POINTING_TOLERANCE, Box, best_iou, boxes_from_heatmap,
+from camcli.geometry import (DEFAULT_THRESHOLD, POINTING_TOLERANCE, Box, best_iou, boxes_from_heatmap,
                                      energy_inside, pointing_hit)
 from camcli.evaluation.faithfulness import Faithfulness
 from camcli.evaluation.road import Road

@@ -17,10 +17,16 @@ import torch
 
 from camcli.engine.tensors import upsample
 from camcli.errors import UsageError
-from camcli.evaluation.boxes import Box
+from camcli.geometry import Box
 from camcli.evaluation.scoring import MapToScore
 from camcli.engine.layer_names import display_name
 from camcli.output.csvfile import read_rows
+
+
+#: what evaluate says when asked to explain a detector itself (or to rerun it for faithfulness or sanity)
+DETECTION_FROM_A_RUN = ("a detector is evaluated from a finished detection run: `camcli explain` it with "
+                        "`save_heatmap` npy, then `camcli evaluate RUN --truth ...` (faithfulness and sanity checks "
+                        "are not offered for detectors yet)")
 
 
 def maps_from_output(out_dir: Path) -> Iterator[MapToScore]:
@@ -38,7 +44,7 @@ def maps_from_output(out_dir: Path) -> Iterator[MapToScore]:
     for r in ok:
         item = MapToScore(r.path, r.method, r.layer, r.width, r.height, r.pred_label, r.target_label)
         if r.heatmap:
-            item.heat = _read_heatmap(out_dir / r.heatmap, r.width, r.height)
+            item.heat = read_heatmap(out_dir / r.heatmap, r.width, r.height)
         elif has_box:
             item.box_known = True
             if r.box is not None:
@@ -46,7 +52,7 @@ def maps_from_output(out_dir: Path) -> Iterator[MapToScore]:
         yield item
 
 
-def _read_heatmap(path: Path, width: int, height: int) -> np.ndarray:
+def read_heatmap(path: Path, width: int, height: int) -> np.ndarray:
     if path.suffix == ".npy":
         heat = np.load(path, allow_pickle=False).astype(np.float32)
     else:
@@ -73,6 +79,8 @@ def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = Fals
     mean = std = None
     done = 0
     for result in run:
+        if result.detections is not None:
+            raise UsageError(DETECTION_FROM_A_RUN)
         done += 1
         if progress:
             progress(done, run.total)
@@ -159,6 +167,8 @@ def sanity_of(settings, inputs: list[str], progress=None, log=None, module=None)
     from camcli.session import ExplainSession
 
     session = ExplainSession.open(settings, module=module)
+    if session.task == "detection":
+        raise UsageError(DETECTION_FROM_A_RUN)
     kept = []
     for r in session.results(discover(inputs, hidden=settings.hidden)):
         if r.status == "ok":

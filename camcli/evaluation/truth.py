@@ -11,7 +11,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
 
-from camcli.evaluation.boxes import Box
+from camcli.geometry import Box
 from camcli.errors import UsageError
 
 Truth = dict[str, list[Box]]

@@ -14,6 +14,7 @@ import numpy as np
 
 from camcli.engine.layer_names import display_name, file_safe
 from camcli.engine.stream import ImageResult, MapResult
+from camcli.geometry import Box, energy_inside
 from camcli.output.image_writer import encode_heatmap
 from camcli.output.paths import atomic_write, heatmap_rel, inside, overlay_rel
 from camcli.output.render import OVERLAY_FORMATS, draw_labelled_boxes, fit_side, overlay_strips, picture_pieces
@@ -38,15 +39,12 @@ def energy_in_box(m: MapResult) -> float | None:
     h, w = m.size
     scale = min(1.0, ENERGY_SIDE / max(h, w))
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    heat = m.upsampled(size).astype(np.float64)
-    total = heat.sum()
-    if total <= 0:
+    heat = m.upsampled(size)
+    if float(heat.max()) <= 0:  # its evidence lies outside the image (the detector's padding)
         return None
     x0, y0, x1, y1 = m.detection.box
     sx, sy = size[1] / w, size[0] / h
-    c0, c1 = int(np.floor(max(0.0, x0) * sx)), int(np.ceil(min(float(w), x1) * sx))
-    r0, r1 = int(np.floor(max(0.0, y0) * sy)), int(np.ceil(min(float(h), y1) * sy))
-    return float(heat[r0:r1, c0:c1].sum() / total)
+    return energy_inside(heat, [Box(x0 * sx, y0 * sy, x1 * sx, y1 * sy)])
 
 
 def base_row(result: ImageResult) -> PredictionRow:
@@ -80,7 +78,8 @@ def write_detection_image(result: ImageResult, out: Path, settings: ExplainSetti
         rel = overlay_rel(result.item.rel, m.method, m.layer, ext, box_part(m) if s.detection_maps == "each" else "")
         rows.append(replace(base, method=m.method, layer=display_name(m.layer), output=rel, empty_map=m.empty,
                             warning=m.warning or None, det_rank=d.rank, det_index=d.index, det_label=d.label,
-                            det_score=d.score, det_box=d.box, energy_in_box=energy_in_box(m)))
+                            det_score=d.score, det_box=tuple(round(v, 1) for v in d.box),
+                            energy_in_box=energy_in_box(m)))
     pictures = []  # (rows, maps) written as one overlay
     if s.detection_maps == "each":
         pictures = [([row], [m]) for row, m in zip(rows, result.maps)]

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from camcli.engine.stream import ImageResult
-from camcli.evaluation.boxes import boxes_from_heatmap
+from camcli.geometry import boxes_from_heatmap
 from camcli.engine.layer_names import display_name
 from camcli.output.figures import panel
 from camcli.output.paths import atomic_write, class_part, heatmap_rel, inside, overlay_rel, panel_rel

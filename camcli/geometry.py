@@ -1,4 +1,5 @@
-"""Boxes from heatmaps, and the geometry that scores them against ground truth.
+"""Boxes from heatmaps, and the geometry that scores maps against boxes: what the output writers
+(a CAM's box, a detection's energy in its box) and the evaluation share, below both.
 
 A heatmap becomes boxes as in the course notebook (seed 004): keep the pixels at or above a
 threshold *relative to the map's maximum*, find connected regions with ``cv2.findContours``,
