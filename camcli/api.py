@@ -80,6 +80,7 @@ def layers(model=None, *, config: str | os.PathLike | None = None, **options) ->
     from camcli.engine.methods.cam import cam_capable_layers
     from camcli.errors import UsageError
     from camcli.models import load_model
+    from camcli.models.detectors import default_detector_layer
     from camcli.models.layer_search import default_layer, trace_layers
 
     unknown = sorted(k for k in options if k not in _LAYER_OPTIONS)
@@ -102,7 +103,7 @@ def layers(model=None, *, config: str | os.PathLike | None = None, **options) ->
     size = loaded.input_size
     infos = trace_layers(loaded.model, size)
     if loaded.task == "detection":  # a detector's default is its backbone (FPN levels read as one map); no CAM head
-        chosen = "backbone" if any(info.name == "backbone" for info in infos) else None
+        chosen = default_detector_layer(loaded.model)
         cam_ok = set()
         return [_layer_record(info, loaded.model, chosen, cam_ok) for info in infos]
     try:

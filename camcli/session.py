@@ -31,6 +31,7 @@ from camcli.errors import UsageError
 from camcli.models import LoadedModel, load_model
 from camcli.models.batchnorm_folding import fold_batchnorm
 from camcli.engine.layer_names import display_name, resolve_layer
+from camcli.models.detectors import default_detector_layer
 from camcli.models.layer_search import default_layer
 from camcli.settings import ExplainSettings, cam_batch_size_for
 from camcli.settings.checks import numbers
@@ -109,13 +110,16 @@ class ExplainSession:
         """The session of a detection run: the detector as it is (no folding: its own frozen
         norms), its backbone as the default layer, checked on a dummy image."""
         model = loaded.model
+        default = default_detector_layer(model)
         if settings.layer:
             layers = [resolve_layer(model, spec) for spec in settings.layer]
-        elif isinstance(getattr(model, "backbone", None), torch.nn.Module):
-            layers = ["backbone"]
+        elif default is not None:
+            layers = [default]
         else:
             raise UsageError(f"{loaded.architecture} has no `backbone`: name the layer to explain with `layer` (see "
                              f"`camcli layers`)")
+        if settings.sources.get("method", "default") == "default" and hasattr(model, "default_method"):
+            methods = [get_method(model.default_method)]  # YOLO: Eigen-CAM unless a method is named
         explainer = DetectionExplainer(model, layers, methods, loaded.labels, settings.score_threshold,
                                        settings.max_detections, strict=settings.strict)
         explainer.validate(loaded.input_size[0], device)

@@ -337,3 +337,45 @@ def test_models_lists_the_detectors_with_their_task(cli):
     assert all(m["task"] == "detection" and m["weights"] for m in found)
     every = json.loads(cli("models", "--json").stdout)
     assert {m["task"] for m in every} == {"classification", "detection"}
+
+
+# ---------------------------------------------------------------- Ultralytics YOLO (optional extra)
+
+def test_yolo_from_its_yaml_is_explained_box_by_box_with_eigencam_by_default(cli, images, tmp_path):
+    pytest.importorskip("ultralytics", reason="the yolo extra (Ultralytics) is not installed")
+    out = tmp_path / "run"
+    result = cli("explain", images, "-m", "yolov8n.yaml", "--num-classes", "3", "--model-arg", "imgsz=320",
+                 "--score-threshold", "0", "--max-detections", "2", "-o", out, "--workers", "0", "--json")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]  # stdout holds data only
+    assert [r["type"] for r in records] == ["image"] * 3 + ["summary"]
+    rows = read_csv(out / "detections.csv")
+    assert len(rows) == 6 and {r["method"] for r in rows} == {"eigencam"} and {r["layer"] for r in rows} == {"levels"}
+    for r in rows:
+        w, h = Image.open(images / r["path"]).size
+        assert 0 <= float(r["det_x0"]) < float(r["det_x1"]) <= w and 0 <= float(r["det_y0"]) < float(r["det_y1"]) <= h
+        assert r["det_label"].startswith("class_") and (out / r["output"]).is_file()
+    grads = cli("explain", images / "ring_00.jpg", "-m", "yolov8n.yaml", "--num-classes", "3", "--model-arg",
+                "imgsz=320", "--score-threshold", "0", "--max-detections", "2", "--method", "gradcam", "-o",
+                tmp_path / "grads", "--workers", "0")
+    assert grads.exit_code == 0, grads.output
+
+
+def test_an_ultralytics_pt_is_a_pickle_and_loads_only_when_trusted(cli, images, tmp_path):
+    pytest.importorskip("ultralytics", reason="the yolo extra (Ultralytics) is not installed")
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolov8n.yaml", nc=2, verbose=False)
+    model.names = {0: "apple", 1: "pear"}
+    path = tmp_path / "best.pt"
+    torch.save({"model": model.half(), "epoch": 3}, path)  # how Ultralytics saves its checkpoints
+    refused = cli("explain", images, "--checkpoint", path, "-o", tmp_path / "a", "--workers", "0")
+    assert refused.exit_code == 2 and "trust" in refused.output
+    result = cli("explain", images / "ring_00.jpg", "--checkpoint", path, "--trust-checkpoint", "--model-arg",
+                 "imgsz=320", "--score-threshold", "0", "--max-detections", "1", "-o", tmp_path / "b", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "b" / "detections.csv")
+    assert rows[0]["det_label"] in ("apple", "pear") and rows[0]["method"] == "eigencam"
+    listed = json.loads(cli("layers", "yolov8n.yaml", "--json").stdout)
+    assert [layer["name"] for layer in listed if layer["default"]] == ["levels"]

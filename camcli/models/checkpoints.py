@@ -63,8 +63,11 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Te
         if not trust or "pickled Python objects" not in str(e):
             raise
     obj = _unpickle(p)
-    if isinstance(obj, nn.Module):
-        return obj
+    from camcli.models.yolo import from_checkpoint
+
+    model = from_checkpoint(obj)  # an Ultralytics .pt: a dict holding the model
+    if isinstance(obj, nn.Module) or model is not None:
+        return model if model is not None else obj
     return strip_wrappers(obj, str(p))
 
 

@@ -20,8 +20,10 @@ from torchvision.models.detection.ssd import SSD
 
 from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, unknown
-from camcli.models.checkpoints import TORCHSCRIPT_HINT, file_sha256, is_torchscript, load_into, read_checkpoint
+from camcli.models.checkpoints import (TORCHSCRIPT_HINT, file_sha256, is_torchscript, load_into, read_checkpoint,
+                                      read_state_dict)
 from camcli.models.labels import fit_labels, read_labels
+from camcli.models.yolo import YoloDetector, is_yolo_model
 
 #: what camcli feeds a detector: pixels in [0, 1]; its own transform normalises them
 NO_NORMALISATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -34,13 +36,52 @@ def detection_models() -> list[str]:
 
 
 def is_detector(model: nn.Module) -> bool:
-    """Whether ``model`` is one of torchvision's detector classes (or a subclass)."""
-    return isinstance(model, DETECTOR_CLASSES)
+    """Whether ``model`` is one of torchvision's detector classes (or a subclass), or a YOLO."""
+    return isinstance(model, (*DETECTOR_CLASSES, YoloDetector)) or is_yolo_model(model)
+
+
+def default_detector_layer(model: nn.Module) -> str | None:
+    """The layer a detector is explained at when none is named: its backbone (torchvision's, with
+    the FPN levels), the feature maps YOLO's head reads (``levels``); ``None`` when it has neither."""
+    name = getattr(model, "default_layer", "backbone")
+    return name if isinstance(getattr(model, name, None), nn.Module) else None
+
+
+def as_detector(model: nn.Module, model_args: list[str] | None = None) -> nn.Module:
+    """``model`` as the engine takes a detector: an Ultralytics model behind torchvision's interface
+    (``model_args``: its ``imgsz``, ``conf``, ``iou``, ``max_det``), any other as it is."""
+    if not is_yolo_model(model):
+        return model
+    from camcli.models.factory import parse_model_args
+
+    kwargs = parse_model_args(model_args)
+    unknown = sorted(set(kwargs) - {"imgsz", "conf", "iou", "max_det"})
+    if unknown:
+        raise UsageError(f"`model_arg` {', '.join(unknown)}: a YOLO model takes imgsz, conf, iou and max_det")
+    return YoloDetector(model, **kwargs)
+
+
+def load_yolo(spec: str, checkpoint, num_classes: int | None, labels, model_args: list[str] | None) -> LoadedModel:
+    """An Ultralytics model from its yaml (``yolov8n.yaml`` or a path), untrained or filled from a
+    state dict ``checkpoint`` (an Ultralytics ``.pt`` is a pickle: ``trust_checkpoint`` without ``model``)."""
+    from camcli.models.yolo import from_config
+
+    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
+    n = num_classes or (len(label_list) if label_list else 80)
+    model = as_detector(from_config(spec, n), model_args)
+    extra = {}
+    if checkpoint is not None:
+        load_into(model.model, read_state_dict(checkpoint), str(checkpoint),
+                  hint=f"Check that {spec} (with `num_classes` {n}) is the model the state dict was saved from")
+        extra = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint)}
+    return detector(model, str(spec), label_list, n, **extra)
 
 
 def input_side(model: nn.Module) -> int:
-    """The side a detector resizes images to (its transform's ``min_size``; SSD's fixed size)."""
+    """The side a detector resizes images to (its transform's ``min_size``; SSD's fixed size; YOLO's ``imgsz``)."""
     transform = getattr(model, "transform", None)
+    if hasattr(transform, "imgsz"):
+        return int(transform.imgsz)
     fixed = getattr(transform, "fixed_size", None)
     if fixed:
         return int(max(fixed))
@@ -91,6 +132,8 @@ def detector(model: nn.Module, architecture: str, labels: list[str] | None, num_
              **extra) -> LoadedModel:
     """A detector as the engine takes it: no normalisation of camcli's, its own input side."""
     n = num_classes or detector_classes(model)
+    if labels is None and isinstance(model, YoloDetector):
+        labels = model.names
     side = input_side(model)
     mean, std = NO_NORMALISATION
     return LoadedModel(model, architecture, fit_labels(labels, n, "`labels`"), (side, side), mean, std,
@@ -99,6 +142,8 @@ def detector(model: nn.Module, architecture: str, labels: list[str] | None, num_
 
 def detector_classes(model: nn.Module) -> int:
     """Classes of a detector's head, read from its weights (background included where it has one)."""
+    if isinstance(model, YoloDetector):
+        return model.num_classes
     for name, p in model.named_parameters():
         if name.endswith("box_predictor.cls_score.weight"):  # Faster/Mask/Keypoint R-CNN
             return int(p.shape[0])

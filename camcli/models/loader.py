@@ -31,7 +31,7 @@ from camcli.engine.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel
 from camcli.models.checkpoints import (OWN_MODEL_HINT, TORCHSCRIPT_HINT, file_sha256, head_key, is_torchscript,
                                       load_into, read_checkpoint)
 from camcli.errors import UsageError, unknown
-from camcli.models import detectors, exported, huggingface, timm_models
+from camcli.models import detectors, exported, huggingface, timm_models, yolo
 from camcli.models.factory import build_from_factory, is_factory
 from camcli.models.modules import own_model, qualified_name, weights_sha256
 from camcli.models.labels import fit_labels, read_labels
@@ -92,11 +92,12 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
                                    "file_sha256": factory.file_sha256},
                            size=size, checkpoint=checkpoint, hint=_FACTORY_HINT, **own)
         return _finish(loaded, mean, std, device)
+    if yolo.is_yolo_config(architecture):
+        return _finish(detectors.load_yolo(str(architecture), checkpoint, num_classes, labels, model_args),
+                       mean, std, device)
     if isinstance(architecture, str) and architecture in detectors.detection_models():
         return _finish(detectors.load_detector(architecture, weights, checkpoint, num_classes, labels, model_args,
                                                trust), mean, std, device)
-    if model_args:
-        raise UsageError("`model_arg` is for a factory (`model` file.py:function); a named architecture takes none")
     if isinstance(architecture, (str, Path)) and huggingface.is_hf_folder(architecture):
         if checkpoint is not None:
             raise UsageError("a HuggingFace folder holds its own weights: leave `checkpoint` out")
@@ -110,7 +111,11 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
         # the default model is not a choice: a whole pickled model is taken as it is, whatever its class
         state = read_checkpoint(checkpoint, trust=True)
         if isinstance(state, nn.Module):
-            return _finish(_pickled(state, checkpoint, size, own), mean, std, device)
+            if model_args and not yolo.is_yolo_model(state):
+                raise UsageError(_NO_MODEL_ARGS)
+            return _finish(_pickled(state, checkpoint, size, own, model_args), mean, std, device)
+    if model_args:
+        raise UsageError(_NO_MODEL_ARGS)
     architecture = architecture or DEFAULT_ARCHITECTURE
     from_timm = timm_models.is_timm(architecture)
     names = classification_models()
@@ -194,8 +199,13 @@ def _no_torchvision_weights(weights) -> None:
 _FACTORY_HINT = "Check that `model` builds the model the checkpoint was saved from"
 
 
-def _pickled(model: nn.Module, checkpoint, size, own: dict) -> LoadedModel:
-    return own_model(model, {"kind": "pickled"}, size=size, file=checkpoint, **own)
+#: builder arguments go to a factory, a torchvision detector's builder or a YOLO model
+_NO_MODEL_ARGS = ("`model_arg` is for a factory (`model` file.py:function), a detector's builder or a YOLO model; a "
+                  "named classifier takes none")
+
+
+def _pickled(model: nn.Module, checkpoint, size, own: dict, model_args: list[str] | None = None) -> LoadedModel:
+    return own_model(model, {"kind": "pickled"}, size=size, file=checkpoint, model_args=model_args, **own)
 
 
 def _finish(loaded: LoadedModel, mean, std, device) -> LoadedModel:

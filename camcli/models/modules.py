@@ -18,7 +18,7 @@ from torch import nn
 from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, first_line
 from camcli.models.checkpoints import file_sha256, load_into, read_state_dict
-from camcli.models.detectors import detector, is_detector
+from camcli.models.detectors import as_detector, detector, is_detector
 from camcli.models.labels import fit_labels, read_labels
 
 #: how ``model=<nn.Module>`` is recorded in the settings and run.json (there is nothing to import)
@@ -36,7 +36,7 @@ def handed_over(model) -> tuple[object, nn.Module | None]:
 
 def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = None, checkpoint=None,
               file=None, num_classes: int | None = None, labels=None, hint: str = "",
-              output: str | None = None) -> LoadedModel:
+              output: str | None = None, model_args: list[str] | None = None) -> LoadedModel:
     """A model not built from a name: ``checkpoint`` (a state dict) loaded into it strictly (``hint``
     says what to check when it does not fit), classes from one dry forward at ``size`` (224 by
     default), ``source`` recorded with the class's name. ``file``: the file the model itself came
@@ -47,7 +47,7 @@ def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = 
     name = qualified_name(model)
     label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
     if is_detector(model):
-        return detector(model, name, label_list, num_classes,
+        return detector(as_detector(model, model_args), name, label_list, num_classes,
                         checkpoint=str(recorded) if recorded is not None else None,
                         checkpoint_sha256=file_sha256(recorded) if recorded is not None else None,
                         source={**source, "class": name})
