@@ -5,7 +5,10 @@
 Writes ``docs/demo.jpg`` (Grad-CAM overlays of the demo run: ten single-object scenes and two
 two-object scenes, as ``camcli explain sample_images/ --config configs/demo.toml`` writes them)
 and ``docs/panel.jpg`` (``--panel`` for one two-object scene with several methods, explaining
-the class of the object named in the file). Run after retraining the demo model.
+the class of the object named in the file), from the demo classifier; and ``docs/detection.jpg``
+(the demo detector on the eight two-object scenes and four single ones, every box's Grad-CAM map
+combined on one overlay, as ``--config configs/demo-detect.toml --detection-maps combined``
+writes them). Run after retraining a demo model.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import camcli
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_images"
 CONFIG = ROOT / "configs" / "demo.toml"
+DETECT_CONFIG = ROOT / "configs" / "demo-detect.toml"
 TILE_HEIGHT = 220
 PANEL_METHODS = ["cam", "gradcam", "gradcam++", "layercam", "scorecam", "eigencam", "ablationcam", "fullgrad"]
 
@@ -70,7 +74,21 @@ def main() -> None:
                             workers=0, quiet=True))
         panel = cv2.imread(str(next((panel_out / "panels").rglob("*.png"))))
         cv2.imwrite(str(ROOT / "docs" / "panel.jpg"), panel, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    print(f"wrote docs/demo.jpg and docs/panel.jpg (panel: {scene.name}, explaining {target})")
+        detection_picture(Path(tmp) / "detect")
+    print(f"wrote docs/demo.jpg, docs/panel.jpg (panel: {scene.name}, explaining {target}) and docs/detection.jpg")
+
+
+def detection_picture(out: Path) -> None:
+    """docs/detection.jpg: the demo detector's combined overlays of the two-object samples and four single ones."""
+    scenes = sorted((SAMPLES / "pairs").iterdir()) + sorted((SAMPLES / "single").iterdir())[:4]
+    list(camcli.explain(scenes, config=DETECT_CONFIG, out=out, detection_maps="combined", workers=0, quiet=True))
+    rows = list(csv.DictReader(open(out / "detections.csv", newline="")))
+    tiles = []
+    for output in dict.fromkeys(r["output"] for r in rows if r["output"]):
+        img = cv2.imread(str(out / output))
+        scale = TILE_HEIGHT / img.shape[0]
+        tiles.append(cv2.resize(img, (max(1, round(img.shape[1] * scale)), TILE_HEIGHT), interpolation=cv2.INTER_AREA))
+    cv2.imwrite(str(ROOT / "docs" / "detection.jpg"), montage(tiles), [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 
 if __name__ == "__main__":

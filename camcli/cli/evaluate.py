@@ -119,7 +119,7 @@ def print_tables(report, faithfulness: bool, fmt) -> None:
     if not console.is_terminal:
         console = Console(stderr=True, highlight=False, width=220)  # the whole table, also in logs
     evaluation = report.evaluation
-    if report.detector is not None:
+    if report.kind == "detection":
         print_detection_tables(report, console, fmt)
         return
     sanity = report.sanity is not None

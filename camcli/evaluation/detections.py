@@ -143,8 +143,8 @@ def summarise(rows: list[BoxScore]) -> list[Summary]:
     out = []
     for (method, layer), rs in groups.items():
         right = [r for r in rs if r.truth is not None]
-        out.append(Summary(method, layer, len(right), _mean(r.iou for r in right), None,
-                           _mean(r.pointing for r in right), _mean(r.energy for r in right)))
+        out.append(Summary(method, layer, images=len(right), mean_iou=_mean(r.iou for r in right),
+                           pointing=_mean(r.pointing for r in right), energy=_mean(r.energy for r in right)))
     return out
 
 

@@ -30,6 +30,7 @@ class Report:
     gates: dict[str, float] = field(default_factory=dict)  # the gates asked for: min_iou -> 0.35, ...
     #: a detection run's detector figures (precision, recall; camcli.evaluation.detections)
     detector: object | None = None
+    kind: str = "classification"  # the run's task: which scorer made this report (RUN_SCORERS)
 
     @property
     def summaries(self) -> list[Summary]:
@@ -80,17 +81,17 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
     sanity = sanity or max_sanity_similarity is not None
     log = log or (lambda msg: None)
     paths = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(s) for s in sources]
-    if is_detection_run(paths):
+    scorer = scorer_for(paths)
+    if scorer is not None:
         asked = {"faithfulness": faithfulness, "sanity": sanity, "min_accuracy": min_accuracy, "html": html,
                  "config": config, "out": out}
         refused = [f"`{name}`" for name, value in asked.items() if value not in (None, False)]
         refused += [f"`{k}`" for k, v in settings.items() if v is not None]
         if refused:
-            raise UsageError(f"{', '.join(refused)}: not offered for a detection run, which is scored from its "
-                             "detections.csv and saved heatmaps (the detector's precision and recall, each found "
-                             "box's pointing game and energy)")
-        return _evaluate_detections(paths[0], truth, normalized, pointing_tolerance,
-                                    dict(min_recall=min_recall, min_pointing=min_pointing, min_iou=min_iou))
+            raise UsageError(f"{', '.join(refused)}: not offered for a {scorer.__name__.split('_')[-1]} run, which "
+                             "is scored from its CSV and saved heatmaps")
+        return scorer(paths[0], truth, normalized, pointing_tolerance,
+                      dict(min_recall=min_recall, min_pointing=min_pointing, min_iou=min_iou))
     if min_recall is not None:
         raise UsageError("`min_recall` gates a detector's recall; this is not a detection run")
     from camcli.models.modules import handed_over
@@ -129,12 +130,15 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
     return report
 
 
-def is_detection_run(paths: list[Path]) -> bool:
-    """Whether the sources are one finished detection run (its detections.csv)."""
-    return len(paths) == 1 and (paths[0] / "detections.csv").is_file() and not (paths[0] / "predictions.csv").is_file()
+def scorer_for(paths: list[Path]):
+    """The scorer of a finished run of a task beyond classification (by the CSV it wrote), or
+    ``None``: classification runs and images to explain go through :func:`score`."""
+    if len(paths) != 1 or (paths[0] / "predictions.csv").is_file():
+        return None
+    return next((scorer for name, scorer in RUN_SCORERS.items() if (paths[0] / name).is_file()), None)
 
 
-def _evaluate_detections(folder: Path, truth, normalized: bool, tolerance: float, gates: dict) -> Report:
+def _evaluate_detection(folder: Path, truth, normalized: bool, tolerance: float, gates: dict) -> Report:
     from camcli.evaluation.detections import check_detection_gates, score_detection_run, write_detection_csv
     from camcli.evaluation.scoring import Evaluation
     from camcli.evaluation.truth import read_truth
@@ -148,7 +152,12 @@ def _evaluate_detections(folder: Path, truth, normalized: bool, tolerance: float
     write_detection_csv(folder / "evaluation.csv", scored)
     evaluation = Evaluation([], scored.summaries, scored.without_truth, scored.truth_without_image)
     asked = {k: v for k, v in gates.items() if v is not None}
-    return Report(evaluation, folder, check_detection_gates(scored, **asked), gates=asked, detector=scored.detector)
+    return Report(evaluation, folder, check_detection_gates(scored, **asked), gates=asked, detector=scored.detector,
+                  kind="detection")
+
+
+#: a finished run's CSV -> the function that scores it (folder, truth, normalized, tolerance, gates) -> Report
+RUN_SCORERS = {"detections.csv": _evaluate_detection}
 
 
 def attach_sanity(maps, result) -> None:

@@ -148,12 +148,14 @@ def summarise(rows: list[Scored]) -> list[Summary]:
     for (method, layer), rs in groups.items():
         faith = [r.item.faith for r in rs if r.item.faith is not None]
         out.append(Summary(
-            method, layer, len(rs), _mean(r.iou for r in rs), _mean(r.located for r in rs),
-            _mean(r.pointing for r in rs), _mean(r.energy for r in rs), _mean(r.correct for r in rs),
-            _mean(f.drop for f in faith), _mean(f.increase for f in faith),
-            _mean(f.deletion_auc for f in faith), _mean(f.insertion_auc for f in faith),
-            _mean_curve([f.deletion_curve for f in faith]), _mean_curve([f.insertion_curve for f in faith]),
-            _road_summary([r.item.road for r in rs if r.item.road is not None])))
+            method, layer, images=len(rs), mean_iou=_mean(r.iou for r in rs), localisation=_mean(r.located for r in rs),
+            pointing=_mean(r.pointing for r in rs), energy=_mean(r.energy for r in rs),
+            accuracy=_mean(r.correct for r in rs), average_drop=_mean(f.drop for f in faith),
+            increase_in_confidence=_mean(f.increase for f in faith),
+            deletion_auc=_mean(f.deletion_auc for f in faith), insertion_auc=_mean(f.insertion_auc for f in faith),
+            deletion_curve=_mean_curve([f.deletion_curve for f in faith]),
+            insertion_curve=_mean_curve([f.insertion_curve for f in faith]),
+            road=_road_summary([r.item.road for r in rs if r.item.road is not None])))
     return out
 
 

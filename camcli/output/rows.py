@@ -31,8 +31,7 @@ def columns(topk: int, boxes: bool = False, rotated: bool = False, all_boxes: bo
     explain several classes per image has a ``targets`` column, how many its image got;
     ``detection``: a detection run's file, with box columns instead of class ones)."""
     if detection:
-        return list(DETECTION_COLUMNS) + ([*BOX_COLUMNS, *(["box_rotated"] if rotated else []),
-                                          *(["boxes_all"] if all_boxes else [])] if boxes else [])
+        return list(DETECTION_COLUMNS)
     cols = list(BASE_COLUMNS)
     if targets:
         cols.insert(cols.index("target_score") + 1, "targets")

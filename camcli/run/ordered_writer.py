@@ -15,7 +15,6 @@ from pathlib import Path
 
 from camcli.engine.stream import ImageResult
 from camcli.output.csvfile import PredictionsCSV
-from camcli.output.detection_writer import write_detection_image
 from camcli.output.image_writer import write_image
 from camcli.output.rows import PredictionRow
 from camcli.settings import ExplainSettings
@@ -28,8 +27,9 @@ class OrderedWriter:
     (always at least one); ``threads`` write them."""
 
     def __init__(self, out: Path, settings: ExplainSettings, csv: PredictionsCSV, limit: int,
-                 max_bytes: int | None = None, threads: int = 2) -> None:
+                 max_bytes: int | None = None, threads: int = 2, write=write_image) -> None:
         self.out, self.settings, self.csv, self.limit = out, settings, csv, max(1, limit)
+        self.write = write  # one image's files and rows (the run's kind: output/kinds.py)
         self.max_bytes = max_bytes
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="camcli-write")
         self._pending: deque[tuple[ImageResult, Future]] = deque()
@@ -37,8 +37,7 @@ class OrderedWriter:
 
     def submit(self, result: ImageResult) -> Iterator[Written]:
         """Queue ``result``; hand back the images that are finished, oldest first."""
-        self._pending.append((result, self._pool.submit(
-            write_detection_image if result.detections is not None else write_image, result, self.out, self.settings)))
+        self._pending.append((result, self._pool.submit(self.write, result, self.out, self.settings)))
         self._bytes += _nbytes(result)
         while self._pending and (len(self._pending) > self.limit or self._over_budget()
                                  or self._pending[0][1].done()):

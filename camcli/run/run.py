@@ -26,7 +26,8 @@ from camcli.output.folder import OutputLock, claim_out_dir, prepare_out_dir, rem
 from camcli.output.paths import write_json
 from camcli.output.pictures import write_run_pictures
 from camcli.output.render import colormap_lut
-from camcli.output.rows import PredictionRow, columns
+from camcli.output.kinds import KINDS
+from camcli.output.rows import PredictionRow
 from camcli.run.manifest import write_manifest
 from camcli.run.memory import MemoryPlan, budget_bytes, plan_memory
 from camcli.run.ordered_writer import OrderedWriter
@@ -139,8 +140,8 @@ class Run:
         with ExitStack() as stack:
             out = self._claim_folder(stack, shard) if self.write else None
             self.session = session = ExplainSession.open(s, local_rank=shard.local_rank, module=self.module)
-            if session.task == "detection":
-                shard = replace(shard, stem="detections")
+            kind = KINDS[session.task]
+            shard = replace(shard, stem=kind.stem)
             keep = self._finished_rows(out, shard) if self.write else []
             done = {r.path for r in keep}
             plan = plan_memory(items, s.batch_size, s.workers, budget_bytes(s.memory_budget))
@@ -153,12 +154,10 @@ class Run:
                            warnings=RunWarnings(self.log))
             writer = None
             if self.write:
-                detection = session.task == "detection"
-                csv = PredictionsCSV(out / shard.csv_name, columns(
-                    s.topk, s.boxes, s.box_rotated, s.box_mode == "all",
-                    targets=not detection and session.explainer.target.several, detection=detection), keep=keep)
+                several = session.task == "classification" and session.explainer.target.several
+                csv = PredictionsCSV(out / shard.csv_name, kind.header(s, several), keep=keep)
                 writer = OrderedWriter(out, s, csv, limit=2 * s.batch_size, max_bytes=plan.writer_bytes,
-                                       threads=plan.writer_threads)
+                                       threads=plan.writer_threads, write=kind.write)
             try:
                 raised = yield from self._stream(session, plan, done, writer, tally)
             finally:
