@@ -212,8 +212,8 @@ def checked_task(s: ExplainSettings, loaded: LoadedModel) -> str:
             raise UsageError(f"`task` {s.task}, but {loaded.architecture} is a detector: it returns boxes, not class "
                              "scores per image; leave `task` out")
         raise UsageError(f"`task` detection, but {loaded.architecture} is no detector camcli knows: camcli explains "
-                         "torchvision's detector classes (Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD), whose "
-                         "outputs it can read for certain")
+                         "torchvision's detector classes (Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD) and "
+                         "Ultralytics YOLO, whose outputs it can read for certain")
     if loaded.task == "detection":
         given = [name for name, left_out in CLASSIFIER_ONLY.items() if getattr(s, name) != left_out]
         if given:

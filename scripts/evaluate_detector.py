@@ -8,7 +8,8 @@ drawing library, other backgrounds and distractors), are written as PNG files wi
 explained by ``camcli explain --config configs/demo-detect.toml --save-heatmap npy`` and scored
 by ``camcli evaluate``: the code paths a user runs. Figures: the detector's recall and precision
 at IoU 0.5, and over the boxes it found right, Grad-CAM's pointing game (strict: the map's
-maximum inside the truth box) and the share of the map's energy inside it.
+maximum inside the truth box) and the share of the map's energy inside it, for several methods
+at the config's layer (P3) and at ``backbone`` (every level on the coarsest grid).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=300)
     ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--method", default="layercam,hirescam,gradcam,eigencam", help="methods to judge")
+    ap.add_argument("--layer", action="append", help="layers to judge (default: the config's, and backbone)")
     ap.add_argument("--write", action="store_true", help="record the figures in demo/detector.json")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,7 +62,8 @@ def main() -> None:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "camcli", "explain", str(tmp / "scenes"), "--config",
                         str(ROOT / "configs" / "demo-detect.toml"), "--save-heatmap", "npy", "--out", str(out),
-                        "--quiet"], check=True)
+                        "--method", a.method, *[f for layer in (a.layer or ["backbone.fpn.layer_blocks.0", "backbone"])
+                                                for f in ("--layer", layer)], "--quiet"], check=True)
         seconds = time.perf_counter() - started
         strict = json.loads(subprocess.run(
             [sys.executable, "-m", "camcli", "evaluate", str(out), "--truth", str(truth), "--json", "--quiet",

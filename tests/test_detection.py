@@ -18,7 +18,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from conftest import SAMPLES, read_csv
+from conftest import SAMPLES, read_boxes, read_csv
 
 ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 REQUIRED = ("path", "det_label", "det_score", "det_x0", "det_y0", "det_x1", "det_y1", "method", "layer", "heatmap",
@@ -225,27 +225,35 @@ def test_box_maps_equal_pytorch_grad_cams_faster_rcnn_recipe():
 
 
 def test_box_targets_differ_from_the_whole_images_and_follow_each_box():
-    """Each box's map is its own (LayerCAM: the gradients where they fall): boxes of one image give
-    different maps, and an image's maps in a batch equal those of the image alone (one backward
-    per rank for the whole batch is exact)."""
+    """Each box's map is its own (LayerCAM: the gradients where they fall): the two objects of a
+    pair scene get different maps, each with more of its energy on its own object, and an image's
+    maps in a batch are those of the image alone (one backward per rank for the whole batch; the
+    padding a larger image adds is cut off, and changes the detector's own features only a little)."""
     from camcli.engine.detection import DetectionExplainer
+    from camcli.engine.framing import Frame, map_to_image
     from camcli.engine.methods import get_method
 
-    model = tiny_detector()
-    rng = np.random.default_rng(3)
-    images = [torch.from_numpy(rng.random((3, 240, 320), dtype=np.float32)),
-              torch.from_numpy(np.asarray(Image.open(SAMPLES / "single" / "ring_00.jpg").convert("RGB"))
-                               ).permute(2, 0, 1).float() / 255]
-    explainer = DetectionExplainer(model, ["backbone.fpn.layer_blocks.0"], [get_method("layercam")], ["bg", "a", "b"],
-                                   max_detections=4)
-    batched = explainer(images)
-    alone = explainer(images[1:])[0]
-    key = ("layercam", "backbone.fpn.layer_blocks.0")
+    model = demo_detector()
+    layer = "backbone.fpn.layer_blocks.0"
+    pair = scene("pairs/star_ring_03.png")
+    explainer = DetectionExplainer(model, [layer], [get_method("layercam")], ["bg", *"abcdef"], max_detections=2)
+    batched = explainer([scene("single/ring_00.jpg"), pair])
+    alone = explainer([pair])[0]
+    key = ("layercam", layer)
+    assert len(alone.detections) == 2 and alone.detections[0].index != alone.detections[1].index
     for det, a, b in zip(alone.detections, alone.maps, batched[1].maps):
-        assert torch.allclose(a[key][0], b[key][0], atol=1e-4), det.rank
-    maps = [m[key][0] for m in batched[1].maps]
-    assert len(maps) == 4
-    assert max(float((a - b).abs().max()) for a in maps for b in maps) > 0.05  # not one map for every box
+        assert a[key][0].shape == b[key][0].shape and a[key][3] == b[key][3]  # the same cells, the same extent
+        assert np.corrcoef(a[key][0].ravel(), b[key][0].ravel())[0, 1] > 0.99, det.rank
+    h, w = pair.shape[-2:]
+    frame = Frame(0, 0, alone.valid[1], alone.valid[0])  # the image inside the detector's input
+    heats = [map_to_image(m[key][0], frame, m[key][3], (h, w)).numpy() for m in alone.maps]
+    for own, other, det, rival in ((0, 1, alone.detections[0], alone.detections[1]),
+                                   (1, 0, alone.detections[1], alone.detections[0])):
+        def energy(heat, box):
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            return heat[y0:y1, x0:x1].sum() / heat.sum()
+        assert energy(heats[own], det.box) > energy(heats[own], rival.box), det.label
+    assert np.abs(heats[0] - heats[1]).max() > 0.2
 
 
 @pytest.mark.slow
@@ -379,3 +387,124 @@ def test_an_ultralytics_pt_is_a_pickle_and_loads_only_when_trusted(cli, images, 
     assert rows[0]["det_label"] in ("apple", "pear") and rows[0]["method"] == "eigencam"
     listed = json.loads(cli("layers", "yolov8n.yaml", "--json").stdout)
     assert [layer["name"] for layer in listed if layer["default"]] == ["levels"]
+
+
+def demo_detector() -> torch.nn.Module:
+    """The shipped demo detector (FCOS on the shape scenes, trained: its outputs follow the image)."""
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("shapes_detector", SAMPLES.parent / "demo" / "shapes_detector.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.build()
+    model.load_state_dict({k: v.float() for k, v in load_file(SAMPLES.parent / "demo" / "shapes_fcos.safetensors").items()})
+    return model.eval()
+
+
+def scene(name: str) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(Image.open(SAMPLES / name).convert("RGB"))).permute(2, 0, 1).float() / 255
+
+
+def test_ablation_cam_weighs_each_channel_by_the_drop_of_each_boxs_score():
+    """Ablation-CAM's definition (Desai & Ramaswamy, 2020) for a box, computed here channel by
+    channel with a hook of the test's own: zero channel k, run the detector, read the matched
+    box's score y_k; w_k = (y - y_k) / y and the map is ReLU(sum_k w_k A_k)."""
+    from camcli.engine.detection import DetectionExplainer, box_score
+    from camcli.engine.methods import get_method
+
+    model = demo_detector()
+    layer = "backbone.body.layer1.0.conv1"  # 64 channels
+    image = scene("pairs/circle_square_07.png")
+    explainer = DetectionExplainer(model, [layer], [get_method("ablationcam", cam_batch_size=24)],
+                                   ["bg", *"abcdef"], max_detections=2)
+    found = explainer([image])[0]
+    assert len(found.detections) == 2
+    module = model.get_submodule(layer)
+    with torch.no_grad():
+        kept = {}
+        handle = module.register_forward_hook(lambda _m, _i, out: kept.setdefault("acts", out.clone()))
+        output = model([image])[0]
+        handle.remove()
+        acts = kept["acts"][0]
+        for det, maps in zip(found.detections, found.maps):
+            box = torch.tensor(det.box)
+            y = float(box_score(output, det.index, box))
+            weights = []
+            for k in range(acts.shape[0]):
+                def zero(_m, _i, out, k=k):
+                    out = out.clone()
+                    out[:, k] = 0
+                    return out
+                handle = module.register_forward_hook(zero)
+                weights.append((y - float(box_score(model([image])[0], det.index, box))) / y)
+                handle.remove()
+            assert max(abs(w) for w in weights) > 1e-3  # the test can tell channels apart
+            ours = maps[("ablationcam", layer)][0]
+            rows, cols = ours.shape  # the cells that cover the image (the padding to the stride cut off)
+            assert acts.shape[1] - rows <= 1 and acts.shape[2] - cols <= 2
+            raw = (torch.tensor(weights)[:, None, None] * acts[:, :rows, :cols]).sum(0).clamp_min(0)
+            expected = (raw - raw.min()) / (raw.max() - raw.min())
+            assert torch.allclose(ours, expected, atol=1e-3), det.rank
+
+
+# ---------------------------------------------------------------- the demo detector (trained; shipped)
+
+DETECT_CONFIG = SAMPLES.parent / "configs" / "demo-detect.toml"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from camcli.cli import app
+
+    out = tmp_path_factory.mktemp("demo-detect") / "run"
+    r = CliRunner().invoke(app, ["explain", str(SAMPLES), "--config", str(DETECT_CONFIG), "--save-heatmap", "npy",
+                                 "--out", str(out), "--workers", "0"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_the_demo_detector_finds_the_sample_objects_and_its_maps_land_on_them(cli, demo_run):
+    """sample_images/boxes.csv is the truth: the demo detector must find the objects, and the
+    Grad-CAM map of each box it found right must peak on its object."""
+    result = cli("evaluate", demo_run, "--truth", SAMPLES / "boxes.csv", "--json", "--min-recall", "0.95",
+                 "--min-pointing", "0.95")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["detector"]["images"] == 24
+    assert report["detector"]["precision"] >= 0.95
+    manifest = json.loads((demo_run / "run.json").read_text())
+    assert manifest["task"] == "detection" and manifest["model"]["source"]["kind"] == "factory"
+
+
+def test_a_boxs_map_is_about_its_box_not_the_whole_scene(demo_run):
+    """On the two-object scenes, each box's Grad-CAM map has more of its energy in its own box than
+    in the other object's box."""
+    rows = [r for r in read_csv(demo_run / "detections.csv") if r["path"].startswith("pairs/") and r["det_rank"]]
+    truth = {p: b for p, b in read_boxes().items() if p.startswith("pairs/")}
+    own_more, compared = 0, 0
+    for r in rows:
+        if not r["energy_in_box"]:
+            continue
+        heat = np.load(demo_run / r["heatmap"]).astype(np.float64)
+        box = tuple(float(r[c]) for c in ("det_x0", "det_y0", "det_x1", "det_y1"))
+        others = [b for _label, b in truth[r["path"]] if _iou(b, box) < 0.3]
+        if not others:
+            continue
+        x0, y0, x1, y1 = (int(v) for v in others[0])
+        other = heat[y0:y1, x0:x1].sum() / heat.sum()
+        compared += 1
+        own_more += float(r["energy_in_box"]) > other
+    assert compared >= 8
+    assert own_more / compared >= 0.9
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -23,13 +23,14 @@ from camcli.errors import EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CamcliError
 
 EXIT_CODES = (
     "Exit codes: 0 every image explained; 1 some images failed (see the status column of "
-    "predictions.csv); 2 usage or configuration error (bad path, model, layer, method, checkpoint); "
+    "predictions.csv or detections.csv); 2 usage or configuration error (bad path, model, layer, method, checkpoint); "
     "130 interrupted (Ctrl-C); 143 stopped by SIGTERM (timeout, docker stop, Kubernetes, SLURM)."
 )
 
 app = typer.Typer(
     name="camcli",
-    help="Explain image classifiers in bulk: class activation maps (CAM, Grad-CAM, ...) for whole folders.\n\n"
+    help="Explain image classifiers and detectors in bulk: class activation maps (CAM, Grad-CAM, ...) for whole "
+         "folders, a map for every box of a detector.\n\n"
          "Start with `camcli explain IMAGES --out DIR`; list methods with `camcli methods`, models with "
          "`camcli models`, a model's layers with `camcli layers MODEL`.",
     epilog=EXIT_CODES,

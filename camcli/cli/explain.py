@@ -31,7 +31,8 @@ def explain(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the effective settings (and where each came from) and the images that would be processed; load no model, write nothing.", rich_help_panel="Run")] = False,
     **settings,
 ) -> None:
-    """Explain every image: write overlays, predictions.csv and run.json to --out.
+    """Explain every image: write overlays, predictions.csv (a detector's run: detections.csv, a map per box)
+    and run.json to --out.
 
     Examples:
 
@@ -40,6 +41,8 @@ def explain(
       camcli explain photos/ --model resnet50 --weights IMAGENET1K_V2 --method gradcam --layer "layer4[2]" --out runs/r50
 
       camcli explain photos/ --model resnet18 --checkpoint finetuned.pth --labels labels.txt --method cam
+
+      camcli explain photos/ --model fasterrcnn_resnet50_fpn --score-threshold 0.6 --out runs/boxes
     """
     from camcli.engine.discovery import discover, expand_inputs
     from camcli.settings import resolve

@@ -16,8 +16,10 @@ level's grid, concatenated on channels. The gradients go through the same resize
 of their activation folded in (the derivative of the absolute value), so a gradient method sees
 d score / d |A| on the same grid (pytorch-grad-cam captures no gradient for such outputs).
 
-Only methods that make their map from the layer alone (``layer_only``) apply; the others run
-passes, read logits or classifier weights that a detector does not have, and are refused.
+Methods that make their map from the layer alone (``layer_only``) apply, and Ablation-CAM, whose
+ablated passes are matched to each box by the box score; the others read logits or classifier
+weights that a detector does not have, or run passes of their own not matched to boxes yet, and
+are refused.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from torchvision.ops import box_iou
 from camcli.engine.capture import frozen_parameters, removed_after
 from camcli.engine.layer_names import display_name, hook_layer
 from camcli.engine.methods import CAMMethod
-from camcli.engine.methods.base import ForwardPass
+from camcli.engine.methods.base import ForwardPass, normalise
 from camcli.errors import UsageError
 
 #: IoU above which a box of a new forward is the same detection (pytorch-grad-cam's default)
 IOU_THRESHOLD = 0.5
+#: the method that forwards ablated copies, its boxes matched in each new output by :func:`box_score`
+ABLATION = "ablationcam"
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,10 @@ class ImageDetections:
     image lies in the padded batch the layers saw."""
 
     detections: list[Detection]
-    #: per detection: (method, layer) -> ((h, w) map in [0, 1], empty, failed assumptions)
-    maps: list[dict[tuple[str, str], tuple[torch.Tensor, bool, tuple]]]
+    #: per detection: (method, layer) -> ((h, w) map in [0, 1], empty, failed assumptions, extent):
+    #: the map's cells that cover the image (the batch's padding cut off, then normalised), and the
+    #: (h, w) of the detector's input those cells cover
+    maps: list[dict[tuple[str, str], tuple[torch.Tensor, bool, tuple, tuple[float, float]]]]
     valid: tuple[int, int]  # (h, w) of the image inside the padded input, after the detector's resize
     padded: tuple[int, int]  # (h, w) of the padded input the layer grids cover
 
@@ -117,9 +123,9 @@ class DetectionExplainer:
                  score_threshold: float = 0.5, max_detections: int = 20, strict: bool = False) -> None:
         if not layers or not methods:
             raise UsageError("at least one layer and one method are needed")
-        refused = [m.name for m in methods if not m.layer_only]
+        refused = [m.name for m in methods if not (m.layer_only or m.name == ABLATION)]
         if refused:
-            fits = ", ".join(m for m in _layer_only_names())
+            fits = ", ".join([*_layer_only_names(), ABLATION])
             raise UsageError(f"method(s) {', '.join(refused)} cannot explain a detector's boxes: they run forward "
                              "passes of their own or read a classifier's logits or weights, which camcli does not "
                              f"match to boxes; these can: {fits}")
@@ -131,6 +137,8 @@ class DetectionExplainer:
         self.max_detections = max_detections
         self.strict = strict
         self.needs_gradients = any(m.needs_gradients for m in self.methods)
+        #: methods that forward ablated copies of each image (Ablation-CAM); the others read the shared pass
+        self.ablating = [m for m in self.methods if m.name == ABLATION]
         self.channels: dict[str, int] = {}
 
     def map_keys(self) -> list[tuple[str, str]]:
@@ -211,20 +219,19 @@ class DetectionExplainer:
             chosen = [self.kept(o) if w else [] for o, w in zip(outputs, wanted)]
             maps: list[list[dict]] = [[{} for _ in c] for c in chosen]
             ranks = max((len(c) for c in chosen), default=0)
-            free = [m for m in self.methods if not m.needs_gradients]
+            free = [m for m in self.methods if not m.needs_gradients and m not in self.ablating]
             for layer in self.layers:
-                levels = store[layer]
-                acts, _ = as_map([t.detach() for t in levels])
-                if free and ranks:
-                    fp = self._pass(acts, None, layer, [bool(c) for c in chosen], seeds)
-                    for method in free:
-                        self._keep(method, fp, layer, maps, chosen, ranks=range(ranks))
+                acts, _ = as_map([t.detach() for t in store[layer]])
+                for j, kept in enumerate(chosen):
+                    if free and kept:
+                        fp = self._pass(acts, None, layer, j, sizes, seeds)
+                        for method in free:
+                            self._keep(method, fp, layer, maps[j], range(len(kept)))
             if self.needs_gradients:
                 for r in range(ranks):
-                    present = [len(c) > r for c in chosen]
+                    present = [j for j, c in enumerate(chosen) if len(c) > r]
                     objective = sum(box_score(outputs[j], int(outputs[j]["labels"][chosen[j][r]]),
-                                              outputs[j]["boxes"][chosen[j][r]].detach())
-                                    for j in range(n) if present[j])
+                                              outputs[j]["boxes"][chosen[j][r]].detach()) for j in present)
                     tensors = [t for layer in self.layers for t in store[layer]]
                     grads = torch.autograd.grad(objective, tensors, allow_unused=True, retain_graph=r < ranks - 1)
                     grads = [g if g is not None else torch.zeros_like(t) for t, g in zip(tensors, grads)]
@@ -233,10 +240,16 @@ class DetectionExplainer:
                         levels = store[layer]
                         acts, g = as_map([t.detach() for t in levels], grads[k:k + len(levels)])
                         k += len(levels)
-                        fp = self._pass(acts, g, layer, present, seeds)
-                        for method in self.methods:
-                            if method.needs_gradients:
-                                self._keep(method, fp, layer, maps, chosen, ranks=[r])
+                        for j in present:
+                            fp = self._pass(acts, g, layer, j, sizes, seeds)
+                            for method in self.methods:
+                                if method.needs_gradients:
+                                    self._keep(method, fp, layer, maps[j], [r])
+        for method in self.ablating:
+            for layer in self.layers:
+                for j, kept in enumerate(chosen):
+                    if kept:
+                        self._ablation(method, layer, images[j], outputs[j], kept, maps[j])
         results = []
         for j, o in enumerate(outputs):
             detections = []
@@ -246,38 +259,85 @@ class DetectionExplainer:
                 label = self.labels[index] if 0 <= index < len(self.labels) else f"class_{index}"
                 detections.append(Detection(r + 1, index, label, float(o["scores"][i]),
                                             tuple(float(v) for v in o["boxes"][i].cpu())))
-            # the maps in the order of map_keys, for each box
-            ordered = [{key: m[key] for key in self.map_keys()} for m in maps[j]]
+            ordered = [{key: m[key] for key in self.map_keys()} for m in maps[j]]  # in the order of map_keys
             results.append(ImageDetections(detections, ordered, sizes["valid"][j], sizes["padded"]))
         return results
 
-    def _pass(self, acts, grads, layer, present, seeds) -> ForwardPass:
-        n = acts.shape[0]
-        fp = ForwardPass(self.model, torch.zeros(n, 1, 1, 1), torch.zeros(n, 1), torch.zeros(n, dtype=torch.long),
-                         {layer: acts}, {layer: grads} if grads is not None else {},
-                         wanted=torch.tensor(present, dtype=torch.bool))
+    def _pass(self, acts: torch.Tensor, grads: torch.Tensor | None, layer: str, j: int, sizes: dict,
+              seeds) -> ForwardPass:
+        """Image ``j``'s pass for the methods: its activations (and gradients) on the cells that
+        cover it, the batch's padding cut off, so that its map never depends on the other images'
+        sizes (Grad-CAM's channel means, Eigen-CAM's components are taken over the image alone)."""
+        rows, cols, extent = cells(acts.shape[-2:], sizes["valid"][j], sizes["padded"])
+        acts = acts[j:j + 1, :, :rows, :cols]
+        fp = ForwardPass(self.model, torch.zeros(1, 1, 1, 1), torch.zeros(1, 1), torch.zeros(1, dtype=torch.long),
+                         {layer: acts}, {layer: grads[j:j + 1, :, :rows, :cols]} if grads is not None else {},
+                         cache={"extent": extent})
         if seeds is not None:
-            fp.seeds = [int(s) for s in seeds]
+            fp.seeds = [int(seeds[j])]
         return fp
 
-    def _keep(self, method: CAMMethod, fp: ForwardPass, layer: str, maps, chosen, ranks) -> None:
-        """Run ``method`` on ``fp`` and hand its maps to the boxes of ``ranks``."""
+    def _keep(self, method: CAMMethod, fp: ForwardPass, layer: str, maps: list[dict], ranks) -> None:
+        """Run ``method`` on one image's ``fp`` and hand its map to that image's boxes of ``ranks``."""
         batch = method(fp, layer)
         checks = [a.check(fp.activations[layer]) for a in method.assumptions]
-        if self.strict:
-            for c in checks:
-                failed = c.failed & fp.wanted.to(c.failed.device)
-                if failed.any():
-                    worst = float(c.values[failed].max())
-                    raise UsageError(f"`strict`: {method.name} at {display_name(layer)} assumes {c.assumption.name}, "
-                                     f"but {c.assumption.describe(worst)}; {c.assumption.advice}")
-        small, empty = batch.maps.detach().float().cpu(), batch.empty.cpu().tolist()
-        failed = [[(c.assumption, float(c.values[j])) for c in checks if bool(c.failed[j])]
-                  for j in range(small.shape[0])]
-        for j, c in enumerate(chosen):
-            for r in ranks:
-                if r < len(c):
-                    maps[j][r][(method.name, layer)] = (small[j], bool(empty[j]), tuple(failed[j]))
+        failed = tuple((c.assumption, float(c.values[0])) for c in checks if bool(c.failed[0]))
+        if self.strict and failed:
+            assumption, worst = failed[0]
+            raise UsageError(f"`strict`: {method.name} at {display_name(layer)} assumes {assumption.name}, but "
+                             f"{assumption.describe(worst)}; {assumption.advice}")
+        entry = (batch.maps[0].detach().float().cpu(), bool(batch.empty[0]), failed, fp.cache["extent"])
+        for r in ranks:
+            maps[r][(method.name, layer)] = entry
+
+    def _ablation(self, method: CAMMethod, layer: str, image: torch.Tensor, output: Mapping[str, torch.Tensor],
+                  kept: list[int], maps: list[dict]) -> None:
+        """Ablation-CAM for one image's boxes: every channel of the layer's map zeroed in turn (for
+        FPN levels: that channel of its level), the detector run on the image alone with the
+        ablated copies (``cam_batch_size`` a pass), and each channel weighted by the relative drop
+        of each box's score, ``(y - y_k) / y``, with ``y`` from the image alone too; one set of
+        passes serves all the image's boxes (found again in each output by :func:`box_score`)."""
+        targets = [(int(output["labels"][i]), output["boxes"][i].detach()) for i in kept]
+        with torch.inference_mode():
+            store, outs, sizes = self._forward([image], graph=False)  # the image alone: the base scores and maps
+            alone, maps_in = outs[0], store[layer]
+            base = torch.tensor([float(box_score(alone, label, box)) for label, box in targets])
+            which = [(level, c) for level, t in enumerate(maps_in) for c in range(t.shape[1])]
+            ablated = torch.zeros(len(targets), len(which))
+            current: list[tuple[int, int]] = []
+
+            def hook(_module, _inputs, out):
+                copies = [t.clone() for t in levels_of(out)]
+                for b, (level, c) in enumerate(current):
+                    copies[level][b, c] = 0
+                return _replaced(out, copies)
+
+            handles = hook_layer(self.model, layer, hook)
+            try:
+                for start in range(0, len(which), method.cam_batch_size):
+                    current[:] = which[start:start + method.cam_batch_size]
+                    for b, o in enumerate(self.model([image] * len(current))):
+                        for r, (label, box) in enumerate(targets):
+                            ablated[r, start + b] = float(box_score(o, label, box))
+            finally:
+                for h in handles:
+                    h.remove()
+            denom = torch.where(base.abs() > 1e-7, base, torch.full_like(base, 1e-7))[:, None]
+            acts = as_map(maps_in)[0].float()  # (1, C, h, w) of the image alone, cut to its cells
+            weights = ((base[:, None] - ablated) / denom).to(acts.device)
+            rows, cols, extent = cells(acts.shape[-2:], sizes["valid"][0], sizes["padded"])
+            batch = normalise((weights[:, :, None, None] * acts[:, :, :rows, :cols]).sum(1), relu=method.relu)
+        for r in range(len(kept)):
+            maps[r][(method.name, layer)] = (batch.maps[r].cpu(), bool(batch.empty[r]), (), extent)
+
+
+def cells(grid: tuple[int, int], valid: tuple[int, int], padded: tuple[int, int]) -> tuple[int, int, tuple]:
+    """The rows and columns of a layer's ``grid`` that cover an image of ``valid`` size at the top
+    left of the ``padded`` batch, and the (h, w) of the detector's input those cells cover."""
+    h, w = grid
+    rows = max(1, min(h, -(-valid[0] * h // padded[0])))
+    cols = max(1, min(w, -(-valid[1] * w // padded[1])))
+    return rows, cols, (rows * padded[0] / h, cols * padded[1] / w)
 
 
 def _replaced(output, copies: list[torch.Tensor]):

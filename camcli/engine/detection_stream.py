@@ -57,12 +57,12 @@ def _explain_batch(batch: list[Decoded], explainer: DetectionExplainer, device: 
                 if d.item.rel in skip:
                     continue
                 h, w = d.original.shape[:2]
-                # the image fills (valid) of the padded grid the layers saw, from the top left
+                # the image fills (valid) of the map's extent, from the top left (the padding is cut off)
                 frame = Frame(0, 0, image.valid[1], image.valid[0])
-                maps = [MapResult(method, layer, small.numpy(), empty, (h, w), failures, frame, image.padded,
+                maps = [MapResult(method, layer, small.numpy(), empty, (h, w), failures, frame, extent,
                                   det.index, det.label, det.score, detection=det)
                         for det, per_box in zip(image.detections, image.maps)
-                        for (method, layer), (small, empty, failures) in per_box.items()]
+                        for (method, layer), (small, empty, failures, extent) in per_box.items()]
                 note = d.note
                 if not image.detections:
                     none = f"no detection scores {explainer.score_threshold:g} or more"

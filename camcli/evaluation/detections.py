@@ -11,7 +11,6 @@ scored.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -183,17 +182,11 @@ def check_detection_gates(evaluation: DetectionEvaluation, min_recall: float | N
 
 def write_detection_csv(path: Path, evaluation: DetectionEvaluation) -> None:
     """evaluation.csv of a detection run: one row per detection x method x layer of an image with truth."""
-    from camcli.output.rows import cell
-    from camcli.output.tempfiles import temp_path
+    from camcli.output.csvfile import write_table
 
-    tmp = temp_path(path)
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        for s in evaluation.rows:
-            r, t = s.row, s.truth
-            w.writerow([cell(v) for v in (
-                r.path, r.det_rank, r.det_label, r.det_score, *(r.det_box or (None,) * 4), t is not None,
+    def cells(s: BoxScore):
+        r, t = s.row, s.truth
+        return (r.path, r.det_rank, r.det_label, r.det_score, *(r.det_box or (None,) * 4), t is not None,
                 t and t.label, t and t.x0, t and t.y0, t and t.x1, t and t.y1, s.iou, r.method, r.layer, s.pointing,
-                s.energy)])
-    tmp.replace(path)
+                s.energy)
+    write_table(path, COLUMNS, (cells(s) for s in evaluation.rows))

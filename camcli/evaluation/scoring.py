@@ -7,7 +7,6 @@ truth has no labels); the figures are then averaged per method x layer.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -210,22 +209,15 @@ EVAL_COLUMNS = ["path", "method", "layer", "pred_label", "target_label", "correc
 
 
 def write_csv(path: Path, evaluation: Evaluation) -> None:
-    from camcli.output.tempfiles import temp_path
-    from camcli.output.rows import cell
+    from camcli.output.csvfile import write_table
 
-    tmp = temp_path(path)
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(EVAL_COLUMNS)
-        for r in evaluation.rows:
-            b, fa, ro = r.box, r.item.faith, r.item.road
-            w.writerow([cell(v) for v in (
-                r.item.path, r.item.method, r.item.layer, r.item.pred_label, r.item.target_label, r.correct, r.iou,
+    def cells(r: Scored):
+        b, fa, ro = r.box, r.item.faith, r.item.road
+        return (r.item.path, r.item.method, r.item.layer, r.item.pred_label, r.item.target_label, r.correct, r.iou,
                 r.located, r.pointing, r.energy, b and b.x0, b and b.y0, b and b.x1, b and b.y1, len(r.matched),
                 fa and fa.drop, fa and fa.increase, fa and fa.deletion_auc, fa and fa.insertion_auc,
-                ro and ro.morf_mean, ro and ro.lerf_mean, ro and ro.combined,
-                *(r.item.sanity or (None, None)))])
-    tmp.replace(path)
+                ro and ro.morf_mean, ro and ro.lerf_mean, ro and ro.combined, *(r.item.sanity or (None, None)))
+    write_table(path, EVAL_COLUMNS, (cells(r) for r in evaluation.rows))
 
 
 def fmt(value: float | None, percent: bool = False) -> str:

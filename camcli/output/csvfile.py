@@ -51,6 +51,19 @@ def write_rows(path: Path, columns: list[str], rows: Iterable[PredictionRow]) ->
     os.replace(tmp, path)
 
 
+def write_table(path: Path, header: Iterable[str], rows: Iterable[Iterable]) -> None:
+    """A CSV of plain values (evaluation.csv), each spelled as camcli spells a cell, written atomically."""
+    from camcli.output.rows import cell
+
+    tmp = temp_path(path)
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(list(header))
+        for row in rows:
+            w.writerow([cell(v) for v in row])
+    os.replace(tmp, path)
+
+
 def read_rows(path: Path) -> tuple[list[str], list[PredictionRow]]:
     """Header and the completely written rows of a predictions file (``[], []`` if it is missing).
 
