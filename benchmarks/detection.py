@@ -63,8 +63,12 @@ def peer(m, x: torch.Tensor, boxes, labels, method: str) -> list[np.ndarray]:
 
     if method == "gradcam":  # a map per box: one call per box's target
         cam = GradCAM(m, [m.backbone.fpn.layer_blocks[3]])
-        maps = [cam(x[None], targets=[FasterRCNNBoxScoreTarget([int(lab)], [np.asarray(box)])])[0]
-                for box, lab in zip(boxes, labels)]
+        maps = []
+        for box, lab in zip(boxes, labels):
+            try:
+                maps.append(cam(x[None], targets=[FasterRCNNBoxScoreTarget([int(lab)], [np.asarray(box)])])[0])
+            except RuntimeError:  # its target found no box of that class with IoU > 0.5: a constant, no gradient
+                maps.append(None)
     else:  # Eigen-CAM ignores the target: one call per image serves every box (the tutorial's recipe)
         cam = EigenCAM(m, [m.backbone], reshape_transform=fasterrcnn_reshape_transform)
         one = cam(x[None], targets=[FasterRCNNBoxScoreTarget(labels, [np.asarray(b) for b in boxes])])[0]
@@ -82,7 +86,7 @@ def main() -> None:
     torch.set_grad_enabled(True)
     from camcli.engine.detection import DetectionExplainer
     from camcli.engine.methods import get_method
-    from camcli.engine.tensors import upsample
+    from camcli.engine.framing import Frame, map_to_image
 
     m = model()
     paths = images(a.images)
@@ -106,21 +110,27 @@ def main() -> None:
             ours += explainer(xs[k:k + a.batch])
         camcli_s = (time.perf_counter() - started) / len(xs)
         started = time.perf_counter()
-        rs = []
+        rs, unmatched = [], 0
         for x, found in zip(xs, ours):
             with torch.no_grad():
                 m([x])  # the recipe's forward for the detections
             boxes = [d.box for d in found.detections]
             theirs = peer(m, x, boxes, [d.index for d in found.detections], method)
             for mine, t in zip(found.maps, theirs):
-                mine_full = upsample(mine[(method, layer)][0], t.shape).numpy()
+                if t is None:
+                    unmatched += 1
+                    continue
+                small, _empty, _failed, extent = mine[(method, layer)]
+                frame = Frame(0, 0, found.valid[1], found.valid[0])  # read back as camcli's overlays are
+                mine_full = map_to_image(small, frame, extent, t.shape).numpy()
                 if mine_full.std() > 0 and t.std() > 0:
                     rs.append(float(np.corrcoef(mine_full.ravel(), t.ravel())[0, 1]))
         peer_s = (time.perf_counter() - started) / len(xs)
         kept = sum(len(f.detections) for f in ours)
         print(f"{method:8s} at {layer}: camcli {camcli_s:.2f} s/image ({camcli_s / floor:.2f}x the floor), "
               f"pytorch-grad-cam {peer_s:.2f} s/image: camcli {peer_s / camcli_s:.2f}x faster; {kept} boxes, "
-              f"map r min {min(rs):.4f} mean {np.mean(rs):.4f} over {len(rs)} boxes")
+              f"map r min {min(rs):.4f} mean {np.mean(rs):.4f} over {len(rs)} boxes"
+              + (f"; {unmatched} box(es) the peer's target did not find again alone" if unmatched else ""))
 
     with tempfile.TemporaryDirectory() as tmp:
         peaks = []

@@ -206,10 +206,29 @@ class DetectionExplainer:
 
     def __call__(self, images: list[torch.Tensor], wanted: Sequence[bool] | None = None,
                  seeds: Sequence[int] | None = None) -> list[ImageDetections]:
-        """Explain a batch of (3, H, W) images in [0, 1] (sizes may differ); ``wanted`` (one bool
-        per image) leaves the maps of the others out (a resumed run's finished images)."""
+        """Explain a batch of (3, H, W) images in [0, 1]; ``wanted`` (one bool per image) leaves the
+        maps of the others out (a resumed run's finished images).
+
+        Images of one size go through the detector together; images of different sizes go in
+        groups of their own size, because a detector pads a batch to its largest image: padding
+        costs compute (a 4:1 panorama beside a square photo is mostly padding) and changes the
+        detector's features near an image's border, so an image's boxes and maps would depend on
+        the other images of its batch."""
         n = len(images)
         wanted = [True] * n if wanted is None else [bool(w) for w in wanted]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for j, x in enumerate(images):
+            groups.setdefault(tuple(x.shape), []).append(j)
+        results: list[ImageDetections | None] = [None] * n
+        for members in groups.values():
+            found = self._explain([images[j] for j in members], [wanted[j] for j in members],
+                                  [seeds[j] for j in members] if seeds is not None else None)
+            for j, image in zip(members, found):
+                results[j] = image
+        return results
+
+    def _explain(self, images: list[torch.Tensor], wanted: list[bool], seeds) -> list[ImageDetections]:
+        """:meth:`__call__` for images of one size: one forward, one backward per box rank."""
         grad_mode = (torch.inference_mode(False), torch.enable_grad()) if self.needs_gradients \
             else (torch.inference_mode(), torch.inference_mode())
         with frozen_parameters(self.model), grad_mode[0], grad_mode[1]:
