@@ -386,3 +386,32 @@ def test_torchrun_shards_merge_to_the_single_process_result(tmp_path):
         assert {k: v for k, v in x.items() if "score" not in k} == {k: v for k, v in y.items() if "score" not in k}
         assert all(abs(float(x[k]) - float(y[k])) < 1e-4 for k in x if "score" in k and x[k])
     assert len(list(multi.glob("predictions.part-*.csv"))) == 2
+
+
+def test_a_stop_that_lands_while_an_image_is_decoded_is_no_image_failure(tmp_path, monkeypatch):
+    """The signal handler raises StopRequested into the computing run wherever it is; with
+    workers 0 that may be inside the decoding of an image, whose failures become error rows. The
+    stop must end the run as interrupted with every written row ok, never as a failed image (seen
+    once in CI: a row `StopRequested:` with status error)."""
+    import camcli.engine.images as images
+    from camcli.run import Run
+    from camcli.run.run import StopRequested
+    from camcli.settings import resolve
+
+    real = images.decode
+    seen = []
+
+    def decode(path, max_pixels=images.DEFAULT_MAX_PIXELS):
+        seen.append(path)
+        if len(seen) == 5:  # as a Ctrl-C would, in the middle of the third batch's decoding
+            run.request_stop()
+            raise StopRequested()
+        return real(path, max_pixels)
+
+    monkeypatch.setattr(images, "decode", decode)
+    settings = resolve({"out": str(tmp_path / "o"), "workers": 0, "batch_size": 2}, DEMO_CONFIG)
+    run = Run(settings, [str(SAMPLES)])
+    summary = run.execute()
+    assert summary.interrupted and summary.failed == 0
+    rows = read_csv(tmp_path / "o" / "predictions.csv")
+    assert 0 < len(rows) < 24 and all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]

@@ -39,9 +39,13 @@ from camcli.session import ExplainSession
 from camcli.settings import ExplainSettings
 
 
-class StopRequested(Exception):
+class StopRequested(BaseException):
     """Raised into a computing run by a signal handler (see :attr:`Run.computing`): the batch in hand
-    is dropped, everything finished is written, and the run ends as interrupted."""
+    is dropped, everything finished is written, and the run ends as interrupted.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: it may land anywhere in the computation, also
+    inside code that turns any ``Exception`` into a finding (decoding an image in the main process
+    makes a failed file an error row), and a stop is never an image's failure."""
 
 
 @dataclass
