@@ -229,9 +229,8 @@ class DetectionExplainer:
 
     def _explain(self, images: list[torch.Tensor], wanted: list[bool], seeds) -> list[ImageDetections]:
         """:meth:`__call__` for images of one size: one forward, one backward per box rank."""
-        grad_mode = (torch.inference_mode(False), torch.enable_grad()) if self.needs_gradients \
-            else (torch.inference_mode(), torch.inference_mode())
-        with frozen_parameters(self.model), grad_mode[0], grad_mode[1]:
+        with frozen_parameters(self.model), torch.inference_mode(not self.needs_gradients), \
+                torch.set_grad_enabled(self.needs_gradients):
             if self.needs_gradients:
                 images = [x.clone() for x in images]  # normal tensors, even if made in inference mode
             store, outputs, sizes = self._forward(images, graph=self.needs_gradients)

@@ -16,7 +16,7 @@ from itertools import groupby
 from pathlib import Path
 
 from camcli.errors import UsageError
-from camcli.evaluation.scoring import Summary, match_path
+from camcli.evaluation.scoring import Summary, _mean, match_path
 from camcli.evaluation.truth import Truth
 from camcli.geometry import POINTING_TOLERANCE, Box, energy_inside, iou, pointing_hit
 from camcli.output.csvfile import read_rows
@@ -145,11 +145,6 @@ def summarise(rows: list[BoxScore]) -> list[Summary]:
         out.append(Summary(method, layer, images=len(right), mean_iou=_mean(r.iou for r in right),
                            pointing=_mean(r.pointing for r in right), energy=_mean(r.energy for r in right)))
     return out
-
-
-def _mean(values) -> float | None:
-    values = [float(v) for v in values if v is not None]
-    return sum(values) / len(values) if values else None
 
 
 def check_detection_gates(evaluation: DetectionEvaluation, min_recall: float | None = None,
