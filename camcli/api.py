@@ -81,6 +81,7 @@ def layers(model=None, *, config: str | os.PathLike | None = None, **options) ->
     from camcli.errors import UsageError
     from camcli.models import load_model
     from camcli.models.detectors import default_detector_layer
+    from camcli.models.segmenters import default_segmenter_layer
     from camcli.models.layer_search import default_layer, trace_layers
 
     unknown = sorted(k for k in options if k not in _LAYER_OPTIONS)
@@ -106,6 +107,9 @@ def layers(model=None, *, config: str | os.PathLike | None = None, **options) ->
         chosen = default_detector_layer(loaded.model)
         cam_ok = set()
         return [_layer_record(info, loaded.model, chosen, cam_ok) for info in infos]
+    if loaded.task == "segmentation":  # the backbone's last block, or the decoder's fused features; no CAM head
+        chosen = default_segmenter_layer(loaded.model)
+        return [_layer_record(info, loaded.model, chosen, set()) for info in infos]
     try:
         chosen = default_layer(loaded.model, size, infos=infos)
     except UsageError:  # no layer reads as a map: the listing says so by marking none

@@ -154,3 +154,29 @@ def best_iou(found: Box | None, truth: list[Box]) -> float:
     if found is None or not truth:
         return 0.0
     return max(iou(found, t) for t in truth)
+
+
+def energy_in_mask(heat: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the map's mass that lies on ``mask`` ((h, w) bool, the map's size): a
+    segment's energy-based pointing game."""
+    heat = np.asarray(heat, np.float64)
+    total = heat.sum()
+    if total <= 0 or not mask.any():
+        return 0.0
+    return float(heat[mask].sum() / total)
+
+
+def points_into(heat: np.ndarray, mask: np.ndarray, tolerance: float = POINTING_TOLERANCE) -> bool:
+    """Pointing game on a mask: does the map's maximum fall on ``mask``, or within ``tolerance``
+    pixels of it (15, as for boxes; 0 is strict)?"""
+    if not mask.any() or float(np.max(heat)) <= 0:
+        return False
+    x, y = peak(heat)
+    if mask[y, x]:
+        return True
+    if tolerance <= 0:
+        return False
+    y0, y1 = max(0, int(y - tolerance)), min(mask.shape[0], int(y + tolerance) + 1)
+    x0, x1 = max(0, int(x - tolerance)), min(mask.shape[1], int(x + tolerance) + 1)
+    ys, xs = np.nonzero(mask[y0:y1, x0:x1])
+    return bool(len(ys)) and float(np.min((ys + y0 - y) ** 2 + (xs + x0 - x) ** 2)) <= tolerance ** 2

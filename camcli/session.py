@@ -19,6 +19,8 @@ import torch
 from camcli.engine.devices import describe, pick_device
 from camcli.engine.detection import DetectionExplainer
 from camcli.engine.detection_stream import iter_detections
+from camcli.engine.segmentation import SegmentationExplainer
+from camcli.engine.segmentation_stream import Regions, iter_segments
 from camcli.engine.explainer import Explainer
 from camcli.engine.heads import checked_kind, probe, read_embedding, reference_embedding
 from camcli.engine.method_options import BY_NAME, takes
@@ -32,9 +34,10 @@ from camcli.models import LoadedModel, load_model
 from camcli.models.batchnorm_folding import fold_batchnorm
 from camcli.engine.layer_names import display_name, resolve_layer
 from camcli.models.detectors import default_detector_layer
+from camcli.models.segmenters import background_index, default_segmenter_layer
 from camcli.models.layer_search import default_layer
 from camcli.settings import ExplainSettings, cam_batch_size_for
-from camcli.settings.checks import numbers
+from camcli.settings.checks import numbers, region_spec
 
 if TYPE_CHECKING:
     from camcli.run.memory import MemoryPlan
@@ -53,9 +56,12 @@ class ExplainSession:
     loaded: LoadedModel
     layers: list[str]  # canonical dotted names
     methods: list[CAMMethod]
-    explainer: Explainer | DetectionExplainer
+    explainer: Explainer | DetectionExplainer | SegmentationExplainer
     target: int | None  # the class explained in every image; None: each image's top-1
-    task: str = "classification"  # or detection: a map per box (engine/detection.py)
+    #: or detection: a map per box (engine/detection.py); segmentation: a map per class found
+    #: (engine/segmentation.py)
+    task: str = "classification"
+    regions: Regions | None = None  # segmentation: what each class's score sums over, when not its own mask
 
     @classmethod
     def open(cls, settings: ExplainSettings, local_rank: int | None = None,
@@ -82,8 +88,11 @@ class ExplainSession:
                             input_size=settings.input_size, device=device, trust=settings.trust_checkpoint,
                             mean=numbers(settings.mean, "mean"), std=numbers(settings.std, "std"),
                             output=settings.output)
-        if checked_task(settings, loaded) == "detection":
+        task = checked_task(settings, loaded)
+        if task == "detection":
             return cls._detector(settings, device, loaded, methods)
+        if task == "segmentation":
+            return cls._segmenter(settings, device, loaded, methods)
         layers = ([resolve_layer(loaded.model, spec) for spec in settings.layer] if settings.layer
                   else [default_layer(loaded.model, loaded.input_size, device)])
         # BatchNorm folded into its convolution (not at the target layers): ~10% faster inference
@@ -125,6 +134,38 @@ class ExplainSession:
         explainer.validate(loaded.input_size[0], device)
         return cls(settings, device, loaded, layers, methods, explainer, None, task="detection")
 
+    @classmethod
+    def _segmenter(cls, settings: ExplainSettings, device: torch.device, loaded: LoadedModel,
+                   methods: list[CAMMethod]) -> ExplainSession:
+        """The session of a segmentation run: the segmenter fed as a classifier is (BatchNorm
+        folded, channels-last), its backbone's last block (or its decoder's fused features) as the
+        default layer, the classes named with `target` or found in each image, checked on a
+        dummy image."""
+        model = loaded.model
+        if settings.layer:
+            layers = [resolve_layer(model, spec) for spec in settings.layer]
+        else:
+            layers = [default_segmenter_layer(model) or default_layer(model, loaded.input_size, device)]
+        squashed = probe(model, loaded.input_size, device, settings.output).squashed_by is not None
+        fold_batchnorm(model, keep=layers)
+        if device.type in ("cpu", "cuda"):
+            model.to(memory_format=torch.channels_last)
+        explainer = SegmentationExplainer(model, layers, methods, list(loaded.labels), settings.min_area,
+                                          settings.background, output=settings.output, squashed=squashed,
+                                          strict=settings.strict, layer_layout=settings.layer_layout)
+        try:
+            explainer.validate(loaded.input_size, device)
+        except NotAMap as e:
+            raise UsageError(f"{e}; name a layer whose output is a map with `layer` (see `camcli layers`)") from None
+        if explainer.head.binary:  # one logit per pixel: its two sides are the classes, the negative the background
+            named = explainer.labels != ["class_0"]
+            explainer.labels = binary_labels(explainer.labels) if named else ["background", "foreground"]
+        loaded.labels = explainer.labels
+        explainer.classes = resolve_classes(settings.target, explainer.labels)
+        explainer.background_index = 0 if explainer.head.binary else background_index(explainer.labels)
+        regions = Regions(region_spec(settings.region)) if settings.region else None
+        return cls(settings, device, loaded, layers, methods, explainer, None, task="segmentation", regions=regions)
+
     @property
     def maps_per_image(self) -> int:
         """Maps per explained class (a detection run: per box)."""
@@ -146,6 +187,14 @@ class ExplainSession:
     @property
     def explained(self) -> str:
         """What each map explains, in words (the log line and run.json)."""
+        if self.task == "segmentation":
+            e = self.explainer
+            which = (", ".join(e.labels[c] for c in e.classes) if e.classes else
+                     f"each class covering {e.min_area:g} of the image or more"
+                     + (", the background included" if e.background else ""))
+            over = f"its scores summed over the {self.regions.name}" if self.regions else \
+                "the sum of its scores over its predicted mask"
+            return f"segmenter: {which}, explained by {over} (pytorch-grad-cam's SemanticSegmentationTarget)"
         if self.task == "detection":
             e = self.explainer
             return (f"detector: each box scoring {e.score_threshold:g} or more (at most {e.max_detections} per image), "
@@ -157,7 +206,7 @@ class ExplainSession:
         a classifier whose weights are all zero scores every class the same for every image."""
         from camcli.engine.methods.cam import linear_head
 
-        if self.task == "detection":
+        if self.task != "classification":
             return None
         head = linear_head(self.loaded.model)
         if head is not None and not head[1].weight.detach().any():
@@ -189,6 +238,12 @@ class ExplainSession:
                                    workers=plan.workers if plan else s.workers, device=self.device,
                                    max_pixels=s.max_pixels, skip=skip, batches=plan.batches if plan else None,
                                    prefetch=plan.prefetch if plan else 2, seed=s.seed)
+        if self.task == "segmentation":
+            return iter_segments(self.loaded, self.explainer, items, batch_size=s.batch_size,
+                                 workers=plan.workers if plan else s.workers, device=self.device,
+                                 max_pixels=s.max_pixels, skip=skip, batches=plan.batches if plan else None,
+                                 prefetch=plan.prefetch if plan else 2, resize=s.resize, seed=s.seed,
+                                 regions=self.regions)
         return iter_results(self.loaded, self.explainer, items, batch_size=s.batch_size,
                             workers=plan.workers if plan else s.workers, device=self.device, target=self.target,
                             topk=s.topk, max_pixels=s.max_pixels, skip=skip,
@@ -202,25 +257,59 @@ CLASSIFIER_ONLY = {"target": None, "head": "auto", "threshold": None, "explain_t
                    "target_image": None, "target_embedding": None, "direction": "higher", "score": "logit",
                    "aug_smooth": False, "fuse": None, "resize": "stretch", "input_size": None, "mean": None,
                    "std": None, "topk": 1, "boxes": False, "caption": False, "panel": False, "precision": "fp32"}
+#: of those, what a segmentation run takes too: the classes to explain, the part of the output, the
+#: input's size, framing and normalisation (a segmenter is fed as a classifier is)
+SEGMENTATION_TAKES = ("target", "output", "resize", "input_size", "mean", "std")
+#: settings only a segmentation run takes, and the value that leaves them out
+SEGMENTATION_ONLY = {"min_area": 0.01, "background": False, "region": None, "save_mask": False}
+#: settings only a detection run takes
+DETECTION_ONLY = {"score_threshold": 0.5, "max_detections": 20, "detection_maps": "each"}
+#: what `task` may make of a model loaded as a classifier (camcli cannot tell a segmenter of one's own class)
+_CAN_BE_STATED = {"classification": ("segmentation",)}
 
 
 def checked_task(s: ExplainSettings, loaded: LoadedModel) -> str:
-    """The run's task: the model's own, which `task` may state but not change; a detection run
-    refuses the settings that only a classifier takes."""
-    if s.task not in ("auto", loaded.task):
-        if loaded.task == "detection":
-            raise UsageError(f"`task` {s.task}, but {loaded.architecture} is a detector: it returns boxes, not class "
-                             "scores per image; leave `task` out")
-        raise UsageError(f"`task` detection, but {loaded.architecture} is no detector camcli knows: camcli explains "
-                         "torchvision's detector classes (Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD) and "
-                         "Ultralytics YOLO, whose outputs it can read for certain")
-    if loaded.task == "detection":
+    """The run's task: the model's own, which `task` may state but not change (except that a model
+    of the user's own class is a segmenter when `task` says so); each task refuses the settings it
+    does not take."""
+    task = loaded.task
+    if s.task not in ("auto", task):
+        if s.task not in _CAN_BE_STATED.get(task, ()):
+            what = {"detection": "a detector: it returns boxes", "segmentation": "a segmenter: it scores every "
+                    "pixel", "classification": "no detector camcli knows"}[task]
+            if task == "classification":
+                raise UsageError(f"`task` detection, but {loaded.architecture} is no detector camcli knows: camcli "
+                                 "explains torchvision's detector classes (Faster/Mask/Keypoint R-CNN, RetinaNet, "
+                                 "FCOS, SSD) and Ultralytics YOLO, whose outputs it can read for certain")
+            raise UsageError(f"`task` {s.task}, but {loaded.architecture} is {what}; leave `task` out")
+        task = loaded.task = s.task
+    _refuse_others(s, task)
+    return task
+
+
+def _refuse_others(s: ExplainSettings, task: str) -> None:
+    """A setting of another task is refused, not ignored: it would change nothing."""
+    if task == "detection":
         given = [name for name, left_out in CLASSIFIER_ONLY.items() if getattr(s, name) != left_out]
         if given:
             raise UsageError(f"{', '.join(f'`{name}`' for name in given)}: a classifier's setting, which a detection "
                              "run does not take (each box is explained by its own score; the detector sizes images "
                              "itself)")
-    return loaded.task
+    if task == "segmentation":
+        given = [name for name, left_out in CLASSIFIER_ONLY.items()
+                 if name not in SEGMENTATION_TAKES and getattr(s, name) != left_out]
+        given += [name for name, left_out in DETECTION_ONLY.items() if getattr(s, name) != left_out]
+        if given:
+            raise UsageError(f"{', '.join(f'`{name}`' for name in given)}: not a segmentation run's setting (each "
+                             "class found is explained by the sum of its scores over its mask)")
+        if s.resize == "crop":
+            raise UsageError("`resize` crop cuts parts of the image away, which a segmentation run would leave "
+                             "unsegmented: use stretch or letterbox")
+    else:
+        given = [name for name, left_out in SEGMENTATION_ONLY.items() if getattr(s, name) != left_out]
+        if given:
+            raise UsageError(f"{', '.join(f'`{name}`' for name in given)}: a segmentation run's setting, and this "
+                             f"is a {task} run (`task` segmentation makes a model of your own class a segmenter)")
 
 
 def resolve_target(spec: str | None, labels: list[str]) -> int | None:

@@ -22,7 +22,7 @@ What the variety is for (each one closes a shortcut a narrow model takes):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -36,6 +36,8 @@ LETTERS = "ABEFGHJKLMNPRSUVWYZ2345679"
 class SceneObject:
     label: str
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, inclusive-exclusive
+    #: (h, w) bool: the object's own pixels (the demo segmenter's truth; objects never overlap)
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def scene_size(rng: np.random.Generator) -> tuple[int, int]:
@@ -298,5 +300,5 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int], n_objects: int =
         img = _paint(rng, img, mask, box)
         taken.append((cx - r, cy - r, cx + r, cy + r))
         if target:
-            objects.append(SceneObject(label, box))
+            objects.append(SceneObject(label, box, mask > 127))
     return _degrade(rng, img), objects

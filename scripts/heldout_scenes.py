@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
@@ -27,6 +27,8 @@ SS = 3  # supersampling factor
 class HeldoutObject:
     label: str
     box: tuple[int, int, int, int]  # x0, y0, x1, y1, exclusive
+    #: (h, w) bool: the object's own pixels (truth for the demo segmenter)
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def heldout_size(rng: np.random.Generator) -> tuple[int, int]:
@@ -192,7 +194,9 @@ def heldout_scene(rng: np.random.Generator, n_objects: int = 1) -> tuple[np.ndar
             _draw_distractor(draw, cx * SS, cy * SS, r * SS, 255, rng)
         canvas.paste(Image.new("RGB", canvas.size, colour), (0, 0), layer)
         if label:
-            ys, xs = np.nonzero(np.asarray(layer.resize((w, h), Image.BOX)) > 127)
-            objects.append(HeldoutObject(str(label), (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)))
+            mask = np.asarray(layer.resize((w, h), Image.BOX)) > 127
+            ys, xs = np.nonzero(mask)
+            objects.append(HeldoutObject(str(label), (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
+                                         mask))
     img = _damage(rng, canvas.resize((w, h), Image.LANCZOS))
     return np.array(img.convert("RGB")), objects

@@ -23,7 +23,7 @@ from camcli.settings.fields import EVALUATE_KEYS
 @settings_options(EVALUATE_KEYS)
 def evaluate(
     sources: Annotated[list[Path], typer.Argument(help="A finished `camcli explain` output folder, or image files and folders to explain now.", show_default=False)],
-    truth: Annotated[Path, typer.Option("--truth", "-t", help="Ground-truth boxes: CSV (path,x0,y0,x1,y1[,label]), a Pascal VOC folder, or COCO JSON.", rich_help_panel="Ground truth")],
+    truth: Annotated[Path, typer.Option("--truth", "-t", help="Ground-truth boxes: CSV (path,x0,y0,x1,y1[,label]), a Pascal VOC folder, or COCO JSON; for a segmentation run, a folder of label masks (PNG of class indices, one per image by relative path).", rich_help_panel="Ground truth")],
     normalized: Annotated[bool, typer.Option("--normalized", help="CSV coordinates are fractions of the image size (0..1), not pixels.", rich_help_panel="Ground truth")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with model and method settings (as for explain), when explaining images here.", rich_help_panel="Model")] = None,
     box_threshold: Annotated[float, typer.Option("--box-threshold", help="Box from pixels >= this share of the map's maximum.", rich_help_panel="Metrics")] = 0.5,
@@ -32,7 +32,7 @@ def evaluate(
     faithfulness: Annotated[bool, typer.Option("--faithfulness", help="Also measure Average Drop, Increase in Confidence, deletion/insertion AUC (1 + 2 x (steps+1) forwards per map) and ROAD (18 imputed images per map); reruns the model.", rich_help_panel="Metrics")] = False,
     steps: Annotated[int, typer.Option("--steps", help="Deletion/insertion curve points.", rich_help_panel="Metrics")] = 16,
     sanity: Annotated[bool, typer.Option("--sanity", help="Sanity checks (Adebayo et al., 2018): re-initialise the model's weights from the classifier down, block by block (and one block at a time), explain the images again and report how similar the maps stay (Spearman, SSIM). One explanation pass per block, twice; seeded by --seed.", rich_help_panel="Metrics")] = False,
-    min_iou: Annotated[Optional[float], typer.Option("--min-iou", help="Gate: exit 1 if a method's mean IoU is below this.", rich_help_panel="Gates")] = None,
+    min_iou: Annotated[Optional[float], typer.Option("--min-iou", help="Gate: exit 1 if a method's mean IoU is below this (a detection run: the matched boxes'; a segmentation run: the segmenter's mIoU).", rich_help_panel="Gates")] = None,
     min_pointing: Annotated[Optional[float], typer.Option("--min-pointing", help="Gate: exit 1 if a method's pointing-game hit rate (0..1) is below this.", rich_help_panel="Gates")] = None,
     min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Gate: exit 1 if classification accuracy (0..1) is below this.", rich_help_panel="Gates")] = None,
     min_recall: Annotated[Optional[float], typer.Option("--min-recall", help="Gate, detection runs: exit 1 if the detector's recall at IoU 0.5 (0..1) is below this.", rich_help_panel="Gates")] = None,
@@ -122,6 +122,9 @@ def print_tables(report, faithfulness: bool, fmt) -> None:
     if report.kind == "detection":
         print_detection_tables(report, console, fmt)
         return
+    if report.kind == "segmentation":
+        print_segmentation_tables(report, console, fmt)
+        return
     sanity = report.sanity is not None
     table = Table(title=f"camcli evaluate ({len(evaluation.rows)} maps)", title_style="bold")
     cols = ["method", "layer", "images", "mean IoU", "IoU>=0.5", "pointing", "energy", "accuracy"]
@@ -170,3 +173,26 @@ def print_detection_tables(report, console, fmt) -> None:
         table.add_row(s.method, s.layer, str(s.images), fmt(s.pointing, True), fmt(s.energy, True))
     console.print(table)
     console.print(f"per-box values: {report.folder / 'evaluation.csv'}", markup=False)
+
+
+def print_segmentation_tables(report, console, fmt) -> None:
+    """A segmentation run's figures: the segmenter's IoU per class, then each method x layer's
+    pointing into the truth masks of the classes it explained."""
+    from rich.table import Table
+
+    d = report.detector
+    console.print(f"segmenter: mIoU {fmt(d.miou, True)} over {len(d.per_class)} class(es) in {d.images} image(s); "
+                  f"pixel accuracy {fmt(d.pixel_accuracy, True)}", markup=False)
+    classes = Table(title="IoU per class", title_style="bold")
+    classes.add_column("class")
+    classes.add_column("IoU", justify="right")
+    for name, value in d.per_class.items():
+        classes.add_row(name, fmt(value, True))
+    console.print(classes)
+    table = Table(title="maps of the explained classes the truth holds", title_style="bold")
+    for c in ("method", "layer", "classes", "pointing", "energy"):
+        table.add_column(c, justify="left" if c in ("method", "layer") else "right")
+    for s in report.evaluation.summaries:
+        table.add_row(s.method, s.layer, str(s.images), fmt(s.pointing, True), fmt(s.energy, True))
+    console.print(table)
+    console.print(f"per-class values: {report.folder / 'evaluation.csv'}", markup=False)

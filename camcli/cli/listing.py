@@ -104,10 +104,11 @@ def models(
     filter: Annotated[Optional[str], typer.Argument(help="Show only models whose name contains this text.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List torchvision's classification and detection models and their weights (from the registry;
-    nothing is downloaded).
+    """List torchvision's classification, detection and segmentation models and their weights (from
+    the registry; nothing is downloaded).
 
-    The filter 'detection' lists the detectors alone (explained box by box: docs/detection.md).
+    The filter 'detection' lists the detectors alone (explained box by box: docs/detection.md),
+    'segmentation' the segmenters (explained class by class: docs/segmentation.md).
     A filter starting with 'timm' lists timm's architectures instead (when the optional timm
     package is installed): use them as --model timm/NAME with --checkpoint. With --json, each
     object has name, source, task and weights.
@@ -115,8 +116,11 @@ def models(
     from camcli.models import classification_models, weight_names
     from camcli.models import timm_models
     from camcli.models.detectors import detection_models
+    from camcli.models.segmenters import segmentation_models
 
     out = stdout_console()
+    tasks = {name: "detection" for name in detection_models()} | {name: "segmentation"
+                                                                   for name in segmentation_models()}
     if filter and filter.lower().startswith("timm"):
         every = timm_models.names()
         if not every:
@@ -125,26 +129,24 @@ def models(
         rest = filter[len("timm/"):] if filter.lower().startswith("timm/") else ""
         shown = [m for m in every if rest.lower() in m.lower()]
         weights = lambda _name: []  # noqa: E731 - timm weights come from --checkpoint only
-    elif filter and filter.lower() == "detection":
-        every = shown = detection_models()
+    elif filter and filter.lower() in ("detection", "segmentation"):
+        every = shown = [name for name, task in tasks.items() if task == filter.lower()]
         weights = weight_names
     else:
-        every = classification_models() + detection_models()
+        every = classification_models() + detection_models() + segmentation_models()
         shown = [m for m in every if not filter or filter.lower() in m.lower()]
         weights = weight_names
-    detectors = set(detection_models())
     if not shown:
         from camcli.errors import unknown
         raise unknown("model filter", filter or "", every)
     if as_json:
         _print_json([{"name": name, "source": "timm" if name.startswith("timm/") else "torchvision",
-                      "task": "detection" if name in detectors else "classification",
-                      "weights": weights(name)} for name in shown])
+                      "task": tasks.get(name, "classification"), "weights": weights(name)} for name in shown])
         return
     width = max(24, *(len(name) + 1 for name in shown))
     for name in shown:
         listed = ", ".join(weights(name)) or ("(weights from --checkpoint)" if name.startswith("timm/") else "-")
-        out.print(f"{name:<{width}} {listed}" + ("  [detection]" if name in detectors else ""), markup=False)
+        out.print(f"{name:<{width}} {listed}" + (f"  [{tasks[name]}]" if name in tasks else ""), markup=False)
 
 
 @app.command()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from camcli.engine.detection import Detection
+from camcli.engine.segmentation import Segment
 from camcli.engine.explainer import Explainer
 from camcli.engine.methods.assumptions import Assumption
 from camcli.engine.methods.base import stable_seed
@@ -53,6 +54,8 @@ class MapResult:
     target_score: float | None = None
     #: the box this map explains (detection runs)
     detection: Detection | None = None
+    #: the class found in the image that this map explains (segmentation runs)
+    segment: Segment | None = None
 
     def upsampled(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """The map bilinearly upsampled to ``size`` (the original size by default), float32 in [0, 1]."""
@@ -109,6 +112,10 @@ class ImageResult:
     per_class: bool = False
     #: a detector's kept boxes, best first (``None``: not a detection run); each map names its box
     detections: list[Detection] | None = None
+    #: a segmenter's classes found, largest first (``None``: not a segmentation run); each map names its class
+    segments: list[Segment] | None = None
+    #: the segmenter's predicted labels (:class:`~camcli.engine.segmentation_stream.LabelGrid`)
+    label_grid: object | None = None
 
     @property
     def pred_index(self) -> int | None:

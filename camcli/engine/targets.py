@@ -124,7 +124,9 @@ class Target:
             what = ("an embedding per image" if self.kind == "similarity" else "(N, classes) scores")
             raise UsageError(f"the model's output is {tuple(t.shape)}, not {what}: pick another part of it with "
                              "`output`" + (", or pool it to one vector per image in your model"
-                                           if t.dim() > 2 else ""))
+                                           if t.dim() > 2 else "")
+                             + ("; if it scores every pixel (a segmenter), say `task` segmentation"
+                                if t.dim() == 4 else ""))
         if self.kind == "similarity":
             ref = self.reference.to(t.device, t.dtype).flatten()
             if ref.numel() != t.shape[1]:

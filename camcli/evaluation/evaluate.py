@@ -28,7 +28,8 @@ class Report:
     inputs: list[str] = field(default_factory=list)  # the images explained (when the model was run)
     html: Path | None = None
     gates: dict[str, float] = field(default_factory=dict)  # the gates asked for: min_iou -> 0.35, ...
-    #: a detection run's detector figures (precision, recall; camcli.evaluation.detections)
+    #: a detection run's detector figures (precision, recall; camcli.evaluation.detections), a
+    #: segmentation run's segmenter figures (mIoU, per-class IoU; camcli.evaluation.segments)
     detector: object | None = None
     kind: str = "classification"  # the run's task: which scorer made this report (RUN_SCORERS)
 
@@ -47,7 +48,8 @@ class Report:
                 "truth_without_image": self.evaluation.truth_without_image,
                 "evaluation_csv": str(self.folder / "evaluation.csv"),
                 **({"report_html": str(self.html)} if self.html else {}),
-                **({"detector": self.detector.as_dict()} if self.detector is not None else {})}
+                **({"segmenter" if self.kind == "segmentation" else "detector": self.detector.as_dict()}
+                   if self.detector is not None else {})}
 
 
 def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: str | os.PathLike, *,
@@ -156,8 +158,27 @@ def _evaluate_detection(folder: Path, truth, normalized: bool, tolerance: float,
                   kind="detection")
 
 
+def _evaluate_segmentation(folder: Path, truth, normalized: bool, tolerance: float, gates: dict) -> Report:
+    from camcli.evaluation.scoring import Evaluation
+    from camcli.evaluation.segments import check_segmentation_gates, score_segmentation_run, write_segmentation_csv
+
+    if normalized:
+        raise UsageError("`normalized` is for box coordinates; a segmentation run is scored against label masks")
+    if gates.get("min_recall") is not None:
+        raise UsageError("`min_recall` gates a detector's recall; a segmentation run's mask is gated by `min_iou` "
+                         "(its mIoU)")
+    scored = score_segmentation_run(folder, Path(truth), tolerance)
+    if not scored.segmenter.images:
+        raise UsageError("nothing to score: no image of the run has a truth mask (check the paths in --truth)")
+    write_segmentation_csv(folder / "evaluation.csv", scored)
+    evaluation = Evaluation([], scored.summaries, scored.without_truth, scored.truth_without_image)
+    asked = {k: v for k, v in gates.items() if v is not None}
+    return Report(evaluation, folder, check_segmentation_gates(scored, **asked), gates=asked,
+                  detector=scored.segmenter, kind="segmentation")
+
+
 #: a finished run's CSV -> the function that scores it (folder, truth, normalized, tolerance, gates) -> Report
-RUN_SCORERS = {"detections.csv": _evaluate_detection}
+RUN_SCORERS = {"detections.csv": _evaluate_detection, "segments.csv": _evaluate_segmentation}
 
 
 def attach_sanity(maps, result) -> None:

@@ -1,9 +1,10 @@
-"""HuggingFace image classifiers from a local folder: ``--model path/to/folder`` (optional ``transformers``).
+"""HuggingFace image classifiers and semantic segmenters from a local folder: ``--model path/to/folder`` (optional ``transformers``).
 
 The folder is what ``save_pretrained`` writes and what fine-tuning tutorials end with: a
 ``config.json``, weights (``model.safetensors``, or ``pytorch_model.bin``) and usually the image
 processor's ``preprocessor_config.json``. It loads offline (``local_files_only``) with
-``AutoModelForImageClassification``. A folder is data, not code: a config whose ``auto_map``
+``AutoModelForImageClassification`` (``AutoModelForSemanticSegmentation`` when the config's
+``architectures`` name a ``*ForSemanticSegmentation``: SegFormer, UperNet, DPT). A folder is data, not code: a config whose ``auto_map``
 asks for the folder's own Python code is refused unless ``--trust-checkpoint`` is given
 (``trust_remote_code``), safetensors are preferred, and a ``.bin`` is read with
 ``weights_only`` (transformers' own safe loading). Labels come from ``id2label``; the input size,
@@ -95,13 +96,18 @@ def load(folder: str | Path, trust: bool = False) -> tuple[nn.Module, dict, dict
                "bin": (folder / "pytorch_model.bin").is_file() or any(folder.glob("pytorch_model-*.bin"))}
     if not any(weights.values()):
         raise UsageError(f"{folder} holds a config.json but no weights (model.safetensors or pytorch_model.bin)")
+    # a semantic segmenter (SegFormer) says so in its architectures; everything else loads as a classifier
+    semantic = any(str(a).endswith("ForSemanticSegmentation") for a in config.get("architectures") or [])
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # camcli's log says what is loaded; --quiet means quiet
     try:
-        model = transformers.AutoModelForImageClassification.from_pretrained(
+        auto = (transformers.AutoModelForSemanticSegmentation if semantic else
+                transformers.AutoModelForImageClassification)
+        model = auto.from_pretrained(
             str(folder), local_files_only=True, trust_remote_code=trust, use_safetensors=weights["safetensors"])
     except (ValueError, OSError, KeyError, RuntimeError, ImportError) as e:
-        raise UsageError(f"cannot load the HuggingFace model in {folder} as an image classifier: "
+        raise UsageError(f"cannot load the HuggingFace model in {folder} as an image "
+                         f"{'segmenter' if semantic else 'classifier'}: "
                          f"{first_line(e)}") from None
     finally:
         if bars:

@@ -31,7 +31,7 @@ from camcli.engine.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel
 from camcli.models.checkpoints import (OWN_MODEL_HINT, TORCHSCRIPT_HINT, file_sha256, head_key, is_torchscript,
                                       load_into, read_checkpoint)
 from camcli.errors import UsageError, unknown
-from camcli.models import detectors, exported, huggingface, timm_models, yolo
+from camcli.models import detectors, exported, huggingface, segmenters, timm_models, yolo
 from camcli.models.factory import build_from_factory, is_factory
 from camcli.models.modules import own_model, qualified_name, weights_sha256
 from camcli.models.labels import fit_labels, read_labels
@@ -98,6 +98,9 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
     if isinstance(architecture, str) and architecture in detectors.detection_models():
         return _finish(detectors.load_detector(architecture, weights, checkpoint, num_classes, labels, model_args,
                                                trust), mean, std, device)
+    if isinstance(architecture, str) and architecture in segmenters.segmentation_models():
+        return _finish(segmenters.load_segmenter(architecture, weights, checkpoint, num_classes, labels, model_args,
+                                                 trust, size), mean, std, device)
     if isinstance(architecture, (str, Path)) and huggingface.is_hf_folder(architecture):
         if checkpoint is not None:
             raise UsageError("a HuggingFace folder holds its own weights: leave `checkpoint` out")
@@ -120,7 +123,7 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
     from_timm = timm_models.is_timm(architecture)
     names = classification_models()
     if architecture not in names and not from_timm:
-        names = names + detectors.detection_models()
+        names = names + detectors.detection_models() + segmenters.segmentation_models()
         raise unknown("model", architecture, names, "Run `camcli models` for the list (timm models: timm/NAME).")
     if from_timm and checkpoint is None and str(weights).lower() != "none":
         raise UsageError(f"camcli builds {architecture} with pretrained=False and downloads nothing: pass your "

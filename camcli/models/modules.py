@@ -20,6 +20,7 @@ from camcli.errors import UsageError, first_line
 from camcli.models.checkpoints import file_sha256, load_into, read_state_dict
 from camcli.models.detectors import as_detector, detector, is_detector
 from camcli.models.labels import fit_labels, read_labels
+from camcli.models.segmenters import is_segmenter, segmenter
 
 #: how ``model=<nn.Module>`` is recorded in the settings and run.json (there is nothing to import)
 PYTHON_OBJECT = "python-object:"
@@ -55,6 +56,11 @@ def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = 
     n = classes_of(model, size, output)
     if num_classes is not None and num_classes != n:
         raise UsageError(f"`num_classes` {num_classes} does not match the model, which returns {n} scores per image")
+    if is_segmenter(model):
+        return segmenter(model, name, label_list, n, size,
+                         checkpoint=str(recorded) if recorded is not None else None,
+                         checkpoint_sha256=file_sha256(recorded) if recorded is not None else None,
+                         source={**source, "class": name})
     return LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), size,
                        checkpoint=str(recorded) if recorded is not None else None,
                        checkpoint_sha256=file_sha256(recorded) if recorded is not None else None,

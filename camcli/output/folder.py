@@ -23,15 +23,17 @@ from camcli.errors import UsageError
 from camcli.output.tempfiles import host_id, leftover_writer, temp_path
 
 #: what camcli writes into an output folder; --overwrite removes these and nothing else
-OWN_OUTPUTS = ("overlays", "heatmaps", "panels", "grid", "predictions.csv", "detections.csv", "run.json",
+OWN_OUTPUTS = ("overlays", "heatmaps", "panels", "masks", "grid", "predictions.csv", "detections.csv", "segments.csv",
+               "run.json",
                "run-settings.json",
                "index.html", "evaluation.csv")
 #: what the shards of one run write; a shard may start in a folder holding only these
-_SHARD_OUTPUTS = ("predictions.part-", "detections.part-", "run.part-", "run-settings", "overlays", "heatmaps", "panels")
+_SHARD_OUTPUTS = ("predictions.part-", "detections.part-", "segments.part-", "run.part-", "run-settings", "overlays",
+                  "heatmaps", "panels", "masks")
 
 
 def is_camcli_output(name: str) -> bool:
-    return name in OWN_OUTPUTS or (name.startswith(("predictions.part-", "detections.part-"))
+    return name in OWN_OUTPUTS or (name.startswith(("predictions.part-", "detections.part-", "segments.part-"))
                                    and name.endswith(".csv")) or \
         (name.startswith("run.part-") and name.endswith(".json")) or \
         (name.startswith(".") and name.endswith(".tmp"))  # our interrupted temporary files only

@@ -139,6 +139,13 @@ class Gallery:
             score = first.det_score
             pred = (f"{first.detections} box(es); best: {html.escape(str(first.det_label))} {first.det_score:.3f}"
                     if first.detections else html.escape(first.note or "no box"))
+        if first.segments is not None:  # a segmentation run: a map per class found x method x layer
+            maps = [(f"{r.method}@{r.layer}: {r.seg_label}", r.output) for r in rows if r.output]
+            score = first.pixel_share
+            pred = (f"{first.segments} class(es); largest: {html.escape(str(first.seg_label))} "
+                    f"{100 * first.pixel_share:.0f}%" if first.segments else html.escape(first.note or "no class"))
+            if first.mask:
+                maps.append(("mask", first.mask))
         for key, _ in maps:
             self.keys.setdefault(key)
         empty = any(r.empty_map for r in rows)

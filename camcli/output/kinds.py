@@ -13,6 +13,7 @@ from camcli.engine.stream import ImageResult
 from camcli.output.detection_writer import write_detection_image
 from camcli.output.image_writer import write_image
 from camcli.output.rows import PredictionRow, columns
+from camcli.output.segmentation_writer import write_segmentation_image
 from camcli.settings import ExplainSettings
 
 
@@ -20,7 +21,7 @@ from camcli.settings import ExplainSettings
 class OutputKind:
     """How a task's run is written."""
 
-    stem: str  # the CSV's name without .csv: predictions, detections
+    stem: str  # the CSV's name without .csv: predictions, detections, segments
     #: the CSV's header for these settings; ``several``: a run that may explain several classes per image
     header: Callable[[ExplainSettings, bool], list[str]]
     #: one image's files, and its rows (runs in the writer threads)
@@ -36,4 +37,8 @@ KINDS: dict[str, OutputKind] = {
         "detections",
         lambda _s, _several: columns(1, detection=True),
         write_detection_image),
+    "segmentation": OutputKind(
+        "segments",
+        lambda _s, _several: columns(1, segmentation=True),
+        write_segmentation_image),
 }

@@ -13,6 +13,9 @@ def image_record(rows: list[PredictionRow]) -> dict:
     if first.explained and first.detections is not None:
         record.update(width=first.width, height=first.height, note=first.note or None,
                       detections=detection_entries(rows))
+    elif first.explained and first.segments is not None:
+        record.update(width=first.width, height=first.height, note=first.note or None, mask=first.mask,
+                      segments=segment_entries(rows))
     elif first.explained:
         record.update(width=first.width, height=first.height, note=first.note or None,
                       prediction={"index": first.pred_index, "label": first.pred_label, "score": first.score},
@@ -42,6 +45,20 @@ def detection_entries(rows: list[PredictionRow]) -> list[dict]:
             "box": list(r.det_box) if r.det_box else None, "maps": []})
         entry["maps"].append({"method": r.method, "layer": r.layer, "overlay": r.output, "heatmap": r.heatmap,
                               "energy_in_box": r.energy_in_box, "empty_map": r.empty_map, "warning": r.warning})
+    return list(entries.values())
+
+
+def segment_entries(rows: list[PredictionRow]) -> list[dict]:
+    """A segmentation run's image: one object per class found, with its maps (method x layer)."""
+    entries: dict[int, dict] = {}
+    for r in rows:
+        if r.seg_rank is None:
+            continue
+        entry = entries.setdefault(r.seg_rank, {
+            "rank": r.seg_rank, "index": r.seg_index, "label": r.seg_label, "pixel_share": r.pixel_share,
+            "mean_probability": r.mean_probability, "region": r.region, "maps": []})
+        entry["maps"].append({"method": r.method, "layer": r.layer, "overlay": r.output, "heatmap": r.heatmap,
+                              "energy_in_mask": r.energy_in_mask, "empty_map": r.empty_map, "warning": r.warning})
     return list(entries.values())
 
 

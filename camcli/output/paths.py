@@ -50,6 +50,11 @@ def heatmap_rel(image_rel: str, method: str, layer: str, fmt: str, target: str =
             f"{'npy' if fmt == 'npy' else 'png'}")
 
 
+def mask_rel(image_rel: str) -> str:
+    """``masks/a/cat.jpg.png``: a segmentation run's predicted label mask for the image."""
+    return f"masks/{image_rel}.png"
+
+
 def panel_rel(image_rel: str) -> str:
     return f"panels/{image_rel}.png"
 

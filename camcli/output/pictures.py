@@ -19,9 +19,13 @@ from camcli.output.render import encode_png
 
 
 def run_csv(out: Path) -> Path:
-    """A finished run's CSV: ``predictions.csv``, or a detection run's ``detections.csv``."""
-    detections = out / "detections.csv"
-    return detections if detections.is_file() and not (out / "predictions.csv").is_file() else out / "predictions.csv"
+    """A finished run's CSV: ``predictions.csv``, a detection run's ``detections.csv`` or a
+    segmentation run's ``segments.csv``."""
+    if not (out / "predictions.csv").is_file():
+        for name in ("detections.csv", "segments.csv"):
+            if (out / name).is_file():
+                return out / name
+    return out / "predictions.csv"
 
 
 def write_run_pictures(out: Path, html: bool, grid: bool, about: dict | None = None) -> None:
@@ -51,7 +55,7 @@ def write_run_pictures(out: Path, html: bool, grid: bool, about: dict | None = N
                 continue
             picture = cv2.imread(str(out / row.output), cv2.IMREAD_COLOR)
             if picture is not None:
-                save(sheets.add(picture[..., ::-1], f"{row.path} | {row.method} @ {row.layer} | {row.target_label}"))
+                save(sheets.add(picture[..., ::-1], f"{row.path} | {row.method} @ {row.layer} | {row.seg_label or row.det_label or row.target_label}"))
         save(sheets.flush())
 
 
@@ -63,7 +67,7 @@ def rebuild_pictures(out: Path, grid: bool = False) -> Path:
     from camcli.errors import UsageError
 
     if not run_csv(out).is_file():
-        raise UsageError(f"{out} has no predictions.csv or detections.csv: is it a `camcli explain` output folder?")
+        raise UsageError(f"{out} has no predictions.csv, detections.csv or segments.csv: is it a `camcli explain` output folder?")
     about = None
     try:
         manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))

@@ -174,20 +174,76 @@ def draw_labelled_boxes(image: np.ndarray, boxes, scale: float = 1.0, inplace: b
     out = image if inplace else image.copy()
     h, w = out.shape[:2]
     thickness = max(2, round(min(h, w) / 150))
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    text_scale = max(0.35, min(h, w) / 700)
-    text_thick = max(1, round(text_scale * 1.5))
     for x0, y0, x1, y1, text in boxes:
         p0 = (int(x0 * scale), int(y0 * scale))
         p1 = (max(p0[0], int(x1 * scale) - 1), max(p0[1], int(y1 * scale) - 1))
         cv2.rectangle(out, p0, p1, (0, 0, 0), thickness + 2, cv2.LINE_AA)
         cv2.rectangle(out, p0, p1, (255, 255, 255), thickness, cv2.LINE_AA)
-        if not text:
-            continue
-        (tw, th), base = cv2.getTextSize(text, font, text_scale, text_thick)
-        top = p0[1] - th - base - 4 if p0[1] - th - base - 4 >= 0 else p0[1]
-        left = min(max(0, p0[0]), max(0, w - tw - 4))
-        bottom, right = min(h, top + th + base + 4), min(w, left + tw + 4)
-        out[top:bottom, left:right] = (out[top:bottom, left:right].astype(np.float32) * 0.3).astype(np.uint8)
-        cv2.putText(out, text, (left + 2, top + th + 2), font, text_scale, (255, 255, 255), text_thick, cv2.LINE_AA)
+        if text:
+            _tab(out, text, p0[0], p0[1])
     return out
+
+
+def _tab(out: np.ndarray, text: str, x: int, y: int, centred: bool = False) -> None:
+    """``text`` white on a darkened tab just above the point (x, y) (below it at the top edge),
+    starting at x or ``centred`` on it."""
+    h, w = out.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    text_scale = max(0.35, min(h, w) / 700)
+    text_thick = max(1, round(text_scale * 1.5))
+    (tw, th), base = cv2.getTextSize(text, font, text_scale, text_thick)
+    top = y - th - base - 4 if y - th - base - 4 >= 0 else max(0, min(y, h - th - base - 4))
+    left = min(max(0, x - tw // 2 if centred else x), max(0, w - tw - 4))
+    bottom, right = min(h, top + th + base + 4), min(w, left + tw + 4)
+    out[top:bottom, left:right] = (out[top:bottom, left:right].astype(np.float32) * 0.3).astype(np.uint8)
+    cv2.putText(out, text, (left + 2, top + th + 2), font, text_scale, (255, 255, 255), text_thick, cv2.LINE_AA)
+
+
+def draw_mask_outline(image: np.ndarray, mask: np.ndarray, text: str = "", inplace: bool = False) -> np.ndarray:
+    """The outline of ``mask`` ((h, w) bool at the picture's size) drawn white with a dark edge, as
+    a detector's boxes are, and ``text`` on a dark tab at the mask's top."""
+    out = image if inplace else image.copy()
+    h, w = out.shape[:2]
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return out
+    thickness = max(1, round(min(h, w) / 250))
+    cv2.drawContours(out, contours, -1, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.drawContours(out, contours, -1, (255, 255, 255), thickness, cv2.LINE_AA)
+    if text:
+        ys, xs = np.nonzero(mask)
+        top_row = int(ys.min())
+        _tab(out, text, int(np.median(xs[ys == top_row])), top_row, centred=True)
+    return out
+
+
+def label_palette(n: int = 256) -> list[int]:
+    """A flat RGB palette for label masks (Pascal VOC's bit-interleaved colours: 0 black, 1 maroon...)."""
+    flat = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        flat += [r, g, b]
+    return flat
+
+
+def encode_label_mask(labels: np.ndarray) -> bytes:
+    """A label mask as PNG: palette indices when the classes fit in 256 (VOC's colours, so that it
+    shows as a picture and reads back as indices), else 16-bit grey."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if int(labels.max(initial=0)) < 256 and int(labels.min(initial=0)) >= 0:
+        img = Image.fromarray(labels.astype(np.uint8), mode="P")
+        img.putpalette(label_palette())
+    else:
+        img = Image.fromarray(labels.astype(np.uint16))
+    img.save(buf, "PNG")
+    return buf.getvalue()

@@ -22,16 +22,26 @@ DETECTION_COLUMNS = ("index", "path", "width", "height", "detections", "det_rank
                      "det_score", "det_x0", "det_y0", "det_x1", "det_y1", "method", "layer", "energy_in_box",
                      "output", "heatmap", "empty_map", "warning", "status", "error", "note")
 DET_BOX = ("det_x0", "det_y0", "det_x1", "det_y1")
+#: a segmentation run's file (segments.csv): one row per image x class found x method x layer
+SEGMENTATION_COLUMNS = ("index", "path", "width", "height", "segments", "seg_rank", "seg_index", "seg_label",
+                        "pixel_share", "mean_probability", "region", "method", "layer", "energy_in_mask", "output",
+                        "heatmap", "mask", "empty_map", "warning", "status", "error", "note")
+#: the columns only segments.csv has
+_SEGMENT_FIELDS = ("segments", "seg_rank", "seg_index", "seg_label", "pixel_share", "mean_probability", "region",
+                   "energy_in_mask", "mask")
 DetBox = tuple[float, float, float, float]  # a detector's box, x0, y0, x1, y1 in original-image pixels
 
 
 def columns(topk: int, boxes: bool = False, rotated: bool = False, all_boxes: bool = False,
-            targets: bool = False, detection: bool = False) -> list[str]:
+            targets: bool = False, detection: bool = False, segmentation: bool = False) -> list[str]:
     """The header of a predictions file written with these settings (``targets``: a run that may
     explain several classes per image has a ``targets`` column, how many its image got;
-    ``detection``: a detection run's file, with box columns instead of class ones)."""
+    ``detection``: a detection run's file, with box columns instead of class ones;
+    ``segmentation``: a segmentation run's, a row per class found)."""
     if detection:
         return list(DETECTION_COLUMNS)
+    if segmentation:
+        return list(SEGMENTATION_COLUMNS)
     cols = list(BASE_COLUMNS)
     if targets:
         cols.insert(cols.index("target_score") + 1, "targets")
@@ -91,6 +101,16 @@ class PredictionRow:
     det_score: float | None = None
     det_box: DetBox | None = None
     energy_in_box: float | None = None  # share of the map's sum inside the box
+    #: segmentation runs: how many classes the image has, and the one this row explains
+    segments: int | None = None
+    seg_rank: int | None = None  # 1: the class with the image's largest mask
+    seg_index: int | None = None
+    seg_label: str | None = None
+    pixel_share: float | None = None  # share of the image predicted as this class
+    mean_probability: float | None = None  # the class's mean probability over its mask
+    region: str | None = None  # what the score sums over, when not the class's own mask
+    energy_in_mask: float | None = None  # share of the map's sum inside the class's predicted mask
+    mask: str | None = None  # the image's predicted label mask (``save_mask``)
     topk: tuple[tuple[int, str, float], ...] = field(default_factory=tuple)  # (index, label, probability)
 
     @property
@@ -104,21 +124,25 @@ class PredictionRow:
 
     @property
     def explained_count(self) -> int:
-        """How many classes or boxes the image's rows explain (0: a detector found no box)."""
+        """How many classes or boxes the image's rows explain (0: a detector found no box, a
+        segmenter no class)."""
         if self.detections is not None:
             return self.detections
+        if self.segments is not None:
+            return self.segments
         return self.targets or 1
 
     def files(self) -> list[str]:
         """Output files this row names, relative to the output folder."""
-        return [f for f in (self.output, self.heatmap, self.panel) if f]
+        return [f for f in (self.output, self.heatmap, self.panel, self.mask) if f]
 
     def cells(self) -> dict[str, str]:
         """Every column this row has a value for, spelled as in the CSV."""
         out = {name: cell(getattr(self, name)) for name in BASE_COLUMNS}
         if self.targets is not None:
             out["targets"] = cell(self.targets)
-        for name in ("detections", "det_rank", "det_index", "det_label", "det_score", "energy_in_box"):
+        for name in ("detections", "det_rank", "det_index", "det_label", "det_score", "energy_in_box",
+                     *_SEGMENT_FIELDS):
             out[name] = cell(getattr(self, name))
         if self.det_box is not None:
             out.update((c, f"{v:.1f}") for c, v in zip(DET_BOX, self.det_box))

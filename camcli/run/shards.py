@@ -22,7 +22,7 @@ class Shard:
     index: int = 0
     count: int = 1
     distributed: bool = False  # launched by torchrun: ranks meet at a barrier to merge
-    stem: str = "predictions"  # the CSV's name: detections for a detection run
+    stem: str = "predictions"  # the CSV's name: detections for a detection run, segments for a segmentation run
 
     @classmethod
     def of(cls, settings: ExplainSettings, environ=None) -> Shard:
@@ -58,20 +58,21 @@ class Shard:
         return f" (shard {self.index}/{self.count} of {total})" if self.count > 1 else ""
 
 
-#: the CSV files a run writes: a classifier's predictions, a detector's detections
-CSV_STEMS = ("predictions", "detections")
+#: the CSV files a run writes: a classifier's predictions, a detector's detections, a segmenter's segments
+CSV_STEMS = ("predictions", "detections", "segments")
 
 
 def merge_parts(out: Path) -> int:
     """Join ``predictions.part-*.csv`` into ``predictions.csv`` (a detection run's
-    ``detections.part-*.csv`` into ``detections.csv``) in input order; returns the row count."""
+    ``detections.part-*.csv`` into ``detections.csv``, a segmentation run's ``segments``) in input
+    order; returns the row count."""
     found = {stem: sorted(out.glob(f"{stem}.part-*.csv")) for stem in CSV_STEMS}
     stems = [stem for stem, parts in found.items() if parts]
     if not stems:
-        raise UsageError(f"no predictions.part-*.csv or detections.part-*.csv files in {out}")
+        raise UsageError(f"no {', '.join(f'{stem}.part-*.csv' for stem in CSV_STEMS)} files in {out}")
     if len(stems) > 1:
-        raise UsageError(f"{out} holds parts of a classification and a detection run; merge them in folders of "
-                         "their own")
+        raise UsageError(f"{out} holds parts of runs of different tasks ({', '.join(stems)}); merge them in folders "
+                         "of their own")
     stem = stems[0]
     parts = found[stem]
     counts = {p.name.split("-of-")[-1].removesuffix(".csv") for p in parts}

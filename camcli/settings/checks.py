@@ -6,6 +6,7 @@ command line shows them as its flags (``--batch-size``).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from camcli.engine import DETECTION_MAPS, FUSIONS, HEADS, METHOD_NAMES, RESIZE_MODES, SCORES, TASKS, method_options
@@ -111,7 +112,7 @@ def check_target(s: ExplainSettings) -> None:
 
 
 def check_detection(s: ExplainSettings) -> None:
-    """The detection options, alone (what the model is is known only once it is loaded)."""
+    """The detection and segmentation options, alone (what the model is is known only once it is loaded)."""
     if s.task not in TASKS:
         raise UsageError(f"`task` must be {', '.join(TASKS[:-1])} or {TASKS[-1]}, got {s.task!r}")
     if not 0.0 <= s.score_threshold <= 1.0:
@@ -120,6 +121,27 @@ def check_detection(s: ExplainSettings) -> None:
         raise UsageError(f"`max_detections` must be at least 1, got {s.max_detections}")
     if s.detection_maps not in DETECTION_MAPS:
         raise UsageError(f"`detection_maps` must be {' or '.join(DETECTION_MAPS)}, got {s.detection_maps!r}")
+    if not 0.0 <= s.min_area <= 1.0:
+        raise UsageError(f"`min_area` is a share of the image in [0, 1], got {s.min_area}")
+    if s.region is not None:
+        region_spec(s.region)
+
+
+def region_spec(text: str) -> tuple[float, float, float, float] | str:
+    """The ``region`` setting: a box (x0, y0, x1, y1) in image pixels, or a folder of mask images."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) == 4:
+        try:
+            box = tuple(float(p) for p in parts)
+        except ValueError:
+            box = None
+        if box is not None:
+            if not (box[2] > box[0] >= 0 and box[3] > box[1] >= 0):
+                raise UsageError(f"`region` {text}: a box is x0,y0,x1,y1 with x1 > x0 >= 0 and y1 > y0 >= 0")
+            return box
+    if not os.path.isdir(text):
+        raise UsageError(f"`region` {text!r} is neither a box x0,y0,x1,y1 nor a folder of mask images")
+    return str(text)
 
 
 def cam_batch_size_for(settings: ExplainSettings, device) -> int:

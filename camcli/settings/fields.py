@@ -118,9 +118,10 @@ class ExplainSettings:
     score: str = option("logit", "Score explained: logit (what the Grad-CAM, Grad-CAM++ and Score-CAM papers and "
                         "pytorch-grad-cam use) or probability (the head's: softmax, or sigmoid; `softmax` is an old "
                         "spelling of it).", "Explanation", shapes_outputs=True, evaluate=True)
-    task: str = option("auto", "What the model does: classification (scores per image) or detection (boxes: "
-                       "torchvision's detectors, see `camcli models`); auto reads it from the model.", "Detection",
-                       shapes_outputs=True, evaluate=True)
+    task: str = option("auto", "What the model does: classification (scores per image), detection (boxes: "
+                       "torchvision's detectors, see `camcli models`) or segmentation (scores per pixel: "
+                       "torchvision's and HuggingFace's segmenters, or your own model); auto reads it from the "
+                       "model.", "Detection", shapes_outputs=True, evaluate=True)
     score_threshold: float = option(0.5, "Detection: explain the boxes whose score is at least this.", "Detection",
                                     shapes_outputs=True, evaluate=True)
     max_detections: int = option(20, "Detection: explain at most this many boxes per image, best first.",
@@ -128,6 +129,18 @@ class ExplainSettings:
     detection_maps: str = option("each", "Detection overlays: each (one per box, its box drawn) or combined (one per "
                                  "image, method and layer: the per-pixel maximum of its boxes' maps, every box "
                                  "drawn).", "Detection", shapes_outputs=True)
+    min_area: float = option(0.01, "Segmentation: explain each class whose predicted mask covers at least this "
+                             "share of the image (of --region, when given).", "Segmentation", shapes_outputs=True,
+                             evaluate=True)
+    background: bool = option(False, "Segmentation: explain the background class too (class 0 named background, "
+                              "or a binary segmenter's negative side).", "Segmentation", shapes_outputs=True,
+                              evaluate=True)
+    region: str | None = option(None, "Segmentation: explain each class's scores summed over this region instead of "
+                                "over its own predicted mask: x0,y0,x1,y1 in image pixels, or a folder of mask images "
+                                "(one per image, by relative path: a.jpg -> a.png; nonzero is the region).",
+                                "Segmentation", shown="each class's own mask", shapes_outputs=True, evaluate=True)
+    save_mask: bool = option(False, "Segmentation: also write each image's predicted label mask under masks/ (PNG "
+                             "of class indices, with a palette).", "Segmentation", shapes_outputs=True)
     cam_batch_size: int | None = method_option("cam_batch_size")
     max_n: int | None = method_option("max_n")
     fem_k: float | None = method_option("fem_k")

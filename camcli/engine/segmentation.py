@@ -1,0 +1,302 @@
+"""Segmenters: one forward per batch, one partial backward per class rank, a map for every class found.
+
+A semantic segmenter scores every class at every pixel. A class is *found* in an image when its
+predicted mask (the pixels where it scores highest) covers at least ``min_area`` of the image;
+the background only when asked. Each found class is explained through pytorch-grad-cam's
+``SemanticSegmentationTarget``: the sum of its scores (the logits, as the model returns them)
+over its predicted mask, or over a region the user gives instead. The masks come from the
+shared forward and are held fixed, so one forward serves every class: the r-th classes
+(largest mask first) of all images share the r-th backward, taken with respect to the target
+layers only (images are independent in a segmenter's batch).
+
+A single-channel binary segmenter (one logit ``z`` per pixel) reads as two classes, ``[-z, z]``:
+the negative side (the background) and the positive; one that ends in its own Sigmoid gives
+probabilities, read as ``[1 - p, p]`` and never squashed twice.
+
+Methods: those that make their map from the layer alone (``layer_only``: Grad-CAM and its
+element-wise and eigen kin) read the shared pass; Score-CAM and its averaged variants forward
+masked copies of the image and score each with the same target (the class's mask from the
+original image, held fixed). The others read a classifier's weights or logits, or take
+gradients to the pixels through passes of their own, and are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from camcli.engine.capture import capture, frozen_parameters
+from camcli.engine.layer_names import display_name
+from camcli.engine.layouts import Layout, detect, layer_shapes, readings, rescaled_shapes, token_geometry
+from camcli.engine.methods import CAMMethod
+from camcli.engine.methods.base import ForwardPass
+from camcli.engine.targets import select_output
+from camcli.errors import UsageError
+
+#: methods that score masked copies of the image with the region target (their own passes)
+SCORED = ("scorecam", "sscam", "iscam")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One class found in an image, and what its map explains."""
+
+    rank: int  # 1 for the class with the largest mask in its image
+    index: int
+    label: str
+    pixel_share: float  # share of the image's pixels predicted as this class
+    probability: float  # the class's mean probability over its predicted mask (0 when it has none)
+    #: what the score sums over: ``None`` the class's own mask, else the region's name
+    region: str | None = None
+
+
+@dataclass
+class ImageSegments:
+    """What a batch gave one image: the classes found, the predicted label of every output
+    pixel, and one map per class x method x layer."""
+
+    segments: list[Segment]
+    labels: torch.Tensor  # (h, w) predicted class per pixel of the output grid (it covers the model input)
+    #: per segment: (method, layer) -> ((h, w) map in [0, 1], empty, failed assumptions)
+    maps: list[dict[tuple[str, str], tuple[torch.Tensor, bool, tuple]]]
+    note: str = ""
+
+
+class SegmentationHead:
+    """How a segmenter's output is read: its (N, K, h, w) class scores per pixel (the ``out`` of
+    torchvision's dict, the ``logits`` of HuggingFace's output, or the part ``output`` names), as a
+    table with one channel per class (a binary segmenter's one channel made two)."""
+
+    def __init__(self, output: str | None = None, squashed: bool = False) -> None:
+        self.output = output
+        self.squashed = squashed  # the model ends in its own Sigmoid/Softmax: its outputs are probabilities
+        self.binary = False  # one channel per pixel (set once the output is seen)
+
+    def scores(self, output) -> torch.Tensor:
+        """(N, C, h, w) float: the model's class scores per pixel, as it gives them."""
+        if self.output is None and isinstance(output, dict) and "out" in output:
+            t = output["out"]
+        else:
+            t = select_output(output, self.output)
+        if t.dim() != 4:
+            raise UsageError(f"the segmenter's output is {tuple(t.shape)}, not (N, classes, h, w) scores per pixel: "
+                             "pick its per-pixel scores with `output`")
+        return t.float()
+
+    def table(self, output) -> torch.Tensor:
+        """(N, K, h, w): one channel per class; a binary segmenter's ``z`` as ``[-z, z]`` (``[1 - p, p]``)."""
+        t = self.scores(output)
+        if t.shape[1] == 1:
+            return torch.cat([1 - t, t], 1) if self.squashed else torch.cat([-t, t], 1)
+        return t
+
+    def probabilities(self, table: torch.Tensor) -> torch.Tensor:
+        """(N, K, h, w) probabilities: a softmax over classes, the sigmoid of a binary table's sides,
+        or the model's own."""
+        if self.squashed:
+            return table
+        return table.sigmoid() if self.binary else table.softmax(1)
+
+
+class RegionScore:
+    """pytorch-grad-cam's ``SemanticSegmentationTarget`` for one image: ``table[c] * mask`` summed,
+    the mask fixed; called on a model output of masked copies of that image (Score-CAM)."""
+
+    def __init__(self, head: SegmentationHead, mask: torch.Tensor) -> None:
+        self.head, self.mask = head, mask
+
+    def __call__(self, output, index: torch.Tensor) -> torch.Tensor:
+        table = self.head.table(output)
+        rows = table[torch.arange(table.shape[0], device=table.device), index.to(table.device).long()]
+        return (rows * self.mask.to(rows.dtype)).sum((1, 2))
+
+
+class SegmentationExplainer:
+    """Explain batches through a segmenter, every class found with every method at every layer."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod], labels: list[str],
+                 min_area: float = 0.01, background: bool = False, classes: Sequence[int] = (),
+                 output: str | None = None, squashed: bool = False, strict: bool = False,
+                 background_index: int | None = None, layer_layout: str = "auto") -> None:
+        if not layers or not methods:
+            raise UsageError("at least one layer and one method are needed")
+        refused = [m.name for m in methods if not (m.layer_only or m.name in SCORED)]
+        if refused:
+            raise UsageError(f"method(s) {', '.join(refused)} cannot explain a segmenter's classes: they read a "
+                             "classifier's weights or logits, or take gradients to the pixels through passes of "
+                             f"their own; these can: {', '.join(segmentation_methods())}")
+        self.model = model
+        self.layers = list(dict.fromkeys(layers))
+        self.methods = list(methods)
+        self.labels = labels
+        self.min_area = min_area
+        self.background = background
+        self.classes = tuple(classes)
+        self.head = SegmentationHead(output, squashed)
+        self.background_index = background_index
+        self.strict = strict
+        self.layer_layout = layer_layout
+        self.needs_gradients = any(m.needs_gradients for m in self.methods)
+        self.scored = [m for m in self.methods if m.name in SCORED]
+        self.layouts: dict[str, Layout] = {}
+        self.channels: dict[str, int] = {}
+        self.grid: tuple[int, int] = (0, 0)
+
+    def map_keys(self) -> list[tuple[str, str]]:
+        """(method, layer) of every map a class gets, in the order they come."""
+        return [(m.name, layer) for m in self.methods for layer in self.layers]
+
+    def validate(self, input_size: tuple[int, int], device: torch.device | str) -> None:
+        """One dummy image: the output must be per-pixel scores for the labels, every layer a map."""
+        x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+        shapes = layer_shapes(self.model, self.layers, x)
+        geometry = token_geometry(self.model)
+        unsure = [l for l in self.layers if len(readings(shapes[l], input_size, geometry)) > 1]
+        bigger = rescaled_shapes(self.model, unsure, x) if unsure and self.layer_layout == "auto" else {}
+        for layer in self.layers:
+            self.layouts[layer] = detect(shapes[layer], input_size, geometry, self.layer_layout,
+                                         where=f"layer {display_name(layer)}", rescaled=bigger.get(layer))
+        with torch.inference_mode(), capture(self.model, self.layers, False, lambda l, t: self.layouts[l]) as store:
+            scores = self.head.scores(self.model(x))
+        self.head.binary = scores.shape[1] == 1
+        self.grid = tuple(int(v) for v in scores.shape[-2:])  # the output's grid: regions are sampled onto it
+        if scores.shape[1] != len(self.labels) and not (self.head.binary and len(self.labels) == 2):
+            raise UsageError(f"the segmenter scores {scores.shape[1]} classes per pixel but has {len(self.labels)} "
+                             "labels")
+        self.channels = {layer: int(store[layer].shape[1]) for layer in self.layers}
+        for layer in self.layers:
+            if store[layer].dim() != 4:
+                raise UsageError(f"layer {display_name(layer)} gives no (N, C, h, w) map")
+
+    def found(self, table: torch.Tensor, region: torch.Tensor | None) -> tuple[list[tuple[int, float, float]], str]:
+        """One image's classes to explain, largest mask first: (class, pixel share, mean probability),
+        and a note when none is. ``table``: (K, h, w), detached; ``region``: (h, w) bool or None."""
+        k = table.shape[0]
+        pred = table.argmax(0)
+        counts = torch.bincount(pred.flatten(), minlength=k).float()
+        shares = (counts / pred.numel()).tolist()
+        probs = self.head.probabilities(table[None])[0]
+        candidates = list(self.classes) or [c for c in range(k) if c != self.background_index or self.background]
+        if region is not None:
+            inside = torch.bincount(pred[region].flatten(), minlength=k).float() / max(1, int(region.sum()))
+            area = inside.tolist()
+        else:
+            area = shares
+        # a class named with `target` is explained over a region whether or not it is predicted there
+        chosen = [c for c in candidates
+                  if (area[c] > 0 and area[c] >= self.min_area) or (self.classes and region is not None)]
+        chosen.sort(key=lambda c: (-shares[c], c))
+        out = []
+        for c in chosen:
+            mask = pred == c
+            mean = float(probs[c][mask].mean()) if bool(mask.any()) else 0.0
+            out.append((c, shares[c], mean))
+        note = ""
+        if not out:
+            where = "the region" if region is not None else "the image"
+            which = f"none of {', '.join(self._label(c) for c in self.classes)}" if self.classes else "no class"
+            note = (f"{which} covers {self.min_area:g} of {where} or more"
+                    + ("" if self.background or self.classes or self.background_index is None
+                       else " (the background is explained only with `background`)"))
+        return out, note
+
+    def __call__(self, x: torch.Tensor, wanted: Sequence[bool] | None = None, seeds: Sequence[int] | None = None,
+                 regions: Sequence[tuple[torch.Tensor, str] | None] | None = None) -> list[ImageSegments]:
+        """Explain a batch of preprocessed (N, 3, H, W) images; ``wanted`` leaves the others'
+        maps out (a resumed run's finished images); ``regions``: per image, a (h, w) bool mask on
+        the output's grid and its name, or ``None`` for each class's own mask."""
+        n = x.shape[0]
+        wanted = [True] * n if wanted is None else [bool(w) for w in wanted]
+        regions = list(regions) if regions is not None else [None] * n
+        with frozen_parameters(self.model), torch.inference_mode(not self.needs_gradients), \
+                torch.set_grad_enabled(self.needs_gradients), \
+                capture(self.model, self.layers, self.needs_gradients, lambda l, t: self.layouts[l]) as store:
+            if self.needs_gradients:
+                x = x.clone()  # a normal tensor, even if made in inference mode
+            table = self.head.table(self.model(x))
+            found = table.detach()
+            chosen, notes, masks = [], [], []
+            for i in range(n):
+                region = regions[i][0].to(found.device) if regions[i] is not None else None
+                picked, note = self.found(found[i], region) if wanted[i] else ([], "")
+                chosen.append(picked)
+                notes.append(note)
+                pred = found[i].argmax(0)
+                masks.append([(region if region is not None else pred == c).float() for c, _, _ in picked])
+            maps: list[list[dict]] = [[{} for _ in c] for c in chosen]
+            ranks = max((len(c) for c in chosen), default=0)
+            acts = {layer: store[layer].detach() for layer in self.layers}
+            free = [m for m in self.methods if not m.needs_gradients and m not in self.scored]
+            if free and ranks:
+                fp = self._pass(x, acts, {}, seeds)
+                for method in free:
+                    self._keep(method, fp, maps, [(i, r) for i, c in enumerate(chosen) for r in range(len(c))])
+            if self.needs_gradients:
+                tensors = [store[layer] for layer in self.layers]
+                for r in range(ranks):
+                    present = [i for i, c in enumerate(chosen) if len(c) > r]
+                    objective = sum((table[i, chosen[i][r][0]] * masks[i][r]).sum() for i in present)
+                    grads = torch.autograd.grad(objective, tensors, allow_unused=True, retain_graph=r < ranks - 1)
+                    grads = {layer: (g if g is not None else torch.zeros_like(t)).detach()
+                             for layer, t, g in zip(self.layers, tensors, grads)}
+                    fp = self._pass(x, acts, grads, seeds)
+                    for method in self.methods:
+                        if method.needs_gradients:
+                            self._keep(method, fp, maps, [(i, r) for i in present])
+        for method in self.scored:
+            for i, picked in enumerate(chosen):
+                for r, (c, _, _) in enumerate(picked):
+                    fp = ForwardPass(self.model, x[i:i + 1].detach(), torch.zeros(1, 1),
+                                     torch.tensor([c], device=x.device), {l: a[i:i + 1] for l, a in acts.items()},
+                                     target=RegionScore(self.head, masks[i][r]))
+                    if seeds is not None:
+                        fp.seeds = [int(seeds[i])]
+                    for layer in self.layers:
+                        self._keep(method, fp, maps, [(0, r)], layer=layer, rows={0: i})
+        results = []
+        for i in range(n):
+            name = regions[i][1] if regions[i] is not None else None
+            segments = [Segment(r + 1, c, self._label(c), share, prob, name)
+                        for r, (c, share, prob) in enumerate(chosen[i])]
+            ordered = [{key: m[key] for key in self.map_keys()} for m in maps[i]]
+            results.append(ImageSegments(segments, found[i].argmax(0).to(torch.int16).cpu(), ordered, notes[i]))
+        return results
+
+    def _label(self, index: int) -> str:
+        return self.labels[index] if 0 <= index < len(self.labels) else f"class_{index}"
+
+    def _pass(self, x: torch.Tensor, acts: dict, grads: dict, seeds) -> ForwardPass:
+        n = x.shape[0]
+        fp = ForwardPass(self.model, x.detach(), torch.zeros(n, 1), torch.zeros(n, dtype=torch.long, device=x.device),
+                         acts, grads, layouts=dict(self.layouts))
+        if seeds is not None:
+            fp.seeds = [int(s) for s in seeds]
+        return fp
+
+    def _keep(self, method: CAMMethod, fp: ForwardPass, maps: list[list[dict]], where: list[tuple[int, int]],
+              layer: str | None = None, rows: dict[int, int] | None = None) -> None:
+        """Run ``method`` on ``fp`` at each layer (or ``layer``) and hand row ``i``'s map to
+        segment ``r`` of image ``rows[i]`` (the row itself by default), for each (i, r) of ``where``."""
+        for name in [layer] if layer is not None else self.layers:
+            batch = method(fp, name)
+            checks = [a.check(fp.activations[name]) for a in method.assumptions]
+            for i, r in where:
+                failed = tuple((c.assumption, float(c.values[i])) for c in checks if bool(c.failed[i]))
+                if self.strict and failed:
+                    assumption, worst = failed[0]
+                    raise UsageError(f"`strict`: {method.name} at {display_name(name)} assumes {assumption.name}, "
+                                     f"but {assumption.describe(worst)}; {assumption.advice}")
+                image = rows[i] if rows else i
+                maps[image][r][(method.name, name)] = (batch.maps[i].detach().float().cpu(), bool(batch.empty[i]),
+                                                       failed)
+
+
+def segmentation_methods() -> list[str]:
+    """The methods that explain a segmenter's classes."""
+    from camcli.engine.methods import available
+
+    return [name for name, cls in available().items() if cls.layer_only or name in SCORED]
+

@@ -1,0 +1,129 @@
+"""Loading a semantic segmenter: torchvision's FCN, DeepLabV3 and LR-ASPP by name, with torchvision
+weights or a checkpoint, and any module of their classes or a HuggingFace ``*ForSemanticSegmentation``
+(handed over, from a factory, from a folder).
+
+A segmenter scores every class at every pixel: torchvision's return ``{"out": (N, K, H, W)}``
+(plus ``aux`` when built with the auxiliary head, which camcli never reads), HuggingFace's an output
+whose ``logits`` are (N, K, H/4, W/4). Images are fed as for a classifier (resized to
+``input_size``, normalised with ``mean`` and ``std``); torchvision's weights resize to 520 px, so
+520x520 is their default input. Labels come from the weights (VOC's 21 classes, ``__background__``
+first), ``id2label``, ``labels`` or ``class_N``. User models whose architecture camcli does not
+know (a U-Net of one's own) are segmenters when ``task`` says so.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.segmentation._utils import _SimpleSegmentationModel
+from torchvision.models.segmentation.lraspp import LRASPP
+
+from camcli.engine.loaded import LoadedModel
+from camcli.errors import UsageError, unknown
+from camcli.models.checkpoints import TORCHSCRIPT_HINT, file_sha256, is_torchscript, load_into, read_checkpoint
+from camcli.models.labels import fit_labels, read_labels
+
+#: what torchvision's segmentation weights resize images to (their transforms' ``resize_size``)
+TORCHVISION_SIDE = 520
+#: the names a background class goes by (index 0 of torchvision's VOC weights is ``__background__``)
+BACKGROUND_NAMES = ("__background__", "background", "bg", "_background_", "void")
+
+
+def segmentation_models() -> list[str]:
+    """Every segmentation architecture in torchvision's registry (no download)."""
+    return sorted(torchvision.models.list_models(module=torchvision.models.segmentation))
+
+
+def is_segmenter(model: nn.Module) -> bool:
+    """Whether ``model`` is one of torchvision's segmenter classes or a HuggingFace semantic segmenter."""
+    if isinstance(model, (_SimpleSegmentationModel, LRASPP)):
+        return True
+    return type(model).__name__.endswith("ForSemanticSegmentation") and hasattr(model, "config")
+
+
+def default_segmenter_layer(model: nn.Module) -> str | None:
+    """The layer a segmenter is explained at when none is named: torchvision's backbone's last block
+    (ResNet's ``layer4``, MobileNet's last feature block: what the head reads), SegFormer's fused
+    decoder features (``decode_head.linear_fuse``, the input of its classifier), else ``None``."""
+    if isinstance(model, (_SimpleSegmentationModel, LRASPP)):
+        children = [name for name, _ in model.backbone.named_children()]
+        return f"backbone.{children[-1]}" if children else None
+    fuse = getattr(getattr(model, "decode_head", None), "linear_fuse", None)
+    if isinstance(fuse, nn.Module):
+        return "decode_head.linear_fuse"
+    return None
+
+
+def background_index(labels: list[str]) -> int | None:
+    """The class that is the background: index 0 when its name says so, else ``None``."""
+    return 0 if labels and labels[0].strip().lower() in BACKGROUND_NAMES else None
+
+
+def load_segmenter(architecture: str, weights: str | None, checkpoint, num_classes: int | None, labels,
+                   model_args: list[str] | None, trust: bool, size: tuple[int, int] | None) -> LoadedModel:
+    """``architecture`` (a torchvision segmentation name) with its weights, or empty and filled from
+    ``checkpoint``; ``model_args`` are keyword arguments of its builder (``aux_loss=True``...)."""
+    from camcli.models.factory import parse_model_args
+    from camcli.models.loader import _build_with_weights, _no_weights, _weights_enum
+
+    kwargs = parse_model_args(model_args)
+    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
+    extra: dict = {}
+    if checkpoint is not None:
+        if not _no_weights(weights):
+            raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
+        state = read_checkpoint(checkpoint, trust=trust)
+        if isinstance(state, nn.Module):
+            raise UsageError(f"checkpoint {checkpoint} is a whole pickled model: the file is the model, so leave "
+                             "`model` out")
+        if any(k.startswith("aux_classifier.") for k in state) and "aux_loss" not in kwargs:
+            kwargs["aux_loss"] = True  # saved with its training head: built with it, so that every key fits
+        n = num_classes or _classes_in(architecture, state, kwargs)
+        model = _build(architecture, n, kwargs)
+        load_into(model, state, str(checkpoint), hint=TORCHSCRIPT_HINT if is_torchscript(checkpoint) else
+                  f"Check that `model` {architecture} (with its `model_arg`s) is the architecture it was saved from")
+        extra = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint)}
+    elif weights is None or str(weights).lower() == "none":
+        n = num_classes or (len(label_list) if label_list else 21)
+        model = _build(architecture, n, kwargs)
+    else:
+        w = _weights_enum(architecture, str(weights))
+        categories = list(w.meta["categories"])
+        if num_classes is not None and num_classes != len(categories):
+            raise UsageError(f"`num_classes` {num_classes} does not match {w} ({len(categories)} classes); use "
+                             "`checkpoint` for a fine-tuned head")
+        model = _build_with_weights(architecture, w)
+        if kwargs:
+            built = _build(architecture, len(categories), kwargs)
+            built.load_state_dict(model.state_dict(), strict=False)
+            model = built
+        n, label_list, extra = len(categories), label_list or categories, {"weights": str(w)}
+    return segmenter(model, architecture, label_list, n, size or (TORCHVISION_SIDE, TORCHVISION_SIDE), **extra)
+
+
+def segmenter(model: nn.Module, architecture: str, labels: list[str] | None, num_classes: int,
+              size: tuple[int, int], **extra) -> LoadedModel:
+    """A segmenter as the engine takes it: fed as a classifier is, its classes named."""
+    return LoadedModel(model.eval(), architecture, fit_labels(labels, num_classes, "`labels`"), size,
+                       task="segmentation", **extra)
+
+
+def _build(architecture: str, num_classes: int, kwargs: dict) -> nn.Module:
+    if architecture not in segmentation_models():
+        raise unknown("segmentation model", architecture, segmentation_models(), "Run `camcli models` for the list.")
+    try:
+        return torchvision.models.get_model(architecture, weights=None, weights_backbone=None,
+                                            num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"cannot build {architecture}: {e}") from e
+
+
+def _classes_in(architecture: str, state: dict[str, torch.Tensor], kwargs: dict) -> int:
+    """Class count from the checkpoint's last classifier layer (FCN's and DeepLabV3's
+    ``classifier.4``, LR-ASPP's ``classifier.high_classifier``)."""
+    for key in ("classifier.4.weight", "classifier.high_classifier.weight"):
+        if key in state:
+            return int(state[key].shape[0])
+    raise UsageError(f"cannot read the number of classes from the checkpoint for {architecture} (it has no "
+                     "classifier.4.weight or classifier.high_classifier.weight); pass `num_classes`")
