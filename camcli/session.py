@@ -34,7 +34,7 @@ from camcli.models import LoadedModel, load_model
 from camcli.models.batchnorm_folding import fold_batchnorm
 from camcli.engine.layer_names import display_name, resolve_layer
 from camcli.models.detectors import default_detector_layer
-from camcli.models.segmenters import background_index, default_segmenter_layer
+from camcli.models.segmenters import background_index, default_segmenter_layer, own_segmenter_layer
 from camcli.models.layer_search import default_layer
 from camcli.settings import ExplainSettings, cam_batch_size_for
 from camcli.settings.checks import numbers, region_spec
@@ -145,7 +145,8 @@ class ExplainSession:
         if settings.layer:
             layers = [resolve_layer(model, spec) for spec in settings.layer]
         else:
-            layers = [default_segmenter_layer(model) or default_layer(model, loaded.input_size, device)]
+            layers = [default_segmenter_layer(model)
+                      or own_segmenter_layer(model, loaded.input_size, device, len(loaded.labels))]
         squashed = probe(model, loaded.input_size, device, settings.output).squashed_by is not None
         fold_batchnorm(model, keep=layers)
         if device.type in ("cpu", "cuda"):
@@ -190,7 +191,7 @@ class ExplainSession:
         if self.task == "segmentation":
             e = self.explainer
             which = (", ".join(e.labels[c] for c in e.classes) if e.classes else
-                     f"each class covering {e.min_area:g} of the image or more"
+                     f"each class covering {100 * e.min_area:g}% of the image or more"
                      + (", the background included" if e.background else ""))
             over = f"its scores summed over the {self.regions.name}" if self.regions else \
                 "the sum of its scores over its predicted mask"

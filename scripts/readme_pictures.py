@@ -1,6 +1,7 @@
 """Make the pictures the README and docs show, from real camcli output on sample_images/.
 
-    python scripts/readme_pictures.py
+    python scripts/readme_pictures.py                   # every picture
+    python scripts/readme_pictures.py --only segmentation
 
 Writes ``docs/demo.jpg`` (Grad-CAM overlays of the demo run: ten single-object scenes and two
 two-object scenes, as ``camcli explain sample_images/ --config configs/demo.toml`` writes them)
@@ -8,7 +9,9 @@ and ``docs/panel.jpg`` (``--panel`` for one two-object scene with several method
 the class of the object named in the file), from the demo classifier; and ``docs/detection.jpg``
 (the demo detector on the eight two-object scenes and four single ones, every box's Grad-CAM map
 combined on one overlay, as ``--config configs/demo-detect.toml --detection-maps combined``
-writes them). Run after retraining a demo model.
+writes them); and ``docs/segmentation.jpg`` (the demo segmenter on four two-object scenes: its
+predicted mask, then each class's Grad-CAM overlay with the class's mask outlined, as
+``--config configs/demo-segment.toml --save-mask`` writes them). Run after retraining a demo model.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_images"
 CONFIG = ROOT / "configs" / "demo.toml"
 DETECT_CONFIG = ROOT / "configs" / "demo-detect.toml"
+SEGMENT_CONFIG = ROOT / "configs" / "demo-segment.toml"
 TILE_HEIGHT = 220
 PANEL_METHODS = ["cam", "gradcam", "gradcam++", "layercam", "scorecam", "eigencam", "ablationcam", "fullgrad"]
 
@@ -53,6 +57,15 @@ def montage(tiles: list[np.ndarray], width: int = 1400, gap: int = 6) -> np.ndar
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["segmentation"], help="make only this picture")
+    if ap.parse_args().only == "segmentation":
+        with tempfile.TemporaryDirectory() as tmp:
+            segmentation_picture(Path(tmp) / "segment")
+        print("wrote docs/segmentation.jpg")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demo"
         list(camcli.explain(SAMPLES, config=CONFIG, out=out, workers=0, quiet=True))
@@ -75,7 +88,9 @@ def main() -> None:
         panel = cv2.imread(str(next((panel_out / "panels").rglob("*.png"))))
         cv2.imwrite(str(ROOT / "docs" / "panel.jpg"), panel, [cv2.IMWRITE_JPEG_QUALITY, 85])
         detection_picture(Path(tmp) / "detect")
-    print(f"wrote docs/demo.jpg, docs/panel.jpg (panel: {scene.name}, explaining {target}) and docs/detection.jpg")
+        segmentation_picture(Path(tmp) / "segment")
+    print(f"wrote docs/demo.jpg, docs/panel.jpg (panel: {scene.name}, explaining {target}), docs/detection.jpg and "
+          "docs/segmentation.jpg")
 
 
 def detection_picture(out: Path) -> None:
@@ -89,6 +104,27 @@ def detection_picture(out: Path) -> None:
         scale = TILE_HEIGHT / img.shape[0]
         tiles.append(cv2.resize(img, (max(1, round(img.shape[1] * scale)), TILE_HEIGHT), interpolation=cv2.INTER_AREA))
     cv2.imwrite(str(ROOT / "docs" / "detection.jpg"), montage(tiles), [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
+def segmentation_picture(out: Path) -> None:
+    """docs/segmentation.jpg: for four two-object samples, the demo segmenter's predicted mask and
+    each class's Grad-CAM overlay with its mask outlined."""
+    scenes = sorted((SAMPLES / "pairs").iterdir())[:4]
+    list(camcli.explain(scenes, config=SEGMENT_CONFIG, out=out, save_mask=True, workers=0, quiet=True))
+    rows = list(csv.DictReader(open(out / "segments.csv", newline="")))
+    tiles = []
+
+    def tile(img: np.ndarray) -> np.ndarray:
+        scale = TILE_HEIGHT / img.shape[0]
+        return cv2.resize(img, (max(1, round(img.shape[1] * scale)), TILE_HEIGHT), interpolation=cv2.INTER_AREA)
+    for path in dict.fromkeys(r["path"] for r in rows):
+        mine = [r for r in rows if r["path"] == path and r["output"]]
+        from PIL import Image
+
+        mask = np.asarray(Image.open(out / mine[0]["mask"]).convert("RGB"))[..., ::-1]
+        tiles.append(tile(np.ascontiguousarray(mask)))
+        tiles += [tile(cv2.imread(str(out / r["output"]))) for r in mine]
+    cv2.imwrite(str(ROOT / "docs" / "segmentation.jpg"), montage(tiles), [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 
 if __name__ == "__main__":

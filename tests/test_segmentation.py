@@ -193,7 +193,7 @@ def test_a_binary_segmenter_of_ones_own_with_task_segmentation(cli, images, tmp_
         "def build():\n"
         "    torch.manual_seed(0)\n"
         "    return Tiny()\n")
-    base = ("explain", images, "-m", f"{factory}:build", "--workers", "0", "--input-size", "64", "--layer", "encoder")
+    base = ("explain", images, "-m", f"{factory}:build", "--workers", "0", "--input-size", "64")
     refused = cli(*base, "-o", tmp_path / "no")
     assert refused.exit_code == 2 and "task" in refused.output  # one output per pixel is no classifier's
     out = tmp_path / "run"
@@ -201,6 +201,8 @@ def test_a_binary_segmenter_of_ones_own_with_task_segmentation(cli, images, tmp_
     assert result.exit_code == 0, result.output
     rows = read_csv(out / "segments.csv")
     assert {r["seg_label"] for r in rows} <= {"background", "foreground"}
+    # the default layer is the last map before the 1x1 convolution that makes the scores
+    assert {r["layer"] for r in rows} == {"encoder"}
     for path in {r["path"] for r in rows}:
         shares = [float(r["pixel_share"]) for r in rows if r["path"] == path]
         assert abs(sum(shares) - 1) < 1e-3  # both sides, the background included
@@ -329,3 +331,16 @@ def test_a_resumed_segmentation_run_keeps_what_it_finished(cli, images, tmp_path
     again = cli("explain", images, "--config", DEMO, "-o", out, "--workers", "0", "--resume")
     assert again.exit_code == 0, again.output
     assert (out / "segments.csv").read_text() == before
+
+
+def test_min_area_and_target_choose_the_classes_and_an_image_without_one_says_so(cli, images, tmp_path):
+    result = cli("explain", images, "--config", DEMO, "-o", tmp_path / "big", "--workers", "0", "--min-area", "0.9")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "big" / "segments.csv")
+    assert len(rows) == 4 and {r["segments"] for r in rows} == {"0"}
+    assert all("no class covers 90% of the image" in r["note"] and r["status"] == "ok" for r in rows)
+    result = cli("explain", images, "--config", DEMO, "-o", tmp_path / "circle", "--workers", "0", "--target", "circle")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "circle" / "segments.csv")
+    assert {r["seg_label"] for r in rows if r["seg_label"]} == {"circle"}
+    assert {r["path"] for r in rows if r["seg_label"] == "circle"} >= {"circle_07.jpg", "pair.png"}

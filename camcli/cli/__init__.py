@@ -23,7 +23,7 @@ from camcli.errors import EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CamcliError
 
 EXIT_CODES = (
     "Exit codes: 0 every image explained; 1 some images failed (see the status column of "
-    "predictions.csv or detections.csv); 2 usage or configuration error (bad path, model, layer, method, checkpoint); "
+    "predictions.csv, detections.csv or segments.csv); 2 usage or configuration error (bad path, model, layer, method, checkpoint); "
     "130 interrupted (Ctrl-C); 143 stopped by SIGTERM (timeout, docker stop, Kubernetes, SLURM)."
 )
 

@@ -56,6 +56,10 @@ def evaluate(
     when the weights are re-initialised from the top down; a map that does not change explains
     the architecture or the image, not what the model learnt.
 
+    A detection run's folder is scored against truth boxes (the detector's recall and precision,
+    each found box's maps); a segmentation run's (explained with --save-mask) against a folder of
+    truth label masks (IoU per class and mIoU, each explained class's maps in its truth mask).
+
     Examples:
 
       camcli explain sample_images/ --config configs/demo.toml --method gradcam,cam --save-heatmap npy --out runs/demo
@@ -65,6 +69,8 @@ def evaluate(
       camcli evaluate sample_images/ --config configs/demo.toml --method cam,gradcam,scorecam --truth sample_images/boxes.csv --json
 
       camcli evaluate runs/demo --truth sample_images/boxes.csv --sanity --faithfulness --html
+
+      camcli evaluate runs/seg --truth truth_masks/ --min-iou 0.6 --min-pointing 0.8
     """
     import json as json_module
 

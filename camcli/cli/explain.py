@@ -31,8 +31,8 @@ def explain(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the effective settings (and where each came from) and the images that would be processed; load no model, write nothing.", rich_help_panel="Run")] = False,
     **settings,
 ) -> None:
-    """Explain every image: write overlays, predictions.csv (a detector's run: detections.csv, a map per box)
-    and run.json to --out.
+    """Explain every image: write overlays, predictions.csv (a detector's run: detections.csv, a map per box;
+    a segmenter's: segments.csv, a map per class found) and run.json to --out.
 
     Examples:
 
@@ -43,6 +43,8 @@ def explain(
       camcli explain photos/ --model resnet18 --checkpoint finetuned.pth --labels labels.txt --method cam
 
       camcli explain photos/ --model fasterrcnn_resnet50_fpn --score-threshold 0.6 --out runs/boxes
+
+      camcli explain photos/ --model deeplabv3_resnet50 --save-mask --out runs/seg
     """
     from camcli.engine.discovery import discover, expand_inputs
     from camcli.settings import resolve

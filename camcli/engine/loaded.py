@@ -46,7 +46,9 @@ class LoadedModel:
         return {"architecture": self.architecture, "weights": self.weights, "checkpoint": self.checkpoint,
                 "checkpoint_sha256": self.checkpoint_sha256, "num_classes": self.num_classes,
                 "input_size": list(self.input_size), "input_channels": self.input_channels,
-                "mean": list(self.mean), "std": list(self.std), "source": self.source, "task": self.task}
+                "mean": list(self.mean), "std": list(self.std), "source": self.source, "task": self.task,
+                # a segmenter's saved masks hold class indices: their names go with them
+                **({"labels": list(self.labels)} if self.task == "segmentation" else {})}
 
     def identity(self) -> dict:
         """What ``--resume`` compares beyond the settings: the checkpoint's hash, the model's class,

@@ -198,7 +198,7 @@ class SegmentationExplainer:
         if not out:
             where = "the region" if region is not None else "the image"
             which = f"none of {', '.join(self._label(c) for c in self.classes)}" if self.classes else "no class"
-            note = (f"{which} covers {self.min_area:g} of {where} or more"
+            note = (f"{which} covers {100 * self.min_area:g}% of {where} or more"
                     + ("" if self.background or self.classes or self.background_index is None
                        else " (the background is explained only with `background`)"))
         return out, note

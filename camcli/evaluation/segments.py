@@ -136,7 +136,8 @@ def score_segmentation_run(folder: Path, truth: Path, tolerance: float = POINTIN
     ok = [r for r in rows if r.explained]
     if ok and not any(r.mask for r in ok):
         raise UsageError("the run saved no masks: explain with `save_mask` so that its masks can be scored")
-    segmenter = SegmenterScore(labels={r.seg_index: r.seg_label for r in ok if r.seg_index is not None})
+    segmenter = SegmenterScore(labels=_labels(folder) or {r.seg_index: r.seg_label for r in ok
+                                                           if r.seg_index is not None})
     scored: list[SegmentScore] = []
     without: list[str] = []
     for path, group in groupby(ok, key=lambda r: r.path):
@@ -165,6 +166,17 @@ def score_segmentation_run(folder: Path, truth: Path, tolerance: float = POINTIN
                if truth_file(truth, p) is not None}
     return SegmentationEvaluation(segmenter, summarise(scored), scored, without, sorted(listed - matched),
                                   any(r.heatmap for r in ok))
+
+
+def _labels(folder: Path) -> dict[int, str]:
+    """The segmenter's class names as its run recorded them (run.json), or nothing."""
+    import json
+
+    try:
+        names = json.loads((folder / "run.json").read_text(encoding="utf-8"))["model"].get("labels") or []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return dict(enumerate(map(str, names)))
 
 
 def summarise(rows: list[SegmentScore]) -> list[Summary]:

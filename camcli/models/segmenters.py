@@ -127,3 +127,17 @@ def _classes_in(architecture: str, state: dict[str, torch.Tensor], kwargs: dict)
             return int(state[key].shape[0])
     raise UsageError(f"cannot read the number of classes from the checkpoint for {architecture} (it has no "
                      "classifier.4.weight or classifier.high_classifier.weight); pass `num_classes`")
+
+
+def own_segmenter_layer(model: nn.Module, input_size: tuple[int, int], device, classes: int) -> str:
+    """The default layer of a segmenter of the user's own class: the classifier's rule (its last
+    spatial block), unless that block outputs the scores themselves (a U-Net's last 1x1
+    convolution: its map would only redraw the mask), then the last map before it."""
+    from camcli.models.layer_search import default_layer, earlier_layer, trace_layers
+
+    infos = trace_layers(model, input_size, device)
+    chosen = default_layer(model, input_size, device, infos=infos)
+    info = next((i for i in infos if i.name == chosen), None)
+    if info is not None and info.layout is not None and info.layout.channels_of(info.shape) in (classes, 1):
+        chosen = earlier_layer(model, input_size, chosen, device) or chosen
+    return chosen

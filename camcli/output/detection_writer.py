@@ -15,7 +15,7 @@ import numpy as np
 from camcli.engine.layer_names import display_name, file_safe
 from camcli.engine.stream import ImageResult, MapResult
 from camcli.geometry import Box, energy_inside
-from camcli.output.image_writer import encode_heatmap
+from camcli.output.image_writer import encode_heatmap, first_columns
 from camcli.output.paths import atomic_write, heatmap_rel, inside, overlay_rel
 from camcli.output.render import OVERLAY_FORMATS, draw_labelled_boxes, fit_side, overlay_strips, picture_pieces
 from camcli.output.rows import PredictionRow
@@ -49,10 +49,8 @@ def energy_in_box(m: MapResult) -> float | None:
 
 def base_row(result: ImageResult) -> PredictionRow:
     """The columns every row of this image shares (or its one error row, or its no-box row)."""
-    row = PredictionRow(result.item.index, result.item.rel, status=result.status, error=result.error,
-                        note=result.note)
+    row = first_columns(result)
     if result.status == "ok":
-        row.width, row.height = result.width, result.height
         row.detections = len(result.detections or [])
     return row
 

@@ -25,12 +25,19 @@ from camcli.output.rows import PredictionRow
 from camcli.settings import ExplainSettings
 
 
-def image_row(result: ImageResult) -> PredictionRow:
-    """The columns every row of this image shares (or its one error row)."""
+def first_columns(result: ImageResult) -> PredictionRow:
+    """The columns every task's rows of this image share: where it is, its status and size."""
     row = PredictionRow(result.item.index, result.item.rel, status=result.status, error=result.error,
                         note=result.note)
     if result.status == "ok":
         row.width, row.height = result.width, result.height
+    return row
+
+
+def image_row(result: ImageResult) -> PredictionRow:
+    """The columns every row of this image shares (or its one error row)."""
+    row = first_columns(result)
+    if result.status == "ok":
         row.pred_index, row.pred_label, row.score = result.pred_index, result.pred_label, result.score
         row.target_index, row.target_label = result.target_index, result.target_label
         row.target_score = result.target_score

@@ -16,7 +16,7 @@ import numpy as np
 from camcli.engine.layer_names import display_name
 from camcli.engine.stream import ImageResult, MapResult
 from camcli.geometry import energy_in_mask
-from camcli.output.image_writer import encode_heatmap
+from camcli.output.image_writer import encode_heatmap, first_columns
 from camcli.output.paths import atomic_write, class_part, heatmap_rel, inside, mask_rel, overlay_rel
 from camcli.output.render import (OVERLAY_FORMATS, draw_mask_outline, encode_label_mask, fit_side, overlay_strips,
                                   picture_pieces)
@@ -46,10 +46,8 @@ def energy_in_own_mask(m: MapResult, labels: np.ndarray) -> float | None:
 
 def base_row(result: ImageResult) -> PredictionRow:
     """The columns every row of this image shares (or its one error row, or its no-class row)."""
-    row = PredictionRow(result.item.index, result.item.rel, status=result.status, error=result.error,
-                        note=result.note)
+    row = first_columns(result)
     if result.status == "ok":
-        row.width, row.height = result.width, result.height
         row.segments = len(result.segments or [])
     return row
 
