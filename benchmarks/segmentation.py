@@ -10,8 +10,9 @@ explain (no weights are downloaded here; speed does not depend on what the weigh
 peer recipe is its tutorial's: a forward for the predicted masks, then one ``GradCAM`` call per
 class with ``SemanticSegmentationTarget`` (that class's mask) at ``backbone.layer4``. camcli's
 :class:`~camcli.engine.segmentation.SegmentationExplainer` takes the same preprocessed images in
-batches: one forward per batch, one partial backward per class rank. The plain forward of the
-segmenter is the floor. Maps are compared class by class (Pearson r), and each child's peak
+batches: one forward per batch, one partial backward per class rank, on the model as ``camcli
+explain`` prepares it (BatchNorm folded into its convolutions except at the layer, channels-last
+memory). The plain forward of the segmenter (as given) is the floor. Maps are compared class by class (Pearson r), and each child's peak
 resident memory (``ru_maxrss``) is reported.
 """
 
@@ -91,7 +92,12 @@ def run_peer(m, x: torch.Tensor, batch: int) -> dict:
 def run_camcli(m, x: torch.Tensor, batch: int) -> dict:
     from camcli.engine.methods import get_method
     from camcli.engine.segmentation import SegmentationExplainer
+    from camcli.models.batchnorm_folding import fold_batchnorm
 
+    # the model as `camcli explain` prepares it: BatchNorm folded (not at the layer), channels-last
+    fold_batchnorm(m, keep=[LAYER])
+    m.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
     labels = [f"class_{i}" for i in range(21)]
     explainer = SegmentationExplainer(m, [LAYER], [get_method("gradcam")], labels, background=True)
     explainer.validate((SIDE, SIDE), "cpu")

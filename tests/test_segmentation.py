@@ -344,3 +344,17 @@ def test_min_area_and_target_choose_the_classes_and_an_image_without_one_says_so
     rows = read_csv(tmp_path / "circle" / "segments.csv")
     assert {r["seg_label"] for r in rows if r["seg_label"]} == {"circle"}
     assert {r["path"] for r in rows if r["seg_label"] == "circle"} >= {"circle_07.jpg", "pair.png"}
+
+
+def test_shards_of_a_segmentation_run_merge_into_the_whole_runs_segments(cli, images, tmp_path):
+    whole = cli("explain", images, "--config", DEMO, "-o", tmp_path / "whole", "--workers", "0")
+    assert whole.exit_code == 0
+    for i in (0, 1):
+        part = cli("explain", images, "--config", DEMO, "-o", tmp_path / "parts", "--workers", "0", "--shard", f"{i}/2")
+        assert part.exit_code == 0, part.output
+    merged = cli("merge", tmp_path / "parts")
+    assert merged.exit_code == 0, merged.output
+
+    def rows(folder):
+        return sorted(tuple(sorted(r.items())) for r in read_csv(folder / "segments.csv"))
+    assert rows(tmp_path / "parts") == rows(tmp_path / "whole")
