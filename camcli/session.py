@@ -276,13 +276,12 @@ def checked_task(s: ExplainSettings, loaded: LoadedModel) -> str:
     task = loaded.task
     if s.task not in ("auto", task):
         if s.task not in _CAN_BE_STATED.get(task, ()):
-            what = {"detection": "a detector: it returns boxes", "segmentation": "a segmenter: it scores every "
-                    "pixel", "classification": "no detector camcli knows"}[task]
-            if task == "classification":
+            if task == "classification":  # and `task` detection: a detector's outputs are read only where known
                 raise UsageError(f"`task` detection, but {loaded.architecture} is no detector camcli knows: camcli "
                                  "explains torchvision's detector classes (Faster/Mask/Keypoint R-CNN, RetinaNet, "
                                  "FCOS, SSD) and Ultralytics YOLO, whose outputs it can read for certain")
-            raise UsageError(f"`task` {s.task}, but {loaded.architecture} is {what}; leave `task` out")
+            what = {"detection": "a detector: it returns boxes", "segmentation": "a segmenter: it scores every pixel"}
+            raise UsageError(f"`task` {s.task}, but {loaded.architecture} is {what[task]}; leave `task` out")
         task = loaded.task = s.task
     _refuse_others(s, task)
     return task
