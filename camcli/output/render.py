@@ -199,21 +199,20 @@ def _tab(out: np.ndarray, text: str, x: int, y: int, centred: bool = False) -> N
     cv2.putText(out, text, (left + 2, top + th + 2), font, text_scale, (255, 255, 255), text_thick, cv2.LINE_AA)
 
 
-def draw_mask_outline(image: np.ndarray, mask: np.ndarray, text: str = "", inplace: bool = False) -> np.ndarray:
-    """The outline of ``mask`` ((h, w) bool at the picture's size) drawn white with a dark edge, as
-    a detector's boxes are, and ``text`` on a dark tab at the mask's top."""
+def draw_mask_outline(image: np.ndarray, contours: list[np.ndarray], text: str = "", inplace: bool = False) -> np.ndarray:
+    """A mask's outline (``contours``: OpenCV point arrays in the picture's pixels) drawn white
+    with a dark edge, as a detector's boxes are, and ``text`` on a dark tab at its top."""
     out = image if inplace else image.copy()
-    h, w = out.shape[:2]
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return out
+    h, w = out.shape[:2]
     thickness = max(1, round(min(h, w) / 250))
     cv2.drawContours(out, contours, -1, (0, 0, 0), thickness + 2, cv2.LINE_AA)
     cv2.drawContours(out, contours, -1, (255, 255, 255), thickness, cv2.LINE_AA)
     if text:
-        ys, xs = np.nonzero(mask)
-        top_row = int(ys.min())
-        _tab(out, text, int(np.median(xs[ys == top_row])), top_row, centred=True)
+        points = np.concatenate([c.reshape(-1, 2) for c in contours])
+        top = int(points[:, 1].min())
+        _tab(out, text, int(np.median(points[points[:, 1] == top, 0])), max(0, top), centred=True)
     return out
 
 

@@ -71,7 +71,6 @@ def write_segmentation_image(result: ImageResult, out: Path, settings: ExplainSe
     ext = OVERLAY_FORMATS[s.overlay_format]
     bgr = s.overlay_format != "png"
     backdrop, _scale = fit_side(result.image, s.overlay_max_side)
-    shown = result.label_grid.at(backdrop.shape[:2])
     measured = result.label_grid.at(measure_size(result.height, result.width))
     rows = []
     for m in result.maps:
@@ -85,7 +84,8 @@ def write_segmentation_image(result: ImageResult, out: Path, settings: ExplainSe
         rows.append(row)
         try:
             picture = overlay_strips(backdrop, m.row_reader(backdrop.shape[:2]), s.colormap, s.alpha, bgr=bgr)
-            draw_mask_outline(picture, shown == seg.index, f"{seg.label} {100 * seg.pixel_share:.0f}%", inplace=True)
+            draw_mask_outline(picture, result.label_grid.outline(seg.index, backdrop.shape[:2]),
+                              f"{seg.label} {100 * seg.pixel_share:.0f}%", inplace=True)
             atomic_write(inside(out, row.output), picture_pieces(picture, s.overlay_format, s.overlay_quality,
                                                                  bgr=bgr))
         except (OSError, ValueError) as e:
