@@ -1,6 +1,6 @@
 """Train camcli's demo segmenter (not run by CI).
 
-    python scripts/train_segmenter.py     # about 30 minutes on 2 CPU cores
+    python scripts/train_segmenter.py     # about 21 minutes on 2 CPU cores
 
 Writes ``demo/shapes_lraspp.safetensors`` (fp16 state dict of ``demo/shapes_segmenter.py:build()``),
 ``demo/segmenter_labels.txt`` and ``demo/segmenter.json`` (how it was made). Seeded; retrain only
@@ -66,7 +66,7 @@ def batch(rng: np.random.Generator, n: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=11)
