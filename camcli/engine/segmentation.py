@@ -167,15 +167,13 @@ class SegmentationExplainer:
             raise UsageError(f"the segmenter scores {scores.shape[1]} classes per pixel but has {len(self.labels)} "
                              "labels")
         self.channels = {layer: int(store[layer].shape[1]) for layer in self.layers}
-        for layer in self.layers:
-            if store[layer].dim() != 4:
-                raise UsageError(f"layer {display_name(layer)} gives no (N, C, h, w) map")
 
-    def found(self, table: torch.Tensor, region: torch.Tensor | None) -> tuple[list[tuple[int, float, float]], str]:
+    def found(self, table: torch.Tensor, pred: torch.Tensor,
+              region: torch.Tensor | None) -> tuple[list[tuple[int, float, float]], str]:
         """One image's classes to explain, largest mask first: (class, pixel share, mean probability),
-        and a note when none is. ``table``: (K, h, w), detached; ``region``: (h, w) bool or None."""
+        and a note when none is. ``table``: (K, h, w), detached; ``pred``: its (h, w) argmax;
+        ``region``: (h, w) bool or None."""
         k = table.shape[0]
-        pred = table.argmax(0)
         counts = torch.bincount(pred.flatten(), minlength=k).float()
         shares = (counts / pred.numel()).tolist()
         probs = self.head.probabilities(table[None])[0]
@@ -218,14 +216,14 @@ class SegmentationExplainer:
                 x = x.clone()  # a normal tensor, even if made in inference mode
             table = self.head.table(self.model(x))
             found = table.detach()
+            preds = found.argmax(1)  # (N, h, w): each pixel's predicted class
             chosen, notes, masks = [], [], []
             for i in range(n):
                 region = regions[i][0].to(found.device) if regions[i] is not None else None
-                picked, note = self.found(found[i], region) if wanted[i] else ([], "")
+                picked, note = self.found(found[i], preds[i], region) if wanted[i] else ([], "")
                 chosen.append(picked)
                 notes.append(note)
-                pred = found[i].argmax(0)
-                masks.append([(region if region is not None else pred == c).float() for c, _, _ in picked])
+                masks.append([(region if region is not None else preds[i] == c).float() for c, _, _ in picked])
             maps: list[list[dict]] = [[{} for _ in c] for c in chosen]
             ranks = max((len(c) for c in chosen), default=0)
             acts = {layer: store[layer].detach() for layer in self.layers}
@@ -257,12 +255,13 @@ class SegmentationExplainer:
                     for layer in self.layers:
                         self._keep(method, fp, maps, [(0, r)], layer=layer, rows={0: i})
         results = []
+        labels = preds.to(torch.int16).cpu()  # one copy to the host for the batch
         for i in range(n):
             name = regions[i][1] if regions[i] is not None else None
             segments = [Segment(r + 1, c, self._label(c), share, prob, name)
                         for r, (c, share, prob) in enumerate(chosen[i])]
             ordered = [{key: m[key] for key in self.map_keys()} for m in maps[i]]
-            results.append(ImageSegments(segments, found[i].argmax(0).to(torch.int16).cpu(), ordered, notes[i]))
+            results.append(ImageSegments(segments, labels[i], ordered, notes[i]))
         return results
 
     def _label(self, index: int) -> str:
@@ -282,16 +281,18 @@ class SegmentationExplainer:
         segment ``r`` of image ``rows[i]`` (the row itself by default), for each (i, r) of ``where``."""
         for name in [layer] if layer is not None else self.layers:
             batch = method(fp, name)
-            checks = [a.check(fp.activations[name]) for a in method.assumptions]
+            on_host = batch.maps.detach().float().cpu()  # one device-to-host copy per call, not one per map
+            empty = batch.empty.cpu().tolist()
+            checks = [(c.assumption, c.values.cpu().tolist(), c.failed.cpu().tolist())
+                      for c in (a.check(fp.activations[name]) for a in method.assumptions)]
             for i, r in where:
-                failed = tuple((c.assumption, float(c.values[i])) for c in checks if bool(c.failed[i]))
+                failed = tuple((assumption, float(values[i])) for assumption, values, bad in checks if bad[i])
                 if self.strict and failed:
                     assumption, worst = failed[0]
                     raise UsageError(f"`strict`: {method.name} at {display_name(name)} assumes {assumption.name}, "
                                      f"but {assumption.describe(worst)}; {assumption.advice}")
                 image = rows[i] if rows else i
-                maps[image][r][(method.name, name)] = (batch.maps[i].detach().float().cpu(), bool(batch.empty[i]),
-                                                       failed)
+                maps[image][r][(method.name, name)] = (on_host[i], bool(empty[i]), failed)
 
 
 def segmentation_methods() -> list[str]:

@@ -20,7 +20,7 @@ from camcli.engine.framing import Frame
 from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageItem
 from camcli.engine.loaded import LoadedModel
 from camcli.engine.segmentation import SegmentationExplainer
-from camcli.engine.stream import ImageResult, MapResult, image_loader, image_seed, uses_channels_last
+from camcli.engine.stream import ImageResult, MapResult, image_loader, image_seed, model_input, uses_channels_last
 from camcli.engine.workers import shut_down
 
 
@@ -179,10 +179,7 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Segment
             found_regions.append(None)
         good.append(d)
     if good:
-        pixels = torch.stack([d.pixels for d in good])
-        x = (pixels.to(device).float().div_(255) - mean) / std
-        if nhwc:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = model_input(good, device, mean, std, nhwc)
         wanted = [d.item.rel not in skip for d in good]
         try:
             found = explainer(x, wanted, seeds=[image_seed(seed, d.item.rel) for d in good], regions=found_regions)

@@ -199,6 +199,17 @@ def uses_channels_last(model) -> bool:
     return False
 
 
+def model_input(decoded: Sequence[Decoded], device: torch.device, mean: torch.Tensor, std: torch.Tensor,
+                nhwc: bool) -> torch.Tensor:
+    """The batch as the model takes it: the fitted uint8 pixels stacked, moved to ``device``
+    (pinned first on CUDA), scaled to [0, 1] and normalised; channels-last for NHWC models."""
+    pixels = torch.stack([d.pixels for d in decoded])
+    if device.type == "cuda":
+        pixels = pixels.pin_memory()
+    x = (pixels.to(device, non_blocking=True).float().div_(255) - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if nhwc else x
+
+
 def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explainer, device: torch.device,
                    mean: torch.Tensor, std: torch.Tensor, target: int | None, k: int, nhwc: bool,
                    skip: Collection[str] = frozenset(), seed: int = 0) -> Iterator[ImageResult]:
@@ -206,12 +217,7 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
     results: dict[int, ImageResult] = {}
     labels = labels_of(explainer, loaded)
     if good:
-        pixels = torch.stack([d.pixels for d in good])
-        if device.type == "cuda":
-            pixels = pixels.pin_memory()
-        x = (pixels.to(device, non_blocking=True).float().div_(255) - mean) / std
-        if nhwc:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = model_input(good, device, mean, std, nhwc)
         wanted = [d.item.rel not in skip for d in good]
         seeds = [image_seed(seed, d.item.rel) for d in good]
         try:

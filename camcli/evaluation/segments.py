@@ -140,9 +140,12 @@ def score_segmentation_run(folder: Path, truth: Path, tolerance: float = POINTIN
                                                            if r.seg_index is not None})
     scored: list[SegmentScore] = []
     without: list[str] = []
+    matched: set[str] = set()  # the truth masks some image of the run found
     for path, group in groupby(ok, key=lambda r: r.path):
         group = list(group)
         found = truth_file(truth, path)
+        if found is not None:
+            matched.add(found.relative_to(truth).as_posix())
         if found is None or not group[0].mask:
             without.append(path)
             continue
@@ -162,8 +165,6 @@ def score_segmentation_run(folder: Path, truth: Path, tolerance: float = POINTIN
                 item.energy = energy_in_mask(heat, own)
             scored.append(item)
     listed = {p.relative_to(truth).as_posix() for p in truth.rglob("*.png")}
-    matched = {truth_file(truth, p).relative_to(truth).as_posix() for p, _ in groupby(ok, key=lambda r: r.path)
-               if truth_file(truth, p) is not None}
     return SegmentationEvaluation(segmenter, summarise(scored), scored, without, sorted(listed - matched),
                                   any(r.heatmap for r in ok))
 

@@ -45,25 +45,20 @@ def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = 
     if checkpoint is not None:
         load_into(model, read_state_dict(checkpoint), str(checkpoint), hint=hint)
     recorded = checkpoint if checkpoint is not None else file
+    files = {"checkpoint": str(recorded) if recorded is not None else None,
+             "checkpoint_sha256": file_sha256(recorded) if recorded is not None else None}
     name = qualified_name(model)
     label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
     if is_detector(model):
-        return detector(as_detector(model, model_args), name, label_list, num_classes,
-                        checkpoint=str(recorded) if recorded is not None else None,
-                        checkpoint_sha256=file_sha256(recorded) if recorded is not None else None,
+        return detector(as_detector(model, model_args), name, label_list, num_classes, **files,
                         source={**source, "class": name})
     size = size or (224, 224)
     n = classes_of(model, size, output)
     if num_classes is not None and num_classes != n:
         raise UsageError(f"`num_classes` {num_classes} does not match the model, which returns {n} scores per image")
     if is_segmenter(model):
-        return segmenter(model, name, label_list, n, size,
-                         checkpoint=str(recorded) if recorded is not None else None,
-                         checkpoint_sha256=file_sha256(recorded) if recorded is not None else None,
-                         source={**source, "class": name})
-    return LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), size,
-                       checkpoint=str(recorded) if recorded is not None else None,
-                       checkpoint_sha256=file_sha256(recorded) if recorded is not None else None,
+        return segmenter(model, name, label_list, n, size, **files, source={**source, "class": name})
+    return LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), size, **files,
                        source={**source, "class": name})
 
 

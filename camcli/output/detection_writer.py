@@ -15,8 +15,8 @@ import numpy as np
 from camcli.engine.layer_names import display_name, file_safe
 from camcli.engine.stream import ImageResult, MapResult
 from camcli.geometry import Box, energy_inside
-from camcli.output.image_writer import encode_heatmap, first_columns
-from camcli.output.paths import atomic_write, heatmap_rel, inside, overlay_rel
+from camcli.output.image_writer import first_columns, write_heatmap
+from camcli.output.paths import atomic_write, inside, overlay_rel
 from camcli.output.render import OVERLAY_FORMATS, draw_labelled_boxes, fit_side, overlay_strips, picture_pieces
 from camcli.output.rows import PredictionRow
 from camcli.settings import ExplainSettings
@@ -107,11 +107,5 @@ def write_detection_image(result: ImageResult, out: Path, settings: ExplainSetti
                 row.status, row.error, row.output = "error", f"cannot write outputs: {e}", None
     if s.save_heatmap:
         for row, m in zip(rows, result.maps):
-            hrel = heatmap_rel(result.item.rel, m.method, m.layer, s.save_heatmap, box_part(m))
-            data = m.upsampled() if s.heatmap_size == "image" else m.layer_map
-            try:
-                atomic_write(inside(out, hrel), encode_heatmap(data, s.save_heatmap))
-                row.heatmap = hrel
-            except (OSError, ValueError) as e:
-                row.status, row.error = "error", f"cannot write heatmap: {e}"
+            write_heatmap(row, m, out, result.item.rel, s, box_part(m))
     return rows

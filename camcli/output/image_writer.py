@@ -115,6 +115,20 @@ def write_image(result: ImageResult, out: Path, settings: ExplainSettings) -> li
     return rows
 
 
+def write_heatmap(row: PredictionRow, m, out: Path, image_rel: str, settings: ExplainSettings, part: str) -> None:
+    """``save_heatmap``: write map ``m`` raw (at the image's size or the layer's) and name it in
+    ``row``; a file that cannot be written becomes the row's error (the detection and
+    segmentation writers, one map per row)."""
+    s = settings
+    rel = heatmap_rel(image_rel, m.method, m.layer, s.save_heatmap, part)
+    data = m.upsampled() if s.heatmap_size == "image" else m.layer_map
+    try:
+        atomic_write(inside(out, rel), encode_heatmap(data, s.save_heatmap))
+        row.heatmap = rel
+    except (OSError, ValueError) as e:
+        row.status, row.error = "error", f"cannot write heatmap: {e}"
+
+
 def encode_heatmap(data: np.ndarray, fmt: str) -> bytes:
     if fmt == "npy":
         buf = io.BytesIO()

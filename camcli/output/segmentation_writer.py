@@ -16,8 +16,8 @@ import numpy as np
 from camcli.engine.layer_names import display_name
 from camcli.engine.stream import ImageResult, MapResult
 from camcli.geometry import energy_in_mask
-from camcli.output.image_writer import encode_heatmap, first_columns
-from camcli.output.paths import atomic_write, class_part, heatmap_rel, inside, mask_rel, overlay_rel
+from camcli.output.image_writer import first_columns, write_heatmap
+from camcli.output.paths import atomic_write, class_part, inside, mask_rel, overlay_rel
 from camcli.output.render import (OVERLAY_FORMATS, draw_mask_outline, encode_label_mask, fit_side, overlay_strips,
                                   picture_pieces)
 from camcli.output.rows import PredictionRow
@@ -72,6 +72,7 @@ def write_segmentation_image(result: ImageResult, out: Path, settings: ExplainSe
     bgr = s.overlay_format != "png"
     backdrop, _scale = fit_side(result.image, s.overlay_max_side)
     measured = result.label_grid.at(measure_size(result.height, result.width))
+    outlines: dict[int, list] = {}  # class -> its outline on the backdrop, traced once for all its maps
     rows = []
     for m in result.maps:
         seg = m.segment
@@ -84,18 +85,13 @@ def write_segmentation_image(result: ImageResult, out: Path, settings: ExplainSe
         rows.append(row)
         try:
             picture = overlay_strips(backdrop, m.row_reader(backdrop.shape[:2]), s.colormap, s.alpha, bgr=bgr)
-            draw_mask_outline(picture, result.label_grid.outline(seg.index, backdrop.shape[:2]),
-                              f"{seg.label} {100 * seg.pixel_share:.0f}%", inplace=True)
+            if seg.index not in outlines:
+                outlines[seg.index] = result.label_grid.outline(seg.index, backdrop.shape[:2])
+            draw_mask_outline(picture, outlines[seg.index], f"{seg.label} {100 * seg.pixel_share:.0f}%", inplace=True)
             atomic_write(inside(out, row.output), picture_pieces(picture, s.overlay_format, s.overlay_quality,
                                                                  bgr=bgr))
         except (OSError, ValueError) as e:
             row.status, row.error, row.output = "error", f"cannot write outputs: {e}", None
         if s.save_heatmap:
-            hrel = heatmap_rel(result.item.rel, m.method, m.layer, s.save_heatmap, named)
-            data = m.upsampled() if s.heatmap_size == "image" else m.layer_map
-            try:
-                atomic_write(inside(out, hrel), encode_heatmap(data, s.save_heatmap))
-                row.heatmap = hrel
-            except (OSError, ValueError) as e:
-                row.status, row.error = "error", f"cannot write heatmap: {e}"
+            write_heatmap(row, m, out, result.item.rel, s, named)
     return rows
