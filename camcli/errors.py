@@ -28,6 +28,12 @@ class CamcliError(Exception):
     exit_code = EXIT_FAILURES
 
 
+class OutputError(CamcliError):
+    """The run's results cannot be written where they belong (its CSV vanished with the output
+    folder, the disk refused a file the whole run needs): what it explained is not all on disk;
+    exit code 1."""
+
+
 _SETTING = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 

@@ -15,11 +15,12 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from camcli import __version__
 from camcli.cli.allocator import keep_freed_memory
 from camcli.cli.signals import exit_code
-from camcli.errors import EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CamcliError
+from camcli.errors import EXIT_FAILURES, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CamcliError, first_line
 
 EXIT_CODES = (
     "Exit codes: 0 every image explained; 1 some images failed (see the status column of "
@@ -48,6 +49,14 @@ def stdout_console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
+def print_error(text: str) -> None:
+    """``camcli: error: TEXT`` on stderr; the text is shown as it is (a ``[yolo]`` or a folder named
+    ``photos[old]`` is not read as markup)."""
+    message = Text("camcli: error:", style="bold red")
+    message.append(" " + text)
+    stderr_console().print(message, highlight=False)
+
+
 def handle_errors(func):
     """Turn camcli's errors into one line on stderr (settings named as flags) and the documented exit code."""
     @functools.wraps(func)
@@ -56,8 +65,12 @@ def handle_errors(func):
             return func(*args, **kwargs)
         except CamcliError as e:
             text = e.for_cli() if hasattr(e, "for_cli") else str(e)
-            stderr_console().print(f"[bold red]camcli: error:[/] {text}", markup=True, highlight=False)
+            print_error(text)
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:  # the file system refused something no check foresaw: one line, not a traceback
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            print_error(f"{e.strerror or first_line(e)}{where}")
+            raise typer.Exit(EXIT_FAILURES) from None
         except KeyboardInterrupt as e:
             code = exit_code(e)
             stderr_console().print("camcli: terminated" if code == EXIT_TERMINATED else "camcli: interrupted")

@@ -56,7 +56,7 @@ def explain(
     if dry_run:
         _dry_run(resolved, paths, json_out)
         raise typer.Exit(EXIT_OK)
-    items = discover(paths, hidden=resolved.hidden)
+    items = discover(paths, hidden=resolved.hidden, out=resolved.out)
     _check_out(resolved)
 
     log = (lambda msg: None) if resolved.quiet else (lambda msg: console.print(as_flags(msg), markup=False))
@@ -120,16 +120,21 @@ def _check_out(settings) -> None:
 def _dry_run(settings, paths: list[str], as_json: bool) -> None:
     from camcli.engine.discovery import discover
 
-    items = discover(paths, hidden=settings.hidden)
+    from camcli.settings.code import code_to_run
+
+    items = discover(paths, hidden=settings.hidden, out=settings.out)
     values = {k: getattr(settings, k) for k in FIELDS}
+    code = code_to_run(settings)
     if as_json:
-        print(json.dumps({"type": "dry_run", "settings": values, "sources": settings.sources,
+        print(json.dumps({"type": "dry_run", "settings": values, "sources": settings.sources, "code": code,
                           "images": [i.path for i in items]}))
         return
     out = stdout_console()
     width = max(len(k) for k in values)
     for key, value in values.items():
         out.print(f"{key:<{width}} = {value!r:<40} ({settings.sources[key]})", markup=False)
+    out.print("code run: " + ("; ".join(code) if code else "none beyond camcli, torch and torchvision"),
+              markup=False)
     out.print(f"{len(items)} image(s):", markup=False)
     for item in items:
         out.print(f"  {item.path}", markup=False)

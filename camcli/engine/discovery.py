@@ -50,10 +50,11 @@ def expand_inputs(args: Sequence[str], stdin=None) -> list[str]:
     return out
 
 
-def _walk(root: str, hidden: bool) -> list[str]:
-    """Image files under ``root``, sorted; symbolic links are followed, each directory once."""
+def _walk(root: str, hidden: bool, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Image files under ``root``, sorted; symbolic links are followed, each directory once; the
+    folders in ``skip`` (real paths: the run's own output folder) are not entered."""
     found = []
-    visited = {os.path.realpath(root)}
+    visited = {os.path.realpath(root)} | set(skip)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         keep = []
         for d in sorted(dirnames):
@@ -72,13 +73,16 @@ def _walk(root: str, hidden: bool) -> list[str]:
     return sorted(found, key=lambda f: Path(os.path.relpath(f, root)).as_posix())
 
 
-def discover(inputs: Sequence[str | os.PathLike], hidden: bool = False) -> list[ImageItem]:
+def discover(inputs: Sequence[str | os.PathLike], hidden: bool = False,
+             out: str | os.PathLike | None = None) -> list[ImageItem]:
     """Expand files, folders (recursively, sorted) and globs into a list of images.
 
     A file named explicitly is always taken, whatever its extension or name: if it is not an
     image, its row says so. In folders, only image extensions are taken, and hidden files and
-    folders only with ``hidden``.
+    folders only with ``hidden``. The run's output folder ``out``, when it lies inside an input
+    folder, is never walked: a resumed run would explain its own overlays.
     """
+    skip = frozenset({os.path.realpath(out)}) if out is not None else frozenset()
     if not inputs:
         raise UsageError("no input given: pass image files or folders")
     import glob
@@ -99,7 +103,9 @@ def discover(inputs: Sequence[str | os.PathLike], hidden: bool = False) -> list[
             raise UsageError(f"input {text!r} does not exist")
         if p.is_dir():
             anchor = os.path.abspath(p)
-            found += [(f, anchor) for f in _walk(anchor, hidden)]
+            if os.path.realpath(anchor) in skip:
+                continue
+            found += [(f, anchor) for f in _walk(anchor, hidden, skip)]
         else:
             found.append((os.path.abspath(p), os.path.dirname(os.path.abspath(p))))
     if not found:

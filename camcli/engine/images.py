@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import struct
 import warnings
 from collections.abc import Sequence
@@ -31,8 +32,6 @@ def decode(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray,
     Pillow's process-wide limit (``Image.MAX_IMAGE_PIXELS``) is left as it is: ``max_pixels``
     applies to this call only.
     """
-    if os.path.isdir(path):
-        raise ValueError("is a directory, not an image file")
     try:
         with open_image(path, max_pixels) as im:
             w, h = im.size
@@ -59,6 +58,21 @@ def _check_pixels(pixels: int, max_pixels: int, shape: str = "") -> None:
                          "limit; raise max-pixels to allow it")
 
 
+def plain_file(path: str) -> None:
+    """Refuse, without opening it, what is not a plain file: reading a FIFO named ``x.jpg`` would wait
+    for a writer for ever, a device could be endless. ``ValueError`` with the reason (the image's row)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise ValueError(f"cannot read file: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError("is a directory, not an image file")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        raise ValueError(f"is {kind}, not an image file; not opened")
+
+
 def open_image(path: str, max_pixels: int) -> Image.Image:
     """``Image.open`` with ``max_pixels`` as the limit instead of Pillow's global one.
 
@@ -66,6 +80,7 @@ def open_image(path: str, max_pixels: int) -> Image.Image:
     own check follows); a refusal is ours to make: an image within ``max_pixels`` is opened by
     Pillow's format plugins directly, the same readers ``Image.open`` tries, without its check.
     """
+    plain_file(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:

@@ -42,15 +42,17 @@ class MethodOption:
 
 
 def _at_least_one(value) -> str | None:
-    return None if value >= 1 else "must be at least 1"
+    return "must be at least 1" if value < 1 else "must be at most 100000" if value > 100_000 else None
 
 
 def _finite_not_negative(value) -> str | None:
-    return None if math.isfinite(value) and value >= 0 else "must be a finite number, 0 or more"
+    if value < 0:
+        return "must be 0 or more"
+    return None if math.isfinite(value) and value <= 1e6 else "must be a finite number, at most 1e6"
 
 
 def _finite_positive(value) -> str | None:
-    return None if math.isfinite(value) and value > 0 else "must be a finite number above 0"
+    return None if math.isfinite(value) and 0 < value <= 1e6 else "must be a finite number above 0, at most 1e6"
 
 
 def _kernel(value) -> str | None:
@@ -67,7 +69,7 @@ OPTIONS: tuple[MethodOption, ...] = (
                  called=" (Faster Score-CAM)"),
     MethodOption("fem_k", float, "FEM's k-sigma rule: a position counts when it is above its channel's mean + k "
                  "standard deviations (fem only).", "2, the paper's", ("fem",),
-                 lambda v: None if v >= 0 else "must be 0 or more"),
+                 _finite_not_negative),
     MethodOption("kpca_kernel", str, "KPCA-CAM's kernel: sigmoid, rbf, poly, linear or cosine (scikit-learn's "
                  "definitions; kpcacam only).", "sigmoid, the paper's", ("kpcacam",), _kernel),
     MethodOption("kpca_gamma", float, "KPCA-CAM's kernel coefficient (kpcacam only).", "1 / channels",

@@ -210,6 +210,11 @@ def model_input(decoded: Sequence[Decoded], device: torch.device, mean: torch.Te
     return x.contiguous(memory_format=torch.channels_last) if nhwc else x
 
 
+#: the error row of an image whose model output holds NaN or infinite values
+NOT_FINITE = ("the model's output is not finite (NaN or infinite scores): check the checkpoint's weights and the "
+              "input normalisation (mean, std)")
+
+
 def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explainer, device: torch.device,
                    mean: torch.Tensor, std: torch.Tensor, target: int | None, k: int, nhwc: bool,
                    skip: Collection[str] = frozenset(), seed: int = 0) -> Iterator[ImageResult]:
@@ -246,8 +251,12 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
                        if e is not None else {} for e in slots]
             checks = [{key: [(c.assumption, c.values.cpu().tolist(), c.failed.cpu().tolist()) for c in found]
                        for key, found in e.checks.items()} if e is not None else {} for e in slots]
+            finite = torch.isfinite(exp.logits.reshape(len(good), -1)).all(1).cpu().tolist()
             for i, d in enumerate(good):
                 if d.item.rel in skip:
+                    continue
+                if not finite[i]:  # NaN weights or an overflow: no score or map of it means anything
+                    results[d.item.index] = ImageResult(d.item, "error", error=NOT_FINITE)
                     continue
                 h, w = d.original.shape[:2]
                 classes, why = chosen[i]

@@ -152,11 +152,35 @@ def model_settings(sources: list[Path], given: dict, config: Path | None, out: P
     if folder is not None and folder.is_dir() and (folder / "predictions.csv").is_file():
         manifest = read_manifest(folder)
         saved = {k: v for k, v in manifest["settings"].items() if k in EVALUATE_KEYS}
+        saved = data_only(saved, given, folder / MANIFEST_FILE)
         settings = resolve(given, config, saved=saved, saved_origin=str(folder / MANIFEST_FILE))
         check_same_model(manifest, settings.checkpoint, folder / MANIFEST_FILE)
         return settings, [str(i) for i in manifest["inputs"]], folder
     settings = resolve(given, config)
     return settings, [str(s) for s in sources], prepare_out_dir(out or Path("camcli-eval"))
+
+
+def data_only(saved: dict, given: dict, origin: Path) -> dict:
+    """A finished run's saved settings, refused where they would run code the user did not name.
+
+    A run folder is data (it travels as a CI artifact, anyone may edit its ``run.json``): a model
+    built by a factory (``file.py:function``, ``package.module:function``: any installed callable,
+    ``shutil:rmtree`` too) is imported and called only with ``trust_checkpoint`` given now, or
+    replaced by a ``model`` given now; a ``trust_checkpoint`` recorded in the file (unpickling, a
+    HuggingFace folder's own code) never counts by itself.
+    """
+    from camcli.settings.code import PYTHON_OBJECT, is_factory
+
+    saved = {k: v for k, v in saved.items() if k != "trust_checkpoint"}
+    model = saved.get("model")
+    if given.get("model") is None and isinstance(model, str) and is_factory(model) \
+            and not model.startswith(PYTHON_OBJECT) and not given.get("trust_checkpoint"):
+        args = saved.get("model_arg") or []
+        raise UsageError(f"{origin} names code to build its model: {model}"
+                         + (f" called with {', '.join(map(str, args))}" if args else "")
+                         + ". A run folder is data and runs no code by itself: pass `trust_checkpoint` if you trust "
+                         "that code, or give the model with `model` (and `checkpoint`)")
+    return saved
 
 
 def sanity_of(settings, inputs: list[str], progress=None, log=None, module=None):

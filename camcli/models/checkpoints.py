@@ -176,6 +176,14 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, hin
     unexpected = [k for k in state if k not in own]
     shapes = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
               if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    # a complex or integer tensor cast into a float weight silently would be another model
+    kinds = [(k, state[k].dtype, own[k].dtype) for k in own if k in state and isinstance(state[k], torch.Tensor)
+             and (state[k].is_complex() or (own[k].is_floating_point() and not state[k].is_floating_point()))]
+    if kinds and not (missing or unexpected or shapes):
+        raise UsageError(f"checkpoint {source} holds tensors of another kind than the model's weights: "
+                         + "; ".join(f"{k}: {a} in the file, {b} in the model" for k, a, b in kinds[:3])
+                         + ". camcli does not cast them (a quantised or complex checkpoint is another model); save "
+                         "the float weights")
     if missing or unexpected or shapes:
         parts = []
         if shapes:

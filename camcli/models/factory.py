@@ -27,19 +27,9 @@ from torch import nn
 from camcli.errors import UsageError, first_line
 from camcli.models.checkpoints import file_sha256
 from camcli.models.modules import PYTHON_OBJECT
+from camcli.settings.code import is_factory  # noqa: F401  (where callers have found it)
 
-_ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-
-
-def is_factory(spec: str | None) -> bool:
-    """Whether ``spec`` names a factory (``file.py:fn``, ``pkg.mod:fn``) rather than an architecture."""
-    if not spec:
-        return False
-    if spec.startswith(PYTHON_OBJECT):
-        return True
-    code, sep, attribute = spec.rpartition(":")
-    return bool(sep and code and _ATTRIBUTE.fullmatch(attribute))
 
 
 @dataclass(frozen=True)

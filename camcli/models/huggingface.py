@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import re
 from pathlib import Path
 
 from torch import nn
@@ -98,20 +100,33 @@ def load(folder: str | Path, trust: bool = False) -> tuple[nn.Module, dict, dict
         raise UsageError(f"{folder} holds a config.json but no weights (model.safetensors or pytorch_model.bin)")
     # a semantic segmenter (SegFormer) says so in its architectures; everything else loads as a classifier
     semantic = any(str(a).endswith("ForSemanticSegmentation") for a in config.get("architectures") or [])
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()  # camcli's log says what is loaded; --quiet means quiet
+    logging = transformers.utils.logging
+    bars, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
+    # camcli's log says what is loaded, and its one-line error what went wrong; --quiet means quiet
+    logging.disable_progress_bar()
+    logging.set_verbosity(logging.CRITICAL)  # transformers' load report and its advice name options camcli lacks
+    what = f"the HuggingFace model in {folder} as an image {'segmenter' if semantic else 'classifier'}"
     try:
         auto = (transformers.AutoModelForSemanticSegmentation if semantic else
                 transformers.AutoModelForImageClassification)
         model = auto.from_pretrained(
             str(folder), local_files_only=True, trust_remote_code=trust, use_safetensors=weights["safetensors"])
+    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused it: nothing ran
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        raise UsageError(f"cannot load {what}: its pytorch_model.bin holds pickled Python objects"
+                         + (f" ({found.group(1)})" if found else "") + ", not only tensors; camcli reads a model "
+                         "folder's weights as data and never unpickles code: save the model as safetensors "
+                         "(save_pretrained's default)") from None
     except (ValueError, OSError, KeyError, RuntimeError, ImportError) as e:
-        raise UsageError(f"cannot load the HuggingFace model in {folder} as an image "
-                         f"{'segmenter' if semantic else 'classifier'}: "
-                         f"{first_line(e)}") from None
+        reason = first_line(e)
+        if "mismatched" in reason or "size mismatch" in reason:
+            reason = ("its weights' shapes do not fit its config.json (the classifier's size and id2label or "
+                      "num_labels, say): fix config.json or save the model again")
+        raise UsageError(f"cannot load {what}: {reason}") from None
     finally:
+        logging.set_verbosity(verbosity)
         if bars:
-            transformers.utils.logging.enable_progress_bar()
+            logging.enable_progress_bar()
     return model.eval(), config, _preprocessing(folder)
 
 

@@ -22,8 +22,7 @@ from camcli.models.detectors import as_detector, detector, is_detector
 from camcli.models.labels import fit_labels, read_labels
 from camcli.models.segmenters import is_segmenter, segmenter
 
-#: how ``model=<nn.Module>`` is recorded in the settings and run.json (there is nothing to import)
-PYTHON_OBJECT = "python-object:"
+from camcli.settings.code import PYTHON_OBJECT  # noqa: E402,F401  (where callers have found it)
 
 
 def handed_over(model) -> tuple[object, nn.Module | None]:

@@ -12,8 +12,10 @@ files a killed run was writing are removed by the next run (:func:`remove_leftov
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import shutil
 import socket
 import time
@@ -54,13 +56,17 @@ def claim_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> No
     """Refuse a folder that holds other outputs unless resuming; with ``overwrite``, clear camcli's own.
 
     ``csv_name`` is this run's predictions file: a shard (``predictions.part-...``) may start in a
-    folder where only other shards of the same run have written.
+    folder where only other shards of the same run have written. Call it holding this run's lock:
+    a folder another live run or shard is writing is refused (see :func:`check_out_dir`).
     """
     check_out_dir(out, csv_name, resume, overwrite)
     if overwrite and not resume:
-        for p in _visible(out):
+        for p in _present(out):
             if is_camcli_output(p.name):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                if p.is_symlink() or not p.is_dir():
+                    p.unlink()  # a link is removed, never followed
+                else:
+                    shutil.rmtree(p)
 
 
 def remove_leftovers(out: Path, log=None) -> int:
@@ -102,21 +108,45 @@ def _alive(pid: int) -> bool:
 
 def check_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> None:
     """Refuse what :func:`claim_out_dir` would refuse, changing nothing: the command line asks this
-    before it loads torch, so a wrong folder is reported at once."""
+    before it loads torch, so a wrong folder is reported at once.
+
+    Another run or shard still writing into the folder is respected whatever the options: a
+    whole run (or ``overwrite``, which would delete the others' parts) is refused while any is
+    alive; a shard may start or resume beside the other shards of its run.
+    """
     if out.exists() and not out.is_dir():
         raise UsageError(f"`out` {out} exists and is not a folder")
-    existing = _visible(out)
+    part = csv_name[csv_name.find(".part-"):].removesuffix(".csv") if ".part-" in csv_name else ""
+    for other in _lock_parts(out):
+        if other != part and (not part or overwrite):
+            OutputLock(out, other).refuse_if_held()
+    existing = _present(out)
     if not existing or resume or overwrite:
         return
-    if ".part-" in csv_name and not (out / csv_name).exists() and all(
-            p.name.startswith(_SHARD_OUTPUTS) for p in existing):
+    if part and not (out / csv_name).exists() and all(p.name.startswith(_SHARD_OUTPUTS) for p in existing):
         return  # another shard of the same run already started here
     raise UsageError(f"output folder {out} is not empty: use `resume` to continue the run there, `overwrite` to "
                      "replace camcli's outputs in it, or another `out`")
 
 
-def _visible(out: Path) -> list[Path]:
-    return [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+LOCK_NAME = ".camcli-lock"
+
+
+def _lock_parts(out: Path) -> list[str]:
+    """The shard suffixes (``""`` for a whole run) of the lock files in ``out``."""
+    if not out.is_dir():
+        return []
+    return sorted(p.name[len(LOCK_NAME):] for p in out.iterdir() if p.name.startswith(LOCK_NAME)
+                  and leftover_writer(p.name) is None)
+
+
+def _present(out: Path) -> list[Path]:
+    """What the folder holds besides camcli's own bookkeeping (its lock files and temporary files):
+    a folder holding only a user's hidden files (``.git``, ``.env``) is not empty."""
+    if not out.is_dir():
+        return []
+    return [p for p in out.iterdir()
+            if not (p.name.startswith(LOCK_NAME) or leftover_writer(p.name) is not None)]
 
 
 #: descriptors of the locks this process holds; a forked child closes its copies (see :func:`_close_in_child`)
@@ -148,7 +178,7 @@ class OutputLock:
 
     def __init__(self, out: Path, part: str = "", log=None) -> None:
         self.out = out
-        self.path = out / f".camcli-lock{part}"
+        self.path = out / f"{LOCK_NAME}{part}"
         self.log = log or (lambda msg: None)
         self._fd: int | None = None
 
@@ -158,7 +188,7 @@ class OutputLock:
         except ImportError:  # pragma: no cover - not POSIX: no lock, as before
             return
         for _attempt in range(5):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = open_plain_file(self.path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -184,9 +214,11 @@ class OutputLock:
         line's early checks: a folder being written is "in use", not "not empty")."""
         try:
             import fcntl
-            fd = os.open(self.path, os.O_RDONLY)
-        except (ImportError, OSError):
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        if not os.path.lexists(self.path):
             return  # no lock file: nobody holds it
+        fd = open_plain_file(self.path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
@@ -221,6 +253,24 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def open_plain_file(path: Path, flags: int) -> int:
+    """``os.open`` that never follows a link and never opens anything but a plain file (a FIFO would
+    block, a device or a link planted in the output folder would be written through): those are
+    refused with a one-line ``UsageError``, as are files this user may not open."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP or os.path.islink(path):
+            raise UsageError(f"{path} is a symbolic link; camcli writes only plain files of its own in an output "
+                             "folder: remove the link") from None
+        raise UsageError(f"cannot open {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{path} is not a plain file (a folder, a FIFO or a device); camcli keeps its own files "
+                         "there: remove it")
+    return fd
 
 
 def _owner_text() -> str:

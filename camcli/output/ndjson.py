@@ -66,4 +66,5 @@ def summary_record(summary) -> dict:
     """The closing object: counts, time, and where the outputs are."""
     return {"type": "summary", "images": summary.images, "ok": summary.ok, "failed": summary.failed,
             "empty_maps": summary.empty_maps, "seconds": round(summary.seconds, 3),
-            "interrupted": summary.interrupted, "out": str(summary.out) if summary.out else None}
+            "interrupted": summary.interrupted, "resumed": summary.resumed,
+            "out": str(summary.out) if summary.out else None}

@@ -17,8 +17,12 @@ from camcli.output.tempfiles import temp_path
 
 
 def inside(out_dir: Path, rel: str) -> Path:
-    """``out_dir / rel``, refusing anything that would land outside ``out_dir``."""
-    parts = PurePosixPath(rel.replace("\\", "/")).parts
+    """``out_dir / rel``, refusing anything that would land outside ``out_dir``.
+
+    ``rel`` is POSIX-style: on a system whose paths use ``/`` only, a backslash is a character of a
+    file name (``a\\b.jpg`` is one file, apart from ``a/b.jpg``), never a separator.
+    """
+    parts = PurePosixPath(rel.replace("\\", "/") if os.sep == "\\" else rel).parts
     if not parts or any(p in ("..", "") for p in parts) or PurePosixPath(rel).is_absolute():
         raise ValueError(f"unsafe output path {rel!r}")
     target = (out_dir / Path(*parts)).resolve()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import html
-import json
+import os
 from pathlib import Path
 from urllib.parse import quote
 
 import cv2
 import numpy as np
 
+from camcli.errors import UsageError
 from camcli.output.paths import atomic_write
 
 WORST_PER_METHOD = 6
@@ -96,10 +97,9 @@ def line_chart(title: str, labels: list[str], series: list[tuple[str, list[float
 
 
 def _settings_block(report) -> str:
-    manifest_path = report.folder / "run.json"
     rows: list[tuple[str, str]] = []
-    if manifest_path.is_file():
-        m = json.loads(manifest_path.read_text(encoding="utf-8"))
+    m = _manifest(report)
+    if m is not None:
         model = m.get("model", {})
         rows += [("run", str(report.folder)), ("model", f"{model.get('architecture')} "
                                                         f"({model.get('checkpoint') or model.get('weights') or 'no weights'})"),
@@ -184,7 +184,9 @@ def _faithfulness_section(report) -> str:
             "".join(f'<div class="chart faith">{c}</div>' for c in charts) + "</div>")
 
 
-def _thumbnail(image_path: Path, heat: np.ndarray, truth, found) -> str | None:
+def _thumbnail(image_path: Path, heat: np.ndarray, truth, found, original_width: int | None = None) -> str | None:
+    """A small PNG of the image (or of the run's overlay, which may be scaled down: ``original_width``
+    says the image's own width, in whose pixels the boxes are) with the map and the boxes."""
     from camcli.output.render import overlay
 
     bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
@@ -198,6 +200,8 @@ def _thumbnail(image_path: Path, heat: np.ndarray, truth, found) -> str | None:
     small = cv2.resize(picture, (max(1, round(picture.shape[1] * scale)), max(1, round(picture.shape[0] * scale))),
                        interpolation=cv2.INTER_AREA)
     small = np.ascontiguousarray(small[..., ::-1])
+    if original_width:
+        scale *= picture.shape[1] / original_width
     for box, colour in [(b, (0, 200, 0)) for b in truth] + ([(found, (0, 0, 255))] if found else []):
         cv2.rectangle(small, (int(box.x0 * scale), int(box.y0 * scale)), (int(box.x1 * scale) - 1, int(box.y1 * scale) - 1),
                       colour, 2)
@@ -215,9 +219,11 @@ def _misses_section(report, image_paths: dict[str, Path], overlays: dict[tuple[s
                       key=lambda r: (bool(r.pointing), r.iou))[:WORST_PER_METHOD]
         for r in rows:
             src = image_paths.get(r.item.path)
-            png = _thumbnail(src, r.item.heat, r.matched, r.box) if src else None
-            picture = f'<img alt="{_e(r.item.path)}" src="data:image/png;base64,{png}">' if png else "<p>(image not found)</p>"
             link = overlays.get((r.item.path, r.item.method, r.item.layer))
+            png = _thumbnail(src, r.item.heat, r.matched, r.box) if src and src.is_file() else None
+            if png is None and link and (report.folder / link).is_file():  # the image moved: the run's overlay
+                png = _thumbnail(report.folder / link, None, r.matched, r.box, r.item.width)
+            picture = f'<img alt="{_e(r.item.path)}" src="data:image/png;base64,{png}">' if png else "<p>(image not found)</p>"
             name = f'<a href="{quote(link)}">{_e(r.item.path)}</a>' if link else _e(r.item.path)
             cards.append(f'<div class="miss">{picture}<p class="path">{name}</p><p>{_e(key[0])} @ {_e(key[1])}: IoU {r.iou:.2f}, '
                          f'pointing {"hit" if r.pointing else "miss" if r.pointing is not None else "-"}, '
@@ -227,18 +233,32 @@ def _misses_section(report, image_paths: dict[str, Path], overlays: dict[tuple[s
             f"the box from the map.</p><div class=\"misses\">{''.join(cards)}</div>")
 
 
+def _manifest(report) -> dict | None:
+    """The run's run.json, or ``None`` (none there, or damaged: the page is made without it)."""
+    from camcli.run.resume import read_json_file
+
+    path = report.folder / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        return read_json_file(path)
+    except UsageError:
+        return None
+
+
 def _locate(report) -> tuple[dict[str, Path], dict[tuple[str, str, str], str]]:
     """Where each scored image lies, and the run's overlay for each (path, method, layer)."""
     from camcli.engine.images import discover
     from camcli.output.csvfile import read_rows
 
-    inputs: list[str] = []
-    manifest_path = report.folder / "run.json"
-    if manifest_path.is_file():
-        inputs = json.loads(manifest_path.read_text(encoding="utf-8")).get("inputs", [])
-    else:
-        inputs = report.inputs
-    paths = {i.rel: Path(i.path) for i in discover(inputs)} if inputs else {}
+    m = _manifest(report)
+    inputs = m.get("inputs", []) if m is not None else report.inputs
+    paths = {}
+    if inputs:
+        try:
+            paths = {i.rel: Path(i.path) for i in discover([i for i in inputs if os.path.lexists(str(i))])}
+        except UsageError:  # every input moved since the run: the run's own overlays stand in
+            paths = {}
     overlays = {}
     csv_path = report.folder / "predictions.csv"
     if csv_path.is_file():

@@ -12,6 +12,7 @@ would have written (see :func:`whole_batches`).
 from __future__ import annotations
 
 import json
+import os
 from itertools import groupby
 from pathlib import Path
 
@@ -28,13 +29,15 @@ SETTINGS_FILE = "run-settings.json"
 def fingerprint(settings: ExplainSettings, loaded: LoadedModel | None = None) -> dict:
     """The settings that decide what a run writes (compared on resume); the checkpoint by its SHA-256,
     for your own models the class, the factory file's SHA-256 or the module's weights (``model_*``),
-    and a similarity's reference image or embedding by its SHA-256."""
+    a similarity's reference image or embedding and the labels file by their SHA-256."""
     values = {k: getattr(settings, k) for k in OUTPUT_KEYS}
     if loaded is not None:
         values.update(loaded.identity())
         reference = settings.target_image or settings.target_embedding
         if reference:  # a similarity's reference by content: the same path may hold another image
             values["target_reference_sha256"] = file_sha256(reference)
+        if isinstance(settings.labels, (str, os.PathLike)) and Path(settings.labels).is_file():  # edited in place: the CSV would mix two label sets
+            values["labels_sha256"] = file_sha256(settings.labels)
     return json.loads(json.dumps(values, default=str))
 
 

@@ -137,7 +137,7 @@ class Run:
         """``(result, rows)`` per image in input order; ``rows`` as written to the CSV (empty when not writing)."""
         started = time.perf_counter()
         s = self.settings
-        all_items = self.items if self.items is not None else discover(self.inputs, hidden=s.hidden)
+        all_items = self.items if self.items is not None else discover(self.inputs, hidden=s.hidden, out=s.out if self.write else None)
         shard = Shard.of(s)
         items = shard.select(all_items)
         self.total = len(items)
@@ -167,6 +167,8 @@ class Run:
             finally:
                 if writer:
                     writer.close()
+            if writer:
+                writer.csv.check_in_place()  # the folder deleted under the run: say so, never "24 of 24"
             lm = session.loaded
             self.warnings = tally.warnings.finish(
                 lambda layer: earlier_layer(lm.model, lm.input_size, layer, session.device), session.empty_cause())

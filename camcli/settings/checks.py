@@ -6,6 +6,7 @@ command line shows them as its flags (``--batch-size``).
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -16,23 +17,50 @@ if TYPE_CHECKING:
     from camcli.settings.fields import ExplainSettings
 
 
+#: the range of every whole-number setting: what a real run can use (an absurd value is refused
+#: before torch loads, instead of allocating terabytes or looping over a billion workers)
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "batch_size": (1, 4096),
+    "workers": (0, 256),
+    "topk": (1, 1000),
+    "input_size": (8, 8192),
+    "num_classes": (1, 1_000_000),
+    "explain_topk": (1, 1000),
+    "max_detections": (1, 10_000),
+    "overlay_quality": (1, 100),
+    "overlay_max_side": (16, 65_535),
+    "memory_budget": (64, 1 << 24),  # megabytes: 16 TB
+    "max_pixels": (1, 1 << 40),
+}
+
+
+def in_range(s: ExplainSettings) -> None:
+    """Every whole number within :data:`INT_RANGES` and every real number finite."""
+    for name, (low, high) in INT_RANGES.items():
+        value = getattr(s, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UsageError(f"`{name}` must be a whole number, got {value!r}")
+        if value is not None and not low <= value <= high:
+            unit = " is in megabytes and" if name == "memory_budget" else ""
+            raise UsageError(f"`{name}`{unit} must be {'at least' if value < low else 'at most'} "
+                             f"{low if value < low else high}, got {value}")
+    for name in ("alpha", "threshold", "score_threshold", "min_area", "box_threshold", "box_min_area"):
+        value = getattr(s, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UsageError(f"`{name}` must be a number, got {value!r}")
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"`{name}` must be a finite number, got {value}")
+
+
 def check(s: ExplainSettings) -> None:
+    in_range(s)
     if not 0.0 <= s.alpha <= 1.0:
         raise UsageError(f"`alpha` must be between 0 and 1, got {s.alpha}")
-    if s.batch_size < 1:
-        raise UsageError(f"`batch_size` must be at least 1, got {s.batch_size}")
-    if s.workers < 0:
-        raise UsageError(f"`workers` must be 0 or more, got {s.workers}")
-    if s.topk < 1:
-        raise UsageError(f"`topk` must be at least 1, got {s.topk}")
-    if s.input_size is not None and s.input_size < 8:
-        raise UsageError(f"`input_size` must be at least 8 pixels, got {s.input_size}")
-    if s.num_classes is not None and s.num_classes < 1:
-        raise UsageError(f"`num_classes` must be at least 1, got {s.num_classes}")
     if s.resize not in RESIZE_MODES:
         raise UsageError(f"`resize` must be {', '.join(RESIZE_MODES[:-1])} or {RESIZE_MODES[-1]}, got {s.resize!r}")
-    for name in ("mean", "std"):
-        numbers(getattr(s, name), name)
+    numbers(s.mean, "mean")
+    if any(v <= 0 for v in numbers(s.std, "std") or ()):
+        raise UsageError(f"`std` divides the input: every value must be positive, got {s.std}")
     if not s.method:
         raise UsageError("`method` is empty")
     chosen = {m.strip().lower() for m in s.method}  # the method-specific options check against it
@@ -53,20 +81,12 @@ def check(s: ExplainSettings) -> None:
         s.boxes = True
     if s.overlay_format not in ("png", "jpg", "webp"):
         raise UsageError(f"`overlay_format` must be png, jpg or webp, got {s.overlay_format!r}")
-    if not 1 <= s.overlay_quality <= 100:
-        raise UsageError(f"`overlay_quality` must be between 1 and 100, got {s.overlay_quality}")
     if s.overlay_format == "png" and s.sources.get("overlay_quality", "default") != "default":
         raise UsageError("`overlay_quality` applies to `overlay_format` jpg and webp; png overlays are lossless")
-    if s.overlay_max_side is not None and s.overlay_max_side < 16:
-        raise UsageError(f"`overlay_max_side` must be at least 16 pixels, got {s.overlay_max_side}")
-    if s.memory_budget is not None and s.memory_budget < 64:
-        raise UsageError(f"`memory_budget` is in megabytes and must be at least 64, got {s.memory_budget}")
     if s.precision not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"`precision` must be fp32, bf16 or fp16, got {s.precision!r}")
     if s.resume and s.overwrite:
         raise UsageError("`resume` and `overwrite` exclude each other")
-    if s.max_pixels < 1:
-        raise UsageError(f"`max_pixels` must be positive, got {s.max_pixels}")
     check_target(s)
     check_detection(s)
     if s.shard is not None:
@@ -94,8 +114,6 @@ def check_target(s: ExplainSettings) -> None:
             raise UsageError(f"`threshold` is a probability in (0, 1), got {s.threshold}")
         if s.head not in ("auto", "sigmoid"):
             raise UsageError(f"`threshold` applies to `head` sigmoid (labels over it are explained), not {s.head}")
-    if s.explain_topk is not None and s.explain_topk < 1:
-        raise UsageError(f"`explain_topk` must be at least 1, got {s.explain_topk}")
     if s.explain_topk is not None and s.target:
         raise UsageError("`explain_topk` and `target` exclude each other: the classes explained are either each "
                          "image's best or the ones named")
@@ -117,8 +135,6 @@ def check_detection(s: ExplainSettings) -> None:
         raise UsageError(f"`task` must be {', '.join(TASKS[:-1])} or {TASKS[-1]}, got {s.task!r}")
     if not 0.0 <= s.score_threshold <= 1.0:
         raise UsageError(f"`score_threshold` is a detection score in [0, 1], got {s.score_threshold}")
-    if s.max_detections < 1:
-        raise UsageError(f"`max_detections` must be at least 1, got {s.max_detections}")
     if s.detection_maps not in DETECTION_MAPS:
         raise UsageError(f"`detection_maps` must be {' or '.join(DETECTION_MAPS)}, got {s.detection_maps!r}")
     if not 0.0 <= s.min_area <= 1.0:
@@ -173,4 +189,6 @@ def numbers(text: str | None, name: str) -> tuple[float, ...] | None:
         raise UsageError(f"`{name}` must be numbers separated by commas (e.g. 0.5,0.5,0.5), got {text!r}") from None
     if not values or len(values) > 3:
         raise UsageError(f"`{name}` takes 1 or 3 values, got {len(values)}")
+    if not all(math.isfinite(v) and abs(v) <= 1e6 for v in values):
+        raise UsageError(f"`{name}` takes finite numbers (at most 1e6 in size), got {text!r}")
     return values
