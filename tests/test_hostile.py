@@ -371,3 +371,46 @@ def test_an_output_folder_inside_the_input_folder_is_never_explained(cli, model,
     r = cli("explain", images, *margs(model), "--out", out, "--resume")
     assert r.exit_code == 0, r.stderr
     assert [row["path"] for row in read_csv(out / "predictions.csv")] == ["a.png"]
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_no_multiprocessing_folder_for_good(model, tmp_path):
+    """The workers' socket folder of a SIGKILLed run (multiprocessing's pymp-*) is removed by the next run."""
+    import signal
+    import time
+
+    import tempfile
+
+    temp = Path(tempfile.mkdtemp(dir="/tmp"))  # short: a socket's path must fit in 107 bytes
+    for k in range(8):
+        _image(tmp_path / "in" / f"{k}.png", k)
+    env = dict(os.environ, TMPDIR=str(temp))
+    base = [sys.executable, "-m", "camcli", "explain", str(tmp_path / "in"), "--model", "resnet18", "--checkpoint",
+            str(model), "--input-size", "64", "--workers", "2", "--quiet"]
+    run = subprocess.Popen([*base, "--batch-size", "1", "--method", "scorecam", "--out", str(tmp_path / "a")], env=env)
+    deadline = time.monotonic() + 120
+    while not [p for p in temp.iterdir() if p.name.startswith(("camcli-", "pymp-"))]:
+        assert run.poll() is None and time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.1)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    left = [p.name for p in temp.iterdir() if p.name.startswith(("camcli-", "pymp-"))]
+    assert left and all(name.startswith("camcli-") for name in left)
+    subprocess.run([*base, "--out", str(tmp_path / "b")], env=env, check=True, timeout=300)
+    assert not [p for p in temp.iterdir() if p.name.startswith(("camcli-", "pymp-"))]
+    shutil.rmtree(temp)
+
+
+@pytest.mark.slow
+def test_workers_run_under_a_long_tmpdir(model, tmp_path):
+    """A TMPDIR too long for a Unix socket's path made the decoding workers fail and the run wait for ever."""
+    temp = tmp_path / ("t" * 60)
+    temp.mkdir()
+    for k in range(4):
+        _image(tmp_path / "in" / f"{k}.png", k)
+    env = dict(os.environ, TMPDIR=str(temp))
+    r = subprocess.run([sys.executable, "-m", "camcli", "explain", str(tmp_path / "in"), *map(str, margs(model)[:-3]),
+                        "--workers", "2", "--quiet", "--out", str(tmp_path / "out")], env=env, timeout=180,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(read_csv(tmp_path / "out" / "predictions.csv")) == 4

@@ -24,7 +24,7 @@ from camcli.engine.methods.assumptions import Assumption
 from camcli.engine.methods.base import stable_seed
 from camcli.engine.framing import Frame, bilinear_weights, map_to_image
 from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageDataset, ImageItem, collate
-from camcli.engine.workers import bind_to_parent, shut_down
+from camcli.engine.workers import bind_to_parent, own_temp_dir, shut_down
 from camcli.engine.loaded import LoadedModel
 from camcli.engine.tensors import upsample
 
@@ -170,6 +170,8 @@ def image_loader(loaded: LoadedModel, items: list[ImageItem], batch_size: int,
     if batches is None:
         batches = [items[k:k + max(1, batch_size)] for k in range(0, len(items), max(1, batch_size))]
     position = {id(item): k for k, item in enumerate(items)}
+    if workers > 0:
+        own_temp_dir()
     return torch.utils.data.DataLoader(
         ImageDataset(items, loaded.input_size, max_pixels, resize,
                      tuple(int(round(255 * m)) for m in loaded.mean), loaded.crop_fraction),

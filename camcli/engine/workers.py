@@ -9,16 +9,26 @@ and the run, not its workers, decides how to stop (it finishes what is in flight
 them down: :func:`shut_down`). Because they ignore SIGTERM, multiprocessing's own exit handler,
 which ends daemon children with SIGTERM and then waits for them, would wait for ever on a worker
 nobody shut down; :func:`_kill_daemon_children` ends them with SIGKILL first.
+
+The workers hand decoded tensors over through sockets in a temporary folder multiprocessing
+makes (``pymp-*`` in the system's temporary folder), removed at a normal exit but left behind by
+a killed run. :func:`own_temp_dir` makes that folder ``camcli-PID-HOST-*`` instead, and removes
+those of runs on this host that have ended; where ``TMPDIR`` is so long that a socket path in it
+would not bind (a worker then fails and the run waits for it for ever), in ``/tmp``.
 """
 
 from __future__ import annotations
 
 import atexit
 import multiprocessing
+import multiprocessing.process
 import multiprocessing.util  # its exit handler is registered first, so ours runs before it
 import os
+import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 
@@ -57,6 +67,43 @@ def _watch_parent(parent_pid: int) -> None:
         if os.getppid() != parent_pid:
             os._exit(1)
         time.sleep(_WATCH_INTERVAL_S)
+
+
+_OWN_TEMP = re.compile(r"camcli-(\d+)-([0-9a-f]{8})-[^.]+")
+#: the longest path of a Unix socket (sun_path less its terminating zero), and what multiprocessing
+#: adds to the folder's for a socket (``/listener-`` and 8 random characters)
+_SOCKET_PATH_MAX, _LISTENER = 107, 18
+
+
+def own_temp_dir() -> None:
+    """Before the first worker starts: multiprocessing's temporary folder, named by this process and
+    host (``multiprocessing.util.get_temp_dir`` takes the one its process config names), and the
+    folders of runs on this host that were killed, removed."""
+    from camcli.output.tempfiles import host_id, process_alive
+
+    config = multiprocessing.process.current_process()._config  # where get_temp_dir looks first
+    if config.get("tempdir") is not None:
+        return
+    me = host_id()
+    prefix = f"camcli-{os.getpid()}-{me}-"
+    # a long TMPDIR makes the workers' sockets too long to bind, and the run would wait for them for ever
+    root = next((r for r in (tempfile.gettempdir(), "/tmp")
+                 if len(r) + 1 + len(prefix) + 8 + _LISTENER <= _SOCKET_PATH_MAX and os.path.isdir(r)), None)
+    if root is None:
+        return
+    try:
+        names = os.listdir(root)
+    except OSError:
+        names = []
+    for name in names:
+        match = _OWN_TEMP.fullmatch(name)
+        if match and match.group(2) == me and not process_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    folder = tempfile.mkdtemp(prefix=prefix, dir=root)
+    config["tempdir"] = folder
+    # as multiprocessing does for its own folder: removed at a normal exit, after the workers
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True},
+                                  exitpriority=-100)
 
 
 def shut_down(iterator) -> None:

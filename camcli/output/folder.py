@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from camcli.errors import UsageError
-from camcli.output.tempfiles import host_id, leftover_writer, temp_path
+from camcli.output.tempfiles import host_id, leftover_writer, process_alive, temp_path
 
 #: what camcli writes into an output folder; --overwrite removes these and nothing else
 OWN_OUTPUTS = ("overlays", "heatmaps", "panels", "masks", "grid", "predictions.csv", "detections.csv", "segments.csv",
@@ -81,7 +81,7 @@ def remove_leftovers(out: Path, log=None) -> int:
     for folder, _dirs, names in os.walk(out):
         for name in names:
             writer = leftover_writer(name)
-            if writer is None or writer[1] != me or _alive(writer[0]):
+            if writer is None or writer[1] != me or process_alive(writer[0]):
                 continue
             try:
                 os.unlink(os.path.join(folder, name))
@@ -91,19 +91,6 @@ def remove_leftovers(out: Path, log=None) -> int:
     if removed and log:
         log(f"output folder {out}: removed {removed} temporary file(s) left by a run that was killed while writing")
     return removed
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this host (ours counts; someone else's too)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's
-        pass
-    return True
 
 
 def check_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> None:
@@ -291,7 +278,7 @@ def _owner_has_ended(holder: str) -> bool:
     pid = int(match.group(1))
     if pid == os.getpid():
         return False
-    if not _alive(pid):
+    if not process_alive(pid):
         return True
     start = _process_start(pid)
     return bool(match.group(3) and start and start != match.group(3))

@@ -35,3 +35,16 @@ def leftover_writer(name: str) -> tuple[int, str] | None:
     """The (pid, host) that wrote a temporary file named by :func:`temp_path`; ``None`` for any other name."""
     match = _TEMP.fullmatch(name)
     return (int(match.group(1)), match.group(2)) if match else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (ours counts; someone else's too)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        pass
+    return True
