@@ -244,15 +244,23 @@ def test_the_same_bounds_hold_through_configs_variables_and_the_api(cli, tmp_pat
     config = tmp_path / "c.toml"
     config.write_text("workers = 100000000\n")
     r = cli("explain", tmp_path / "in", "--config", config, "--out", tmp_path / "o")
-    assert r.exit_code == 2 and "--workers must be between" in r.stderr
+    assert r.exit_code == 2 and "--workers must be at most 256" in r.stderr
     r = cli("explain", tmp_path / "in", "--out", tmp_path / "o", env={"CAMCLI_TOPK": "100000"})
-    assert r.exit_code == 2 and "--topk must be between" in r.stderr
+    assert r.exit_code == 2 and "--topk must be at most 1000" in r.stderr
     r = cli("explain", tmp_path / "in", "--out", tmp_path / "o", env={"CAMCLI_STD": "nan"})
     assert r.exit_code == 2 and "--std" in r.stderr
     for bad in ({"workers": 10 ** 20}, {"input_size": 10 ** 6}, {"std": "inf"}, {"mean": "nan"},
                 {"batch_size": "16"}, {"alpha": float("nan")}):
         with pytest.raises(UsageError):
             camcli.explain(tmp_path / "in", model="resnet18", weights="none", **bad)
+
+
+def test_topk_writes_columns_for_the_classes_there_are(cli, model, tmp_path):
+    _image(tmp_path / "in" / "a.png")
+    assert cli("explain", tmp_path / "in", *margs(model), "--topk", "1000", "--out", tmp_path / "out").exit_code == 0
+    row = read_csv(tmp_path / "out" / "predictions.csv")[0]
+    assert sorted(k for k in row if k.endswith("_index") and k.startswith("top")) == [f"top{k}_index" for k in (1, 2, 3)]
+    assert all(row[f"top{k}_label"] for k in (1, 2, 3))
 
 
 def test_a_model_that_outputs_nan_gives_error_rows_not_ok(cli, tmp_path):
@@ -414,3 +422,40 @@ def test_workers_run_under_a_long_tmpdir(model, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert len(read_csv(tmp_path / "out" / "predictions.csv")) == 4
+
+
+def _tiny_vit(folder: Path, labels: int) -> None:
+    transformers = pytest.importorskip("transformers", reason="the hf extra is not installed")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=37, num_labels=labels)
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).save_pretrained(folder)
+
+
+def test_a_huggingface_folder_with_pickled_weights_is_one_line_and_runs_nothing(cli, tmp_path):
+    folder = tmp_path / "vit"
+    _tiny_vit(folder, 3)
+    from safetensors.torch import load_file
+
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save({"trap": print, **state}, folder / "pytorch_model.bin")  # a pickle naming a callable
+    _image(tmp_path / "in" / "a.png")
+    r = cli("explain", tmp_path / "in", "--model", folder, "--workers", "0", "-q", "--out", tmp_path / "out")
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "pickled Python objects" in r.stderr and "Weights only load failed" not in r.stderr
+
+
+def test_a_huggingface_folder_of_the_wrong_shape_is_one_line_under_quiet(cli, tmp_path):
+    folder = tmp_path / "vit"
+    _tiny_vit(folder, 5)
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {str(k): f"c{k}" for k in range(3)}
+    config["label2id"] = {f"c{k}": k for k in range(3)}
+    (folder / "config.json").write_text(json.dumps(config))
+    _image(tmp_path / "in" / "a.png")
+    r = subprocess.run([sys.executable, "-m", "camcli", "explain", str(tmp_path / "in"), "--model", str(folder),
+                        "--workers", "0", "-q", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                       timeout=300)  # transformers logs to the process's own stderr
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "do not fit its config.json" in r.stderr and "ignore-mismatched-sizes" not in r.stderr

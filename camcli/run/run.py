@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from camcli.engine.images import discover
-from camcli.engine.stream import ImageResult
+from camcli.engine.stream import ImageResult, labels_of
 from camcli.models.layer_search import earlier_layer
 from camcli.errors import UsageError
 from camcli.engine.layer_names import display_name
@@ -159,7 +159,10 @@ class Run:
             writer = None
             if self.write:
                 several = session.task == "classification" and session.explainer.target.several
-                csv = PredictionsCSV(out / shard.csv_name, kind.header(s, several), keep=keep)
+                # top-k columns for the classes there are (a 6-class model's --topk 1000 makes 6, not 1000)
+                classes = len(labels_of(session.explainer, session.loaded)) if session.task == "classification" else 0
+                shown = replace(s, topk=min(s.topk, classes)) if classes else s
+                csv = PredictionsCSV(out / shard.csv_name, kind.header(shown, several), keep=keep)
                 writer = OrderedWriter(out, s, csv, limit=2 * s.batch_size, max_bytes=plan.writer_bytes,
                                        threads=plan.writer_threads, write=kind.write)
             try:
