@@ -56,6 +56,11 @@ def _seed():
     torch.manual_seed(0)
 
 
+def small_args(checkpoint) -> list:
+    """The command line of a quick run of ``checkpoint`` (a 3-class resnet18 state dict) at 64 px."""
+    return ["--model", "resnet18", "--checkpoint", checkpoint, "--input-size", "64", "--workers", "0", "--quiet"]
+
+
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory):
     """A seeded random 3-class resnet18 saved as a state dict, with labels apple/banana/cherry."""

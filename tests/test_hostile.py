@@ -23,19 +23,15 @@ from PIL import Image
 import camcli
 from camcli import errors
 from camcli.errors import UsageError
-from conftest import read_csv
+from conftest import read_csv, small_args
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("m")
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), d / "r18.pth")
-    return d / "r18.pth"
+def model(small_model):
+    return small_model / "r18.pth"
 
 
-def margs(model):
-    return ["--model", "resnet18", "--checkpoint", model, "--input-size", "64", "--workers", "0", "--quiet"]
+margs = small_args
 
 
 def _image(path: Path, seed: int = 0) -> Path:

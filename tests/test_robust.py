@@ -18,19 +18,15 @@ import torch
 import torchvision
 from PIL import Image
 
-from conftest import DEMO_CONFIG, SAMPLES, read_csv
+from conftest import DEMO_CONFIG, SAMPLES, read_csv, small_args
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("m")
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), d / "r18.pth")
-    return d / "r18.pth"
+def model(small_model):
+    return small_model / "r18.pth"
 
 
-def margs(model):
-    return ["--model", "resnet18", "--checkpoint", model, "--input-size", "64", "--workers", "0", "--quiet"]
+margs = small_args
 
 
 def _png(arr) -> bytes:
