@@ -30,7 +30,9 @@ def explain(paths: str | os.PathLike | Sequence[str | os.PathLike], model=None, 
     """Explain images; iterate the returned :class:`~camcli.run.Run` for one
     :class:`~camcli.engine.stream.ImageResult` per image, in input order.
 
-    ``paths``: image files, folders and globs. ``model`` is a name as ``--model`` takes it
+    ``paths``: image files, folders and globs, or images in memory (a PIL image, an H x W x C NumPy
+    array, a C x H x W or N x C x H x W tensor, or a list of them and paths; see
+    :mod:`camcli.engine.in_memory`), named ``image-0000.png``, ... by their place. ``model`` is a name as ``--model`` takes it
     (``resnet18``, ``timm/NAME``, ``file.py:function``) or any ``torch.nn.Module``: then labels,
     ``input_size``, ``mean`` and ``std`` come from the keywords (224 and ImageNet's by default)
     and the class count from the module's output, and ``checkpoint`` may load a state dict into
@@ -45,14 +47,21 @@ def explain(paths: str | os.PathLike | Sequence[str | os.PathLike], model=None, 
     unknown = sorted(k for k in options if k not in FIELDS or k == "out")
     if unknown:
         raise TypeError(f"explain() got unexpected option(s): {', '.join(unknown)}")
-    inputs = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
+    from camcli.engine.in_memory import is_in_memory, items_of
     from camcli.models.modules import handed_over
 
+    given = [paths] if isinstance(paths, (str, os.PathLike)) or is_in_memory(paths) else list(paths)
     model, module = handed_over(model)  # a module is recorded by its class's name, and used itself
     values = dict(options, model=model, method=_as_list(method), layer=_as_list(layer),
                   out=os.fspath(out) if out is not None else None)
     settings = resolve(values, config, environ={})
-    return Run(settings, inputs, write=out is not None, module=module)
+    items = None
+    if any(is_in_memory(p) for p in given):  # images in memory: named image-0000.png, ... by their place
+        items = items_of(given, hidden=settings.hidden, out=settings.out if out is not None else None)
+        inputs = [i.rel if i.pixels is not None else i.path for i in items]
+    else:
+        inputs = [os.fspath(p) for p in given]
+    return Run(settings, inputs, write=out is not None, module=module, items=items)
 
 
 def _as_list(value) -> list[str] | None:

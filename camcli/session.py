@@ -10,7 +10,7 @@ runs, and ``camcli evaluate`` when it explains images itself.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,12 +29,12 @@ from camcli.engine.layouts import NotAMap
 from camcli.engine.methods import CAMMethod, get_method
 from camcli.engine.stream import ImageResult, iter_results
 from camcli.engine.targets import THRESHOLD, Target, resolve_classes
-from camcli.errors import UsageError
+from camcli.errors import UsageError, first_line
 from camcli.models import LoadedModel, load_model
 from camcli.models.batchnorm_folding import fold_batchnorm
 from camcli.engine.layer_names import display_name, resolve_layer
 from camcli.models.detectors import default_detector_layer
-from camcli.models.segmenters import background_index, default_segmenter_layer, own_segmenter_layer
+from camcli.models.segmenters import background_index, default_segmenter_layer, own_segmenter_layer, redraws_output
 from camcli.models.layer_search import default_layer
 from camcli.settings import ExplainSettings, cam_batch_size_for
 from camcli.settings.checks import numbers, region_spec
@@ -63,6 +63,8 @@ class ExplainSession:
     #: (engine/segmentation.py)
     task: str = "classification"
     regions: Regions | None = None  # segmentation: what each class's score sums over, when not its own mask
+    #: what the run should know about how the model is run (kept channels-first, and why)
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def open(cls, settings: ExplainSettings, local_rank: int | None = None,
@@ -98,10 +100,11 @@ class ExplainSession:
                   else [default_layer(loaded.model, loaded.input_size, device)])
         # BatchNorm folded into its convolution (not at the target layers): ~10% faster inference
         fold_batchnorm(loaded.model, keep=layers)
+        kept_nchw = None
         if device.type in ("cpu", "cuda"):
             # NHWC convolutions: 1.2-1.4x faster inference on 2 CPU cores (benchmarks/), and the
             # layout tensor cores want; results differ from NCHW only in float rounding
-            loaded.model.to(memory_format=torch.channels_last)
+            kept_nchw = to_channels_last(loaded.model, loaded.input_size, device)
         target = build_target(settings, loaded, device)
         explainer = Explainer(loaded.model, layers, methods, precision=settings.precision,
                               strict=settings.strict, layer_layout=settings.layer_layout,
@@ -111,8 +114,10 @@ class ExplainSession:
         except NotAMap as e:
             suggestion = display_name(default_layer(loaded.model, loaded.input_size, device))
             raise UsageError(f"{e}; `layer` {suggestion} gives a map (see `camcli layers {settings.model}`)") from None
-        return cls(settings, device, loaded, layers, methods, explainer,
-                   target.fixed[0] if len(target.fixed) == 1 else None)
+        session = cls(settings, device, loaded, layers, methods, explainer,
+                      target.fixed[0] if len(target.fixed) == 1 else None)
+        session.notes = [kept_nchw] if kept_nchw else []
+        return session
 
     @classmethod
     def _detector(cls, settings: ExplainSettings, device: torch.device, loaded: LoadedModel,
@@ -150,8 +155,7 @@ class ExplainSession:
                       or own_segmenter_layer(model, loaded.input_size, device, len(loaded.labels))]
         squashed = probe(model, loaded.input_size, device, settings.output).squashed_by is not None
         fold_batchnorm(model, keep=layers)
-        if device.type in ("cpu", "cuda"):
-            model.to(memory_format=torch.channels_last)
+        notes = [to_channels_last(model, loaded.input_size, device)] if device.type in ("cpu", "cuda") else []
         explainer = SegmentationExplainer(model, layers, methods, list(loaded.labels), settings.min_area,
                                           settings.background, output=settings.output, squashed=squashed,
                                           strict=settings.strict, layer_layout=settings.layer_layout)
@@ -166,7 +170,13 @@ class ExplainSession:
         explainer.classes = resolve_classes(settings.target, explainer.labels)
         explainer.background_index = 0 if explainer.head.binary else background_index(explainer.labels)
         regions = Regions(region_spec(settings.region)) if settings.region else None
-        return cls(settings, device, loaded, layers, methods, explainer, None, task="segmentation", regions=regions)
+        for layer in layers:  # a wrong map without a warning is the worst thing camcli can write
+            if redraws_output(model, layer, loaded.input_size, device, explainer.head.scores):
+                notes.append(f"warning: the map at {display_name(layer)} redraws the model's own scores (that layer "
+                             "outputs the score map itself, resized at most): it shows the predicted mask, not what "
+                             "made it; explain a layer before the scores with `layer` (see `camcli layers`)")
+        return cls(settings, device, loaded, layers, methods, explainer, None, task="segmentation", regions=regions,
+                   notes=[n for n in notes if n])
 
     @property
     def maps_per_image(self) -> int:
@@ -184,6 +194,8 @@ class ExplainSession:
                 f"classes, {size}{self.explained}; layer "
                 f"{', '.join(display_name(l) for l in self.layers)}; method "
                 f"{', '.join(m.name for m in self.methods)}; device {describe(self.device)}"
+                + (f"; labels of {lm.labels_from} (its class count matches the checkpoint's; `labels` names "
+                   "others)" if lm.labels_from else "")
                 + "".join(f"; note: {note}" for m in self.methods for note in m.notes))
 
     @property
@@ -218,9 +230,9 @@ class ExplainSession:
         return None
 
     def cost_notes(self) -> list[str]:
-        """A line for each method that runs many forward passes per image: how many, and which
-        setting cuts them (in the core's vocabulary: `max_n`)."""
-        lines = []
+        """The session's notes, then a line for each method that runs many forward passes per image:
+        how many, and which setting cuts them (in the core's vocabulary: `max_n`)."""
+        lines = list(self.notes)
         for method in self.methods:
             for layer in (self.layers if method.uses_layer else []):
                 channels = self.explainer.channels.get(layer, 0)
@@ -267,6 +279,21 @@ def binary_labels(labels: list[str]) -> list[str]:
     if labels == ["class_0"]:
         return ["negative", "positive"]
     return [f"not {labels[0]}", labels[0]]
+
+
+def to_channels_last(model, input_size: tuple[int, int], device: torch.device) -> str | None:
+    """Make the model channels-last when one dummy pass shows it still runs so (a model that flattens
+    with ``x.view(N, -1)`` fails on an NHWC tensor); else keep it as it was and say why."""
+    model.to(memory_format=torch.channels_last)
+    x = torch.zeros(1, 3, *input_size, device=device).contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode():
+            model(x)
+    except RuntimeError as e:
+        model.to(memory_format=torch.contiguous_format)
+        return (f"the model runs channels-first (NCHW), as it was: it fails on a channels-last input "
+                f"({first_line(e)})")
+    return None
 
 
 def build_target(s: ExplainSettings, loaded: LoadedModel, device: torch.device) -> Target:

@@ -246,7 +246,7 @@ def test_the_same_bounds_hold_through_configs_variables_and_the_api(cli, tmp_pat
     r = cli("explain", tmp_path / "in", "--out", tmp_path / "o", env={"CAMCLI_STD": "nan"})
     assert r.exit_code == 2 and "--std" in r.stderr
     for bad in ({"workers": 10 ** 20}, {"input_size": 10 ** 6}, {"std": "inf"}, {"mean": "nan"},
-                {"batch_size": "16"}, {"alpha": float("nan")}):
+                {"batch_size": "sixteen"}, {"alpha": float("nan")}):
         with pytest.raises(UsageError):
             camcli.explain(tmp_path / "in", model="resnet18", weights="none", **bad)
 

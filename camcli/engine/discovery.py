@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from camcli.errors import UsageError
@@ -27,6 +27,8 @@ class ImageItem:
     index: int
     path: str
     rel: str  # POSIX-style, never absolute, never containing '..'
+    #: the RGB pixels (H, W, 3) uint8 of an image handed over in memory (:mod:`.in_memory`); None: read ``path``
+    pixels: object = field(default=None, compare=False, repr=False)
 
 
 def expand_inputs(args: Sequence[str], stdin=None) -> list[str]:

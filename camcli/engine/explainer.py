@@ -31,7 +31,7 @@ from camcli.engine.augment import averaged
 from camcli.engine.capture import capture, frozen_parameters, layout_requests
 from camcli.engine.fusion import check_fuse, fused, fused_name
 from camcli.engine.layouts import Layout, detect, readings, rescaled_shapes, token_geometry
-from camcli.engine.layer_names import display_name
+from camcli.engine.layer_names import display_name, resolve_layer
 from camcli.engine.methods import CAMMethod
 from camcli.engine.methods.assumptions import Check
 from camcli.engine.methods.base import INPUT_LAYER, ForwardPass, MapBatch
@@ -66,7 +66,8 @@ class Explainer:
         if not layers or not methods:
             raise UsageError("at least one layer and one method are needed")
         self.model = model
-        self.layers = list(dict.fromkeys(layers))
+        # every spelling the command line takes (layer4[-1], layer4.1, features[-1]#2); an unknown one is a UsageError
+        self.layers = list(dict.fromkeys(resolve_layer(model, spec) for spec in layers))
         self.methods = list(methods)
         #: what is explained: the head, the score and the classes (``score`` alone: a softmax head)
         self.target = target if target is not None else default_target(score)
@@ -92,6 +93,7 @@ class Explainer:
         #: the same keys -> the layer's output shape for a larger input (only where 4-D was ambiguous)
         self.rescaled: dict[tuple[str, int, int], tuple[int, ...]] = {}
         self.channels: dict[str, int] = {}  # layer -> channels of its map, known once validated
+        self._validated = False  # the methods' own checks ran (validate, or the first batch called)
 
     def layout(self, layer: str, input_size: tuple[int, int]) -> Layout | None:
         """How ``layer``'s output was read for inputs of ``input_size`` (None before the first batch)."""
@@ -134,9 +136,13 @@ class Explainer:
         x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
         fp = self.forward(x, None)  # a layer whose output is no map is refused here
         self.channels = {layer: int(a.shape[1]) for layer, a in fp.activations.items()}
+        self._check_methods(fp)
+
+    def _check_methods(self, fp: ForwardPass) -> None:
         for method in self.methods:
             for layer in self.layers:
                 method.validate(fp, layer)
+        self._validated = True
 
     def forward(self, x: torch.Tensor, target: int | torch.Tensor | None) -> ForwardPass:
         """One forward (and partial backward when a method needs gradients) for a batch."""
@@ -207,6 +213,8 @@ class Explainer:
         whose maps will be thrown away (their maps come back empty); ``seeds`` (one per image)
         seed the methods that draw random numbers (default: from each image's pixels)."""
         fp = self.forward(x, target)
+        if not self._validated:  # called directly (the session validates first): the same refusals
+            self._check_methods(fp)
         if seeds is not None:
             if len(seeds) != x.shape[0]:
                 raise ValueError(f"seeds has {len(seeds)} entries for a batch of {x.shape[0]}")

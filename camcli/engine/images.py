@@ -156,7 +156,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Decoded:
         item = self.items[i]
         try:
-            rgb, note = decode(item.path, self.max_pixels)
+            rgb, note = (item.pixels, "") if item.pixels is not None else decode(item.path, self.max_pixels)
             small, frame = fit_to_model(rgb, self.input_size, self.resize, self.fill, self.crop_fraction)
         except ValueError as e:
             return Decoded(item, error=str(e).splitlines()[0])

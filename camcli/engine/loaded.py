@@ -36,6 +36,9 @@ class LoadedModel:
     source: dict | None = None
     #: what the model does: classification (scores per image) or detection (boxes, torchvision's detectors)
     task: str = "classification"
+    #: where the labels came from when no labels were given and the checkpoint has none: torchvision
+    #: weights of the same architecture and class count (``ResNet18_Weights.IMAGENET1K_V1``)
+    labels_from: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -47,6 +50,7 @@ class LoadedModel:
                 "checkpoint_sha256": self.checkpoint_sha256, "num_classes": self.num_classes,
                 "input_size": list(self.input_size), "input_channels": self.input_channels,
                 "mean": list(self.mean), "std": list(self.std), "source": self.source, "task": self.task,
+                **({"labels_from": self.labels_from} if self.labels_from else {}),
                 # a segmenter's saved masks hold class indices: their names go with them
                 **({"labels": list(self.labels)} if self.task == "segmentation" else {})}
 

@@ -26,7 +26,7 @@ from camcli.engine.framing import Frame, bilinear_weights, map_to_image
 from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageDataset, ImageItem, collate
 from camcli.engine.workers import bind_to_parent, own_temp_dir, shut_down
 from camcli.engine.loaded import LoadedModel
-from camcli.engine.tensors import upsample
+from camcli.engine.tensors import upsample, uses_channels_last  # noqa: F401  (where callers found it)
 
 
 @dataclass
@@ -191,14 +191,6 @@ def image_seed(seed: int, rel: str) -> int:
     """A 63-bit seed from the run's ``seed`` and the image's relative path: the same image gets
     the same random numbers whatever its batch, shard or resume."""
     return stable_seed(f"{seed}\0{rel}".encode())
-
-
-def uses_channels_last(model) -> bool:
-    """Whether the model's convolutions are channels-last (inputs are then made so too)."""
-    for p in model.parameters():
-        if p.dim() == 4:
-            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-    return False
 
 
 def model_input(decoded: Sequence[Decoded], device: torch.device, mean: torch.Tensor, std: torch.Tensor,

@@ -49,3 +49,11 @@ def replace_first_tensor(output, new: torch.Tensor):
                 break
         return type(output)(out)
     return output
+
+
+def uses_channels_last(model) -> bool:
+    """Whether the model's convolutions are channels-last (inputs are then made so too)."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False

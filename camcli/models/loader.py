@@ -34,12 +34,9 @@ from camcli.errors import UsageError, unknown
 from camcli.models import detectors, exported, huggingface, segmenters, timm_models, yolo
 from camcli.models.factory import build_from_factory, is_factory
 from camcli.models.modules import own_model, qualified_name, weights_sha256
+from camcli.models.grayscale import GRAY_MEAN, GRAY_STD, first_conv, replace_first_conv, rgb_first_conv
 from camcli.models.labels import fit_labels, read_labels
 
-#: ITU-R 601-2 luma, as Pillow's convert("L") computes it
-LUMA = (0.299, 0.587, 0.114)
-#: a grayscale model's default normalisation: ImageNet's, averaged over the channels
-GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)
 #: the model when none is named
 DEFAULT_ARCHITECTURE = "resnet50"
 
@@ -148,10 +145,12 @@ def load_model(architecture: str | nn.Module | None, weights: str | None = "DEFA
             load_into(model, state, str(checkpoint), hint=TORCHSCRIPT_HINT if is_torchscript(Path(checkpoint))
                       else OWN_MODEL_HINT)
             if channels == 1:
-                _rgb_first_conv(model)
-        loaded = LoadedModel(model, architecture, fit_labels(label_list, num_classes, "`labels`"),
+                rgb_first_conv(model)
+        offered = None if label_list else _categories_for(architecture, num_classes)
+        loaded = LoadedModel(model, architecture, fit_labels(label_list or (offered and offered[1]), num_classes,
+                                                             "`labels`"),
                              size or (224, 224), checkpoint=str(checkpoint),
-                             checkpoint_sha256=file_sha256(checkpoint))
+                             checkpoint_sha256=file_sha256(checkpoint), labels_from=offered and offered[0])
         if channels == 1:
             loaded.input_channels = 1
             loaded.mean, loaded.std = GRAY_MEAN * 3, GRAY_STD * 3
@@ -235,13 +234,9 @@ def _set_normalisation(loaded: LoadedModel, mean: Sequence[float] | None, std: S
         setattr(loaded, name, values)
 
 
-def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
-    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
-
-
 def _match_input_channels(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> int:
     """Rebuild the first convolution for a checkpoint trained on one channel; returns the count."""
-    first = _first_conv(model)
+    first = first_conv(model)
     key = f"{first[0]}.weight" if first else None
     if first is None or key not in state or state[key].dim() != 4 or state[key].shape[1] == first[1].in_channels:
         return first[1].in_channels if first else 3
@@ -249,27 +244,8 @@ def _match_input_channels(model: nn.Module, state: dict[str, torch.Tensor], sour
     if channels != 1 or first[1].in_channels != 3:
         raise UsageError(f"checkpoint {source}: its first convolution ({first[0]}) takes {channels} input channels; "
                          "images can be fed as RGB (3 channels) or grayscale (1), nothing else")
-    _replace_first_conv(model, 1)
+    replace_first_conv(model, 1)
     return 1
-
-
-def _rgb_first_conv(model: nn.Module) -> None:
-    """The loaded one-channel first convolution as an RGB one that computes it on the luminance."""
-    gray, rgb = _replace_first_conv(model, 3)
-    with torch.no_grad():
-        rgb.weight.copy_(gray.weight * torch.tensor(LUMA, dtype=gray.weight.dtype).view(1, 3, 1, 1))
-        if gray.bias is not None:
-            rgb.bias.copy_(gray.bias)
-
-
-def _replace_first_conv(model: nn.Module, in_channels: int) -> tuple[nn.Conv2d, nn.Conv2d]:
-    """Put a convolution like the first one, taking ``in_channels``, in its place; (old, new)."""
-    name, conv = _first_conv(model)
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    conv.groups, conv.bias is not None, conv.padding_mode)
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-    return conv, new
 
 
 def _size(input_size) -> tuple[int, int] | None:
@@ -303,6 +279,21 @@ def _build_for(architecture: str, num_classes: int, state: dict[str, torch.Tenso
             k.startswith(prefixes) for k in model.state_dict()):
         model = _build(architecture, num_classes=num_classes, aux_logits=False)
     return model
+
+
+def _categories_for(architecture: str, classes: int | None) -> tuple[str, list[str]] | None:
+    """(weights, categories) of torchvision weights of ``architecture`` with ``classes`` categories:
+    a checkpoint of torchvision's own ImageNet file (or a fine-tune that kept its head) is named by
+    them instead of ``class_N``. Read from the weights' metadata; nothing is downloaded."""
+    try:
+        enum = torchvision.models.get_model_weights(architecture)
+    except (ValueError, KeyError):
+        return None
+    for w in enum:
+        categories = w.meta.get("categories")
+        if categories and len(categories) == classes:
+            return str(w), list(categories)
+    return None
 
 
 def _weights_enum(architecture: str, name: str):

@@ -19,6 +19,7 @@ from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, first_line
 from camcli.models.checkpoints import file_sha256, load_into, read_state_dict
 from camcli.models.detectors import as_detector, detector, is_detector
+from camcli.models.grayscale import GRAY_MEAN, GRAY_STD, rgb_first_conv, takes_one_channel
 from camcli.models.labels import fit_labels, read_labels
 from camcli.models.segmenters import is_segmenter, segmenter
 
@@ -52,13 +53,21 @@ def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = 
         return detector(as_detector(model, model_args), name, label_list, num_classes, **files,
                         source={**source, "class": name})
     size = size or (224, 224)
+    gray = takes_one_channel(model)
+    if gray:  # trained on one channel: fed the luminance of camcli's RGB pictures, as a named architecture's
+        rgb_first_conv(model)
     n = classes_of(model, size, output)
     if num_classes is not None and num_classes != n:
         raise UsageError(f"`num_classes` {num_classes} does not match the model, which returns {n} scores per image")
     if is_segmenter(model):
-        return segmenter(model, name, label_list, n, size, **files, source={**source, "class": name})
-    return LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), size, **files,
-                       source={**source, "class": name})
+        loaded = segmenter(model, name, label_list, n, size, **files, source={**source, "class": name})
+    else:
+        loaded = LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), size, **files,
+                             source={**source, "class": name})
+    if gray:
+        loaded.input_channels = 1
+        loaded.mean, loaded.std = GRAY_MEAN * 3, GRAY_STD * 3
+    return loaded
 
 
 def qualified_name(model: nn.Module) -> str:

@@ -132,12 +132,44 @@ def _classes_in(architecture: str, state: dict[str, torch.Tensor], kwargs: dict)
 def own_segmenter_layer(model: nn.Module, input_size: tuple[int, int], device, classes: int) -> str:
     """The default layer of a segmenter of the user's own class: the classifier's rule (its last
     spatial block), unless that block outputs the scores themselves (a U-Net's last 1x1
-    convolution: its map would only redraw the mask), then the last map before it."""
+    convolution, or an upsampling of the score map after it: their maps would only redraw the
+    mask), then the last map before them that is not a score map."""
     from camcli.models.layer_search import default_layer, earlier_layer, trace_layers
 
-    infos = trace_layers(model, input_size, device)
-    chosen = default_layer(model, input_size, device, infos=infos)
-    info = next((i for i in infos if i.name == chosen), None)
-    if info is not None and info.layout is not None and info.layout.channels_of(info.shape) in (classes, 1):
-        chosen = earlier_layer(model, input_size, chosen, device) or chosen
+    infos = {i.name: i for i in trace_layers(model, input_size, device)}
+    chosen = default_layer(model, input_size, device, infos=list(infos.values()))
+    for _ in range(len(infos)):
+        info = infos.get(chosen)
+        if info is None or info.layout is None or info.layout.channels_of(info.shape) not in (classes, 1):
+            break
+        before = earlier_layer(model, input_size, chosen, device)
+        if before is None:
+            break
+        chosen = before
     return chosen
+
+
+def redraws_output(model: nn.Module, layer: str, input_size: tuple[int, int], device, scores_of) -> bool:
+    """Whether ``layer``'s output is the model's score map itself (the same values, resized): its
+    Grad-CAM would redraw the predicted mask, not explain it. ``scores_of`` reads the scores from
+    the model's output. One pass on a seeded random input."""
+    import torch.nn.functional as F
+
+    from camcli.engine.layer_names import split_call
+
+    seen = []
+    handle = model.get_submodule(split_call(layer)[0]).register_forward_hook(
+        lambda _m, _i, out: seen.append(out) if isinstance(out, torch.Tensor) else None)
+    x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    try:
+        with torch.inference_mode():
+            scores = scores_of(model(x))
+    finally:
+        handle.remove()
+    if not seen or seen[-1].dim() != 4 or scores.dim() != 4 or seen[-1].shape[1] != scores.shape[1]:
+        return False
+    mine = seen[-1].float()
+    if mine.shape[-2:] != scores.shape[-2:]:
+        mine = F.interpolate(mine, size=scores.shape[-2:], mode="bilinear", align_corners=False)
+    scale = float(scores.abs().max()) or 1.0
+    return float((mine - scores.float()).abs().max()) <= 1e-3 * scale

@@ -62,7 +62,7 @@ def budget_bytes(megabytes: int | None) -> int:
 
 
 def plan_memory(items: list[ImageItem], batch_size: int, workers: int, budget: int) -> MemoryPlan:
-    pixels = [image_pixels(i.path) for i in items]
+    pixels = [i.pixels.shape[0] * i.pixels.shape[1] if i.pixels is not None else image_pixels(i.path) for i in items]
     largest = max(pixels, default=0)
     threads, prefetch = 2, 2
 

@@ -66,6 +66,37 @@ def coerce(name: str, value: Any, origin: str) -> Any:
         raise UsageError(f"{origin}: invalid value {value!r} for {name} (expected {t.__name__})") from None
 
 
+#: settings written as comma-separated text that the Python API also takes as a list or tuple
+_JOINED = ("target", "mean", "std", "layer_layout", "region")
+
+
+def from_python(name: str, value: Any) -> Any:
+    """A keyword's value of the natural Python type as the setting takes it: ``target=100`` or
+    ``[100, 3]`` -> ``"100,3"``, ``mean=[0.485, 0.456, 0.406]`` -> ``"0.485,0.456,0.406"``,
+    ``input_size=(224, 224)`` -> ``224``, a path object -> its text, ``batch_size="16"`` -> ``16``;
+    a value that is none of these is a ``UsageError`` naming the keyword, never a ``TypeError``."""
+    t = kind(name)
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if name in _JOINED and isinstance(value, (list, tuple)):
+        if not value or not all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value):
+            raise UsageError(f"`{name}` takes numbers or names, got {value!r}")
+        return ",".join(str(v) for v in value)
+    if name == "input_size" and isinstance(value, (list, tuple)):
+        if len(value) == 2 and value[0] == value[1]:
+            value = value[0]
+        else:
+            raise UsageError(f"`input_size` is the side of a square input, got {tuple(value)!r}; camcli fits each "
+                             "image to a square (see `resize`)")
+    if t is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if t in (int, float, bool) and isinstance(value, str):
+        return coerce(name, value, "Python API")
+    if t in (int, float) and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise UsageError(f"`{name}` takes a number, got {value!r}")
+    return value
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """Settings from a TOML file: top-level keys or an ``[explain]`` table; unknown keys are errors."""
     p = Path(path)
@@ -132,7 +163,7 @@ def resolve(cli: dict[str, Any], config: str | Path | None = None, environ: dict
     """
     settings = ExplainSettings()
     sources = {k: "default" for k in FIELDS}
-    given = {k: v for k, v in cli.items() if v is not None and k in FIELDS}
+    given = {k: from_python(k, v) for k, v in cli.items() if v is not None and k in FIELDS}
     for key in _LIST_KEYS:
         if key in given:
             value = given[key]

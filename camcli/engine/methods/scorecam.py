@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from camcli.errors import UsageError
 from camcli.engine.methods import register
 from camcli.engine.methods.base import CAMMethod, ForwardPass
+from camcli.engine.tensors import uses_channels_last
 
 
 def normalised_masks(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -92,10 +93,11 @@ def masked_scores(fp: ForwardPass, i: int, count: int, chunk: int, masks_for) ->
     stop)`` gives masks (k, H, W), so that at most ``chunk`` of them are in memory at once."""
     scores = torch.empty(count, device=fp.inputs.device)
     target = fp.targets[i:i + 1]
+    memory_format = torch.channels_last if uses_channels_last(fp.model) else torch.contiguous_format
     for s in range(0, count, chunk):
         e = min(s + chunk, count)
         masks = masks_for(s, e)
         masked = (fp.inputs[i:i + 1] * masks[:, None].to(fp.inputs.dtype)).contiguous(
-            memory_format=torch.channels_last)  # NHWC convolutions are faster, on CPU too
+            memory_format=memory_format)  # the model's own: NHWC convolutions are faster, on CPU too
         scores[s:e] = fp.target(fp.model(masked), target.expand(e - s))
     return scores
