@@ -120,8 +120,8 @@ def main() -> None:
                 if t is None:
                     unmatched += 1
                     continue
-                small, _empty, _failed, extent = mine[(method, layer)]
-                frame = Frame(0, 0, found.valid[1], found.valid[0])  # read back as camcli's overlays are
+                small, _empty, _failed, (extent, inset) = mine[(method, layer)]
+                frame = Frame(inset[1], inset[0], inset[1] + found.valid[1], inset[0] + found.valid[0])  # as overlays
                 mine_full = map_to_image(small, frame, extent, t.shape).numpy()
                 if mine_full.std() > 0 and t.std() > 0:
                     rs.append(float(np.corrcoef(mine_full.ravel(), t.ravel())[0, 1]))

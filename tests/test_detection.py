@@ -245,8 +245,9 @@ def test_box_targets_differ_from_the_whole_images_and_follow_each_box():
         assert a[key][0].shape == b[key][0].shape and a[key][3] == b[key][3]  # the same cells, the same extent
         assert np.corrcoef(a[key][0].ravel(), b[key][0].ravel())[0, 1] > 0.99, det.rank
     h, w = pair.shape[-2:]
-    frame = Frame(0, 0, alone.valid[1], alone.valid[0])  # the image inside the detector's input
-    heats = [map_to_image(m[key][0], frame, m[key][3], (h, w)).numpy() for m in alone.maps]
+    (extent, inset) = alone.maps[0][key][3]  # the input region the map's cells cover, and the image's corner in it
+    frame = Frame(inset[1], inset[0], inset[1] + alone.valid[1], inset[0] + alone.valid[0])
+    heats = [map_to_image(m[key][0], frame, m[key][3][0], (h, w)).numpy() for m in alone.maps]
     for own, other, det, rival in ((0, 1, alone.detections[0], alone.detections[1]),
                                    (1, 0, alone.detections[1], alone.detections[0])):
         def energy(heat, box):

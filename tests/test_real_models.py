@@ -203,3 +203,79 @@ def test_images_in_memory_pil_numpy_and_tensors(small_model, tmp_path):
                       (tensor.float(), "outside \\[0, 1\\]")):
         with pytest.raises(UsageError, match=says):
             list(camcli.explain(bad, **common))
+
+
+# --- Ultralytics YOLO (the optional yolo extra): items 1, 2 and 8 ----------------------------------------------
+
+def _scene(path) -> None:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    img = np.full((200, 300, 3), 90, np.uint8)
+    for _ in range(6):
+        centre = (int(rng.integers(20, 280)), int(rng.integers(20, 180)))
+        cv2.circle(img, centre, int(rng.integers(8, 30)), tuple(int(v) for v in rng.integers(0, 256, 3)), -1)
+    Image.fromarray(img).save(path)
+
+
+def _yolo(kind: str, path, classes: int = 3):
+    """An untrained Ultralytics model saved as Ultralytics saves its checkpoints (a pickle holding ``model``),
+    its class biases spread so that scores differ."""
+    tasks = pytest.importorskip("ultralytics.nn.tasks", reason="the yolo extra (Ultralytics) is not installed")
+    torch.manual_seed(0)
+    model = getattr(tasks, kind)({"DetectionModel": "yolov8n.yaml", "SegmentationModel": "yolov8n-seg.yaml",
+                                  "PoseModel": "yolov8n-pose.yaml", "OBBModel": "yolov8n-obb.yaml"}[kind],
+                                 nc=classes, verbose=False)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.bias is not None and m.out_channels == classes:
+            nn.init.normal_(m.bias, 0, 3)
+    model.names = {i: f"thing{i}" for i in range(classes)}
+    torch.save({"model": model}, path)
+    return path
+
+
+def _yolo_run(path, image, **options):
+    return list(camcli.explain([image], checkpoint=str(path), trust_checkpoint=True, workers=0,
+                               model_arg=["imgsz=320"], **options))
+
+
+@pytest.mark.parametrize("kind", ["SegmentationModel", "PoseModel"])
+def test_yolo_segment_and_pose_heads_are_explained_box_by_box(tmp_path, kind):
+    """Item 1: a Segment head's mask coefficients follow its class scores (read by position: IndexError)."""
+    path = _yolo(kind, tmp_path / "m.pt")
+    _scene(tmp_path / "scene.png")
+    (result,) = _yolo_run(path, tmp_path / "scene.png", score_threshold=0.3, max_detections=3)
+    assert result.status == "ok" and len(result.detections) == 3
+    assert all(d.label.startswith("thing") for d in result.detections) and len(result.maps) == 3
+
+
+def test_yolo_obb_heads_are_refused_with_the_reason(tmp_path):
+    path = _yolo("OBBModel", tmp_path / "m.pt")
+    _scene(tmp_path / "scene.png")
+    with pytest.raises(UsageError, match="rotated boxes"):
+        _yolo_run(path, tmp_path / "scene.png")
+
+
+def test_yolo_gradient_methods_work_on_square_images(tmp_path):
+    """Item 2: the dummy validation cached the head's anchors as inference tensors for square inputs."""
+    path = _yolo("DetectionModel", tmp_path / "m.pt")
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "sq.png")
+    (result,) = _yolo_run(path, tmp_path / "sq.png", method="gradcam", score_threshold=0.3, max_detections=2)
+    assert result.status == "ok", result.error  # was: "Inference tensors cannot be saved for backward"
+    assert len(result.maps) == 2 and {m.method for m in result.maps} == {"gradcam"}
+
+
+def test_yolo_boxes_and_scores_equal_ultralytics_predict(tmp_path):
+    """Item 8: camcli padded right and bottom; Ultralytics centres its letterbox (boxes were 5 px off here)."""
+    path = _yolo("DetectionModel", tmp_path / "m.pt")
+    _scene(tmp_path / "scene.png")
+    from ultralytics import YOLO
+
+    theirs = YOLO(str(path)).predict(str(tmp_path / "scene.png"), imgsz=320, conf=0.3, iou=0.7, verbose=False,
+                                     device="cpu")[0].boxes
+    (result,) = _yolo_run(path, tmp_path / "scene.png", score_threshold=0.3, max_detections=10_000)
+    assert len(result.detections) == len(theirs) > 10
+    pairs = list(zip(theirs.conf.tolist(), theirs.xyxy.tolist()))
+    for d in result.detections:
+        worst = min(max(abs(d.score - c), *(abs(a - b) for a, b in zip(d.box, box))) for c, box in pairs)
+        assert worst < 0.05, (d.score, d.box)

@@ -61,10 +61,11 @@ class ImageDetections:
     image lies in the padded batch the layers saw."""
 
     detections: list[Detection]
-    #: per detection: (method, layer) -> ((h, w) map in [0, 1], empty, failed assumptions, extent):
-    #: the map's cells that cover the image (the batch's padding cut off, then normalised), and the
-    #: (h, w) of the detector's input those cells cover
-    maps: list[dict[tuple[str, str], tuple[torch.Tensor, bool, tuple, tuple[float, float]]]]
+    #: per detection: (method, layer) -> ((h, w) map in [0, 1], empty, failed assumptions, (extent,
+    #: inset)): the map's cells that cover the image (the batch's padding cut off, then normalised),
+    #: the (h, w) of the detector's input those cells cover, and the (y, x) of the image's top left
+    #: corner in it (0, 0 unless the detector centres its images: YOLO's letterbox)
+    maps: list[dict[tuple[str, str], tuple[torch.Tensor, bool, tuple, tuple]]]
     valid: tuple[int, int]  # (h, w) of the image inside the padded input, after the detector's resize
     padded: tuple[int, int]  # (h, w) of the padded input the layer grids cover
 
@@ -181,6 +182,8 @@ class DetectionExplainer:
             image_list = output[0]
             sizes["valid"] = [tuple(int(v) for v in s) for s in image_list.image_sizes]
             sizes["padded"] = tuple(int(v) for v in image_list.tensors.shape[-2:])
+            # (top, left) of each image in the batch: torchvision's transforms put it at the top left
+            sizes["offset"] = list(getattr(image_list, "image_offsets", None) or [(0, 0)] * len(sizes["valid"]))
 
         with removed_after(handles):
             for layer in self.layers:
@@ -194,7 +197,8 @@ class DetectionExplainer:
             raise UsageError(f"layer(s) {', '.join(missing)} did not run during the forward pass")
         if not sizes:  # a detector without torchvision's transform: the layers saw the images as given
             sizes = {"valid": [tuple(x.shape[-2:]) for x in images],
-                     "padded": tuple(max(x.shape[d] for x in images) for d in (-2, -1))}
+                     "padded": tuple(max(x.shape[d] for x in images) for d in (-2, -1)),
+                     "offset": [(0, 0)] * len(images)}
         return store, outputs, sizes
 
     def kept(self, output: Mapping[str, torch.Tensor]) -> list[int]:
@@ -286,10 +290,10 @@ class DetectionExplainer:
         """Image ``j``'s pass for the methods: its activations (and gradients) on the cells that
         cover it, the batch's padding cut off, so that its map never depends on the other images'
         sizes (Grad-CAM's channel means, Eigen-CAM's components are taken over the image alone)."""
-        rows, cols, extent = cells(acts.shape[-2:], sizes["valid"][j], sizes["padded"])
-        acts = acts[j:j + 1, :, :rows, :cols]
+        rows, cols, extent = cells(acts.shape[-2:], sizes["valid"][j], sizes["padded"], sizes["offset"][j])
+        acts = acts[j:j + 1, :, rows, cols]
         fp = ForwardPass(self.model, torch.zeros(1, 1, 1, 1), torch.zeros(1, 1), torch.zeros(1, dtype=torch.long),
-                         {layer: acts}, {layer: grads[j:j + 1, :, :rows, :cols]} if grads is not None else {},
+                         {layer: acts}, {layer: grads[j:j + 1, :, rows, cols]} if grads is not None else {},
                          cache={"extent": extent})
         if seeds is not None:
             fp.seeds = [int(seeds[j])]
@@ -343,19 +347,24 @@ class DetectionExplainer:
             denom = torch.where(base.abs() > 1e-7, base, torch.full_like(base, 1e-7))[:, None]
             acts = as_map(maps_in)[0].float()  # (1, C, h, w) of the image alone, cut to its cells
             weights = ((base[:, None] - ablated) / denom).to(acts.device)
-            rows, cols, extent = cells(acts.shape[-2:], sizes["valid"][0], sizes["padded"])
-            batch = normalise((weights[:, :, None, None] * acts[:, :, :rows, :cols]).sum(1), relu=method.relu)
+            rows, cols, extent = cells(acts.shape[-2:], sizes["valid"][0], sizes["padded"], sizes["offset"][0])
+            batch = normalise((weights[:, :, None, None] * acts[:, :, rows, cols]).sum(1), relu=method.relu)
         for r in range(len(kept)):
             maps[r][(method.name, layer)] = (batch.maps[r].cpu(), bool(batch.empty[r]), (), extent)
 
 
-def cells(grid: tuple[int, int], valid: tuple[int, int], padded: tuple[int, int]) -> tuple[int, int, tuple]:
-    """The rows and columns of a layer's ``grid`` that cover an image of ``valid`` size at the top
-    left of the ``padded`` batch, and the (h, w) of the detector's input those cells cover."""
+def cells(grid: tuple[int, int], valid: tuple[int, int], padded: tuple[int, int],
+          offset: tuple[int, int] = (0, 0)) -> tuple[slice, slice, tuple]:
+    """The rows and columns of a layer's ``grid`` that cover an image of ``valid`` size whose top
+    left corner lies at ``offset`` (top, left) in the ``padded`` batch, and ((h, w) of the detector's
+    input those cells cover, (y, x) of the image's corner in that region)."""
     h, w = grid
-    rows = max(1, min(h, -(-valid[0] * h // padded[0])))
-    cols = max(1, min(w, -(-valid[1] * w // padded[1])))
-    return rows, cols, (rows * padded[0] / h, cols * padded[1] / w)
+    cell_h, cell_w = padded[0] / h, padded[1] / w
+    top, left = (min(max(0, int(offset[0] * h // padded[0])), h - 1), min(max(0, int(offset[1] * w // padded[1])), w - 1))
+    bottom = max(top + 1, min(h, -(-(offset[0] + valid[0]) * h // padded[0])))
+    right = max(left + 1, min(w, -(-(offset[1] + valid[1]) * w // padded[1])))
+    extent = ((bottom - top) * cell_h, (right - left) * cell_w)
+    return slice(top, bottom), slice(left, right), (extent, (offset[0] - top * cell_h, offset[1] - left * cell_w))
 
 
 def _replaced(output, copies: list[torch.Tensor]):

@@ -57,12 +57,13 @@ def _explain_batch(batch: list[Decoded], explainer: DetectionExplainer, device: 
                 if d.item.rel in skip:
                     continue
                 h, w = d.original.shape[:2]
-                # the image fills (valid) of the map's extent, from the top left (the padding is cut off)
-                frame = Frame(0, 0, image.valid[1], image.valid[0])
-                maps = [MapResult(method, layer, small.numpy(), empty, (h, w), failures, frame, extent,
+                # the image fills (valid) of the map's extent from its inset (the padding is cut off)
+                vh, vw = image.valid
+                maps = [MapResult(method, layer, small.numpy(), empty, (h, w), failures,
+                                  Frame(inset[1], inset[0], inset[1] + vw, inset[0] + vh), extent,
                                   det.index, det.label, det.score, detection=det)
                         for det, per_box in zip(image.detections, image.maps)
-                        for (method, layer), (small, empty, failures, extent) in per_box.items()]
+                        for (method, layer), (small, empty, failures, (extent, inset)) in per_box.items()]
                 note = d.note
                 if not image.detections:
                     none = f"no detection scores {explainer.score_threshold:g} or more"
