@@ -46,6 +46,12 @@ def _at_least_one(value) -> str | None:
 
 
 def _finite_not_negative(value) -> str | None:
+    if not math.isfinite(value) or value < 0:
+        return "must be a finite number, 0 or more"
+    return None if value <= 1e6 else "must be at most 1e6"
+
+
+def _not_negative(value) -> str | None:
     if value < 0:
         return "must be 0 or more"
     return None if math.isfinite(value) and value <= 1e6 else "must be a finite number, at most 1e6"
@@ -69,7 +75,7 @@ OPTIONS: tuple[MethodOption, ...] = (
                  called=" (Faster Score-CAM)"),
     MethodOption("fem_k", float, "FEM's k-sigma rule: a position counts when it is above its channel's mean + k "
                  "standard deviations (fem only).", "2, the paper's", ("fem",),
-                 _finite_not_negative),
+                 _not_negative),
     MethodOption("kpca_kernel", str, "KPCA-CAM's kernel: sigmoid, rbf, poly, linear or cosine (scikit-learn's "
                  "definitions; kpcacam only).", "sigmoid, the paper's", ("kpcacam",), _kernel),
     MethodOption("kpca_gamma", float, "KPCA-CAM's kernel coefficient (kpcacam only).", "1 / channels",
