@@ -41,7 +41,7 @@ def decode(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray,
                 note = f"first of {im.n_frames} frames"
                 im.seek(0)
             im = ImageOps.exif_transpose(im)
-            arr = _to_rgb(im)
+            arr = to_rgb(im)
     except UnidentifiedImageError:
         raise ValueError("not a recognised image file") from None
     except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
@@ -112,7 +112,8 @@ def _open_without_pillow_limit(path: str) -> Image.Image:
     raise UnidentifiedImageError(f"cannot identify image file {path!r}")
 
 
-def _to_rgb(im: Image.Image) -> np.ndarray:
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """Any Pillow image as RGB uint8: 16-bit scaled down, transparency over white."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0

@@ -54,9 +54,9 @@ def _pictures(value, first: int) -> list[np.ndarray]:
     if type(value).__module__.startswith("PIL."):
         from PIL import ImageOps
 
-        from camcli.engine.images import _to_rgb
+        from camcli.engine.images import to_rgb
 
-        return [np.ascontiguousarray(_to_rgb(ImageOps.exif_transpose(value)))]
+        return [np.ascontiguousarray(to_rgb(ImageOps.exif_transpose(value)))]
     tensor = value.detach().cpu()
     if tensor.dim() == 4:
         return [_from_tensor(t, f"{where}, batch image {k}") for k, t in enumerate(tensor)]

@@ -73,7 +73,6 @@ class PredictionsCSV:
     def write(self, row: PredictionRow) -> None:
         self._writer.writerow(_safe_cells(row.cells()))
         self._file.flush()
-        self.check_in_place()
 
     def check_in_place(self) -> None:
         """Refuse to go on writing rows nobody will read: the file (or the whole output folder) was

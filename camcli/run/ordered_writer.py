@@ -57,6 +57,7 @@ class OrderedWriter:
         self._bytes -= _nbytes(result)
         for row in rows:
             self.csv.write(row)
+        self.csv.check_in_place()  # once an image: its rows are on disk, not in a deleted folder
         return result, rows
 
     def close(self) -> None:
