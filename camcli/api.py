@@ -86,12 +86,10 @@ def layers(model=None, *, config: str | os.PathLike | None = None, **options) ->
     >>> [l["display"] for l in camcli.layers("resnet18") if l["default"]]    # doctest: +SKIP
     ['layer4[1]']
     """
-    from camcli.engine.methods.cam import cam_capable_layers
+    from camcli import tasks
     from camcli.errors import UsageError
     from camcli.models import load_model
-    from camcli.models.detectors import default_detector_layer
-    from camcli.models.segmenters import default_segmenter_layer
-    from camcli.models.layer_search import default_layer, trace_layers
+    from camcli.models.layer_search import trace_layers
 
     unknown = sorted(k for k in options if k not in _LAYER_OPTIONS)
     if unknown:
@@ -110,20 +108,8 @@ def layers(model=None, *, config: str | os.PathLike | None = None, **options) ->
                         model_args=settings.model_arg)
     if settings.checkpoint is None and loaded.source is None:
         _randomise_zero_head(loaded.model)
-    size = loaded.input_size
-    infos = trace_layers(loaded.model, size)
-    if loaded.task == "detection":  # a detector's default is its backbone (FPN levels read as one map); no CAM head
-        chosen = default_detector_layer(loaded.model)
-        cam_ok = set()
-        return [_layer_record(info, loaded.model, chosen, cam_ok) for info in infos]
-    if loaded.task == "segmentation":  # the backbone's last block, or the decoder's fused features; no CAM head
-        chosen = default_segmenter_layer(loaded.model)
-        return [_layer_record(info, loaded.model, chosen, set()) for info in infos]
-    try:
-        chosen = default_layer(loaded.model, size, infos=infos)
-    except UsageError:  # no layer reads as a map: the listing says so by marking none
-        chosen = None
-    cam_ok = cam_capable_layers(loaded.model, size)
+    infos = trace_layers(loaded.model, loaded.input_size)
+    chosen, cam_ok = tasks.decide(settings, loaded, refuse=False).layer_defaults(loaded, infos)
     return [_layer_record(info, loaded.model, chosen, cam_ok) for info in infos]
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from camcli.geometry import Box, pointing_hit
 from camcli.engine.images import discover
-from camcli.session import ExplainSession, resolve_target
+from camcli.session import ExplainSession
+from camcli.tasks.classification import resolve_target
 from camcli.engine.stream import iter_results
 from camcli.settings import resolve
 from conftest import DEMO_CONFIG, SAMPLES, read_boxes, read_csv

@@ -131,12 +131,12 @@ def test_combined_maps_draw_every_box_on_one_overlay_per_method(cli, images, che
                                                           for r in read_csv(each / "detections.csv")]
     for path in {r["path"] for r in rows}:
         outputs = {r["output"] for r in rows if r["path"] == path}
-        assert outputs == {f"overlays/{path}.gradcam@backbone.png"}
+        assert outputs == {f"overlays/{path}.layercam@backbone.png"}
         assert (combined / outputs.pop()).is_file()
     records = [json.loads(line) for line in result.stdout.splitlines() if '"image"' in line]
     assert all(len(rec["detections"]) == int(next(r["detections"] for r in rows if r["path"] == rec["path"]))
                for rec in records)
-    assert all(d["maps"][0]["overlay"].endswith("gradcam@backbone.png") for rec in records for d in rec["detections"])
+    assert all(d["maps"][0]["overlay"].endswith("layercam@backbone.png") for rec in records for d in rec["detections"])
 
 
 def test_a_resumed_detection_run_redoes_only_what_is_missing(cli, images, checkpoint, tmp_path):
@@ -187,7 +187,7 @@ def test_the_python_api_explains_a_detector_handed_over(tmp_path):
     assert all(r.detections and len(r.maps) == len(r.detections) for r in results)
     m = results[0].maps[0]
     assert m.detection.rank == 1 and m.heatmap.shape == (results[0].height, results[0].width)
-    assert run.session.task == "detection"
+    assert run.session.task.name == "detection"
 
 
 # ---------------------------------------------------------------- parity with pytorch-grad-cam
@@ -509,3 +509,21 @@ def _iou(a, b) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def test_a_detection_run_without_a_method_takes_layercam_says_why_and_its_maps_land_on_the_boxes(cli, tmp_path):
+    """The default serves the user: without `--method` a detection run explains each box with
+    LayerCAM (Grad-CAM's channel averages point at their box far less often, docs/detection.md),
+    the log says which default was taken and why, and the maps peak on their objects."""
+    demo = SAMPLES.parent / "demo"
+    out = tmp_path / "run"
+    r = cli("explain", SAMPLES / "single", "-m", f"{demo / 'shapes_detector.py'}:build", "--checkpoint",
+            demo / "shapes_fcos.safetensors", "--labels", demo / "detector_labels.txt", "--layer",
+            "backbone.fpn.layer_blocks.0", "--max-detections", "5", "--save-heatmap", "npy", "--workers", "0",
+            "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "LayerCAM is a detection run's default" in r.stderr and "--method" in r.stderr
+    assert {row["method"] for row in read_csv(out / "detections.csv")} == {"layercam"}
+    result = cli("evaluate", out, "--truth", SAMPLES / "boxes.csv", "--json", "--min-pointing", "0.9")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["summaries"][0]["method"] == "layercam"

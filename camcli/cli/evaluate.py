@@ -125,11 +125,9 @@ def print_tables(report, faithfulness: bool, fmt) -> None:
     if not console.is_terminal:
         console = Console(stderr=True, highlight=False, width=220)  # the whole table, also in logs
     evaluation = report.evaluation
-    if report.kind == "detection":
-        print_detection_tables(report, console, fmt)
-        return
-    if report.kind == "segmentation":
-        print_segmentation_tables(report, console, fmt)
+    from camcli import tasks
+
+    if tasks.get(report.task).print_report(report, console, fmt):
         return
     sanity = report.sanity is not None
     table = Table(title=f"camcli evaluate ({len(evaluation.rows)} maps)", title_style="bold")
@@ -162,43 +160,3 @@ def print_tables(report, faithfulness: bool, fmt) -> None:
     console.print(f"per-image values: {report.folder / 'evaluation.csv'}", markup=False)
     if report.html:
         console.print(f"report: {report.html}", markup=False)
-
-
-def print_detection_tables(report, console, fmt) -> None:
-    """A detection run's figures: the detector's, then each method x layer's over the boxes it found right."""
-    from rich.table import Table
-
-    d = report.detector
-    console.print(f"detector: {d.matched} of {d.truth_boxes} truth boxes found in {d.images} image(s) (recall "
-                  f"{fmt(d.recall, True)}), {d.matched} of {d.detections} detections right (precision "
-                  f"{fmt(d.precision, True)}) at IoU 0.5; matched boxes' mean IoU {fmt(d.mean_iou)}", markup=False)
-    table = Table(title="maps of the boxes found right", title_style="bold")
-    for c in ("method", "layer", "boxes", "pointing", "energy"):
-        table.add_column(c, justify="left" if c in ("method", "layer") else "right")
-    for s in report.evaluation.summaries:
-        table.add_row(s.method, s.layer, str(s.images), fmt(s.pointing, True), fmt(s.energy, True))
-    console.print(table)
-    console.print(f"per-box values: {report.folder / 'evaluation.csv'}", markup=False)
-
-
-def print_segmentation_tables(report, console, fmt) -> None:
-    """A segmentation run's figures: the segmenter's IoU per class, then each method x layer's
-    pointing into the truth masks of the classes it explained."""
-    from rich.table import Table
-
-    d = report.detector
-    console.print(f"segmenter: mIoU {fmt(d.miou, True)} over {len(d.per_class)} class(es) in {d.images} image(s); "
-                  f"pixel accuracy {fmt(d.pixel_accuracy, True)}", markup=False)
-    classes = Table(title="IoU per class", title_style="bold")
-    classes.add_column("class")
-    classes.add_column("IoU", justify="right")
-    for name, value in d.per_class.items():
-        classes.add_row(name, fmt(value, True))
-    console.print(classes)
-    table = Table(title="maps of the explained classes the truth holds", title_style="bold")
-    for c in ("method", "layer", "classes", "pointing", "energy"):
-        table.add_column(c, justify="left" if c in ("method", "layer") else "right")
-    for s in report.evaluation.summaries:
-        table.add_row(s.method, s.layer, str(s.images), fmt(s.pointing, True), fmt(s.energy, True))
-    console.print(table)
-    console.print(f"per-class values: {report.folder / 'evaluation.csv'}", markup=False)

@@ -84,7 +84,7 @@ def explain(
                            rate=f"{done / elapsed:.1f} img/s" if elapsed else "")
                 lines.update(done, run.total)
                 if json_out:
-                    print(json.dumps(image_record(rows)), file=data.stream, flush=True)
+                    print(json.dumps(image_record(rows, run.session.task)), file=data.stream, flush=True)
                 if verbose and result.status != "ok":
                     log(f"failed: {result.item.rel}: {result.error}")
         summary = run.summary

@@ -26,15 +26,16 @@ def _print_json(rows: list[dict]) -> None:
 @app.command()
 @handle_errors
 def merge(
-    out: Annotated[Path, typer.Argument(help="Output folder holding predictions.part-*.csv (detections.part-*.csv) "
+    out: Annotated[Path, typer.Argument(help="Output folder holding predictions.part-*.csv (detections.part-*.csv, segments.part-*.csv) "
                                         "from `explain --shard i/n` jobs.")],
 ) -> None:
-    """Join the CSV parts of sharded runs into predictions.csv (a detection run's: detections.csv), in input order."""
+    """Join the CSV parts of sharded runs into predictions.csv (a detection run's: detections.csv; a segmentation
+    run's: segments.csv), in input order."""
+    from camcli import tasks
     from camcli.run import merge_parts
-    from camcli.run.shards import CSV_STEMS
 
     n = merge_parts(out)
-    merged = next((out / f"{stem}.csv" for stem in CSV_STEMS if any(out.glob(f"{stem}.part-*.csv"))), out)
+    merged = next((out / f"{stem}.csv" for stem in tasks.csv_stems() if any(out.glob(f"{stem}.part-*.csv"))), out)
     stderr_console().print(f"merged {n} rows into {merged}", markup=False)
 
 
@@ -113,14 +114,11 @@ def models(
     package is installed): use them as --model timm/NAME with --checkpoint. With --json, each
     object has name, source, task and weights.
     """
-    from camcli.models import classification_models, weight_names
-    from camcli.models import timm_models
-    from camcli.models.detectors import detection_models
-    from camcli.models.segmenters import segmentation_models
+    from camcli import tasks
+    from camcli.models import timm_models, weight_names
 
     out = stdout_console()
-    tasks = {name: "detection" for name in detection_models()} | {name: "segmentation"
-                                                                   for name in segmentation_models()}
+    task_of = {name: task.name for task in tasks.all_tasks() for name in task.known_models()}
     if filter and filter.lower().startswith("timm"):
         every = timm_models.names()
         if not every:
@@ -129,11 +127,11 @@ def models(
         rest = filter[len("timm/"):] if filter.lower().startswith("timm/") else ""
         shown = [m for m in every if rest.lower() in m.lower()]
         weights = lambda _name: []  # noqa: E731 - timm weights come from --checkpoint only
-    elif filter and filter.lower() in ("detection", "segmentation"):
-        every = shown = [name for name, task in tasks.items() if task == filter.lower()]
+    elif filter and filter.lower() in tasks.names():
+        every = shown = [name for name, task in task_of.items() if task == filter.lower()]
         weights = weight_names
     else:
-        every = classification_models() + detection_models() + segmentation_models()
+        every = sorted(task_of, key=list(task_of).index)
         shown = [m for m in every if not filter or filter.lower() in m.lower()]
         weights = weight_names
     if not shown:
@@ -141,12 +139,14 @@ def models(
         raise unknown("model filter", filter or "", every)
     if as_json:
         _print_json([{"name": name, "source": "timm" if name.startswith("timm/") else "torchvision",
-                      "task": tasks.get(name, "classification"), "weights": weights(name)} for name in shown])
+                      "task": task_of.get(name, tasks.FALLBACK), "weights": weights(name)} for name in shown])
         return
     width = max(24, *(len(name) + 1 for name in shown))
     for name in shown:
         listed = ", ".join(weights(name)) or ("(weights from --checkpoint)" if name.startswith("timm/") else "-")
-        out.print(f"{name:<{width}} {listed}" + (f"  [{tasks[name]}]" if name in tasks else ""), markup=False)
+        tag = task_of.get(name)
+        out.print(f"{name:<{width}} {listed}" + (f"  [{tag}]" if tag and tasks.get(tag).tagged_in_listings else ""),
+                  markup=False)
 
 
 @app.command()

@@ -18,9 +18,6 @@ HEADS = ("auto", "softmax", "sigmoid", "binary", "regression")
 #: what is differentiated: the entry ("logit") or its probability under the head; "softmax" is
 #: the old spelling of "probability" (the ``score`` setting; :mod:`.targets`)
 SCORES = ("logit", "probability", "softmax")
-#: what a model does (the ``task`` setting): auto reads it from the model (torchvision's detectors
-#: and segmenters, HuggingFace's semantic segmenters)
-TASKS = ("auto", "classification", "detection", "segmentation")
 #: how a detection run draws its maps (the ``detection_maps`` setting)
 DETECTION_MAPS = ("each", "combined")
 #: every method's name in the order `camcli methods` lists them; the registry (:mod:`.methods`) must

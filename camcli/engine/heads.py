@@ -126,3 +126,13 @@ def read_embedding(path: str) -> torch.Tensor:
     if not np.isfinite(array).all() or not np.any(array):
         raise UsageError(f"`target_embedding` {path}: the vector must be finite and not all zeros")
     return torch.from_numpy(array.astype(np.float32))
+
+
+def binary_labels(labels: list[str]) -> list[str]:
+    """The binary head's two classes, negative first: two given names, ``not X`` and ``X`` for one
+    given name, else negative and positive."""
+    if len(labels) == 2:
+        return list(labels)
+    if labels == ["class_0"]:
+        return ["negative", "positive"]
+    return [f"not {labels[0]}", labels[0]]

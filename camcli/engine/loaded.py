@@ -34,7 +34,8 @@ class LoadedModel:
     #: where the model came from beyond a torchvision or timm name: kind (module, factory, pickled),
     #: class (qualified name), and the factory's spec, file and file_sha256 or the weights' hash
     source: dict | None = None
-    #: what the model does: classification (scores per image) or detection (boxes, torchvision's detectors)
+    #: what its source knows the model does (a camcli/tasks/ name): detection for torchvision's
+    #: detectors, segmentation for its segmenters; the tasks decide the run's task from it
     task: str = "classification"
     #: where the labels came from when no labels were given and the checkpoint has none: torchvision
     #: weights of the same architecture and class count (``ResNet18_Weights.IMAGENET1K_V1``)
@@ -50,9 +51,7 @@ class LoadedModel:
                 "checkpoint_sha256": self.checkpoint_sha256, "num_classes": self.num_classes,
                 "input_size": list(self.input_size), "input_channels": self.input_channels,
                 "mean": list(self.mean), "std": list(self.std), "source": self.source, "task": self.task,
-                **({"labels_from": self.labels_from} if self.labels_from else {}),
-                # a segmenter's saved masks hold class indices: their names go with them
-                **({"labels": list(self.labels)} if self.task == "segmentation" else {})}
+                **({"labels_from": self.labels_from} if self.labels_from else {})}
 
     def identity(self) -> dict:
         """What ``--resume`` compares beyond the settings: the checkpoint's hash, the model's class,

@@ -145,6 +145,11 @@ class SegmentationExplainer:
         self.channels: dict[str, int] = {}
         self.grid: tuple[int, int] = (0, 0)
 
+    def set_classes(self, labels: list[str], classes: Sequence[int], background_index: int | None) -> None:
+        """Name the classes once the head is known (:meth:`validate` finds a binary one) and which
+        of them are explained; called once, while the session is built."""
+        self.labels, self.classes, self.background_index = list(labels), tuple(classes), background_index
+
     def map_keys(self) -> list[tuple[str, str]]:
         """(method, layer) of every map a class gets, in the order they come."""
         return [(m.name, layer) for m in self.methods for layer in self.layers]

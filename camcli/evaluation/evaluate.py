@@ -31,7 +31,8 @@ class Report:
     #: a detection run's detector figures (precision, recall; camcli.evaluation.detections), a
     #: segmentation run's segmenter figures (mIoU, per-class IoU; camcli.evaluation.segments)
     detector: object | None = None
-    kind: str = "classification"  # the run's task: which scorer made this report (RUN_SCORERS)
+    task: str = "classification"  # the run's task (camcli/tasks/): whose scorer made this report
+    figures_name: str = "detector"  # the key of ``detector``'s figures in as_dict (segmenter)
 
     @property
     def summaries(self) -> list[Summary]:
@@ -48,8 +49,7 @@ class Report:
                 "truth_without_image": self.evaluation.truth_without_image,
                 "evaluation_csv": str(self.folder / "evaluation.csv"),
                 **({"report_html": str(self.html)} if self.html else {}),
-                **({"segmenter" if self.kind == "segmentation" else "detector": self.detector.as_dict()}
-                   if self.detector is not None else {})}
+                **({self.figures_name: self.detector.as_dict()} if self.detector is not None else {})}
 
 
 def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: str | os.PathLike, *,
@@ -83,17 +83,17 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
     sanity = sanity or max_sanity_similarity is not None
     log = log or (lambda msg: None)
     paths = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(s) for s in sources]
-    scorer = scorer_for(paths)
-    if scorer is not None:
+    task = run_task(paths)
+    if task is not None:
         asked = {"faithfulness": faithfulness, "sanity": sanity, "min_accuracy": min_accuracy, "html": html,
                  "config": config, "out": out}
         refused = [f"`{name}`" for name, value in asked.items() if value not in (None, False)]
         refused += [f"`{k}`" for k, v in settings.items() if v is not None]
         if refused:
-            raise UsageError(f"{', '.join(refused)}: not offered for a {scorer.__name__.split('_')[-1]} run, which "
-                             "is scored from its CSV and saved heatmaps")
-        return scorer(paths[0], truth, normalized, pointing_tolerance,
-                      dict(min_recall=min_recall, min_pointing=min_pointing, min_iou=min_iou))
+            raise UsageError(f"{', '.join(refused)}: not offered for a {task.name} run, which is scored from its "
+                             "CSV and saved heatmaps")
+        return task.evaluate_run(paths[0], truth, normalized, pointing_tolerance,
+                                 dict(min_recall=min_recall, min_pointing=min_pointing, min_iou=min_iou))
     if min_recall is not None:
         raise UsageError("`min_recall` gates a detector's recall; this is not a detection run")
     from camcli.models.modules import handed_over
@@ -132,53 +132,14 @@ def evaluate(sources: str | os.PathLike | Sequence[str | os.PathLike], truth: st
     return report
 
 
-def scorer_for(paths: list[Path]):
-    """The scorer of a finished run of a task beyond classification (by the CSV it wrote), or
-    ``None``: classification runs and images to explain go through :func:`score`."""
-    if len(paths) != 1 or (paths[0] / "predictions.csv").is_file():
-        return None
-    return next((scorer for name, scorer in RUN_SCORERS.items() if (paths[0] / name).is_file()), None)
+def run_task(paths: list[Path]):
+    """The task of a finished run when that task scores its runs itself (``evaluated_from_runs_only``:
+    :meth:`~camcli.tasks.Task.evaluate_run`), or ``None``: classification runs and images to
+    explain go through :func:`score`."""
+    from camcli import tasks
 
-
-def _evaluate_detection(folder: Path, truth, normalized: bool, tolerance: float, gates: dict) -> Report:
-    from camcli.evaluation.detections import check_detection_gates, score_detection_run, write_detection_csv
-    from camcli.evaluation.scoring import Evaluation
-    from camcli.evaluation.truth import read_truth
-    from camcli.output.csvfile import read_rows
-
-    _header, rows = read_rows(folder / "detections.csv")
-    sizes = {r.path: (r.width, r.height) for r in rows if r.explained}
-    scored = score_detection_run(folder, read_truth(truth, normalized=normalized, sizes=sizes), tolerance)
-    if not scored.detector.images:
-        raise UsageError("nothing to score: no image of the run has ground truth (check the paths in --truth)")
-    write_detection_csv(folder / "evaluation.csv", scored)
-    evaluation = Evaluation([], scored.summaries, scored.without_truth, scored.truth_without_image)
-    asked = {k: v for k, v in gates.items() if v is not None}
-    return Report(evaluation, folder, check_detection_gates(scored, **asked), gates=asked, detector=scored.detector,
-                  kind="detection")
-
-
-def _evaluate_segmentation(folder: Path, truth, normalized: bool, tolerance: float, gates: dict) -> Report:
-    from camcli.evaluation.scoring import Evaluation
-    from camcli.evaluation.segments import check_segmentation_gates, score_segmentation_run, write_segmentation_csv
-
-    if normalized:
-        raise UsageError("`normalized` is for box coordinates; a segmentation run is scored against label masks")
-    if gates.get("min_recall") is not None:
-        raise UsageError("`min_recall` gates a detector's recall; a segmentation run's mask is gated by `min_iou` "
-                         "(its mIoU)")
-    scored = score_segmentation_run(folder, Path(truth), tolerance)
-    if not scored.segmenter.images:
-        raise UsageError("nothing to score: no image of the run has a truth mask (check the paths in --truth)")
-    write_segmentation_csv(folder / "evaluation.csv", scored)
-    evaluation = Evaluation([], scored.summaries, scored.without_truth, scored.truth_without_image)
-    asked = {k: v for k, v in gates.items() if v is not None}
-    return Report(evaluation, folder, check_segmentation_gates(scored, **asked), gates=asked,
-                  detector=scored.segmenter, kind="segmentation")
-
-
-#: a finished run's CSV -> the function that scores it (folder, truth, normalized, tolerance, gates) -> Report
-RUN_SCORERS = {"detections.csv": _evaluate_detection, "segments.csv": _evaluate_segmentation}
+    task = tasks.of_folder(paths[0]) if len(paths) == 1 else None
+    return task if task is not None and task.evaluated_from_runs_only else None
 
 
 def attach_sanity(maps, result) -> None:

@@ -20,21 +20,16 @@ from camcli.errors import UsageError
 from camcli.geometry import Box
 from camcli.evaluation.scoring import MapToScore
 from camcli.engine.layer_names import display_name
+from camcli import tasks
 from camcli.output.csvfile import read_rows
-
-
-#: what evaluate says when asked to explain a detector itself (or to rerun it for faithfulness or sanity)
-DETECTION_FROM_A_RUN = ("a detector is evaluated from a finished detection run: `camcli explain` it with "
-                        "`save_heatmap` npy, then `camcli evaluate RUN --truth ...` (faithfulness and sanity checks "
-                        "are not offered for detectors yet)")
+from camcli.output.pictures import run_csv
 
 
 def maps_from_output(out_dir: Path) -> Iterator[MapToScore]:
     """Maps recorded by a finished ``explain`` run: saved heatmaps, else boxes in the CSV."""
-    csv_path = out_dir / "predictions.csv"
-    if not csv_path.is_file():
+    if tasks.of_folder(out_dir) is None:
         raise UsageError(f"{out_dir} has no predictions.csv: is it a `camcli explain` output folder?")
-    header, rows = read_rows(csv_path)
+    header, rows = read_rows(run_csv(out_dir))
     ok = [r for r in rows if r.ok]
     has_heat = any(r.heatmap for r in ok)
     has_box = "box_status" in header
@@ -79,8 +74,8 @@ def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = Fals
     mean = std = None
     done = 0
     for result in run:
-        if result.detections is not None:
-            raise UsageError(DETECTION_FROM_A_RUN)
+        if run.session.task.evaluated_from_runs_only:  # its maps are scored by its own scorer, from a run
+            raise UsageError(run.session.task.evaluated_from_runs_only)
         done += 1
         if progress:
             progress(done, run.total)
@@ -126,7 +121,7 @@ def gather_maps(sources: list[Path], given: dict, config: Path | None = None, fa
     ``None`` when nothing is rerun.
     """
     folder = sources[0] if len(sources) == 1 else None
-    is_output = folder is not None and folder.is_dir() and (folder / "predictions.csv").is_file()
+    is_output = folder is not None and folder.is_dir() and tasks.of_folder(folder) is not None
     asked = {k: v for k, v in given.items() if v is not None}
     if is_output and faithfulness_steps is None and not rerun:
         if asked or config:
@@ -149,7 +144,7 @@ def model_settings(sources: list[Path], given: dict, config: Path | None, out: P
     from camcli.settings import EVALUATE_KEYS, resolve
 
     folder = sources[0] if len(sources) == 1 else None
-    if folder is not None and folder.is_dir() and (folder / "predictions.csv").is_file():
+    if folder is not None and folder.is_dir() and tasks.of_folder(folder) is not None:
         manifest = read_manifest(folder)
         saved = {k: v for k, v in manifest["settings"].items() if k in EVALUATE_KEYS}
         saved = data_only(saved, given, folder / MANIFEST_FILE)
@@ -191,8 +186,8 @@ def sanity_of(settings, inputs: list[str], progress=None, log=None, module=None)
     from camcli.session import ExplainSession
 
     session = ExplainSession.open(settings, module=module)
-    if session.task == "detection":
-        raise UsageError(DETECTION_FROM_A_RUN)
+    if session.task.evaluated_from_runs_only:
+        raise UsageError(session.task.evaluated_from_runs_only)
     kept = []
     for r in session.results(discover(inputs, hidden=settings.hidden)):
         if r.status == "ok":

@@ -117,6 +117,8 @@ class YoloDetector(nn.Module):
     #: the layer explained when none is named, and the method (gradient-free, as Ultralytics' users expect)
     default_layer = "levels"
     default_method = "eigencam"
+    default_method_reason = ("Eigen-CAM is a YOLO run's default: gradient-free, as Ultralytics' users expect; name "
+                             "another with `method`")
 
     def __init__(self, model: nn.Module, imgsz: int = 640, conf: float = 0.001, iou: float = 0.7,
                  max_det: int = 300) -> None:

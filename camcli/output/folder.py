@@ -21,22 +21,32 @@ import socket
 import time
 from pathlib import Path
 
+from camcli import tasks
 from camcli.errors import UsageError
 from camcli.output.tempfiles import host_id, leftover_writer, process_alive, temp_path
 
-#: what camcli writes into an output folder; --overwrite removes these and nothing else
-OWN_OUTPUTS = ("overlays", "heatmaps", "panels", "masks", "grid", "predictions.csv", "detections.csv", "segments.csv",
-               "run.json",
-               "run-settings.json",
-               "index.html", "evaluation.csv")
-#: what the shards of one run write; a shard may start in a folder holding only these
-_SHARD_OUTPUTS = ("predictions.part-", "detections.part-", "segments.part-", "run.part-", "run-settings", "overlays",
-                  "heatmaps", "panels", "masks")
+#: what camcli writes into an output folder besides each task's CSV and folders (camcli/tasks/);
+#: --overwrite removes these and nothing else
+_COMMON_OUTPUTS = ("overlays", "heatmaps", "panels", "grid", "run.json", "run-settings.json", "index.html",
+                   "evaluation.csv")
+#: what the shards of one run write besides their CSV parts and their task's folders
+_COMMON_SHARD_OUTPUTS = ("run.part-", "run-settings", "overlays", "heatmaps", "panels")
+
+
+def own_outputs() -> tuple[str, ...]:
+    """The names camcli writes into an output folder, every task's included."""
+    return (*_COMMON_OUTPUTS, *(f"{t.csv_stem}.csv" for t in tasks.all_tasks()),
+            *(f for t in tasks.all_tasks() for f in t.folders))
+
+
+def _shard_outputs() -> tuple[str, ...]:
+    return (*_COMMON_SHARD_OUTPUTS, *(f"{stem}.part-" for stem in tasks.csv_stems()),
+            *(f for t in tasks.all_tasks() for f in t.folders))
 
 
 def is_camcli_output(name: str) -> bool:
-    return name in OWN_OUTPUTS or (name.startswith(("predictions.part-", "detections.part-", "segments.part-"))
-                                   and name.endswith(".csv")) or \
+    return name in own_outputs() or (name.startswith(tuple(f"{s}.part-" for s in tasks.csv_stems()))
+                                     and name.endswith(".csv")) or \
         (name.startswith("run.part-") and name.endswith(".json")) or \
         (name.startswith(".") and name.endswith(".tmp"))  # our interrupted temporary files only
 
@@ -55,8 +65,8 @@ def prepare_out_dir(out: Path) -> Path:
 def claim_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> None:
     """Refuse a folder that holds other outputs unless resuming; with ``overwrite``, clear camcli's own.
 
-    ``csv_name`` is this run's predictions file: a shard (``predictions.part-...``) may start in a
-    folder where only other shards of the same run have written. Call it holding this run's lock:
+    ``csv_name`` is this run's CSV: a shard (``predictions.part-...``) may start in a folder where
+    only other shards of the same run have written. Call it holding this run's lock:
     a folder another live run or shard is writing is refused (see :func:`check_out_dir`).
     """
     check_out_dir(out, csv_name, resume, overwrite)
@@ -110,7 +120,8 @@ def check_out_dir(out: Path, csv_name: str, resume: bool, overwrite: bool) -> No
     existing = _present(out)
     if not existing or resume or overwrite:
         return
-    if part and not (out / csv_name).exists() and all(p.name.startswith(_SHARD_OUTPUTS) for p in existing):
+    mine = [out / f"{stem}{part}.csv" for stem in tasks.csv_stems()]  # whatever the task: asked before it is known
+    if part and not any(p.exists() for p in mine) and all(p.name.startswith(_shard_outputs()) for p in existing):
         return  # another shard of the same run already started here
     raise UsageError(f"output folder {out} is not empty: use `resume` to continue the run there, `overwrite` to "
                      "replace camcli's outputs in it, or another `out`")

@@ -18,7 +18,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from camcli.output.tempfiles import temp_path
+from camcli import tasks
 from camcli.output.rows import PredictionRow
+from camcli.tasks import Task
 
 PAGE_SIZE = 60
 ON = ' class="on"'
@@ -107,7 +109,8 @@ def _report_link(out: Path) -> str:
 class Gallery:
     """Write ``index.html`` card by card: :meth:`add` each image's rows, then :meth:`close`."""
 
-    def __init__(self, out: Path, about: dict | None = None) -> None:
+    def __init__(self, out: Path, about: dict | None = None, task: Task | None = None) -> None:
+        self.task = task or tasks.fallback()  # what a card shows: the run's task says (camcli/tasks/)
         self.path = out / "index.html"
         self._tmp = temp_path(self.path)
         self._cards = temp_path(out / "index.cards")
@@ -127,25 +130,7 @@ class Gallery:
                              f'<div class="path">{path}</div><div class="err">error: {html.escape(first.error)}</div>'
                              "</div>\n")
             return
-        # a run that explains several classes per image names the class on each map's button
-        maps = [(f"{r.method}@{r.layer}" + (f": {r.target_label}" if r.targets is not None else ""), r.output)
-                for r in rows if r.output]
-        score = first.score
-        pred = f"{html.escape(str(first.pred_label))} {first.score:.3f}" if first.score is not None else "-"
-        if first.detections is not None:  # a detection run: a map per box, or one per method x layer with all boxes
-            shared = len({r.output for r in rows}) < len(rows)
-            maps = list(dict.fromkeys((f"{r.method}@{r.layer}" + ("" if shared else f": box {r.det_rank} {r.det_label}"),
-                                       r.output) for r in rows if r.output))
-            score = first.det_score
-            pred = (f"{first.detections} box(es); best: {html.escape(str(first.det_label))} {first.det_score:.3f}"
-                    if first.detections else html.escape(first.note or "no box"))
-        if first.segments is not None:  # a segmentation run: a map per class found x method x layer
-            maps = [(f"{r.method}@{r.layer}: {r.seg_label}", r.output) for r in rows if r.output]
-            score = first.pixel_share
-            pred = (f"{first.segments} class(es); largest: {html.escape(str(first.seg_label))} "
-                    f"{100 * first.pixel_share:.0f}%" if first.segments else html.escape(first.note or "no class"))
-            if first.mask:
-                maps.append(("mask", first.mask))
+        maps, score, pred = self.task.gallery_card(rows)
         for key, _ in maps:
             self.keys.setdefault(key)
         empty = any(r.empty_map for r in rows)

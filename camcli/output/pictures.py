@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 
+from camcli import tasks
 from camcli.output.csvfile import read_rows
 from camcli.output.figures import ContactSheets
 from camcli.output.gallery import Gallery
@@ -19,13 +20,10 @@ from camcli.output.render import encode_png
 
 
 def run_csv(out: Path) -> Path:
-    """A finished run's CSV: ``predictions.csv``, a detection run's ``detections.csv`` or a
-    segmentation run's ``segments.csv``."""
-    if not (out / "predictions.csv").is_file():
-        for name in ("detections.csv", "segments.csv"):
-            if (out / name).is_file():
-                return out / name
-    return out / "predictions.csv"
+    """A finished run's CSV: its task's (``predictions.csv``, a detection run's ``detections.csv``,
+    a segmentation run's ``segments.csv``); ``predictions.csv`` when there is none."""
+    task = tasks.of_folder(out)
+    return out / f"{(task or tasks.fallback()).csv_stem}.csv"
 
 
 def write_run_pictures(out: Path, html: bool, grid: bool, about: dict | None = None) -> None:
@@ -35,7 +33,7 @@ def write_run_pictures(out: Path, html: bool, grid: bool, about: dict | None = N
         return
     _header, rows = read_rows(run_csv(out))
     if html:
-        gallery = Gallery(out, about)
+        gallery = Gallery(out, about, tasks.of_folder(out))
         try:
             for _path, group in groupby(rows, key=lambda r: r.path):
                 gallery.add(list(group))
@@ -67,7 +65,9 @@ def rebuild_pictures(out: Path, grid: bool = False) -> Path:
     from camcli.errors import UsageError
 
     if not run_csv(out).is_file():
-        raise UsageError(f"{out} has no predictions.csv, detections.csv or segments.csv: is it a `camcli explain` output folder?")
+        names = [f"{stem}.csv" for stem in tasks.csv_stems()]
+        raise UsageError(f"{out} has no {', '.join(names[:-1])} or {names[-1]}: is it a `camcli explain` output "
+                         "folder?")
     about = None
     try:
         manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))

@@ -35,9 +35,12 @@ def write_manifest(path: Path, session, inputs: list[str], shard, summary, stopp
     write_json(path, {
         "camcli": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
         "python": platform.python_version(), "platform": platform.platform(),
-        "model": session.loaded.describe(), "layers": [display_name(l) for l in session.layers],
+        # saved masks hold class indices: their names go with them (records_labels)
+        "model": session.loaded.describe() | ({"labels": list(session.loaded.labels)}
+                                              if session.task.records_labels else {}),
+        "layers": [display_name(l) for l in session.layers],
         "methods": [m.name for m in session.methods], "device": describe(session.device),
-        "task": session.task, "target": session.target, "head": session.explained, "inputs": [os.path.abspath(i) for i in inputs],
+        "task": session.task.name, "target": session.target, "head": session.explained, "inputs": [os.path.abspath(i) for i in inputs],
         "shard": {"index": shard.index, "count": shard.count} if shard.count > 1 else None,
         "settings": settings,
         "counts": {"images": summary.images, "ok": summary.ok, "failed": summary.failed,

@@ -29,7 +29,7 @@ class OrderedWriter:
     def __init__(self, out: Path, settings: ExplainSettings, csv: PredictionsCSV, limit: int,
                  max_bytes: int | None = None, threads: int = 2, write=write_image) -> None:
         self.out, self.settings, self.csv, self.limit = out, settings, csv, max(1, limit)
-        self.write = write  # one image's files and rows (the run's kind: output/kinds.py)
+        self.write = write  # one image's files and rows (the run's task: camcli/tasks/)
         self.max_bytes = max_bytes
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="camcli-write")
         self._pending: deque[tuple[ImageResult, Future]] = deque()

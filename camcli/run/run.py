@@ -17,16 +17,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from camcli.engine.images import discover
-from camcli.engine.stream import ImageResult, labels_of
+from camcli.engine.stream import ImageResult
 from camcli.models.layer_search import earlier_layer
 from camcli.errors import UsageError
 from camcli.engine.layer_names import display_name
 from camcli.output.csvfile import PredictionsCSV, sort_by_index
-from camcli.output.folder import OutputLock, claim_out_dir, prepare_out_dir, remove_leftovers
+from camcli.output.folder import OutputLock, check_out_dir, claim_out_dir, prepare_out_dir, remove_leftovers
 from camcli.output.paths import write_json
 from camcli.output.pictures import write_run_pictures
 from camcli.output.render import colormap_lut
-from camcli.output.kinds import KINDS
 from camcli.output.rows import PredictionRow
 from camcli.run.manifest import write_manifest
 from camcli.run.memory import MemoryPlan, budget_bytes, plan_memory
@@ -142,10 +141,12 @@ class Run:
         items = shard.select(all_items)
         self.total = len(items)
         with ExitStack() as stack:
-            out = self._claim_folder(stack, shard) if self.write else None
+            if self.write:
+                self._check_folder(shard)
             self.session = session = ExplainSession.open(s, local_rank=shard.local_rank, module=self.module)
-            kind = KINDS[session.task]
-            shard = replace(shard, stem=kind.stem)
+            task = session.task
+            shard = replace(shard, stem=task.csv_stem)  # the folder is claimed knowing the task's file names
+            out = self._claim_folder(stack, shard) if self.write else None
             keep = self._finished_rows(out, shard) if self.write else []
             done = {r.path for r in keep}
             plan = plan_memory(items, s.batch_size, s.workers, budget_bytes(s.memory_budget))
@@ -158,13 +159,9 @@ class Run:
                            warnings=RunWarnings(self.log))
             writer = None
             if self.write:
-                several = session.task == "classification" and session.explainer.target.several
-                # top-k columns for the classes there are (a 6-class model's --topk 1000 makes 6, not 1000)
-                classes = len(labels_of(session.explainer, session.loaded)) if session.task == "classification" else 0
-                shown = replace(s, topk=min(s.topk, classes)) if classes else s
-                csv = PredictionsCSV(out / shard.csv_name, kind.header(shown, several), keep=keep)
+                csv = PredictionsCSV(out / shard.csv_name, task.header(s, session), keep=keep)
                 writer = OrderedWriter(out, s, csv, limit=2 * s.batch_size, max_bytes=plan.writer_bytes,
-                                       threads=plan.writer_threads, write=kind.write)
+                                       threads=plan.writer_threads, write=task.write)
             try:
                 raised = yield from self._stream(session, plan, done, writer, tally)
             finally:
@@ -187,10 +184,16 @@ class Run:
         if raised is not None:
             raise raised
 
+    def _check_folder(self, shard: Shard) -> None:
+        """What makes the run fail before the model is loaded: an unknown colour map, an output
+        folder that may not be written."""
+        s = self.settings
+        colormap_lut(s.colormap)
+        check_out_dir(Path(s.out), shard.csv_name, s.resume, s.overwrite)
+
     def _claim_folder(self, stack: ExitStack, shard: Shard) -> Path:
         """Create and lock the output folder (the lock lives as long as ``stack``), then check it may be written."""
         s = self.settings
-        colormap_lut(s.colormap)  # an unknown colour map fails before anything is loaded
         out = prepare_out_dir(Path(s.out))
         stack.enter_context(OutputLock(out, shard.suffix, log=self.log))
         claim_out_dir(out, shard.csv_name, s.resume, s.overwrite)

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from camcli import tasks
 from camcli.errors import UsageError
 from camcli.output.csvfile import read_rows, write_rows
 from camcli.settings import ExplainSettings, parse_shard
@@ -22,7 +23,7 @@ class Shard:
     index: int = 0
     count: int = 1
     distributed: bool = False  # launched by torchrun: ranks meet at a barrier to merge
-    stem: str = "predictions"  # the CSV's name: detections for a detection run, segments for a segmentation run
+    stem: str = "predictions"  # the CSV's name without .csv: the run's task's (camcli/tasks/)
 
     @classmethod
     def of(cls, settings: ExplainSettings, environ=None) -> Shard:
@@ -58,18 +59,14 @@ class Shard:
         return f" (shard {self.index}/{self.count} of {total})" if self.count > 1 else ""
 
 
-#: the CSV files a run writes: a classifier's predictions, a detector's detections, a segmenter's segments
-CSV_STEMS = ("predictions", "detections", "segments")
-
-
 def merge_parts(out: Path) -> int:
     """Join ``predictions.part-*.csv`` into ``predictions.csv`` (a detection run's
     ``detections.part-*.csv`` into ``detections.csv``, a segmentation run's ``segments``) in input
     order; returns the row count."""
-    found = {stem: sorted(out.glob(f"{stem}.part-*.csv")) for stem in CSV_STEMS}
+    found = {stem: sorted(out.glob(f"{stem}.part-*.csv")) for stem in tasks.csv_stems()}
     stems = [stem for stem, parts in found.items() if parts]
     if not stems:
-        raise UsageError(f"no {', '.join(f'{stem}.part-*.csv' for stem in CSV_STEMS)} files in {out}")
+        raise UsageError(f"no {', '.join(f'{stem}.part-*.csv' for stem in found)} files in {out}")
     if len(stems) > 1:
         raise UsageError(f"{out} holds parts of runs of different tasks ({', '.join(stems)}); merge them in folders "
                          "of their own")

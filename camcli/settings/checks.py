@@ -10,7 +10,8 @@ import math
 import os
 from typing import TYPE_CHECKING
 
-from camcli.engine import DETECTION_MAPS, FUSIONS, HEADS, METHOD_NAMES, RESIZE_MODES, SCORES, TASKS, method_options
+from camcli import tasks
+from camcli.engine import DETECTION_MAPS, FUSIONS, HEADS, METHOD_NAMES, RESIZE_MODES, SCORES, method_options
 from camcli.errors import UsageError, unknown
 
 if TYPE_CHECKING:
@@ -131,8 +132,9 @@ def check_target(s: ExplainSettings) -> None:
 
 def check_detection(s: ExplainSettings) -> None:
     """The detection and segmentation options, alone (what the model is is known only once it is loaded)."""
-    if s.task not in TASKS:
-        raise UsageError(f"`task` must be {', '.join(TASKS[:-1])} or {TASKS[-1]}, got {s.task!r}")
+    choices = ("auto", *tasks.names())  # the tasks camcli/tasks/ knows, and those registered
+    if s.task not in choices:
+        raise UsageError(f"`task` must be {', '.join(choices[:-1])} or {choices[-1]}, got {s.task!r}")
     if not 0.0 <= s.score_threshold <= 1.0:
         raise UsageError(f"`score_threshold` is a detection score in [0, 1], got {s.score_threshold}")
     if s.detection_maps not in DETECTION_MAPS:
