@@ -105,7 +105,7 @@ def _small_classifiers(limit_millions: float = 30) -> list[str]:
     benchmarks/checkpoint_sweep.py runs the same check on all of them)."""
     import torchvision
 
-    from camcli.models.loader import _structure
+    from camcli.models.classifiers import _structure
     names = []
     for name in torchvision.models.list_models(module=torchvision.models):
         if sum(p.numel() for p in _structure(name).parameters()) <= limit_millions * 1e6:

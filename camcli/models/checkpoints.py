@@ -74,7 +74,7 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Te
 def _unpickle(p: Path):
     """``torch.load(weights_only=False)``: the user vouched for this file. A class whose code is not
     importable here is one line with the two ways out."""
-    from camcli.models.factory import current_folder_importable
+    from camcli.settings.code import current_folder_importable
 
     current_folder_importable()  # a model class defined next to where the user runs camcli
     try:

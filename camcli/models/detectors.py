@@ -22,8 +22,11 @@ from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, unknown
 from camcli.models.checkpoints import (TORCHSCRIPT_HINT, file_sha256, is_torchscript, load_into, read_checkpoint,
                                       read_state_dict)
-from camcli.models.labels import fit_labels, read_labels
-from camcli.models.yolo import YoloDetector, is_yolo_model
+from camcli.models.labels import fit_labels, given_labels
+from camcli.models.model_args import parse_model_args
+from camcli.models.torchvision_weights import build_with_weights, no_weights, weights_enum
+from camcli.models.sources import ModelRequest, ModelSource
+from camcli.models.yolo import YoloDetector, is_yolo_config, is_yolo_model
 
 #: what camcli feeds a detector: pixels in [0, 1]; its own transform normalises them
 NO_NORMALISATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -52,7 +55,6 @@ def as_detector(model: nn.Module, model_args: list[str] | None = None) -> nn.Mod
     (``model_args``: its ``imgsz``, ``conf``, ``iou``, ``max_det``), any other as it is."""
     if not is_yolo_model(model):
         return model
-    from camcli.models.factory import parse_model_args
 
     kwargs = parse_model_args(model_args)
     unknown = sorted(set(kwargs) - {"imgsz", "conf", "iou", "max_det"})
@@ -66,7 +68,7 @@ def load_yolo(spec: str, checkpoint, num_classes: int | None, labels, model_args
     state dict ``checkpoint`` (an Ultralytics ``.pt`` is a pickle: ``trust_checkpoint`` without ``model``)."""
     from camcli.models.yolo import from_config
 
-    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
+    label_list = given_labels(labels)
     n = num_classes or (len(label_list) if label_list else 80)
     model = as_detector(from_config(spec, n), model_args)
     extra = {}
@@ -94,13 +96,11 @@ def load_detector(architecture: str, weights: str | None, checkpoint, num_classe
     """``architecture`` (a torchvision detection name) built with its weights, or empty and filled
     from ``checkpoint``; ``model_args`` are keyword arguments of its builder (``min_size=512``,
     ``box_score_thresh=0.01``...)."""
-    from camcli.models.factory import parse_model_args
-    from camcli.models.loader import _build_with_weights, _no_weights, _weights_enum
 
     kwargs = parse_model_args(model_args)
-    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
+    label_list = given_labels(labels)
     if checkpoint is not None:
-        if not _no_weights(weights):
+        if not no_weights(weights):
             raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
         state = read_checkpoint(checkpoint, trust=trust)
         if isinstance(state, nn.Module):
@@ -115,7 +115,7 @@ def load_detector(architecture: str, weights: str | None, checkpoint, num_classe
     if weights is None or str(weights).lower() == "none":
         n = num_classes or (len(label_list) if label_list else 91)
         return detector(_build(architecture, n, kwargs), architecture, label_list, n)
-    w = _weights_enum(architecture, str(weights))
+    w = weights_enum(architecture, str(weights))
     categories = list(w.meta["categories"])
     if num_classes is not None and num_classes != len(categories):
         raise UsageError(f"`num_classes` {num_classes} does not match {w} ({len(categories)} classes); use "
@@ -123,7 +123,7 @@ def load_detector(architecture: str, weights: str | None, checkpoint, num_classe
     if kwargs:
         model = _with_weights_and_args(architecture, w, kwargs)
     else:
-        model = _build_with_weights(architecture, w)
+        model = build_with_weights(architecture, w)
     loaded = detector(model, architecture, label_list or categories, len(categories), weights=str(w))
     return loaded
 
@@ -167,9 +167,8 @@ def _with_weights_and_args(architecture: str, w, kwargs: dict) -> nn.Module:
     """Weights loaded into a model built with the user's builder arguments (the weights' own
     builder refuses most of them)."""
     model = _build(architecture, len(w.meta["categories"]), kwargs)
-    from camcli.models.loader import _build_with_weights
 
-    model.load_state_dict(_build_with_weights(architecture, w).state_dict())
+    model.load_state_dict(build_with_weights(architecture, w).state_dict())
     return model
 
 
@@ -190,3 +189,33 @@ def _classes_in(architecture: str, state: dict[str, torch.Tensor], kwargs: dict)
     if any(k.startswith("head.classification_head") for k in state):
         return 91
     raise UsageError(f"cannot read the number of classes from checkpoint for {architecture}; pass `num_classes`")
+
+
+class Yolo(ModelSource):
+    """An Ultralytics model from its yaml (``yolov8n.yaml`` or a path)."""
+
+    name = "yolo"
+
+    def claims(self, request: ModelRequest) -> bool:
+        return is_yolo_config(request.spec)
+
+    def load(self, request: ModelRequest) -> LoadedModel:
+        return load_yolo(str(request.spec), request.checkpoint, request.num_classes, request.labels,
+                         request.model_args)
+
+
+class TorchvisionDetectors(ModelSource):
+    """torchvision's detectors by name, with their weights or a checkpoint."""
+
+    name = "torchvision-detector"
+
+    def claims(self, request: ModelRequest) -> bool:
+        return isinstance(request.spec, str) and request.spec in detection_models()
+
+    def load(self, request: ModelRequest) -> LoadedModel:
+        return load_detector(request.spec, request.weights, request.checkpoint, request.num_classes, request.labels,
+                             request.model_args, request.trust)
+
+
+YOLO = Yolo()
+DETECTORS = TorchvisionDetectors()

@@ -21,6 +21,7 @@ from torch import nn
 from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, first_line
 from camcli.models.modules import own_model
+from camcli.models.sources import ModelRequest, ModelSource
 
 
 def is_exported(path) -> bool:
@@ -69,3 +70,23 @@ def load(path, trust: bool) -> tuple[nn.Module, tuple[int, int]]:
         raise UsageError(f"exported program {path} takes images of shape {tuple(shapes[0])}; camcli feeds 3 channels at "
                          "a fixed height and width")
     return torch.export.unflatten(program), (int(height), int(width))
+
+
+class Program(ModelSource):
+    """A ``torch.export`` program as the checkpoint: the file is the model."""
+
+    name = "exported"
+
+    def claims(self, request: ModelRequest) -> bool:
+        return request.checkpoint is not None and is_exported(request.checkpoint)
+
+    def load(self, request: ModelRequest) -> LoadedModel:
+        from camcli.models.classifiers import DEFAULT_ARCHITECTURE
+
+        if request.spec not in (None, DEFAULT_ARCHITECTURE):
+            raise UsageError(f"checkpoint {request.checkpoint} is a torch.export program, which is the model: leave "
+                             "`model` out")
+        return load_program(request.checkpoint, request.input_size, trust=request.trust, **request.own)
+
+
+PROGRAM = Program()

@@ -12,7 +12,6 @@ one line naming the code and the reason.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib
 import importlib.util
@@ -26,8 +25,12 @@ from torch import nn
 
 from camcli.errors import UsageError, first_line
 from camcli.models.checkpoints import file_sha256
-from camcli.models.modules import PYTHON_OBJECT
-from camcli.settings.code import is_factory  # noqa: F401  (where callers have found it)
+from camcli.models.model_args import parse_model_args
+from camcli.engine.loaded import LoadedModel
+from camcli.models.modules import OWN_MODEL_FIT_HINT, own_model
+from camcli.models.sources import ModelRequest, ModelSource
+from camcli.models.torchvision_weights import no_torchvision_weights
+from camcli.settings.code import PYTHON_OBJECT, current_folder_importable, is_factory
 
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -39,28 +42,6 @@ class Factory:
     spec: str  # as given, with a file's path made absolute
     file: str | None  # the source file imported (absolute), when known
     file_sha256: str | None
-
-
-def current_folder_importable() -> None:
-    """Modules of the current folder import, as under ``python -m`` and uvicorn (a console script's
-    ``sys.path`` starts with its own folder instead)."""
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-
-
-def parse_model_args(items: list[str] | None) -> dict[str, object]:
-    """``["classes=10", "name=tiny"]`` -> ``{"classes": 10, "name": "tiny"}``."""
-    args: dict[str, object] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key.isidentifier():
-            raise UsageError(f"`model_arg` {item!r} is not key=value (a Python keyword argument of the factory)")
-        try:
-            args[key] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            args[key] = value.strip()
-    return args
 
 
 def build_from_factory(spec: str, model_args: list[str] | None = None) -> tuple[nn.Module, Factory]:
@@ -147,3 +128,21 @@ def _with(kwargs: dict) -> str:
     return f" with {', '.join(f'{k}={v!r}' for k, v in kwargs.items())}" if kwargs else ""
 
 
+class FactorySource(ModelSource):
+    """``file.py:function`` or ``package.module:function``: the user's code builds the model."""
+
+    name = "factory"
+
+    def claims(self, request: ModelRequest) -> bool:
+        return isinstance(request.spec, str) and is_factory(request.spec)
+
+    def load(self, request: ModelRequest) -> LoadedModel:
+        no_torchvision_weights(request.weights)
+        model, factory = build_from_factory(request.spec, request.model_args)
+        return own_model(model, {"kind": "factory", "spec": factory.spec, "file": factory.file,
+                                 "file_sha256": factory.file_sha256},
+                         size=request.input_size, checkpoint=request.checkpoint, hint=OWN_MODEL_FIT_HINT,
+                         **request.own)
+
+
+FACTORY = FactorySource()

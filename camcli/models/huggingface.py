@@ -28,6 +28,7 @@ from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, first_line
 from camcli.models.checkpoints import file_sha256
 from camcli.models.modules import own_model
+from camcli.models.sources import ModelRequest, ModelSource
 
 #: what transformers' image processors default to when the config does not say (ImageNet's)
 _DEFAULT_MEAN, _DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -165,3 +166,20 @@ def _preprocessing(folder: Path) -> dict:
     else:
         found["mean"], found["std"] = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     return found
+
+
+class Folder(ModelSource):
+    """A HuggingFace model folder (``save_pretrained``): config, weights and preprocessing."""
+
+    name = "huggingface"
+
+    def claims(self, request: ModelRequest) -> bool:
+        return isinstance(request.spec, (str, Path)) and is_hf_folder(request.spec)
+
+    def load(self, request: ModelRequest) -> LoadedModel:
+        if request.checkpoint is not None:
+            raise UsageError("a HuggingFace folder holds its own weights: leave `checkpoint` out")
+        return load_folder(Path(request.spec), request.input_size, trust=request.trust, **request.own)
+
+
+FOLDER = Folder()

@@ -49,3 +49,10 @@ def fit_labels(labels: list[str] | None, num_classes: int, source: str) -> list[
     if len(labels) != num_classes and not (num_classes == 1 and len(labels) == 2):
         raise UsageError(f"{source} has {len(labels)} labels but the model has {num_classes} classes")
     return labels
+
+
+def given_labels(labels) -> list[str] | None:
+    """The ``labels`` setting as a list: a list as it is, a file's lines, or ``None``."""
+    if isinstance(labels, list):
+        return list(labels)
+    return read_labels(labels) if labels else None

@@ -20,10 +20,15 @@ from camcli.errors import UsageError, first_line
 from camcli.models.checkpoints import file_sha256, load_into, read_state_dict
 from camcli.models.detectors import as_detector, detector, is_detector
 from camcli.models.grayscale import GRAY_MEAN, GRAY_STD, rgb_first_conv, takes_one_channel
-from camcli.models.labels import fit_labels, read_labels
+from camcli.models.labels import fit_labels, given_labels
 from camcli.models.segmenters import is_segmenter, segmenter
 
-from camcli.settings.code import PYTHON_OBJECT  # noqa: E402,F401  (where callers have found it)
+from camcli.models.sources import ModelRequest, ModelSource
+from camcli.models.torchvision_weights import no_torchvision_weights
+from camcli.settings.code import PYTHON_OBJECT
+
+#: what to check when a state dict does not fit a model of the user's own
+OWN_MODEL_FIT_HINT = "Check that `model` builds the model the checkpoint was saved from"
 
 
 def handed_over(model) -> tuple[object, nn.Module | None]:
@@ -48,7 +53,7 @@ def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = 
     files = {"checkpoint": str(recorded) if recorded is not None else None,
              "checkpoint_sha256": file_sha256(recorded) if recorded is not None else None}
     name = qualified_name(model)
-    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
+    label_list = given_labels(labels)
     if is_detector(model):
         return detector(as_detector(model, model_args), name, label_list, num_classes, **files,
                         source={**source, "class": name})
@@ -102,3 +107,24 @@ def classes_of(model: nn.Module, input_size: tuple[int, int], output: str | None
                          f"{type(e).__name__}: {first_line(e)}; give the size it takes with `input_size`") from None
     scores = select_output(out, output)
     return int(scores.shape[1]) if scores.dim() >= 2 else 1
+
+
+class HandedOver(ModelSource):
+    """``camcli.explain(model=net)``: the module itself, copied (camcli folds its BatchNorms and
+    changes its memory layout), weights from ``checkpoint`` when given."""
+
+    name = "module"
+
+    def claims(self, request: ModelRequest) -> bool:
+        return isinstance(request.spec, nn.Module)
+
+    def load(self, request: ModelRequest) -> LoadedModel:
+        import copy
+
+        no_torchvision_weights(request.weights)
+        model = copy.deepcopy(request.spec)
+        return own_model(model, {"kind": "module", "weights_sha256": weights_sha256(model)}, size=request.input_size,
+                         checkpoint=request.checkpoint, hint=OWN_MODEL_FIT_HINT, **request.own)
+
+
+HANDED_OVER = HandedOver()

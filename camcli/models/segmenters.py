@@ -22,7 +22,10 @@ from torchvision.models.segmentation.lraspp import LRASPP
 from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, unknown
 from camcli.models.checkpoints import TORCHSCRIPT_HINT, file_sha256, is_torchscript, load_into, read_checkpoint
-from camcli.models.labels import fit_labels, read_labels
+from camcli.models.labels import fit_labels, given_labels
+from camcli.models.model_args import parse_model_args
+from camcli.models.sources import ModelRequest, ModelSource
+from camcli.models.torchvision_weights import build_with_weights, no_weights, weights_enum
 
 #: what torchvision's segmentation weights resize images to (their transforms' ``resize_size``)
 TORCHVISION_SIDE = 520
@@ -64,14 +67,12 @@ def load_segmenter(architecture: str, weights: str | None, checkpoint, num_class
                    model_args: list[str] | None, trust: bool, size: tuple[int, int] | None) -> LoadedModel:
     """``architecture`` (a torchvision segmentation name) with its weights, or empty and filled from
     ``checkpoint``; ``model_args`` are keyword arguments of its builder (``aux_loss=True``...)."""
-    from camcli.models.factory import parse_model_args
-    from camcli.models.loader import _build_with_weights, _no_weights, _weights_enum
 
     kwargs = parse_model_args(model_args)
-    label_list = list(labels) if isinstance(labels, list) else (read_labels(labels) if labels else None)
+    label_list = given_labels(labels)
     extra: dict = {}
     if checkpoint is not None:
-        if not _no_weights(weights):
+        if not no_weights(weights):
             raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
         state = read_checkpoint(checkpoint, trust=trust)
         if isinstance(state, nn.Module):
@@ -88,12 +89,12 @@ def load_segmenter(architecture: str, weights: str | None, checkpoint, num_class
         n = num_classes or (len(label_list) if label_list else 21)
         model = _build(architecture, n, kwargs)
     else:
-        w = _weights_enum(architecture, str(weights))
+        w = weights_enum(architecture, str(weights))
         categories = list(w.meta["categories"])
         if num_classes is not None and num_classes != len(categories):
             raise UsageError(f"`num_classes` {num_classes} does not match {w} ({len(categories)} classes); use "
                              "`checkpoint` for a fine-tuned head")
-        model = _build_with_weights(architecture, w)
+        model = build_with_weights(architecture, w)
         if kwargs:
             built = _build(architecture, len(categories), kwargs)
             built.load_state_dict(model.state_dict(), strict=False)
@@ -173,3 +174,19 @@ def redraws_output(model: nn.Module, layer: str, input_size: tuple[int, int], de
         mine = F.interpolate(mine, size=scores.shape[-2:], mode="bilinear", align_corners=False)
     scale = float(scores.abs().max()) or 1.0
     return float((mine - scores.float()).abs().max()) <= 1e-3 * scale
+
+
+class TorchvisionSegmenters(ModelSource):
+    """torchvision's semantic segmenters by name, with their weights or a checkpoint."""
+
+    name = "torchvision-segmenter"
+
+    def claims(self, request: ModelRequest) -> bool:
+        return isinstance(request.spec, str) and request.spec in segmentation_models()
+
+    def load(self, request: ModelRequest) -> LoadedModel:
+        return load_segmenter(request.spec, request.weights, request.checkpoint, request.num_classes, request.labels,
+                              request.model_args, request.trust, request.input_size)
+
+
+SEGMENTERS = TorchvisionSegmenters()

@@ -9,7 +9,9 @@ shows what :func:`code_to_run` says. No torch here: the command line asks before
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 #: how ``model=<nn.Module>`` is recorded in the settings and run.json (there is nothing to import)
 PYTHON_OBJECT = "python-object:"
@@ -42,3 +44,10 @@ def code_to_run(settings) -> list[str]:
         found.append("may unpickle the checkpoint or run a model folder's own code (trust_checkpoint, from "
                      f"{settings.sources.get('trust_checkpoint', 'default')})")
     return found
+
+
+def current_folder_importable() -> None:
+    """Modules of the current folder import, as under ``python -m`` and uvicorn (a console script's
+    ``sys.path`` starts with its own folder instead)."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
