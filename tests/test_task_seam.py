@@ -28,6 +28,7 @@ from camcli.engine.layer_names import display_name, resolve_layer
 from camcli.engine.stream import iter_results
 from camcli.engine.targets import Target, select_output
 from camcli.errors import UsageError
+from camcli.evaluation.metrics import Metric, register_metric, unregister_metric
 from camcli.output.paths import atomic_write, inside, overlay_rel
 from camcli.output.render import encode_png, overlay
 from camcli.tasks import Built, Task
@@ -38,8 +39,8 @@ SQUARES = {"left.png": (4, 8, 24, 28), "right.png": (38, 30, 58, 50), "bottom.pn
 
 
 class DensityNet(nn.Module):
-    """A counter of bright squares: its density is high where the image is bright, so a right map
-    of the count lies on the square."""
+    """A counter of bright 20 x 20 squares: its density is 1/400 on a white pixel and 0 on black,
+    so that it sums to the number of squares, and a right map of the count lies on the square."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,7 +50,7 @@ class DensityNet(nn.Module):
             self.features[0].weight.zero_()
             self.features[0].weight[:, :, 1, 1] = 1.0  # every channel: the pixel's brightness...
             self.features[0].bias[:] = torch.tensor([0.0, -1.0, -2.0, -3.0])  # ...above a threshold of its own
-            self.density[0].weight[:] = 0.1
+            self.density[0].weight[:] = 1 / 2400  # a white pixel's channels sum to 3 + 2 + 1 + 0 = 6
             self.density[0].bias.zero_()
 
     def forward(self, x):
@@ -145,38 +146,38 @@ class Counting(Task):
         return rows
 
     def evaluate_run(self, folder, truth, normalized, tolerance, gates):
-        """Pointing: the share of maps whose peak lies on the image's object (its truth box)."""
+        """Two metrics: pointing (the share of maps whose peak lies on the image's object, its truth
+        box) and the count's mean absolute error, a metric of the task's own."""
         from camcli.evaluation.evaluate import Report
-        from camcli.evaluation.scoring import Evaluation, Summary
+        from camcli.evaluation.scoring import Evaluation, Summary, check_gates
 
-        boxes = {r["path"]: tuple(int(r[k]) for k in ("x0", "y0", "x1", "y1")) for r in read_csv(Path(truth))}
+        truth_rows = {r["path"]: r for r in read_csv(Path(truth))}
         rows = [r for r in read_csv(folder / "counts.csv") if r["status"] == "ok"]
-        summaries = {}
+        groups: dict[tuple[str, str], list[tuple[bool, float]]] = {}
         for r in rows:
-            x0, y0, x1, y1 = boxes[r["path"]]
+            t = truth_rows[r["path"]]
+            x0, y0, x1, y1 = (int(t[k]) for k in ("x0", "y0", "x1", "y1"))
             hit = x0 <= int(r["peak_x"]) < x1 and y0 <= int(r["peak_y"]) < y1
-            s = summaries.setdefault((r["method"], r["layer"]), [Summary(r["method"], r["layer"]), []])
-            s[1].append(hit)
-        for s, hits in summaries.values():
-            s.images, s.pointing = len(hits), sum(hits) / len(hits)
-        found = [s for s, _ in summaries.values()]
-        failed = [f"{s.method} @ {s.layer}: pointing {s.pointing:.2f} < {gates['min_pointing']}"
-                  for s in found if gates.get("min_pointing") is not None and s.pointing < gates["min_pointing"]]
-        return Report(Evaluation([], found), folder, failed, task=self.name,
-                      gates={k: v for k, v in gates.items() if v is not None})
-
-    def print_report(self, report, console, fmt) -> bool:
-        for s in report.summaries:
-            console.print(f"counting: {s.method} @ {s.layer}: peak on the object in {fmt(s.pointing, True)} of "
-                          f"{s.images} image(s)", markup=False)
-        return True
+            groups.setdefault((r["method"], r["layer"]), []).append((hit, abs(float(r["count"]) - int(t["count"]))))
+        summaries = [Summary(method, layer, images=len(v), pointing=sum(h for h, _ in v) / len(v),
+                             extra={"count_error": sum(e for _, e in v) / len(v)})
+                     for (method, layer), v in groups.items()]
+        asked = {k: v for k, v in gates.items() if v is not None and k != "min_recall"}
+        return Report(Evaluation([], summaries), folder, check_gates(summaries, **asked), task=self.name,
+                      gates=asked)
 
 
 @pytest.fixture
 def counting():
     task = tasks.register(Counting())
+    register_metric(COUNT_ERROR)
     yield task
     tasks.unregister(task.name)
+    unregister_metric(COUNT_ERROR.key)
+
+
+#: the counting task's own metric: lower is better
+COUNT_ERROR = Metric("count_error", "count error", higher_is_better=False)
 
 
 @pytest.fixture
@@ -185,12 +186,12 @@ def scenes(tmp_path):
     folder.mkdir()
     with open(tmp_path / "truth.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "x0", "y0", "x1", "y1"])
+        w.writerow(["path", "count", "x0", "y0", "x1", "y1"])
         for name, (x0, y0, x1, y1) in SQUARES.items():
             image = np.zeros((SIZE, SIZE, 3), np.uint8)
             image[y0:y1, x0:x1] = 255
             Image.fromarray(image).save(folder / name)
-            w.writerow([name, x0, y0, x1, y1])
+            w.writerow([name, 1, x0, y0, x1, y1])
     return folder
 
 
@@ -210,7 +211,7 @@ def test_a_task_defined_outside_camcli_runs_explain_and_evaluate_end_to_end(coun
     assert len(rows) == 6 and {r["method"] for r in rows} == {"gradcam", "layercam"}
     for r in rows:
         x0, y0, x1, y1 = SQUARES[r["path"]]
-        assert float(r["count"]) == pytest.approx(0.6 * (x1 - x0) * (y1 - y0), rel=0.05)  # 0.1 x (3 + 2 + 1 + 0)
+        assert float(r["count"]) == pytest.approx(1.0, rel=0.01)  # one square
         assert (out / r["output"]).is_file()  # its overlays
         assert x0 <= int(r["peak_x"]) < x1 and y0 <= int(r["peak_y"]) < y1, r  # the maps land on the square
     manifest = json.loads((out / "run.json").read_text())
@@ -228,8 +229,14 @@ def test_a_task_defined_outside_camcli_runs_explain_and_evaluate_end_to_end(coun
     assert len(images) == 3 and all(rec["maps"][0]["overlay"].startswith("overlays/") for rec in images)
     report = cli("evaluate", again, "--truth", tmp_path / "truth.csv", "--min-pointing", "0.9")
     assert report.exit_code == 0, report.output
-    assert "peak on the object in 100" in report.stderr
-    assert camcli.evaluate(again, truth=tmp_path / "truth.csv").summaries[0].pointing == 1.0
+    assert "count error" in report.stderr and "pointing" in report.stderr  # the table lists the task's metric
+    found = json.loads(cli("evaluate", again, "--truth", tmp_path / "truth.csv", "--json").stdout)
+    assert [s["pointing"] for s in found["summaries"]] == [1.0] and found["summaries"][0]["count_error"] < 0.01
+    # a gate on the task's maps fails with exit 1, as camcli's own do
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("path,count,x0,y0,x1,y1\n" + "".join(f"{n},1,0,0,2,2\n" for n in SQUARES))
+    failed = cli("evaluate", again, "--truth", shifted, "--min-pointing", "0.9")
+    assert failed.exit_code == 1 and "gate failed" in failed.stderr and "pointing game 0.000" in failed.stderr
 
 
 def test_a_registered_tasks_settings_and_names_are_checked_like_camclis_own(counting, scenes, tmp_path):

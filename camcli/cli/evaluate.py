@@ -121,33 +121,17 @@ def print_tables(report, faithfulness: bool, fmt) -> None:
     """The metrics table on stderr, and with --sanity the cascade's similarities step by step."""
     from rich.table import Table
 
+    from camcli import tasks
+    from camcli.evaluation.metrics import table_rows
+
     console = stderr_console()
     if not console.is_terminal:
         console = Console(stderr=True, highlight=False, width=220)  # the whole table, also in logs
     evaluation = report.evaluation
-    from camcli import tasks
-
     if tasks.get(report.task).print_report(report, console, fmt):
         return
     sanity = report.sanity is not None
-    table = Table(title=f"camcli evaluate ({len(evaluation.rows)} maps)", title_style="bold")
-    cols = ["method", "layer", "images", "mean IoU", "IoU>=0.5", "pointing", "energy", "accuracy"]
-    if faithfulness:
-        cols += ["avg drop", "incr. conf.", "deletion", "insertion", "ROAD"]
-    if sanity:
-        cols += ["rand. ρ", "rand. SSIM"]
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("method", "layer") else "right")
-    for s in evaluation.summaries:
-        cells = [s.method, s.layer, str(s.images), fmt(s.mean_iou), fmt(s.localisation, True), fmt(s.pointing, True),
-                 fmt(s.energy, True), fmt(s.accuracy, True)]
-        if faithfulness:
-            cells += [fmt(s.average_drop, True), fmt(s.increase_in_confidence, True), fmt(s.deletion_auc),
-                      fmt(s.insertion_auc), fmt(s.road and s.road["combined"])]
-        if sanity:
-            cells += [fmt(s.sanity and s.sanity["final_spearman"]), fmt(s.sanity and s.sanity["final_ssim"])]
-        table.add_row(*cells)
-    console.print(table)
+    console.print(summary_table(f"camcli evaluate ({len(evaluation.rows)} maps)", *table_rows(report.summaries, fmt)))
     if sanity:
         with_sanity = [s for s in evaluation.summaries if s.sanity]
         steps = Table(title="sanity: Spearman ρ to the trained model's maps, cascading from the top", title_style="bold")
@@ -160,3 +144,16 @@ def print_tables(report, faithfulness: bool, fmt) -> None:
     console.print(f"per-image values: {report.folder / 'evaluation.csv'}", markup=False)
     if report.html:
         console.print(f"report: {report.html}", markup=False)
+
+
+def summary_table(title: str, head: list[str], rows: list[list[str]]):
+    """A rich table of summaries (:func:`camcli.evaluation.metrics.table_rows`): method and layer
+    to the left, figures to the right."""
+    from rich.table import Table
+
+    table = Table(title=title, title_style="bold")
+    for c in head:
+        table.add_column(c, justify="left" if c in ("method", "layer") else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table

@@ -75,9 +75,12 @@ class Summary:
     #: ``independent`` test the unit ``randomised`` and the mean and spread of ``spearman`` and
     #: ``ssim``; ``final_spearman`` and ``final_ssim`` after the whole cascade
     sanity: dict | None = None
+    #: metrics of a task's own scorer (camcli.evaluation.metrics.register_metric), by key
+    extra: dict[str, float | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return dict(vars(self))
+        out = {k: v for k, v in vars(self).items() if k != "extra"}
+        return out | self.extra
 
 
 @dataclass
@@ -172,33 +175,24 @@ def _road_summary(roads: list[Road]) -> dict | None:
             "combined": _mean(r.combined for r in roads)}
 
 
-GATES = {"min_iou": ("mean_iou", "mean IoU"), "min_pointing": ("pointing", "pointing game"),
-         "min_accuracy": ("accuracy", "accuracy")}
+def check_gates(summaries: list[Summary], **limits: float | None) -> list[str]:
+    """Messages for every gate a method x layer fails; an empty list means all gates hold.
+    ``limits``: gate name (``min_pointing``, ``max_sanity_similarity``, a task's own) -> its limit."""
+    from camcli.evaluation.metrics import METRICS
 
-
-def check_gates(summaries: list[Summary], max_sanity_similarity: float | None = None,
-                **thresholds: float | None) -> list[str]:
-    """Messages for every gate a method x layer fails; an empty list means all gates hold."""
     failures = []
-    for s in summaries if max_sanity_similarity is not None else ():
-        final = s.sanity["final_spearman"] if s.sanity else None
-        if final is None:
-            failures.append(f"{s.method} @ {s.layer}: the sanity checks did not run for it "
-                            f"but --max-sanity-similarity {max_sanity_similarity} was asked")
-        elif final > max_sanity_similarity:
-            failures.append(f"{s.method} @ {s.layer}: its maps after full randomisation still correlate with the "
-                            f"trained model's (Spearman {final:.3f} > --max-sanity-similarity {max_sanity_similarity})")
-    for key, limit in thresholds.items():
+    for gate, limit in limits.items():
         if limit is None:
             continue
-        attr, name = GATES[key]
+        bounded = next((m for m in METRICS if m.gate == gate), None)
+        if bounded is None:
+            raise ValueError(f"no metric is gated by {gate}")
+        why = ("the sanity checks did not run for it" if bounded.key.startswith("sanity") else
+               "needs heatmaps and labelled truth")
         for s in summaries:
-            value = getattr(s, attr)
-            if value is None:
-                failures.append(f"{s.method} @ {s.layer}: {name} cannot be measured (needs heatmaps and labelled truth) "
-                                f"but --{key.replace('_', '-')} {limit} was asked")
-            elif value < limit:
-                failures.append(f"{s.method} @ {s.layer}: {name} {value:.3f} < --{key.replace('_', '-')} {limit}")
+            message = bounded.gate_message(s.method, s.layer, bounded.value(s), limit, why)
+            if message:
+                failures.append(message)
     return failures
 
 

@@ -115,27 +115,19 @@ def _settings_block(report) -> str:
 
 
 def _metrics_table(report) -> str:
+    """Per method x layer, every metric the summaries hold (camcli.evaluation.metrics)."""
+    from camcli.evaluation.metrics import produced
+
     summaries = report.summaries
-    cols = [("images", "images", False), ("mean IoU", "mean_iou", False), ("IoU≥0.5", "localisation", True),
-            ("pointing", "pointing", True), ("energy", "energy", True), ("accuracy", "accuracy", True)]
-    if any(s.deletion_auc is not None for s in summaries):
-        cols += [("avg drop", "average_drop", True), ("incr. conf.", "increase_in_confidence", True),
-                 ("deletion AUC", "deletion_auc", False), ("insertion AUC", "insertion_auc", False)]
-    head = "".join(f"<th>{_e(c)}</th>" for c, _, _ in cols)
-    has_road, has_sanity = any(s.road for s in summaries), any(s.sanity for s in summaries)
-    extra = ("<th>ROAD combined</th>" if has_road else "") + \
-        ("<th>ρ after randomisation</th><th>SSIM after randomisation</th>" if has_sanity else "")
+    metrics = produced(summaries)
+    head = "".join(f"<th>{_e(m.title)}</th>" for m in metrics)
     body = []
     for s in summaries:
-        cells = "".join(f'<td class="n">{_e(s.images) if a == "images" else _fmt(getattr(s, a), p)}</td>'
-                        for _, a, p in cols)
-        if has_road:
-            cells += f'<td class="n">{_fmt(s.road and s.road["combined"])}</td>'
-        if has_sanity:
-            cells += (f'<td class="n">{_fmt(s.sanity and s.sanity["final_spearman"])}</td>'
-                      f'<td class="n">{_fmt(s.sanity and s.sanity["final_ssim"])}</td>')
-        body.append(f'<tr class="metric"><td>{_e(s.method)}</td><td>{_e(s.layer)}</td>{cells}</tr>')
-    return f'<table id="metrics"><tr><th>method</th><th>layer</th>{head}{extra}</tr>{"".join(body)}</table>'
+        cells = "".join(f'<td class="n">{_fmt(m.value(s), m.percent)}</td>' for m in metrics)
+        body.append(f'<tr class="metric"><td>{_e(s.method)}</td><td>{_e(s.layer)}</td>'
+                    f'<td class="n">{_e(s.images)}</td>{cells}</tr>')
+    return (f'<table id="metrics"><tr><th>method</th><th>layer</th><th>images</th>{head}</tr>{"".join(body)}'
+            "</table>")
 
 
 def _sanity_section(report) -> str:

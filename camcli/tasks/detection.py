@@ -148,18 +148,14 @@ class Detection(Task):
 
     def print_report(self, report, console, fmt) -> bool:
         """The detector's figures, then each method x layer's over the boxes it found right."""
-        from rich.table import Table
+        from camcli.cli.evaluate import summary_table
+        from camcli.evaluation.metrics import table_rows
 
         d = report.detector
         console.print(f"detector: {d.matched} of {d.truth_boxes} truth boxes found in {d.images} image(s) (recall "
                       f"{fmt(d.recall, True)}), {d.matched} of {d.detections} detections right (precision "
                       f"{fmt(d.precision, True)}) at IoU 0.5; matched boxes' mean IoU {fmt(d.mean_iou)}", markup=False)
-        table = Table(title="maps of the boxes found right", title_style="bold")
-        for c in ("method", "layer", "boxes", "pointing", "energy"):
-            table.add_column(c, justify="left" if c in ("method", "layer") else "right")
-        for s in report.evaluation.summaries:
-            table.add_row(s.method, s.layer, str(s.images), fmt(s.pointing, True), fmt(s.energy, True))
-        console.print(table)
+        console.print(summary_table("maps of the boxes found right", *table_rows(report.summaries, fmt, "boxes")))
         console.print(f"per-box values: {report.folder / 'evaluation.csv'}", markup=False)
         return True
 

@@ -177,6 +177,9 @@ class Segmentation(Task):
         of the classes it explained."""
         from rich.table import Table
 
+        from camcli.cli.evaluate import summary_table
+        from camcli.evaluation.metrics import table_rows
+
         d = report.detector
         console.print(f"segmenter: mIoU {fmt(d.miou, True)} over {len(d.per_class)} class(es) in {d.images} "
                       f"image(s); pixel accuracy {fmt(d.pixel_accuracy, True)}", markup=False)
@@ -186,12 +189,8 @@ class Segmentation(Task):
         for name, value in d.per_class.items():
             classes.add_row(name, fmt(value, True))
         console.print(classes)
-        table = Table(title="maps of the explained classes the truth holds", title_style="bold")
-        for c in ("method", "layer", "classes", "pointing", "energy"):
-            table.add_column(c, justify="left" if c in ("method", "layer") else "right")
-        for s in report.evaluation.summaries:
-            table.add_row(s.method, s.layer, str(s.images), fmt(s.pointing, True), fmt(s.energy, True))
-        console.print(table)
+        console.print(summary_table("maps of the explained classes the truth holds",
+                                    *table_rows(report.summaries, fmt, "classes")))
         console.print(f"per-class values: {report.folder / 'evaluation.csv'}", markup=False)
         return True
 
