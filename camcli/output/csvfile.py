@@ -1,4 +1,5 @@
-"""Reading and writing ``predictions.csv`` files as :class:`~camcli.output.rows.PredictionRow` records.
+"""Reading and writing a run's CSV (``predictions.csv``, ``detections.csv``, ...) as typed rows
+(:mod:`camcli.output.rows`).
 
 Rows are appended and flushed as images finish, so a killed run keeps what it finished; a
 reader takes only complete records (a killed run may leave half of one). A record is read as
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from camcli.errors import OutputError, UsageError
 from camcli.output.tempfiles import temp_path
-from camcli.output.rows import PredictionRow
+from camcli.output.rows import PredictionRow, Row
 
 
 #: the first characters that make a spreadsheet read a cell as a formula
@@ -123,11 +124,17 @@ def write_table(path: Path, header: Iterable[str], rows: Iterable[Iterable]) -> 
     os.replace(tmp, path)
 
 
-def read_rows(path: Path) -> tuple[list[str], list[PredictionRow]]:
-    """Header and the completely written rows of a predictions file (``[], []`` if it is missing).
+def read_rows(path: Path, row_type: type[Row] | None = None) -> tuple[list[str], list[Row]]:
+    """Header and the completely written rows of a run's CSV (``[], []`` if it is missing), as
+    ``row_type`` (by default the row of the task whose CSV the file's name is).
 
     A file that is not camcli's (unreadable cells, missing columns) is a ``UsageError``.
     """
+    if row_type is None:
+        from camcli import tasks
+
+        task = tasks.by_csv(path.name.split(".")[0])
+        row_type = task.row_type if task is not None else PredictionRow
     if os.path.lexists(path) and not path.is_file():
         raise UsageError(f"{path} is not a file (a folder, a link or a device): move it away, or use `overwrite`")
     if not path.is_file():
@@ -145,7 +152,7 @@ def read_rows(path: Path) -> tuple[list[str], list[PredictionRow]]:
         if len(values) != len(header):
             continue  # a short or long record: not written completely
         try:
-            rows.append(PredictionRow.from_cells({k: from_cell(v) for k, v in zip(header, values)}))
+            rows.append(row_type.from_cells({k: from_cell(v) for k, v in zip(header, values)}))
         except (KeyError, ValueError, TypeError) as e:
             raise UsageError(f"{path} is not a camcli predictions file (record {number}: {e})") from None
     return header, rows

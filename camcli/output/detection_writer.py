@@ -18,7 +18,7 @@ from camcli.geometry import Box, energy_inside
 from camcli.output.image_writer import first_columns, write_heatmap
 from camcli.output.paths import atomic_write, inside, overlay_rel
 from camcli.output.render import OVERLAY_FORMATS, draw_labelled_boxes, fit_side, overlay_strips, picture_pieces
-from camcli.output.rows import PredictionRow
+from camcli.output.rows import DetectionRow
 from camcli.settings import ExplainSettings
 
 #: the longer side of the map on which a box's share of the energy is measured
@@ -47,9 +47,9 @@ def energy_in_box(m: MapResult) -> float | None:
     return energy_inside(heat, [Box(x0 * sx, y0 * sy, x1 * sx, y1 * sy)])
 
 
-def base_row(result: ImageResult) -> PredictionRow:
+def base_row(result: ImageResult) -> DetectionRow:
     """The columns every row of this image shares (or its one error row, or its no-box row)."""
-    row = first_columns(result)
+    row = first_columns(result, DetectionRow)
     if result.status == "ok":
         row.detections = len(result.detections or [])
     return row
@@ -60,7 +60,7 @@ def _label(m: MapResult) -> str:
     return f"{d.label} {d.score:.2f}"
 
 
-def write_detection_image(result: ImageResult, out: Path, settings: ExplainSettings) -> list[PredictionRow]:
+def write_detection_image(result: ImageResult, out: Path, settings: ExplainSettings) -> list[DetectionRow]:
     """Write one image's files; return its rows (one per box x method x layer, or one row saying
     it has no box, or one error row)."""
     base = base_row(result)

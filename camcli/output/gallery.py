@@ -140,7 +140,8 @@ class Gallery:
         main = first.output or ""
         buttons = "".join(f'<button data-key="{html.escape(k)}"{ON if i == 0 else ""}>'
                           f"{html.escape(k.replace('@', ' @ '))}</button>" for i, (k, _) in enumerate(maps))
-        panel = f' <a href="{_href(first.panel)}">panel</a>' if first.panel else ""
+        panel = getattr(first, "panel", None)  # a classifier's panel of every map
+        panel = f' <a href="{_href(panel)}">panel</a>' if panel else ""
         data_maps = html.escape(json.dumps([[k, quote(v, safe="/@")] for k, v in maps]))
         errors = "".join(f'<div class="err">{html.escape(r.method or "")}: {html.escape(r.error)}</div>'
                          for r in rows if not r.ok)

@@ -21,14 +21,14 @@ from camcli.output.figures import panel
 from camcli.output.paths import atomic_write, class_part, heatmap_rel, inside, overlay_rel, panel_rel
 from camcli.output.render import (OVERLAY_FORMATS, draw_boxes, draw_caption, encode_png, encode_png16, fit_side,
                                   overlay_strips, picture_pieces)
-from camcli.output.rows import PredictionRow
+from camcli.output.rows import PredictionRow, Row
 from camcli.settings import ExplainSettings
 
 
-def first_columns(result: ImageResult) -> PredictionRow:
-    """The columns every task's rows of this image share: where it is, its status and size."""
-    row = PredictionRow(result.item.index, result.item.rel, status=result.status, error=result.error,
-                        note=result.note)
+def first_columns(result: ImageResult, row_type: type[Row] = PredictionRow) -> Row:
+    """The columns every task's rows of this image share: where it is, its status and size (as a
+    ``row_type``: the task's row)."""
+    row = row_type(result.item.index, result.item.rel, status=result.status, error=result.error, note=result.note)
     if result.status == "ok":
         row.width, row.height = result.width, result.height
     return row

@@ -1,15 +1,20 @@
-"""One row of ``predictions.csv``, typed, with its CSV spelling in one place.
+"""The rows of a run's CSV, typed, with their CSV spelling in one place: one class per task.
 
-A :class:`PredictionRow` is what the run writes, what ``--resume`` and ``camcli merge`` read
-back, and what the gallery, ``--json`` and ``camcli evaluate`` read: every reader gets ints,
-floats, bools and boxes, never cells. Which columns a file has depends on ``topk`` and the box
-options (:func:`columns`); a cell is empty when its value is ``None``.
+:class:`Row` holds the columns every task's rows share (where the image is, its status and
+size, the map's method, layer and files); :class:`PredictionRow` (a classifier's
+``predictions.csv``), :class:`DetectionRow` (``detections.csv``) and :class:`SegmentRow`
+(``segments.csv``) add their own and nothing of the others'. A row is what the run writes, what
+``--resume`` and ``camcli merge`` read back, and what the gallery, ``--json`` and ``camcli
+evaluate`` read: every reader gets ints, floats, bools and boxes, never cells. Which columns a
+file has depends on its task and settings (:func:`columns`); a cell is empty when its value is
+``None``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in original-image pixels
 
@@ -26,9 +31,6 @@ DET_BOX = ("det_x0", "det_y0", "det_x1", "det_y1")
 SEGMENTATION_COLUMNS = ("index", "path", "width", "height", "segments", "seg_rank", "seg_index", "seg_label",
                         "pixel_share", "mean_probability", "region", "method", "layer", "energy_in_mask", "output",
                         "heatmap", "mask", "empty_map", "warning", "status", "error", "note")
-#: the columns only segments.csv has
-_SEGMENT_FIELDS = ("segments", "seg_rank", "seg_index", "seg_label", "pixel_share", "mean_probability", "region",
-                   "energy_in_mask", "mask")
 DetBox = tuple[float, float, float, float]  # a detector's box, x0, y0, x1, y1 in original-image pixels
 
 
@@ -64,8 +66,9 @@ def cell(value) -> str:
 
 
 @dataclass
-class PredictionRow:
-    """One image x method x layer (or one error row for an image that could not be explained)."""
+class Row:
+    """One image x method x layer of any task's CSV (or one error row for an image that could not
+    be explained): the columns every task shares."""
 
     index: int
     path: str
@@ -74,44 +77,15 @@ class PredictionRow:
     note: str = ""
     width: int | None = None
     height: int | None = None
-    pred_index: int | None = None
-    pred_label: str | None = None
-    score: float | None = None
-    target_index: int | None = None
-    target_label: str | None = None
-    target_score: float | None = None
-    #: how many classes the image's rows explain (only in runs that may explain several)
-    targets: int | None = None
     method: str | None = None
     layer: str | None = None  # as displayed: layer4[1]
     output: str | None = None  # overlay path relative to the output folder
     heatmap: str | None = None
-    panel: str | None = None
     empty_map: bool | None = None
     warning: str | None = None  # the method's assumptions that fail at this layer for this image
-    box_status: str | None = None
-    box: Box | None = None
-    box_rotated: tuple[tuple[float, float], ...] | None = None
-    boxes_all: tuple[Box, ...] | None = None
-    #: detection runs: how many boxes the image has, and the one this row explains
-    detections: int | None = None
-    det_rank: int | None = None  # 1: the image's best box
-    det_index: int | None = None  # its class index
-    det_label: str | None = None
-    det_score: float | None = None
-    det_box: DetBox | None = None
-    energy_in_box: float | None = None  # share of the map's sum inside the box
-    #: segmentation runs: how many classes the image has, and the one this row explains
-    segments: int | None = None
-    seg_rank: int | None = None  # 1: the class with the image's largest mask
-    seg_index: int | None = None
-    seg_label: str | None = None
-    pixel_share: float | None = None  # share of the image predicted as this class
-    mean_probability: float | None = None  # the class's mean probability over its mask
-    region: str | None = None  # what the score sums over, when not the class's own mask
-    energy_in_mask: float | None = None  # share of the map's sum inside the class's predicted mask
-    mask: str | None = None  # the image's predicted label mask (``save_mask``)
-    topk: tuple[tuple[int, str, float], ...] = field(default_factory=tuple)  # (index, label, probability)
+
+    #: fields spelled over several columns (or none), written by :meth:`_more_cells` and read by :meth:`_more_fields`
+    _COMPOSITE: ClassVar[tuple[str, ...]] = ()
 
     @property
     def ok(self) -> bool:
@@ -124,29 +98,74 @@ class PredictionRow:
 
     @property
     def explained_count(self) -> int:
-        """How many classes or boxes the image's rows explain (0: a detector found no box, a
-        segmenter no class)."""
-        if self.detections is not None:
-            return self.detections
-        if self.segments is not None:
-            return self.segments
-        return self.targets or 1
+        """How many classes, boxes or regions the image's rows explain (0: none was found)."""
+        return 1
+
+    @property
+    def explained_label(self) -> str | None:
+        """What this row's map explains, in a word (a class, a box's class); captions show it."""
+        return None
 
     def files(self) -> list[str]:
         """Output files this row names, relative to the output folder."""
-        return [f for f in (self.output, self.heatmap, self.panel, self.mask) if f]
+        return [f for f in (self.output, self.heatmap) if f]
 
     def cells(self) -> dict[str, str]:
         """Every column this row has a value for, spelled as in the CSV."""
-        out = {name: cell(getattr(self, name)) for name in BASE_COLUMNS}
-        if self.targets is not None:
-            out["targets"] = cell(self.targets)
-        for name in ("detections", "det_rank", "det_index", "det_label", "det_score", "energy_in_box",
-                     *_SEGMENT_FIELDS):
-            out[name] = cell(getattr(self, name))
-        if self.det_box is not None:
-            out.update((c, f"{v:.1f}") for c, v in zip(DET_BOX, self.det_box))
-        out["box_status"] = cell(self.box_status)
+        out = {f.name: cell(getattr(self, f.name)) for f in fields(self) if f.name not in self._COMPOSITE}
+        out.update(self._more_cells())
+        return out
+
+    def _more_cells(self) -> dict[str, str]:
+        return {}
+
+    @classmethod
+    def from_cells(cls, cells: Mapping[str, str]):
+        """The row a CSV line spells; ``ValueError`` when a cell does not parse."""
+        kw = {f.name: _parse(cells[f.name], str(f.type)) for f in fields(cls)
+              if f.name not in cls._COMPOSITE and f.name in cells}
+        return cls(**kw, **cls._more_fields(cells))
+
+    @classmethod
+    def _more_fields(cls, cells: Mapping[str, str]) -> dict:
+        return {}
+
+
+@dataclass
+class PredictionRow(Row):
+    """A classifier's row (predictions.csv): the prediction, the class this map explains, top-k,
+    and with ``boxes`` the box found in the map."""
+
+    pred_index: int | None = None
+    pred_label: str | None = None
+    score: float | None = None
+    target_index: int | None = None
+    target_label: str | None = None
+    target_score: float | None = None
+    #: how many classes the image's rows explain (only in runs that may explain several)
+    targets: int | None = None
+    panel: str | None = None
+    box_status: str | None = None
+    box: Box | None = None
+    box_rotated: tuple[tuple[float, float], ...] | None = None
+    boxes_all: tuple[Box, ...] | None = None
+    topk: tuple[tuple[int, str, float], ...] = field(default_factory=tuple)  # (index, label, probability)
+
+    _COMPOSITE: ClassVar[tuple[str, ...]] = ("targets", "box", "box_rotated", "boxes_all", "topk")
+
+    @property
+    def explained_count(self) -> int:
+        return self.targets or 1
+
+    @property
+    def explained_label(self) -> str | None:
+        return self.target_label
+
+    def files(self) -> list[str]:
+        return [f for f in (self.output, self.heatmap, self.panel) if f]
+
+    def _more_cells(self) -> dict[str, str]:
+        out = {"targets": cell(self.targets)} if self.targets is not None else {}
         if self.box is not None:
             out.update(zip(BOX_COLUMNS[1:], map(cell, self.box)))
         if self.box_rotated is not None:
@@ -158,18 +177,12 @@ class PredictionRow:
         return out
 
     @classmethod
-    def from_cells(cls, cells: Mapping[str, str]) -> PredictionRow:
-        """The row a CSV line spells; ``ValueError`` when a cell does not parse."""
+    def _more_fields(cls, cells: Mapping[str, str]) -> dict:
         kw = {}
-        for f in fields(cls):
-            if f.name in ("box", "box_rotated", "boxes_all", "topk", "det_box") or f.name not in cells:
-                continue
-            text = cells[f.name]
-            kw[f.name] = _parse(text, str(f.type))
+        if "targets" in cells:
+            kw["targets"] = _parse(cells["targets"], "int | None")
         if cells.get("box_x0"):
             kw["box"] = tuple(int(cells[c]) for c in BOX_COLUMNS[1:])
-        if cells.get("det_x0"):
-            kw["det_box"] = tuple(float(cells[c]) for c in DET_BOX)
         if cells.get("box_rotated"):
             kw["box_rotated"] = tuple(tuple(float(v) for v in pair.split(",")) for pair in cells["box_rotated"].split())
         if cells.get("boxes_all"):
@@ -179,7 +192,65 @@ class PredictionRow:
             topk.append((int(cells[f"top{k}_index"]), cells[f"top{k}_label"], float(cells[f"top{k}_score"])))
             k += 1
         kw["topk"] = tuple(topk)
-        return cls(**kw)
+        return kw
+
+
+@dataclass
+class DetectionRow(Row):
+    """A detector's row (detections.csv): one image x box x method x layer."""
+
+    #: how many boxes the image has, and the one this row explains
+    detections: int | None = None
+    det_rank: int | None = None  # 1: the image's best box
+    det_index: int | None = None  # its class index
+    det_label: str | None = None
+    det_score: float | None = None
+    det_box: DetBox | None = None
+    energy_in_box: float | None = None  # share of the map's sum inside the box
+
+    _COMPOSITE: ClassVar[tuple[str, ...]] = ("det_box",)
+
+    @property
+    def explained_count(self) -> int:
+        return self.detections if self.detections is not None else 1
+
+    @property
+    def explained_label(self) -> str | None:
+        return self.det_label
+
+    def _more_cells(self) -> dict[str, str]:
+        return {c: f"{v:.1f}" for c, v in zip(DET_BOX, self.det_box)} if self.det_box is not None else {}
+
+    @classmethod
+    def _more_fields(cls, cells: Mapping[str, str]) -> dict:
+        return {"det_box": tuple(float(cells[c]) for c in DET_BOX)} if cells.get("det_x0") else {}
+
+
+@dataclass
+class SegmentRow(Row):
+    """A segmenter's row (segments.csv): one image x class found x method x layer."""
+
+    #: how many classes the image has, and the one this row explains
+    segments: int | None = None
+    seg_rank: int | None = None  # 1: the class with the image's largest mask
+    seg_index: int | None = None
+    seg_label: str | None = None
+    pixel_share: float | None = None  # share of the image predicted as this class
+    mean_probability: float | None = None  # the class's mean probability over its mask
+    region: str | None = None  # what the score sums over, when not the class's own mask
+    energy_in_mask: float | None = None  # share of the map's sum inside the class's predicted mask
+    mask: str | None = None  # the image's predicted label mask (``save_mask``)
+
+    @property
+    def explained_count(self) -> int:
+        return self.segments if self.segments is not None else 1
+
+    @property
+    def explained_label(self) -> str | None:
+        return self.seg_label
+
+    def files(self) -> list[str]:
+        return [f for f in (self.output, self.heatmap, self.mask) if f]
 
 
 def _parse(text: str, kind: str):

@@ -20,7 +20,7 @@ from camcli.output.image_writer import first_columns, write_heatmap
 from camcli.output.paths import atomic_write, class_part, inside, mask_rel, overlay_rel
 from camcli.output.render import (OVERLAY_FORMATS, draw_mask_outline, encode_label_mask, fit_side, overlay_strips,
                                   picture_pieces)
-from camcli.output.rows import PredictionRow
+from camcli.output.rows import SegmentRow
 from camcli.settings import ExplainSettings
 
 #: the longer side of the map on which a class's share of the energy is measured
@@ -44,15 +44,15 @@ def energy_in_own_mask(m: MapResult, labels: np.ndarray) -> float | None:
     return energy_in_mask(heat, labels == m.segment.index)
 
 
-def base_row(result: ImageResult) -> PredictionRow:
+def base_row(result: ImageResult) -> SegmentRow:
     """The columns every row of this image shares (or its one error row, or its no-class row)."""
-    row = first_columns(result)
+    row = first_columns(result, SegmentRow)
     if result.status == "ok":
         row.segments = len(result.segments or [])
     return row
 
 
-def write_segmentation_image(result: ImageResult, out: Path, settings: ExplainSettings) -> list[PredictionRow]:
+def write_segmentation_image(result: ImageResult, out: Path, settings: ExplainSettings) -> list[SegmentRow]:
     """Write one image's files; return its rows (one per class x method x layer, or one row saying
     it has no class to explain, or one error row)."""
     base = base_row(result)

@@ -87,9 +87,9 @@ def csv_stems() -> tuple[str, ...]:
     return tuple(t.csv_stem for t in all_tasks())
 
 
-def by_csv(stem: str) -> Task:
-    """The task whose runs write ``stem``.csv."""
-    return next(t for t in all_tasks() if t.csv_stem == stem)
+def by_csv(stem: str) -> Task | None:
+    """The task whose runs write ``stem``.csv (``None``: no task's)."""
+    return next((t for t in all_tasks() if t.csv_stem == stem), None)
 
 
 def of_folder(folder: Path) -> Task | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from camcli.output.rows import PredictionRow
 from camcli.tasks.task import TASK_SETTINGS, Built, Task
 
 #: the settings of a segmenter or a detector, which a classification run refuses
@@ -17,6 +18,7 @@ class Classification(Task):
     name = "classification"
     description = "a classifier: a score per class per image; each map explains one class's score"
     model_in_words = "a classifier: it scores each image"
+    row_type = PredictionRow
     csv_stem = "predictions"
     takes = frozenset(TASK_SETTINGS) - frozenset(_OTHERS)
     tagged_in_listings = False  # the usual case: only the others' models are marked

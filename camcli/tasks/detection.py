@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from camcli.output.rows import DetectionRow
 from camcli.tasks.task import Built, Task
 
 #: held-out shape scenes, the demo detector at P3 (docs/detection.md): LayerCAM's peak falls in its
@@ -20,6 +21,7 @@ class Detection(Task):
     name = "detection"
     description = "a detector: boxes per image; each box's maps explain its class score and its IoU with itself"
     model_in_words = "a detector: it returns boxes"
+    row_type = DetectionRow
     csv_stem = "detections"
     takes = frozenset({"score_threshold", "max_detections", "detection_maps"})
     evaluated_from_runs_only = ("a detector is evaluated from a finished detection run: `camcli explain` it with "

@@ -9,6 +9,7 @@ import html
 from dataclasses import replace
 from pathlib import Path
 
+from camcli.output.rows import SegmentRow
 from camcli.tasks.task import Built, Task
 
 
@@ -17,6 +18,7 @@ class Segmentation(Task):
     description = ("a segmenter: a class per pixel; each class found gets maps explaining its scores summed over "
                    "its mask")
     model_in_words = "a segmenter: it scores every pixel"
+    row_type = SegmentRow
     csv_stem = "segments"
     folders = ("masks",)
     #: a segmenter is fed as a classifier is: the classes to explain, the part of the output, the

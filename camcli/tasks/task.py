@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from camcli.errors import UsageError
+from camcli.output.rows import Row
 
 if TYPE_CHECKING:
     import torch
@@ -66,6 +67,8 @@ class Task:
     model_in_words: ClassVar[str] = ""
     #: the run's CSV without .csv (predictions, detections, segments)
     csv_stem: ClassVar[str]
+    #: its CSV's row: the columns every task shares and its own (camcli.output.rows)
+    row_type: ClassVar[type] = Row
     #: output folders of its own besides overlays, heatmaps and panels (masks)
     folders: ClassVar[tuple[str, ...]] = ()
     #: which of :data:`TASK_SETTINGS` it takes
