@@ -97,6 +97,12 @@ def produced(summaries: Iterable) -> list[Metric]:
     return [m for m in METRICS if any(m.value(s) is not None for s in summaries)]
 
 
+def maps_only(summaries: Iterable) -> list[Metric]:
+    """The metrics of the maps the summaries hold, without ``mean_iou``: in a detection or
+    segmentation run's summaries that is the model's (its boxes', its masks'), reported apart."""
+    return [m for m in produced(summaries) if m.key != "mean_iou"]
+
+
 def table_rows(summaries: Sequence, fmt: Callable[[float | None, bool], str], counted: str = "images",
                metrics: Sequence[Metric] | None = None) -> tuple[list[str], list[list[str]]]:
     """(headings, rows) of a summary table: method, layer, what was counted (images, boxes,

@@ -151,13 +151,14 @@ class Detection(Task):
     def print_report(self, report, console, fmt) -> bool:
         """The detector's figures, then each method x layer's over the boxes it found right."""
         from camcli.cli.evaluate import summary_table
-        from camcli.evaluation.metrics import table_rows
+        from camcli.evaluation.metrics import maps_only, table_rows
 
         d = report.detector
         console.print(f"detector: {d.matched} of {d.truth_boxes} truth boxes found in {d.images} image(s) (recall "
                       f"{fmt(d.recall, True)}), {d.matched} of {d.detections} detections right (precision "
                       f"{fmt(d.precision, True)}) at IoU 0.5; matched boxes' mean IoU {fmt(d.mean_iou)}", markup=False)
-        console.print(summary_table("maps of the boxes found right", *table_rows(report.summaries, fmt, "boxes")))
+        console.print(summary_table("maps of the boxes found right",
+                                    *table_rows(report.summaries, fmt, "boxes", maps_only(report.summaries))))
         console.print(f"per-box values: {report.folder / 'evaluation.csv'}", markup=False)
         return True
 

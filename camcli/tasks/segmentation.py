@@ -180,7 +180,7 @@ class Segmentation(Task):
         from rich.table import Table
 
         from camcli.cli.evaluate import summary_table
-        from camcli.evaluation.metrics import table_rows
+        from camcli.evaluation.metrics import maps_only, table_rows
 
         d = report.detector
         console.print(f"segmenter: mIoU {fmt(d.miou, True)} over {len(d.per_class)} class(es) in {d.images} "
@@ -192,7 +192,7 @@ class Segmentation(Task):
             classes.add_row(name, fmt(value, True))
         console.print(classes)
         console.print(summary_table("maps of the explained classes the truth holds",
-                                    *table_rows(report.summaries, fmt, "classes")))
+                                    *table_rows(report.summaries, fmt, "classes", maps_only(report.summaries))))
         console.print(f"per-class values: {report.folder / 'evaluation.csv'}", markup=False)
         return True
 
