@@ -34,14 +34,15 @@ from torchvision.ops import box_iou
 
 from camcli.engine.capture import frozen_parameters, removed_after
 from camcli.engine.layer_names import display_name, hook_layer
-from camcli.engine.methods import CAMMethod
+from camcli.engine.methods import CAMMethod, taking
 from camcli.engine.methods.base import ForwardPass, normalise
 from camcli.errors import UsageError
 
 #: IoU above which a box of a new forward is the same detection (pytorch-grad-cam's default)
 IOU_THRESHOLD = 0.5
 #: the method that forwards ablated copies, its boxes matched in each new output by :func:`box_score`
-ABLATION = "ablationcam"
+#: the passes of a method's own that a box's score is taken on (Ablation-CAM's ablated channels)
+SCORED_PASSES = "ablated"
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,9 @@ class DetectionExplainer:
                  score_threshold: float = 0.5, max_detections: int = 20, strict: bool = False) -> None:
         if not layers or not methods:
             raise UsageError("at least one layer and one method are needed")
-        refused = [m.name for m in methods if not (m.layer_only or m.name == ABLATION)]
+        refused = [m.name for m in methods if not (m.layer_only or m.scores_passes == SCORED_PASSES)]
         if refused:
-            fits = ", ".join([*_layer_only_names(), ABLATION])
+            fits = ", ".join(taking(SCORED_PASSES))
             raise UsageError(f"method(s) {', '.join(refused)} cannot explain a detector's boxes: they run forward "
                              "passes of their own or read a classifier's logits or weights, which camcli does not "
                              f"match to boxes; these can: {fits}")
@@ -139,7 +140,7 @@ class DetectionExplainer:
         self.strict = strict
         self.needs_gradients = any(m.needs_gradients for m in self.methods)
         #: methods that forward ablated copies of each image (Ablation-CAM); the others read the shared pass
-        self.ablating = [m for m in self.methods if m.name == ABLATION]
+        self.ablating = [m for m in self.methods if m.scores_passes == SCORED_PASSES]
         self.channels: dict[str, int] = {}
 
     def map_keys(self) -> list[tuple[str, str]]:
@@ -375,9 +376,3 @@ def _replaced(output, copies: list[torch.Tensor]):
     if isinstance(output, Mapping):
         return type(output)((k, next(it) if isinstance(v, torch.Tensor) else v) for k, v in output.items())
     return type(output)(next(it) if isinstance(v, torch.Tensor) else v for v in output)
-
-
-def _layer_only_names() -> list[str]:
-    from camcli.engine.methods import available
-
-    return [name for name, cls in available().items() if cls.layer_only]

@@ -31,13 +31,14 @@ from torch import nn
 from camcli.engine.capture import capture, frozen_parameters
 from camcli.engine.layer_names import display_name
 from camcli.engine.layouts import Layout, detect, layer_shapes, readings, rescaled_shapes, token_geometry
-from camcli.engine.methods import CAMMethod
+from camcli.engine.methods import CAMMethod, taking
 from camcli.engine.methods.base import ForwardPass
 from camcli.engine.targets import select_output
 from camcli.errors import UsageError
 
 #: methods that score masked copies of the image with the region target (their own passes)
-SCORED = ("scorecam", "sscam", "iscam")
+#: the passes of a method's own that a class's region score is taken on (the Score-CAM family's masked inputs)
+SCORED_PASSES = "masked"
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class SegmentationExplainer:
                  background_index: int | None = None, layer_layout: str = "auto") -> None:
         if not layers or not methods:
             raise UsageError("at least one layer and one method are needed")
-        refused = [m.name for m in methods if not (m.layer_only or m.name in SCORED)]
+        refused = [m.name for m in methods if not (m.layer_only or m.scores_passes == SCORED_PASSES)]
         if refused:
             raise UsageError(f"method(s) {', '.join(refused)} cannot explain a segmenter's classes: they read a "
                              "classifier's weights or logits, or take gradients to the pixels through passes of "
@@ -140,7 +141,7 @@ class SegmentationExplainer:
         self.strict = strict
         self.layer_layout = layer_layout
         self.needs_gradients = any(m.needs_gradients for m in self.methods)
-        self.scored = [m for m in self.methods if m.name in SCORED]
+        self.scored = [m for m in self.methods if m.scores_passes == SCORED_PASSES]
         self.layouts: dict[str, Layout] = {}
         self.channels: dict[str, int] = {}
         self.grid: tuple[int, int] = (0, 0)
@@ -302,7 +303,5 @@ class SegmentationExplainer:
 
 def segmentation_methods() -> list[str]:
     """The methods that explain a segmenter's classes."""
-    from camcli.engine.methods import available
-
-    return [name for name, cls in available().items() if cls.layer_only or name in SCORED]
+    return taking(SCORED_PASSES)
 

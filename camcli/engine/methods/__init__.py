@@ -51,3 +51,10 @@ from camcli.engine.methods import (cam, gradcam, elementwise, scorecam, eigencam
                                    shapleycam, fullgrad, guided, legrad)
 
 __all__ = ["CAMMethod", "ForwardPass", "MapBatch", "available", "class_scores", "get_method", "normalise", "register"]
+
+
+def taking(passes: str | None) -> list[str]:
+    """The methods an explainer takes when it serves the shared forward and backward and, besides,
+    scores ``passes`` of a method's own (``masked``, ``ablated``; ``None``: none): the layer-only
+    methods and those whose passes it scores."""
+    return [name for name, cls in available().items() if cls.layer_only or (passes and cls.scores_passes == passes)]

@@ -26,6 +26,7 @@ from camcli.engine.methods.base import CAMMethod, ForwardPass
 @register
 class AblationCAM(CAMMethod):
     name = "ablationcam"
+    scores_passes = "ablated"
     summary = "relative drop of the class score when each channel is zeroed weights the channels"
     paper = "Desai & Ramaswamy, WACV 2020, doi:10.1109/WACV45572.2020.9093360"
     needs_gradients = False

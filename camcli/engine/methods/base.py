@@ -119,6 +119,11 @@ class CAMMethod(ABC):
     #: passes, logits, classifier weights or hooks of its own, so it explains any differentiable
     #: score, a detector's box score included (:mod:`camcli.engine.detection`)
     layer_only: ClassVar[bool] = False
+    #: the passes of its own whose scores make the map, where any: ``masked`` (the input times
+    #: each channel's upsampled map: the Score-CAM family), ``ablated`` (the layer with channels
+    #: zeroed: Ablation-CAM). An explainer that scores such passes through its task's target
+    #: (a box's score, a region's) takes the method; tasks accept methods by this, not by name
+    scores_passes: ClassVar[str | None] = None
 
     #: the method reads the shared forward through hooks of its own (:meth:`watch`), with a
     #: graph back to the input, instead of running a pass of its own

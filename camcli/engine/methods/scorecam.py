@@ -49,6 +49,7 @@ def distinct_channels(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @register
 class ScoreCAM(CAMMethod):
     name = "scorecam"
+    scores_passes = "masked"
     summary = "each channel masks the input; softmax over the masked class scores weights the channels"
     paper = "Wang et al., CVPR-W 2020, arXiv:1910.01279; max-n: Faster Score-CAM (tf-keras-vis)"
     needs_gradients = False
