@@ -79,8 +79,11 @@ class ExplainSettings:
                          "Model", shapes_outputs=True, evaluate=True)
     trust_checkpoint: bool = option(False, "Allow a whole pickled model or TorchScript file as --checkpoint. "
                                     "Unpickling runs code: only for files you trust.", "Model", evaluate=True)
-    method: list[str] = option(help="CAM method(s), comma-separated or repeated (see `camcli methods`).",
-                               panel="Explanation", shown="gradcam", shapes_outputs=True, evaluate=True,
+    method: list[str] = option(help="CAM method(s), comma-separated or repeated (see `camcli methods`). Left out: "
+                               "gradcam; a detection run takes layercam (its maps peak inside their own box far more "
+                               "often than Grad-CAM's: docs/detection.md) and a YOLO model eigencam, and the log says "
+                               "so.", panel="Explanation", shown="gradcam; detection: layercam", shapes_outputs=True,
+                               evaluate=True,
                                factory=lambda: ["gradcam"])
     layer: list[str] = option(help="Target layer(s), e.g. 'layer4[1]' or layer4.1; repeat for several (see `camcli "
                               "layers MODEL`).", panel="Explanation", shown="the last spatial layer",
