@@ -78,3 +78,14 @@ def test_timm_defaults_and_refusals(cli, tmp_path):
     assert r.exit_code == 2 and "pretrained=False" in r.stderr and "--checkpoint" in r.stderr
     r = cli("explain", IMAGE, "--model", "timm/convnext_attoo", "--weights", "none", "--out", tmp_path / "b")
     assert r.exit_code == 2 and "convnext_atto" in r.stderr
+
+
+def test_a_users_mean_and_std_win_over_a_timm_models_preset():
+    """--mean and --std are the user's word: a timm model's pretrained config gives the default
+    only (they used to be overwritten by it)."""
+    from camcli.models import load_model
+
+    preset = load_model("timm/convnext_atto", weights="none", num_classes=3)
+    lm = load_model("timm/convnext_atto", weights="none", num_classes=3, mean=[0.5], std=[0.25, 0.25, 0.25])
+    assert lm.mean == (0.5, 0.5, 0.5) and lm.std == (0.25, 0.25, 0.25)
+    assert preset.mean != lm.mean

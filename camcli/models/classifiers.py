@@ -59,76 +59,92 @@ class Classifiers(ModelSource):
         """``state``: the checkpoint already read (by the pickled source, when it held no model)."""
         if request.model_args:
             raise UsageError(NO_MODEL_ARGS)
-        architecture, weights, checkpoint = request.spec, request.weights, request.checkpoint
-        num_classes, labels, size, trust = request.num_classes, request.labels, request.input_size, request.trust
-        architecture = architecture or DEFAULT_ARCHITECTURE
+        architecture = request.spec or DEFAULT_ARCHITECTURE
         from_timm = timm_models.is_timm(architecture)
         names = classification_models()
         if architecture not in names and not from_timm:
             names = names + detection_models() + segmentation_models()
             raise unknown("model", architecture, names, "Run `camcli models` for the list (timm models: timm/NAME).")
-        if from_timm and checkpoint is None and str(weights).lower() != "none":
+        if from_timm and request.checkpoint is None and str(request.weights).lower() != "none":
             raise UsageError(f"camcli builds {architecture} with pretrained=False and downloads nothing: pass your "
                              "weights with `checkpoint` (a timm training checkpoint works), or `weights` none")
-        label_list = given_labels(labels)
-
-        if checkpoint is not None:
-            if not no_weights(weights):
-                raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
-            state = state if state is not None else read_checkpoint(checkpoint, trust=trust)
-            if isinstance(state, nn.Module):  # a whole pickled model, and `model` names an architecture too
-                if type(state) is not type(_structure(architecture)):
-                    raise UsageError(f"checkpoint {checkpoint} is a whole pickled model of class "
-                                     f"{qualified_name(state)}, not a {architecture}: the file is the model, so leave "
-                                     "`model` out")
-                return own_model(state, {"kind": "pickled"}, size=size, file=checkpoint, **request.own)
-            if num_classes is None:
-                num_classes = _classes_in(architecture, state)
-            model = _build_for(architecture, num_classes, state)
-            channels = _match_input_channels(model, state, str(checkpoint))
-            load_into(model, state, str(checkpoint), hint=TORCHSCRIPT_HINT if is_torchscript(Path(checkpoint))
-                      else OWN_MODEL_HINT)
-            if channels == 1:
-                rgb_first_conv(model)
-            offered = None if label_list else categories_for(architecture, num_classes)
-            loaded = LoadedModel(model, architecture, fit_labels(label_list or (offered and offered[1]), num_classes,
-                                                                 "`labels`"),
-                                 size or (224, 224), checkpoint=str(checkpoint),
-                                 checkpoint_sha256=file_sha256(checkpoint), labels_from=offered and offered[0])
-            if channels == 1:
-                loaded.input_channels = 1
-                loaded.mean, loaded.std = GRAY_MEAN * 3, GRAY_STD * 3
-        elif weights is None or str(weights).lower() == "none":
-            n = num_classes or (len(label_list) if label_list else 1000)
-            model = _build(architecture, num_classes=n)
-            loaded = LoadedModel(model, architecture, fit_labels(label_list, n, "`labels`"), size or (224, 224))
+        label_list = given_labels(request.labels)
+        if request.checkpoint is not None:
+            loaded = _from_checkpoint(architecture, request, label_list, state)
+        elif request.weights is None or str(request.weights).lower() == "none":
+            n = request.num_classes or (len(label_list) if label_list else 1000)
+            loaded = LoadedModel(_build(architecture, num_classes=n), architecture, fit_labels(label_list, n, "`labels`"),
+                                 request.input_size or (224, 224))
         else:
-            w = weights_enum(architecture, str(weights))
-            if num_classes is not None and num_classes != len(w.meta["categories"]):
-                raise UsageError(f"`num_classes` {num_classes} does not match {w} ({len(w.meta['categories'])} "
-                                 "classes); use `checkpoint` for a fine-tuned head")
-            model = build_with_weights(architecture, w)
-            preset = w.transforms()
-            crop = getattr(preset, "crop_size", [224])
-            resize_to = getattr(preset, "resize_size", None)
-            loaded = LoadedModel(model, architecture,
-                                 fit_labels(label_list or list(w.meta["categories"]), len(w.meta["categories"]),
-                                            "`labels`" if label_list else str(w)),
-                                 size or (int(crop[0]), int(crop[-1])),
-                                 tuple(getattr(preset, "mean", IMAGENET_MEAN)), tuple(getattr(preset, "std", IMAGENET_STD)),
-                                 weights=str(w))
-            if resize_to:
-                loaded.crop_fraction = int(crop[0]) / int(resize_to[0])
-        if from_timm:
-            cfg = timm_models.preset(loaded.model)
-            loaded.input_size = size or cfg["input_size"]
-            loaded.crop_fraction = cfg["crop_fraction"]
-            mean, std = cfg["mean"] or IMAGENET_MEAN, cfg["std"] or IMAGENET_STD
-            if loaded.input_channels == 3:
-                loaded.mean, loaded.std = mean, std
-            else:
-                loaded.mean, loaded.std = (sum(mean) / 3,) * 3, (sum(std) / 3,) * 3
+            loaded = _with_weights(architecture, request, label_list)
+        if from_timm and loaded.source is None:
+            _timm_preset(loaded, request.input_size)
         return loaded
+
+
+def _from_checkpoint(architecture: str, request: ModelRequest, label_list: list[str] | None, state) -> LoadedModel:
+    """``architecture`` shaped as the checkpoint's state dict is (class count, auxiliary heads, a
+    one-channel first convolution), its weights loaded strictly, named by torchvision's categories
+    when they have as many classes."""
+    checkpoint, num_classes, size = request.checkpoint, request.num_classes, request.input_size
+    if not no_weights(request.weights):
+        raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
+    state = state if state is not None else read_checkpoint(checkpoint, trust=request.trust)
+    if isinstance(state, nn.Module):  # a whole pickled model, and `model` names an architecture too
+        if type(state) is not type(_structure(architecture)):
+            raise UsageError(f"checkpoint {checkpoint} is a whole pickled model of class {qualified_name(state)}, "
+                             f"not a {architecture}: the file is the model, so leave `model` out")
+        return own_model(state, {"kind": "pickled"}, size=size, file=checkpoint, **request.own)
+    if num_classes is None:
+        num_classes = _classes_in(architecture, state)
+    model = _build_for(architecture, num_classes, state)
+    channels = _match_input_channels(model, state, str(checkpoint))
+    load_into(model, state, str(checkpoint), hint=TORCHSCRIPT_HINT if is_torchscript(Path(checkpoint))
+              else OWN_MODEL_HINT)
+    if channels == 1:
+        rgb_first_conv(model)
+    offered = None if label_list else categories_for(architecture, num_classes)
+    loaded = LoadedModel(model, architecture, fit_labels(label_list or (offered and offered[1]), num_classes, "`labels`"),
+                         size or (224, 224), checkpoint=str(checkpoint), checkpoint_sha256=file_sha256(checkpoint),
+                         labels_from=offered and offered[0])
+    if channels == 1:
+        loaded.input_channels = 1
+        loaded.mean, loaded.std = GRAY_MEAN * 3, GRAY_STD * 3
+    return loaded
+
+
+def _with_weights(architecture: str, request: ModelRequest, label_list: list[str] | None) -> LoadedModel:
+    """``architecture`` with torchvision weights: their categories, crop size and normalisation."""
+    w = weights_enum(architecture, str(request.weights))
+    if request.num_classes is not None and request.num_classes != len(w.meta["categories"]):
+        raise UsageError(f"`num_classes` {request.num_classes} does not match {w} ({len(w.meta['categories'])} "
+                         "classes); use `checkpoint` for a fine-tuned head")
+    model = build_with_weights(architecture, w)
+    preset = w.transforms()
+    crop = getattr(preset, "crop_size", [224])
+    resize_to = getattr(preset, "resize_size", None)
+    loaded = LoadedModel(model, architecture,
+                         fit_labels(label_list or list(w.meta["categories"]), len(w.meta["categories"]),
+                                    "`labels`" if label_list else str(w)),
+                         request.input_size or (int(crop[0]), int(crop[-1])),
+                         tuple(getattr(preset, "mean", IMAGENET_MEAN)), tuple(getattr(preset, "std", IMAGENET_STD)),
+                         weights=str(w))
+    if resize_to:
+        loaded.crop_fraction = int(crop[0]) / int(resize_to[0])
+    return loaded
+
+
+def _timm_preset(loaded: LoadedModel, size: tuple[int, int] | None) -> None:
+    """A timm model's input size, crop and normalisation from its pretrained config (a
+    one-channel model's: the mean of each)."""
+    cfg = timm_models.preset(loaded.model)
+    loaded.input_size = size or cfg["input_size"]
+    loaded.crop_fraction = cfg["crop_fraction"]
+    mean, std = cfg["mean"] or IMAGENET_MEAN, cfg["std"] or IMAGENET_STD
+    if loaded.input_channels == 3:
+        loaded.mean, loaded.std = mean, std
+    else:
+        loaded.mean, loaded.std = (sum(mean) / 3,) * 3, (sum(std) / 3,) * 3
 
 
 def _match_input_channels(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> int:
