@@ -323,6 +323,18 @@ def test_evaluate_scores_the_masks_and_each_classs_maps_and_gates(cli, tmp_path)
     assert refused.exit_code == 2 and "save-mask" in refused.output.replace("_", "-")
 
 
+def test_evaluate_will_not_explain_a_segmenters_images_itself_and_says_what_to_do(cli, tmp_path):
+    """A segmenter is scored from a finished run against truth masks; asked to explain its images
+    itself (as for a classifier, with faithfulness or sanity checks that need a class per image),
+    evaluate says so in one line and exits 2, instead of scoring class maps against boxes or
+    reaching the sanity checks with no class to explain."""
+    images, truth = heldout(tmp_path / "scenes", 2)
+    for extra in ((), ("--sanity",), ("--faithfulness",)):
+        r = cli("evaluate", images, "--truth", SAMPLES / "boxes.csv", "--config", DEMO, "--workers", "0", *extra)
+        assert r.exit_code == 2, (extra, r.output)
+        assert "evaluated from a finished segmentation run" in r.stderr and "--save-mask" in r.stderr, r.stderr
+
+
 def test_a_resumed_segmentation_run_keeps_what_it_finished(cli, images, tmp_path):
     out = tmp_path / "run"
     first = cli("explain", images, "--config", DEMO, "-o", out, "--workers", "0")
