@@ -8,7 +8,7 @@ import html
 from pathlib import Path
 
 from camcli.output.rows import DetectionRow
-from camcli.tasks.task import Built, Task
+from camcli.tasks.task import Built, Task, entries_by_rank
 
 #: a box's gradient is local: LayerCAM keeps it where it falls, Grad-CAM averages it away; on the demo
 #: detector's held-out scenes its map peaks inside the box far more often (docs/detection.md)
@@ -108,17 +108,10 @@ class Detection(Task):
     def json_entries(self, rows) -> dict:
         """One object per box, with its maps (method x layer)."""
         first = rows[0]
-        entries: dict[int, dict] = {}
-        for r in rows:
-            if r.det_rank is None:
-                continue
-            entry = entries.setdefault(r.det_rank, {
-                "rank": r.det_rank, "index": r.det_index, "label": r.det_label, "score": r.det_score,
-                "box": list(r.det_box) if r.det_box else None, "maps": []})
-            entry["maps"].append({"method": r.method, "layer": r.layer, "overlay": r.output, "heatmap": r.heatmap,
-                                  "energy_in_box": r.energy_in_box, "empty_map": r.empty_map, "warning": r.warning})
-        return {"width": first.width, "height": first.height, "note": first.note or None,
-                "detections": list(entries.values())}
+        boxes = entries_by_rank(rows, lambda r: r.det_rank, lambda r: {
+            "rank": r.det_rank, "index": r.det_index, "label": r.det_label, "score": r.det_score,
+            "box": list(r.det_box) if r.det_box else None}, lambda r: {"energy_in_box": r.energy_in_box})
+        return {"width": first.width, "height": first.height, "note": first.note or None, "detections": boxes}
 
     def gallery_card(self, rows):
         """A map per box, or one per method x layer with all boxes (`detection_maps` combined)."""

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from camcli.output.rows import SegmentRow
-from camcli.tasks.task import Built, Task
+from camcli.tasks.task import Built, Task, entries_by_rank
 
 
 class Segmentation(Task):
@@ -131,18 +131,11 @@ class Segmentation(Task):
     def json_entries(self, rows) -> dict:
         """One object per class found, with its maps (method x layer)."""
         first = rows[0]
-        entries: dict[int, dict] = {}
-        for r in rows:
-            if r.seg_rank is None:
-                continue
-            entry = entries.setdefault(r.seg_rank, {
-                "rank": r.seg_rank, "index": r.seg_index, "label": r.seg_label, "pixel_share": r.pixel_share,
-                "mean_probability": r.mean_probability, "region": r.region, "maps": []})
-            entry["maps"].append({"method": r.method, "layer": r.layer, "overlay": r.output, "heatmap": r.heatmap,
-                                  "energy_in_mask": r.energy_in_mask, "empty_map": r.empty_map,
-                                  "warning": r.warning})
+        classes = entries_by_rank(rows, lambda r: r.seg_rank, lambda r: {
+            "rank": r.seg_rank, "index": r.seg_index, "label": r.seg_label, "pixel_share": r.pixel_share,
+            "mean_probability": r.mean_probability, "region": r.region}, lambda r: {"energy_in_mask": r.energy_in_mask})
         return {"width": first.width, "height": first.height, "note": first.note or None, "mask": first.mask,
-                "segments": list(entries.values())}
+                "segments": classes}
 
     def gallery_card(self, rows):
         """A map per class found x method x layer, and the mask."""

@@ -191,3 +191,17 @@ class Task:
     def print_report(self, report, console, fmt) -> bool:
         """Print the report's tables; ``False``: print them as a classifier's."""
         return False
+
+
+def entries_by_rank(rows: list, rank, head, extra) -> list[dict]:
+    """``--json``'s objects for the things an image's rows explain (its boxes, its classes), best
+    first, each with its maps (method x layer): ``rank(row)`` (``None``: a row that explains
+    nothing), ``head(row)`` the thing's own keys, ``extra(row)`` the map's keys of the task's own."""
+    entries: dict[int, dict] = {}
+    for r in rows:
+        if rank(r) is None:
+            continue
+        entry = entries.setdefault(rank(r), {**head(r), "maps": []})
+        entry["maps"].append({"method": r.method, "layer": r.layer, "overlay": r.output, "heatmap": r.heatmap,
+                              **extra(r), "empty_map": r.empty_map, "warning": r.warning})
+    return list(entries.values())
