@@ -35,6 +35,7 @@ from torchvision.ops import box_iou
 from camcli.engine.capture import frozen_parameters, removed_after
 from camcli.engine.layer_names import display_name, hook_layer
 from camcli.engine.methods import CAMMethod, taking
+from camcli.engine.methods.assumptions import strict_refusal
 from camcli.engine.methods.base import ForwardPass, normalise
 from camcli.errors import UsageError
 
@@ -306,9 +307,7 @@ class DetectionExplainer:
         checks = [a.check(fp.activations[layer]) for a in method.assumptions]
         failed = tuple((c.assumption, float(c.values[0])) for c in checks if bool(c.failed[0]))
         if self.strict and failed:
-            assumption, worst = failed[0]
-            raise UsageError(f"`strict`: {method.name} at {display_name(layer)} assumes {assumption.name}, but "
-                             f"{assumption.describe(worst)}; {assumption.advice}")
+            raise strict_refusal(method.name, layer, *failed[0])
         entry = (batch.maps[0].detach().float().cpu(), bool(batch.empty[0]), failed, fp.cache["extent"])
         for r in ranks:
             maps[r][(method.name, layer)] = entry

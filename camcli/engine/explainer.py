@@ -33,7 +33,7 @@ from camcli.engine.fusion import check_fuse, fused, fused_name
 from camcli.engine.layouts import Layout, detect, readings, rescaled_shapes, token_geometry
 from camcli.engine.layer_names import display_name, resolve_layer
 from camcli.engine.methods import CAMMethod
-from camcli.engine.methods.assumptions import Check
+from camcli.engine.methods.assumptions import Check, strict_refusal
 from camcli.engine.methods.base import INPUT_LAYER, ForwardPass, MapBatch
 from camcli.engine.targets import Target, default_target
 
@@ -273,9 +273,7 @@ class Explainer:
         for c in found:
             failed = c.failed if wanted is None else c.failed & wanted.to(c.failed.device)
             if failed.any():
-                worst = float(c.values[failed].max())
-                raise UsageError(f"`strict`: {method} at {display_name(layer)} assumes {c.assumption.name}, but "
-                                 f"{c.assumption.describe(worst)}; {c.assumption.advice}")
+                raise strict_refusal(method, layer, c.assumption, float(c.values[failed].max()))
 
     def _targets(self, logits: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
         n, k = logits.shape

@@ -32,6 +32,7 @@ from camcli.engine.capture import capture, frozen_parameters
 from camcli.engine.layer_names import display_name
 from camcli.engine.layouts import Layout, detect, layer_shapes, readings, rescaled_shapes, token_geometry
 from camcli.engine.methods import CAMMethod, taking
+from camcli.engine.methods.assumptions import strict_refusal
 from camcli.engine.methods.base import ForwardPass
 from camcli.engine.targets import select_output
 from camcli.errors import UsageError
@@ -294,9 +295,7 @@ class SegmentationExplainer:
             for i, r in where:
                 failed = tuple((assumption, float(values[i])) for assumption, values, bad in checks if bad[i])
                 if self.strict and failed:
-                    assumption, worst = failed[0]
-                    raise UsageError(f"`strict`: {method.name} at {display_name(name)} assumes {assumption.name}, "
-                                     f"but {assumption.describe(worst)}; {assumption.advice}")
+                    raise strict_refusal(method.name, name, *failed[0])
                 image = rows[i] if rows else i
                 maps[image][r][(method.name, name)] = (on_host[i], bool(empty[i]), failed)
 

@@ -16,6 +16,8 @@ from typing import ClassVar
 
 import torch
 
+from camcli.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Check:
@@ -88,3 +90,11 @@ class SeparatedFirstComponent(Assumption):
 
     def describe(self, value):
         return f"the first two singular values are nearly equal (second / first = {value:.2f})"
+
+
+def strict_refusal(method: str, layer: str, assumption: Assumption, worst: float) -> UsageError:
+    """What ``strict`` says when ``method``'s assumption fails at ``layer`` (every explainer's words)."""
+    from camcli.engine.layer_names import display_name
+
+    return UsageError(f"`strict`: {method} at {display_name(layer)} assumes {assumption.name}, but "
+                      f"{assumption.describe(worst)}; {assumption.advice}")
