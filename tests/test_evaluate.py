@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+import camcli
+
 from conftest import DEMO_CONFIG, SAMPLES, read_csv
 
 # Measured on sample_images/ with the shipped demo model (see README): Grad-CAM's mean IoU is
@@ -42,7 +44,10 @@ def test_demo_localisation_figures(cli, demo_run):
     rows = read_csv(demo_run / "evaluation.csv")
     assert len(rows) == 48 and {r["method"] for r in rows} == {"gradcam", "cam"}
     assert all(0.0 <= float(r["iou"]) <= 1.0 for r in rows)
-    assert "mean IoU" in r.stderr  # the table goes to stderr
+    assert "mean IoU" in r.stderr  # under --json stdout holds the JSON alone, and the table goes to stderr
+    plain = cli("evaluate", demo_run, "--truth", SAMPLES / "boxes.csv")  # `> results.txt` keeps the table
+    assert plain.exit_code == 0 and "mean IoU" in plain.stdout and "mean IoU" not in plain.stderr
+    assert "per-image values" in plain.stderr and "per-image values" not in plain.stdout  # where files went: a log
 
 
 def test_gate_fails_above_and_passes_below_the_measured_value(cli, demo_run):
@@ -146,3 +151,10 @@ def test_python_api_is_the_command_line(cli, demo_run):
     assert json.loads(r.stdout) == json.loads(json.dumps(report.as_dict()))
     with pytest.raises(TypeError, match="colour"):
         camcli.evaluate(demo_run, truth=SAMPLES / "boxes.csv", colour="red")
+
+
+def test_the_python_report_shows_as_one_readable_line(demo_run):
+    report = camcli.evaluate(demo_run, truth=SAMPLES / "boxes.csv")
+    shown = repr(report)
+    assert len(shown) < 400 and "gradcam @ layer4[1]: pointing" in shown and "passed" in shown
+    assert "array" not in shown

@@ -42,6 +42,7 @@ def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
     assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in msg
     # the library speaks of its own keyword; the command line names the flag
     assert "your own weights with checkpoint" in msg and "your own weights with --checkpoint" in e.value.for_cli()
+    assert "--weights none" in e.value.for_cli()  # the way to try camcli offline at once
 
 
 @pytest.mark.parametrize("wrap", ["plain", "state_dict", "module_prefix", "both", "safetensors"])

@@ -122,6 +122,16 @@ def test_damaged_run_files_give_one_line_and_exit_2(cli, folder, tmp_path, damag
     assert "Traceback" not in r.stderr
 
 
+def test_run_json_says_a_checkpoint_gave_the_weights(cli, folder, tmp_path):
+    """A run from a checkpoint records no torchvision weights (it used to say DEFAULT, the
+    setting's untouched default), so that its record cannot be read as an ImageNet model's."""
+    out = tmp_path / "o"
+    assert cli("explain", folder / "imgs", *cli_args(folder), "--out", out).exit_code == 0
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["settings"]["weights"] == "none" and manifest["model"]["weights"] is None
+    assert manifest["model"]["checkpoint"] and manifest["model"]["checkpoint_sha256"]
+
+
 def test_damaged_run_json_gives_one_line_to_evaluate(cli, folder, tmp_path):
     out = tmp_path / "o"
     assert cli("explain", folder / "imgs", *cli_args(folder), "--out", out, "--boxes").exit_code == 0
@@ -218,3 +228,13 @@ def test_every_output_file_gets_the_mode_open_would_give(cli, folder, tmp_path, 
     assert {".png", ".npy", ".csv", ".json", ".html", ".camcli-lock"} <= kinds
     for p in files:
         assert p.stat().st_mode & 0o777 == 0o666 & ~umask, (p, oct(p.stat().st_mode & 0o777))
+
+
+def test_a_run_knows_its_length_and_runs_once(folder):
+    """len(run) before it starts (no model loaded); iterating it again is refused in one line
+    instead of silently explaining every image a second time."""
+    run = camcli.explain(folder / "imgs", **opts(folder))
+    assert len(run) == 5 and run.session is None  # counted without loading the model
+    assert len(list(run)) == 5
+    with pytest.raises(UsageError, match="already run"):
+        list(run)

@@ -28,14 +28,23 @@ EXIT_CODES = (
     "130 interrupted (Ctrl-C); 143 stopped by SIGTERM (timeout, docker stop, Kubernetes, SLURM)."
 )
 
+def _tasks_in_words() -> str:
+    """One line per task camcli explains, from the tasks themselves (camcli/tasks/)."""
+    from camcli import tasks
+
+    first = sorted(tasks.all_tasks(), key=lambda t: t.name != tasks.FALLBACK)  # the usual case first
+    return "\n\n".join(f"{t.name}: {t.description}." for t in first)
+
+
 app = typer.Typer(
     name="camcli",
-    help="Explain image classifiers and detectors in bulk: class activation maps (CAM, Grad-CAM, ...) for whole "
-         "folders, a map for every box of a detector.\n\n"
+    help="Explain image models in bulk: class activation maps (CAM, Grad-CAM, Score-CAM, ...) for whole folders, "
+         "on classifiers, detectors and segmenters.\n\n" + _tasks_in_words() + "\n\n"
          "Start with `camcli explain IMAGES --out DIR`; list methods with `camcli methods`, models with "
          "`camcli models`, a model's layers with `camcli layers MODEL`.",
     epilog=EXIT_CODES,
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     add_completion=True,
 )
@@ -79,20 +88,25 @@ def handle_errors(func):
 
 
 def _version_callback(value: bool) -> None:
+    """camcli's, torch's and torchvision's versions from the installed packages' metadata: at once,
+    without importing torch (the device is named in every run's first log line)."""
     if value:
-        import torch
-        import torchvision
+        from importlib.metadata import PackageNotFoundError, version
 
-        from camcli.engine.devices import describe, pick_device
-        print(f"camcli {__version__} (torch {torch.__version__}, torchvision {torchvision.__version__}, "
-              f"device {describe(pick_device('auto'))})")
+        def installed(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "not installed"
+
+        print(f"camcli {__version__} (torch {installed('torch')}, torchvision {installed('torchvision')})")
         raise typer.Exit()
 
 
 @app.callback()
 def _root(version: Annotated[Optional[bool], typer.Option(
-        "--version", callback=_version_callback, is_eager=True,
-        help="Print camcli's, torch's and torchvision's versions and the device found, then exit.")] = None) -> None:
+        "--version", "-V", callback=_version_callback, is_eager=True,
+        help="Print camcli's, torch's and torchvision's versions, then exit.")] = None) -> None:
     """camcli: class activation maps for whole folders of images."""
 
 

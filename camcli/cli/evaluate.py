@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from camcli.cli import app, handle_errors, stderr_console
+from camcli.cli import app, handle_errors, stderr_console, stdout_console
 from camcli.cli.options import settings_options
 from camcli.cli.progress import DEFAULT_EVERY, ProgressLines
 from camcli.cli.signals import InterruptOnTerm
@@ -110,26 +110,38 @@ def evaluate(
     if evaluation.truth_without_image:
         console.print(f"camcli: warning: {len(evaluation.truth_without_image)} ground-truth path(s) match no "
                       f"explained image, e.g. {', '.join(evaluation.truth_without_image[:3])}", markup=False)
-    if not quiet:
-        print_tables(report, faithfulness, fmt)
+    if not quiet:  # the tables are the command's data: stdout, unless --json holds it
+        print_tables(report, fmt, to_stderr=json_out)
     for f in report.gates_failed:
         console.print(f"camcli: gate failed: {f}", markup=False)
     raise typer.Exit(EXIT_FAILURES if report.gates_failed else EXIT_OK)
 
 
-def print_tables(report, faithfulness: bool, fmt) -> None:
-    """The metrics table on stderr, and with --sanity the cascade's similarities step by step."""
+def print_tables(report, fmt, to_stderr: bool = False) -> None:
+    """The metrics tables (on stdout: they are what evaluate found; on stderr under --json), with
+    --sanity the cascade's similarities step by step; where the files went on stderr."""
+    from camcli import tasks
+
+    logs = stderr_console()
+    console = logs if to_stderr else stdout_console()
+    if not console.is_terminal:
+        console = Console(stderr=to_stderr, highlight=False, width=220)  # the whole table, also in files and logs
+    evaluation = report.evaluation
+    task = tasks.get(report.task)
+    if not task.print_report(report, console, fmt):
+        _print_classifier_tables(report, console, fmt)
+    logs.print(f"per-{task.evaluated_per} values: {report.folder / 'evaluation.csv'}", markup=False)
+    if report.html:
+        logs.print(f"report: {report.html}", markup=False)
+
+
+def _print_classifier_tables(report, console, fmt) -> None:
+    """A classifier's maps scored against boxes, per method x layer; with --sanity the cascade."""
     from rich.table import Table
 
-    from camcli import tasks
     from camcli.evaluation.metrics import table_rows
 
-    console = stderr_console()
-    if not console.is_terminal:
-        console = Console(stderr=True, highlight=False, width=220)  # the whole table, also in logs
     evaluation = report.evaluation
-    if tasks.get(report.task).print_report(report, console, fmt):
-        return
     sanity = report.sanity is not None
     console.print(summary_table(f"camcli evaluate ({len(evaluation.rows)} maps)", *table_rows(report.summaries, fmt)))
     if sanity:
@@ -141,9 +153,6 @@ def print_tables(report, faithfulness: bool, fmt) -> None:
         for k, unit in enumerate(report.sanity.units[::-1]):
             steps.add_row(unit, *(fmt(s.sanity["cascade"][k]["spearman"]) for s in with_sanity))
         console.print(steps)
-    console.print(f"per-image values: {report.folder / 'evaluation.csv'}", markup=False)
-    if report.html:
-        console.print(f"report: {report.html}", markup=False)
 
 
 def summary_table(title: str, head: list[str], rows: list[list[str]]):

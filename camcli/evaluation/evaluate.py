@@ -38,6 +38,15 @@ class Report:
     def summaries(self) -> list[Summary]:
         return self.evaluation.summaries
 
+    def __repr__(self) -> str:
+        """A line a notebook can show (the default repr printed every map's array)."""
+        figures = "; ".join(f"{s.method} @ {s.layer}: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in (("pointing", s.pointing), ("mean_iou", s.mean_iou)) if v is not None)
+            for s in self.summaries)
+        return (f"Report({self.task}, {len(self.summaries)} method x layer summaries: {figures or 'none'}; "
+                f"{'passed' if self.passed else f'{len(self.gates_failed)} gate(s) failed'}; "
+                f"{self.folder / 'evaluation.csv'})")
+
     @property
     def passed(self) -> bool:
         return not self.gates_failed

@@ -67,7 +67,8 @@ def build_with_weights(architecture: str, w, **kwargs) -> nn.Module:
         raise UsageError(
             f"weights {w} are not in the torch hub cache and could not be downloaded ({_reason(e)}). "
             f"Put the file from {w.url} at {target} (set TORCH_HOME to move the cache), "
-            "or pass your own weights with `checkpoint`.") from e
+            "or pass your own weights with `checkpoint`, or try camcli with `weights` none (random weights: "
+            "the maps then show no learnt evidence).") from e
     except RuntimeError as e:
         raise UsageError(f"cached weights {target} do not load into {architecture}: {str(e).splitlines()[0]}") from e
 

@@ -29,6 +29,8 @@ def write_manifest(path: Path, session, inputs: list[str], shard, summary, stopp
     for key in _PATH_SETTINGS:  # absolute, so that evaluate can rerun the run from anywhere
         if isinstance(settings.get(key), (str, os.PathLike)) and settings[key]:
             settings[key] = os.path.abspath(settings[key])
+    if session.loaded.checkpoint and not session.loaded.weights:  # the checkpoint's weights, no torchvision ones
+        settings["weights"] = "none"
     spec = (session.loaded.source or {}).get("spec")  # a factory file's or a HuggingFace folder's path, absolute
     if spec:
         settings["model"] = spec

@@ -111,6 +111,8 @@ class Run:
         self.warnings: list[dict] = []  # failed method assumptions and all-empty layers, when the run has ended
         self._stop = False
         self._computing = False
+        self._started = False
+        self._found: tuple[list, list] | None = None  # (every input image, this shard's), once discovered
 
     def request_stop(self) -> None:
         """Stop after the image in hand; what is in flight is still written and the summary made."""
@@ -126,6 +128,19 @@ class Run:
         for result, _rows in self.outcomes():
             yield result
 
+    def __len__(self) -> int:
+        """How many images this run explains (this shard's), found without loading the model."""
+        return len(self._discover()[1])
+
+    def _discover(self) -> tuple[list, list]:
+        if self._found is None:
+            s = self.settings
+            found = self.items if self.items is not None else discover(self.inputs, hidden=s.hidden,
+                                                                         out=s.out if self.write else None)
+            self._found = (found, Shard.of(s).select(found))
+            self.total = len(self._found[1])
+        return self._found
+
     def execute(self) -> RunSummary:
         """Run to the end and return the summary."""
         for _ in self.outcomes():
@@ -134,12 +149,14 @@ class Run:
 
     def outcomes(self) -> Iterator[tuple[ImageResult, list[PredictionRow]]]:
         """``(result, rows)`` per image in input order; ``rows`` as written to the CSV (empty when not writing)."""
+        if self._started:  # its results are not kept (a folder of maps would not fit in memory)
+            raise UsageError("this run has already run: a Run explains its images once; keep its results with "
+                             "`results = list(run)`, or call camcli.explain again")
+        self._started = True
         started = time.perf_counter()
         s = self.settings
-        all_items = self.items if self.items is not None else discover(self.inputs, hidden=s.hidden, out=s.out if self.write else None)
+        all_items, items = self._discover()
         shard = Shard.of(s)
-        items = shard.select(all_items)
-        self.total = len(items)
         with ExitStack() as stack:
             if self.write:
                 self._check_folder(shard)

@@ -23,6 +23,7 @@ class Detection(Task):
     description = "a detector: boxes per image; each box's maps explain its class score and its IoU with itself"
     model_in_words = "a detector: it returns boxes"
     row_type = DetectionRow
+    evaluated_per = "box"
     csv_stem = "detections"
     takes = frozenset({"score_threshold", "max_detections", "detection_maps"})
     evaluated_from_runs_only = ("a detector is evaluated from a finished detection run: `camcli explain` it with "
@@ -153,7 +154,6 @@ class Detection(Task):
                       f"{fmt(d.precision, True)}) at IoU 0.5; matched boxes' mean IoU {fmt(d.mean_iou)}", markup=False)
         console.print(summary_table("maps of the boxes found right",
                                     *table_rows(report.summaries, fmt, "boxes", maps_only(report.summaries))))
-        console.print(f"per-box values: {report.folder / 'evaluation.csv'}", markup=False)
         return True
 
 

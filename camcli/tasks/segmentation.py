@@ -19,6 +19,7 @@ class Segmentation(Task):
                    "its mask")
     model_in_words = "a segmenter: it scores every pixel"
     row_type = SegmentRow
+    evaluated_per = "class"
     csv_stem = "segments"
     folders = ("masks",)
     #: a segmenter is fed as a classifier is: the classes to explain, the part of the output, the
@@ -186,7 +187,6 @@ class Segmentation(Task):
         console.print(classes)
         console.print(summary_table("maps of the explained classes the truth holds",
                                     *table_rows(report.summaries, fmt, "classes", maps_only(report.summaries))))
-        console.print(f"per-class values: {report.folder / 'evaluation.csv'}", markup=False)
         return True
 
 

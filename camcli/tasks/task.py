@@ -188,8 +188,12 @@ class Task:
         only of tasks with ``evaluated_from_runs_only``."""
         raise NotImplementedError
 
+    #: what a row of its evaluation.csv is about (the command line says "per-box values: ...")
+    evaluated_per: ClassVar[str] = "image"
+
     def print_report(self, report, console, fmt) -> bool:
-        """Print the report's tables; ``False``: print them as a classifier's."""
+        """Print the report's figures and tables on ``console``; ``False``: print them as a
+        classifier's."""
         return False
 
 
