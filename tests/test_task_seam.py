@@ -229,7 +229,7 @@ def test_a_task_defined_outside_camcli_runs_explain_and_evaluate_end_to_end(coun
     assert len(images) == 3 and all(rec["maps"][0]["overlay"].startswith("overlays/") for rec in images)
     report = cli("evaluate", again, "--truth", tmp_path / "truth.csv", "--min-pointing", "0.9")
     assert report.exit_code == 0, report.output
-    assert "count error" in report.stderr and "pointing" in report.stderr  # the table lists the task's metric
+    assert "count error" in report.stdout and "pointing" in report.stdout  # the table lists the task's metric
     found = json.loads(cli("evaluate", again, "--truth", tmp_path / "truth.csv", "--json").stdout)
     assert [s["pointing"] for s in found["summaries"]] == [1.0] and found["summaries"][0]["count_error"] < 0.01
     # a gate on the task's maps fails with exit 1, as camcli's own do
