@@ -122,7 +122,7 @@ def test_gallery_loads_in_headless_chromium(cli, setup, tmp_path):
     assert index.is_file()
     dom = browse(browser, index.as_uri(), tmp_path)
     assert dom.count('class="card"') == 3 and dom.count('class="card error"') == 1
-    for link in ("overlays/one.png.gradcam@layer4.1.png", "panels/sub%20dir/three%20%C3%A9.png.png"):
+    for link in ("overlays/one.png.gradcam@layer4.1.png", "panels/sub%20dir/three%20%C3%A9.png.panel.png"):
         assert link in dom
     assert "4 image(s)" in dom and "3 ok" in dom and "1 failed" in dom and "model resnet18" in dom
     assert visible_cards(dom) == ["bad.png", "one.png", "sub dir/three é.png", "two.jpg"]

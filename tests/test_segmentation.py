@@ -370,3 +370,14 @@ def test_shards_of_a_segmentation_run_merge_into_the_whole_runs_segments(cli, im
     def rows(folder):
         return sorted(tuple(sorted(r.items())) for r in read_csv(folder / "segments.csv"))
     assert rows(tmp_path / "parts") == rows(tmp_path / "whole")
+
+
+def test_no_output_file_reads_as_a_doubled_extension(demo_run):
+    """Many samples are PNGs: a mask named after the image alone read `circle_square_07.png.png`;
+    the word says what the file is (`circle_square_07.png.mask.png`)."""
+    written = [p.name for p in demo_run.rglob("*") if p.is_file()]
+    assert not [n for n in written if n.endswith(".png.png")]
+    masks = {r["mask"] for r in read_csv(demo_run / "segments.csv") if r["mask"]}
+    assert masks and all(m.startswith("masks/") and m.endswith(".mask.png") for m in masks)
+    assert any(m.endswith(".png.mask.png") for m in masks)  # a PNG input's
+    assert all((demo_run / m).is_file() for m in masks)

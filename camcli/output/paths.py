@@ -55,12 +55,14 @@ def heatmap_rel(image_rel: str, method: str, layer: str, fmt: str, target: str =
 
 
 def mask_rel(image_rel: str) -> str:
-    """``masks/a/cat.jpg.png``: a segmentation run's predicted label mask for the image."""
-    return f"masks/{image_rel}.png"
+    """``masks/a/cat.jpg.mask.png``: a segmentation run's predicted label mask for the image (the
+    word keeps a PNG input's mask from reading ``cat.png.png``)."""
+    return f"masks/{image_rel}.mask.png"
 
 
 def panel_rel(image_rel: str) -> str:
-    return f"panels/{image_rel}.png"
+    """``panels/a/cat.jpg.panel.png``: every map of the image side by side."""
+    return f"panels/{image_rel}.panel.png"
 
 
 def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:

@@ -187,7 +187,7 @@ class ExplainSettings:
                                shapes_outputs=True)
     caption: bool = option(False, "Write the predicted label and score (and the explained class, if different) on "
                            "each overlay.", "Output", presentation=True)
-    panel: bool = option(False, "Write panels/<image>.png: the original beside one titled overlay per method x layer.",
+    panel: bool = option(False, "Write panels/<image>.panel.png: the original beside one titled overlay per method x layer.",
                          "Output", presentation=True)
     grid: bool = option(False, "Write contact sheets grid/sheet_NNN.png: 36 captioned thumbnails each.", "Output",
                         presentation=True)
