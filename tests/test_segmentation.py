@@ -381,3 +381,16 @@ def test_no_output_file_reads_as_a_doubled_extension(demo_run):
     assert masks and all(m.startswith("masks/") and m.endswith(".mask.png") for m in masks)
     assert any(m.endswith(".png.mask.png") for m in masks)  # a PNG input's
     assert all((demo_run / m).is_file() for m in masks)
+
+
+def test_a_class_caption_says_what_its_number_is_and_sits_on_the_object_not_a_speck():
+    """The caption is the class's share of the image (it read like a confidence), on a dark tab at
+    the top of the mask's largest part: a stray speck of the same class higher up does not carry it."""
+    from camcli.output.render import draw_mask_outline
+
+    white = np.full((200, 200, 3), 255, np.uint8)
+    speck = np.array([[10, 10], [13, 10], [13, 13], [10, 13]], np.int32).reshape(-1, 1, 2)
+    body = np.array([[100, 100], [180, 100], [180, 180], [100, 180]], np.int32).reshape(-1, 1, 2)
+    drawn = draw_mask_outline(white, [speck, body], "square: 16% of image").min(axis=2)
+    assert (drawn[80:99, 110:170] < 100).sum() > 50  # the tab above the square
+    assert (drawn[17:30, 0:60] < 100).sum() == 0  # no tab at the speck (at the top edge it would hang below it)

@@ -201,7 +201,8 @@ def _tab(out: np.ndarray, text: str, x: int, y: int, centred: bool = False) -> N
 
 def draw_mask_outline(image: np.ndarray, contours: list[np.ndarray], text: str = "", inplace: bool = False) -> np.ndarray:
     """A mask's outline (``contours``: OpenCV point arrays in the picture's pixels) drawn white
-    with a dark edge, as a detector's boxes are, and ``text`` on a dark tab at its top."""
+    with a dark edge, as a detector's boxes are, and ``text`` on a dark tab at the top of its
+    largest part (not of a stray speck of the mask elsewhere)."""
     out = image if inplace else image.copy()
     if not contours:
         return out
@@ -210,7 +211,8 @@ def draw_mask_outline(image: np.ndarray, contours: list[np.ndarray], text: str =
     cv2.drawContours(out, contours, -1, (0, 0, 0), thickness + 2, cv2.LINE_AA)
     cv2.drawContours(out, contours, -1, (255, 255, 255), thickness, cv2.LINE_AA)
     if text:
-        points = np.concatenate([c.reshape(-1, 2) for c in contours])
+        largest = max(contours, key=lambda c: abs(cv2.contourArea(c.reshape(-1, 1, 2).astype(np.int32))))
+        points = largest.reshape(-1, 2)
         top = int(points[:, 1].min())
         _tab(out, text, int(np.median(points[points[:, 1] == top, 0])), max(0, top), centred=True)
     return out

@@ -87,7 +87,8 @@ def write_segmentation_image(result: ImageResult, out: Path, settings: ExplainSe
             picture = overlay_strips(backdrop, m.row_reader(backdrop.shape[:2]), s.colormap, s.alpha, bgr=bgr)
             if seg.index not in outlines:
                 outlines[seg.index] = result.label_grid.outline(seg.index, backdrop.shape[:2])
-            draw_mask_outline(picture, outlines[seg.index], f"{seg.label} {100 * seg.pixel_share:.0f}%", inplace=True)
+            share = f"{seg.label}: {100 * seg.pixel_share:.0f}% of image"  # a share of the image, not a confidence
+            draw_mask_outline(picture, outlines[seg.index], share, inplace=True)
             atomic_write(inside(out, row.output), picture_pieces(picture, s.overlay_format, s.overlay_quality,
                                                                  bgr=bgr))
         except (OSError, ValueError) as e:

@@ -142,8 +142,8 @@ class Segmentation(Task):
         """A map per class found x method x layer, and the mask."""
         first = rows[0]
         maps = [(f"{r.method}@{r.layer}: {r.seg_label}", r.output) for r in rows if r.output]
-        pred = (f"{first.segments} class(es); largest: {html.escape(str(first.seg_label))} "
-                f"{100 * first.pixel_share:.0f}%" if first.segments else html.escape(first.note or "no class"))
+        pred = (f"{first.segments} class(es); largest: {html.escape(str(first.seg_label))}, "
+                f"{100 * first.pixel_share:.0f}% of the image" if first.segments else html.escape(first.note or "no class"))
         if first.mask:
             maps.append(("mask", first.mask))
         return maps, first.pixel_share, pred
