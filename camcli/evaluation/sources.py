@@ -74,7 +74,7 @@ def maps_from_images(settings, inputs: list[str], with_faithfulness: bool = Fals
     mean = std = None
     done = 0
     for result in run:
-        if run.session.task.evaluated_from_runs_only:  # its maps are scored by its own scorer, from a run
+        if done == 0 and run.session.task.evaluated_from_runs_only:  # its own scorer, from a finished run
             raise UsageError(run.session.task.evaluated_from_runs_only)
         done += 1
         if progress:

@@ -22,8 +22,12 @@ from camcli.output.render import encode_png
 def run_csv(out: Path) -> Path:
     """A finished run's CSV: its task's (``predictions.csv``, a detection run's ``detections.csv``,
     a segmentation run's ``segments.csv``); ``predictions.csv`` when there is none."""
-    task = tasks.of_folder(out)
-    return out / f"{(task or tasks.fallback()).csv_stem}.csv"
+    return out / f"{run_task(out).csv_stem}.csv"
+
+
+def run_task(out: Path):
+    """The task of the run in ``out`` (by its CSV); a classifier's when there is none."""
+    return tasks.of_folder(out) or tasks.fallback()
 
 
 def write_run_pictures(out: Path, html: bool, grid: bool, about: dict | None = None) -> None:
@@ -31,9 +35,10 @@ def write_run_pictures(out: Path, html: bool, grid: bool, about: dict | None = N
     header) and ``grid/sheet_NNN.png`` (with ``grid``)."""
     if not (html or grid):
         return
-    _header, rows = read_rows(run_csv(out))
+    task = run_task(out)
+    _header, rows = read_rows(out / f"{task.csv_stem}.csv", task.row_type)
     if html:
-        gallery = Gallery(out, about, tasks.of_folder(out))
+        gallery = Gallery(out, about, task)
         try:
             for _path, group in groupby(rows, key=lambda r: r.path):
                 gallery.add(list(group))

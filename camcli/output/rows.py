@@ -35,15 +35,11 @@ DetBox = tuple[float, float, float, float]  # a detector's box, x0, y0, x1, y1 i
 
 
 def columns(topk: int, boxes: bool = False, rotated: bool = False, all_boxes: bool = False,
-            targets: bool = False, detection: bool = False, segmentation: bool = False) -> list[str]:
-    """The header of a predictions file written with these settings (``targets``: a run that may
-    explain several classes per image has a ``targets`` column, how many its image got;
-    ``detection``: a detection run's file, with box columns instead of class ones;
-    ``segmentation``: a segmentation run's, a row per class found)."""
-    if detection:
-        return list(DETECTION_COLUMNS)
-    if segmentation:
-        return list(SEGMENTATION_COLUMNS)
+            targets: bool = False) -> list[str]:
+    """The header of a classifier's predictions file written with these settings (``targets``: a
+    run that may explain several classes per image has a ``targets`` column, how many its image
+    got). A detection or segmentation run's header is its fixed DETECTION_COLUMNS or
+    SEGMENTATION_COLUMNS."""
     cols = list(BASE_COLUMNS)
     if targets:
         cols.insert(cols.index("target_score") + 1, "targets")

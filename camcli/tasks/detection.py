@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from camcli.output.rows import DetectionRow
+from camcli.output.rows import DETECTION_COLUMNS, DetectionRow
 from camcli.tasks.task import Built, Task, entries_by_rank
 
 #: a box's gradient is local: LayerCAM keeps it where it falls, Grad-CAM averages it away; on the demo
@@ -97,9 +97,7 @@ class Detection(Task):
                                prefetch=plan.prefetch if plan else 2, seed=s.seed)
 
     def header(self, settings, session) -> list[str]:
-        from camcli.output.rows import columns
-
-        return columns(1, detection=True)
+        return list(DETECTION_COLUMNS)
 
     def write(self, result, out: Path, settings):
         from camcli.output.detection_writer import write_detection_image

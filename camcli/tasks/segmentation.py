@@ -9,7 +9,7 @@ import html
 from dataclasses import replace
 from pathlib import Path
 
-from camcli.output.rows import SegmentRow
+from camcli.output.rows import SEGMENTATION_COLUMNS, SegmentRow
 from camcli.tasks.task import Built, Task, entries_by_rank
 
 
@@ -120,9 +120,7 @@ class Segmentation(Task):
                              regions=session.context)
 
     def header(self, settings, session) -> list[str]:
-        from camcli.output.rows import columns
-
-        return columns(1, segmentation=True)
+        return list(SEGMENTATION_COLUMNS)
 
     def write(self, result, out: Path, settings):
         from camcli.output.segmentation_writer import write_segmentation_image
