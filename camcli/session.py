@@ -115,18 +115,33 @@ class ExplainSession:
         classifier whose weights are all zero scores every class the same for every image)."""
         return self.task.empty_cause(self)
 
-    def cost_notes(self) -> list[str]:
-        """The session's notes, then a line for each method that runs many forward passes per image:
-        how many, and which setting cuts them (in the core's vocabulary: `max_n`)."""
-        lines = list(self.notes)
+    def many_passes(self) -> list[tuple[CAMMethod, str, int, int]]:
+        """``(method, layer, channels, passes)`` for each method that runs many forward passes per image."""
+        found = []
         for method in self.methods:
             for layer in (self.layers if method.uses_layer else []):
                 channels = self.explainer.channels.get(layer, 0)
                 passes = method.passes_per_image(channels) * (6 if self.settings.aug_smooth else 1)
                 if passes >= MANY_PASSES:
-                    lines.append(f"{method.name} runs up to {passes} forward passes per image at {display_name(layer)} "
-                                 f"({channels} channels, {getattr(method, 'cam_batch_size', 1)} inputs a pass): {method.cut_by}")
-        return lines
+                    found.append((method, layer, channels, passes))
+        return found
+
+    def cost_notes(self) -> list[str]:
+        """The session's notes, then a line for each method that runs many forward passes per image:
+        how many, and which setting cuts them (in the core's vocabulary: `max_n`)."""
+        return list(self.notes) + [
+            f"{method.name} runs up to {passes} forward passes per image at {display_name(layer)} "
+            f"({channels} channels, {getattr(method, 'cam_batch_size', 1)} inputs a pass): {method.cut_by}"
+            for method, layer, channels, passes in self.many_passes()]
+
+    @property
+    def batch_size(self) -> int:
+        """Images per shared forward: the setting's, or 1 when a method runs many passes per image and
+        the batch size was not given. Such a method explains one image after another anyway, and a
+        batch would hold back every image's files (and its progress) until the last one is done."""
+        if self.settings.sources.get("batch_size", "default") == "default" and self.many_passes():
+            return 1
+        return self.settings.batch_size
 
     def results(self, items: Sequence[ImageItem], skip: Collection[str] = frozenset(),
                 plan: MemoryPlan | None = None) -> Iterator[ImageResult]:

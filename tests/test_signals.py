@@ -194,17 +194,59 @@ def test_json_stdout_holds_only_data_while_weights_download(tmp_path):
 
 def test_progress_lines_off_a_terminal_and_the_cost_of_many_passes(cli, tmp_path):
     args = ["explain", *sorted((SAMPLES / "single").glob("*.jpg"))[:4], "--config", DEMO_CONFIG, "--workers", "0",
-            "--batch-size", "1", "--method", "gradcam,scorecam", "--input-size", "64", "--cam-batch-size", "512"]
+            "--method", "gradcam,scorecam", "--input-size", "64", "--cam-batch-size", "512"]
     r = cli(*args, "--out", tmp_path / "a", "--progress-every", "0.0001")
     assert r.exit_code == 0, r.stderr
     lines = [l for l in r.stderr.splitlines() if l.startswith("explaining: ")]
-    assert len(lines) == 4 and all("/4 images" in l and "images/s" in l and "eta" in l for l in lines), r.stderr
-    assert lines[-1].startswith("explaining: 4/4 images (100%)")
+    assert lines and all("/4 images" in l for l in lines), r.stderr
+    # a line as soon as the first image is done, with a rate and an ETA for the three to come
+    first = next(l for l in lines if not l.startswith("explaining: 0/"))
+    assert first.startswith("explaining: 1/4 images (25%)") and ("s/image" in first or "images/s" in first), r.stderr
+    assert "eta" in first, r.stderr
     cost = [l for l in r.stderr.splitlines() if l.startswith("scorecam runs up to")]
     assert len(cost) == 1 and "512 forward passes per image" in cost[0] and "--max-n" in cost[0], r.stderr
+    # a many-pass method explains one image after another unless --batch-size says otherwise
+    assert "4 batch(es)" in r.stderr, r.stderr
     r = cli(*args, "--out", tmp_path / "b", "--progress-every", "0", "--max-n", "8")
     assert r.exit_code == 0 and "explaining: " not in r.stderr
     assert "forward passes per image" not in r.stderr  # 8 passes an image is not worth a warning
+    assert "1 batch(es)" in r.stderr, r.stderr
+    r = cli(*args, "--out", tmp_path / "c", "--progress-every", "0", "--batch-size", "4")
+    assert r.exit_code == 0 and "1 batch(es)" in r.stderr, r.stderr
+
+
+def _seconds(text: str) -> float:
+    """``1 min 05 s`` -> 65.0."""
+    words, total = text.split(), 0.0
+    for value, unit in zip(words[::2], words[1::2]):
+        total += float(value) * {"h": 3600, "min": 60, "s": 1}[unit]
+    return total
+
+
+def test_score_cam_into_a_pipe_reports_progress_at_the_promised_interval(tmp_path):
+    """A Score-CAM run piped into another program: a line within seconds of explaining starting, then at
+    least every --progress-every seconds, also while one image's masked passes run; the first ETA is
+    close to the time the run then takes."""
+    every = 1.0
+    images = sorted((SAMPLES / "single").glob("*.jpg"))[:4]
+    proc = subprocess.Popen([sys.executable, "-m", "camcli", "explain", *map(str, images), "--config", str(DEMO_CONFIG),
+                             "--workers", "0", "--method", "scorecam", "--input-size", "96", "--cam-batch-size", "16",
+                             "--progress-every", str(every), "--out", str(tmp_path / "o")],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    heard = [(time.monotonic(), line.rstrip("\n")) for line in proc.stderr]
+    assert proc.wait(timeout=300) == 0, heard
+    started = next(t for t, line in heard if line.startswith("model resnet18"))
+    ended = next(t for t, line in heard if line.startswith("explained 4 of 4 image(s)"))
+    progress = [(t, line) for t, line in heard if line.startswith("explaining: ")]
+    assert len(progress) >= 3, heard
+    # no silence longer than the interval (with room for a busy machine) while explaining
+    times = [started] + [t for t, _ in progress]
+    assert max(b - a for a, b in zip(times, times[1:])) <= every + 1.5, heard
+    assert any("passes into the" in line for _, line in progress), heard  # inside an image, not only between
+    said, first = next((t, line) for t, line in progress if "eta " in line)
+    eta = _seconds(first.split("eta ", 1)[1].split(";")[0])
+    actual = ended - said
+    assert actual / 3 - 2 <= eta <= 3 * actual + 2, (first, actual, heard)
 
 
 @pytest.mark.parametrize("args,message", [

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from camcli.cli import EXIT_CODES, app, handle_errors, stderr_console, stdout_console
 from camcli.cli.options import settings_options
-from camcli.cli.progress import DEFAULT_EVERY, ProgressLines
+from camcli.cli.progress import DEFAULT_EVERY, Heartbeat, pace, passes_text
 from camcli.cli.signals import GracefulStop, InterruptOnTerm, exit_code
 from camcli.cli.stdout import DataStdout
 from camcli.errors import EXIT_FAILURES, EXIT_OK, as_flags
@@ -70,19 +70,13 @@ def explain(
 
         run = Run(resolved, paths, log=log, items=items)
         show_bar = console.is_terminal and not resolved.quiet
-        lines = ProgressLines("explaining", "images", 0 if show_bar or resolved.quiet else progress_every, log)
-        with Progress(TextColumn("explaining"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
-                      TimeRemainingColumn(), console=console, disable=not show_bar, transient=True) as bar, \
-                GracefulStop(run) as stop:
-            task = bar.add_task("explain", total=None, rate="")
-            done = 0
+        with Progress(TextColumn("explaining"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+                      console=console, disable=not show_bar, transient=True) as bar, \
+                GracefulStop(run) as stop, \
+                Heartbeat(run.work.state, "explaining", "images", log=log,
+                          every=0 if show_bar or resolved.quiet else progress_every,
+                          bar=_bar_view(bar, bar.add_task("explain", total=None, detail="")) if show_bar else None):
             for result, rows in run.outcomes():
-                done += 1
-                elapsed = bar.tasks[0].elapsed or 0
-                bar.update(task, completed=done, total=run.total,
-                           rate=f"{done / elapsed:.1f} img/s" if elapsed else "")
-                lines.update(done, run.total)
                 if json_out:
                     print(json.dumps(image_record(rows, run.session.task)), file=data.stream, flush=True)
                 if verbose and result.status != "ok":
@@ -105,6 +99,16 @@ def explain(
                           f"`camcli explain ... --out {summary.out} --resume` continues", markup=False)
         raise typer.Exit(exit_code(stop.signum))
     raise typer.Exit(EXIT_FAILURES if summary.failed else EXIT_OK)
+
+
+def _bar_view(bar: Progress, task):
+    """The live bar's update from a work state: images done of the total, the rate, ETA and passes."""
+    def show(state, now) -> None:
+        if state.started is None:
+            return
+        bar.update(task, completed=state.already + state.done, total=state.total,
+                   detail=", ".join(pace("images", state, now)) + passes_text("images", state))
+    return show
 
 
 def _check_out(settings) -> None:

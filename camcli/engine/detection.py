@@ -37,6 +37,7 @@ from camcli.engine.layer_names import display_name, hook_layer
 from camcli.engine.methods import CAMMethod, taking
 from camcli.engine.methods.assumptions import strict_refusal
 from camcli.engine.methods.base import ForwardPass, normalise
+from camcli.engine.work import count_passes
 from camcli.errors import UsageError
 
 #: IoU above which a box of a new forward is the same detection (pytorch-grad-cam's default)
@@ -341,6 +342,7 @@ class DetectionExplainer:
                     for b, o in enumerate(self.model([image] * len(current))):
                         for r, (label, box) in enumerate(targets):
                             ablated[r, start + b] = float(box_score(o, label, box))
+                    count_passes(len(current))
             finally:
                 for h in handles:
                     h.remove()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from camcli.engine.images import discover
 from camcli.engine.stream import ImageResult
+from camcli.engine.work import WorkMeter, counting
 from camcli.models.layer_search import earlier_layer
 from camcli.errors import UsageError
 from camcli.engine.layer_names import display_name
@@ -108,6 +109,7 @@ class Run:
         self.session: ExplainSession | None = None  # set once the model is loaded
         self.total: int | None = None  # images in this shard, once discovered
         self.summary: RunSummary | None = None  # set when the run has ended
+        self.work = WorkMeter()  # how far the run has got, for a progress display polling from another thread
         self.warnings: list[dict] = []  # failed method assumptions and all-empty layers, when the run has ended
         self._stop = False
         self._computing = False
@@ -166,7 +168,7 @@ class Run:
             out = self._claim_folder(stack, shard) if self.write else None
             keep = self._finished_rows(out, shard) if self.write else []
             done = {r.path for r in keep}
-            plan = plan_memory(items, s.batch_size, s.workers, budget_bytes(s.memory_budget))
+            plan = plan_memory(items, session.batch_size, s.workers, budget_bytes(s.memory_budget))
             plan = replace(plan, batches=whole_batches(plan.batches, done))
             self.log(f"{session.describe()}; {len(items)} image(s){shard.describe(len(all_items))}"
                      + (f", {len(done)} already done" if done else "") + f"; {plan.describe()}")
@@ -177,10 +179,12 @@ class Run:
             writer = None
             if self.write:
                 csv = PredictionsCSV(out / shard.csv_name, task.header(s, session), keep=keep)
-                writer = OrderedWriter(out, s, csv, limit=2 * s.batch_size, max_bytes=plan.writer_bytes,
+                writer = OrderedWriter(out, s, csv, limit=2 * session.batch_size, max_bytes=plan.writer_bytes,
                                        threads=plan.writer_threads, write=task.write)
+            self.work.start(len(items), already=len(done))
             try:
-                raised = yield from self._stream(session, plan, done, writer, tally)
+                with counting(self.work):
+                    raised = yield from self._stream(session, plan, done, writer, tally)
             finally:
                 if writer:
                     writer.close()
@@ -249,6 +253,7 @@ class Run:
                     self._computing = False
                 if result is None:
                     break
+                self.work.image_done()  # explained; its files follow on the writer's threads
                 for pair in (writer.submit(result) if writer else [(result, [])]):
                     yield tally.add(*pair)
                 if tally.stopped:

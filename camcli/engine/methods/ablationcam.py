@@ -19,6 +19,7 @@ from camcli.errors import UsageError
 from camcli.engine.layer_names import hook_layer
 from camcli.engine.tail import forget, model_tail, read_layer
 from camcli.engine.tensors import first_tensor, replace_first_tensor
+from camcli.engine.work import count_passes
 from camcli.engine.methods import register
 from camcli.engine.methods.base import CAMMethod, ForwardPass
 
@@ -56,6 +57,7 @@ class AblationCAM(CAMMethod):
                         ablated = acts[i:i + 1].expand(k, -1, -1, -1).clone()
                         ablated[torch.arange(k), channels] = 0
                         weights[i, channels] = scores_of(i, ablated)
+                        count_passes(k)
                     y = base[i]
                     denom = y if y.abs() > 1e-7 else torch.tensor(1e-7, device=y.device)
                     weights[i] = (y - weights[i]) / denom

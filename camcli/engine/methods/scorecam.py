@@ -19,6 +19,7 @@ from camcli.errors import UsageError
 from camcli.engine.methods import register
 from camcli.engine.methods.base import CAMMethod, ForwardPass
 from camcli.engine.tensors import uses_channels_last
+from camcli.engine.work import count_passes
 
 
 def normalised_masks(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -101,4 +102,5 @@ def masked_scores(fp: ForwardPass, i: int, count: int, chunk: int, masks_for) ->
         masked = (fp.inputs[i:i + 1] * masks[:, None].to(fp.inputs.dtype)).contiguous(
             memory_format=memory_format)  # the model's own: NHWC convolutions are faster, on CPU too
         scores[s:e] = fp.target(fp.model(masked), target.expand(e - s))
+        count_passes(e - s)
     return scores
