@@ -56,6 +56,34 @@ class UsageError(CamcliError):
         return as_flags(self.template)
 
 
+class UsageErrors(UsageError):
+    """Several mistakes found at once (every check that needs no model runs before any fails), one line each."""
+
+    def __init__(self, errors: list[UsageError]) -> None:
+        super().__init__("\n".join(e.template for e in errors))
+        self.errors = errors
+
+
+def gather(*checks) -> None:
+    """Run every check (a callable that may raise :class:`UsageError`); raise what they found together:
+    a run that would fail for three reasons says all three before anything is loaded. A check's
+    errors about settings an earlier check already refused are left out (``alpha`` nan is "not a
+    finite number", not also "not between 0 and 1")."""
+    found: list[UsageError] = []
+    for check in checks:
+        named = {name for e in found for name in e.settings}
+        try:
+            check()
+        except UsageError as e:
+            found.extend(x for x in getattr(e, "errors", [e])
+                         if not (x.settings and set(x.settings) <= named) and x.template not in
+                         {f.template for f in found})
+    if len(found) == 1:
+        raise found[0]
+    if found:
+        raise UsageErrors(found)
+
+
 def as_flags(template: str) -> str:
     """A message in the core's vocabulary with each `setting` written as its flag (the command line's log)."""
     return _SETTING.sub(lambda m: "--" + m.group(1).replace("_", "-"), template)

@@ -313,7 +313,9 @@ def test_refusals_name_the_option_and_the_reason(cli, scenes, tmp_path):
              (("--head", "binary"), "binary reads one output per image"),
              (("--head", "sideways"), "--head must be"),
              (("--threshold", "0.4"), "this model's is softmax"),
-             (("--target-image", "a.png", "--target-embedding", "b.npy"), "exclude each other")]
+             (("--target-image", tmp_path / "a.png", "--target-embedding", tmp_path / "b.npy"), "exclude each other")]
+    (tmp_path / "a.png").write_bytes(b"")  # present: the one mistake is giving both
+    (tmp_path / "b.npy").write_bytes(b"")
     for args, message in cases:
         r = run(cli, scenes, tmp_path / "o", "--config", DEMO_CONFIG, *args)
         assert r.exit_code == 2, (args, r.stderr)

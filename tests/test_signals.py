@@ -271,6 +271,33 @@ def test_usage_errors_answer_before_torch_loads(tmp_path, args, message):
     assert message in r.stderr and "torch not loaded 2" in r.stderr, r.stderr
 
 
+def test_every_mistake_is_reported_at_once_before_torch_loads(tmp_path):
+    """Seven mistakes, one line each, in one run that loads neither torch nor the model; an unknown
+    label comes with the closest labels, or the labels there are when none is close."""
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("x")
+    probe = ("import sys\n"
+             "from camcli.cli import main\n"
+             "sys.argv = ['camcli', *sys.argv[1:]]\n"
+             "try:\n    main()\n"
+             "except SystemExit as e:\n    code = e.code\n"
+             "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded', code, file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", probe, "explain", str(SAMPLES), str(tmp_path / "no-such-folder"),
+                        "--out", str(full), "--colormap", "jett", "--method", "gradcamm", "--checkpoint",
+                        str(tmp_path / "missing.pth"), "--labels", str(DEMO_CONFIG.parent.parent / "demo" / "labels.txt"),
+                        "--target", "squar,blob"], capture_output=True, text=True, timeout=120)
+    errors = [l for l in r.stderr.splitlines() if l.startswith("camcli: error: ")]
+    expected = ["unknown --colormap 'jett'; did you mean 'jet'?", "unknown method 'gradcamm'",
+                "missing.pth does not exist", "unknown --target label 'squar'; did you mean 'square'",
+                "unknown --target label 'blob'; the 6 labels are 'circle', 'square', 'triangle', 'star', 'cross', 'ring'",
+                "no-such-folder' does not exist", "is not empty"]
+    assert len(errors) == len(expected), r.stderr
+    for text in expected:
+        assert any(text in line for line in errors), (text, r.stderr)
+    assert "torch not loaded 2" in r.stderr, r.stderr
+
+
 def test_presentation_does_not_block_resume_and_gallery_rebuilds(cli, tmp_path):
     images = sorted((SAMPLES / "single").glob("*.jpg"))[:3]
     base = ["explain", *images, "--config", DEMO_CONFIG, "--workers", "0", "--input-size", "64", "--out", tmp_path / "o"]

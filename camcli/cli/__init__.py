@@ -20,7 +20,7 @@ from rich.text import Text
 from camcli import __version__
 from camcli.cli.allocator import keep_freed_memory
 from camcli.cli.signals import exit_code
-from camcli.errors import EXIT_FAILURES, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CamcliError, first_line
+from camcli.errors import EXIT_FAILURES, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CamcliError, UsageErrors, first_line
 
 EXIT_CODES = (
     "Exit codes: 0 every image explained; 1 some images failed (see the status column of "
@@ -74,7 +74,8 @@ def handle_errors(func):
             return func(*args, **kwargs)
         except CamcliError as e:
             text = e.for_cli() if hasattr(e, "for_cli") else str(e)
-            print_error(text)
+            for line in (text.splitlines() if isinstance(e, UsageErrors) else [text]):  # several: one line each
+                print_error(line)
             raise typer.Exit(e.exit_code) from None
         except OSError as e:  # the file system refused something no check foresaw: one line, not a traceback
             where = f" ({e.filename})" if getattr(e, "filename", None) else ""

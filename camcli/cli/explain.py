@@ -15,7 +15,7 @@ from camcli.cli.options import settings_options
 from camcli.cli.progress import DEFAULT_EVERY, Heartbeat, pace, passes_text
 from camcli.cli.signals import GracefulStop, InterruptOnTerm, exit_code
 from camcli.cli.stdout import DataStdout
-from camcli.errors import EXIT_FAILURES, EXIT_OK, as_flags
+from camcli.errors import EXIT_FAILURES, EXIT_OK, as_flags, gather
 from camcli.settings.fields import FIELDS
 
 
@@ -48,16 +48,21 @@ def explain(
     """
     from camcli.engine.discovery import discover, expand_inputs
     from camcli.settings import resolve
+    from camcli.settings.checks import check
 
-    # everything a user may have mistyped is checked before torch is imported (seconds)
-    resolved = resolve(settings, config)
+    # everything a user may have mistyped is checked before torch is imported (seconds), all at once
+    resolved = resolve(settings, config, checked=False)
+    found: dict = {}
+    steps = [lambda: check(resolved), lambda: found.update(paths=expand_inputs(inputs))]
+    if not dry_run:  # a dry run writes nothing: its folder may be full
+        steps += [lambda: found.update(items=discover(found["paths"], hidden=resolved.hidden, out=resolved.out))
+                  if "paths" in found else None, lambda: _check_out(resolved)]
+    gather(*steps)
     console = stderr_console()
-    paths = expand_inputs(inputs)
     if dry_run:
-        _dry_run(resolved, paths, json_out)
+        _dry_run(resolved, found["paths"], json_out)
         raise typer.Exit(EXIT_OK)
-    items = discover(paths, hidden=resolved.hidden, out=resolved.out)
-    _check_out(resolved)
+    paths, items = found["paths"], found["items"]
 
     log = (lambda msg: None) if resolved.quiet else (lambda msg: console.print(as_flags(msg), markup=False))
     if verbose:

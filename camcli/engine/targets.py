@@ -233,24 +233,6 @@ def default_target(score: str = "logit") -> Target:
 
 def resolve_classes(spec: str | Sequence[str] | None, labels: list[str]) -> tuple[int, ...]:
     """The ``target`` setting: class indices or label names (case-insensitive), comma-separated."""
-    from camcli.errors import unknown
+    from camcli.models.labels import class_indices
 
-    if spec is None:
-        return ()
-    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if str(p).strip()]
-    lowered = [label.lower() for label in labels]
-    found = []
-    for text in parts:
-        text = str(text)
-        if text.lstrip("-").isdigit():
-            index = int(text)
-            if not 0 <= index < len(labels):
-                raise UsageError(f"`target` {index} is out of range: the model has {len(labels)} classes "
-                                 f"(0..{len(labels) - 1})")
-        elif text.lower() in lowered:
-            index = lowered.index(text.lower())
-        else:
-            raise unknown("`target` label", text, labels)
-        if index not in found:
-            found.append(index)
-    return tuple(found)
+    return class_indices(spec, labels)

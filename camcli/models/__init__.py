@@ -11,9 +11,24 @@ labels (:mod:`.labels`), ``model_arg`` (:mod:`.model_args`). :mod:`.layer_search
 to list its layers and pick the default one; :mod:`.batchnorm_folding` speeds inference up.
 """
 
-from camcli.engine.loaded import LoadedModel
-from camcli.models.classifiers import classification_models
-from camcli.models.sources import load_model
-from camcli.models.torchvision_weights import hub_cache_file, weight_names
+from __future__ import annotations
 
-__all__ = ["LoadedModel", "classification_models", "hub_cache_file", "load_model", "weight_names"]
+import importlib
+
+#: what ``from camcli.models import X`` gives, and the module X lives in: imported when first asked
+#: for, so that :mod:`.labels` is read before torch loads (the command line's checks)
+_EXPORTS = {
+    "LoadedModel": "camcli.engine.loaded",
+    "classification_models": "camcli.models.classifiers",
+    "load_model": "camcli.models.sources",
+    "hub_cache_file": "camcli.models.torchvision_weights",
+    "weight_names": "camcli.models.torchvision_weights",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

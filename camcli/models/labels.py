@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from camcli.errors import UsageError
+from camcli.errors import UsageError, UsageErrors, closest
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -56,3 +56,46 @@ def given_labels(labels) -> list[str] | None:
     if isinstance(labels, list):
         return list(labels)
     return read_labels(labels) if labels else None
+
+
+#: how many labels an unknown name's message lists when none is close
+LISTED_LABELS = 20
+
+
+def class_indices(spec, labels: list[str]) -> tuple[int, ...]:
+    """The ``target`` setting as class indices: indices or label names (case-insensitive), comma-separated.
+
+    An unknown name is refused with the closest labels, or the labels there are when none is close.
+    """
+    if spec is None:
+        return ()
+    parts = [str(p).strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if str(p).strip()]
+    lowered = [label.lower() for label in labels]
+    found: list[int] = []
+    wrong: list[UsageError] = []
+    for text in parts:
+        if text.lstrip("-").isdigit():
+            index = int(text)
+            if not 0 <= index < len(labels):
+                wrong.append(UsageError(f"`target` {index} is out of range: the model has {len(labels)} classes "
+                                        f"(0..{len(labels) - 1})"))
+                continue
+        elif text.lower() in lowered:
+            index = lowered.index(text.lower())
+        else:
+            wrong.append(UsageError(f"unknown `target` label {text!r}; {_nearest(text, labels)}"))
+            continue
+        if index not in found:
+            found.append(index)
+    if wrong:
+        raise wrong[0] if len(wrong) == 1 else UsageErrors(wrong)
+    return tuple(found)
+
+
+def _nearest(name: str, labels: list[str]) -> str:
+    near = closest(name, labels) or closest(name.lower(), labels)
+    if near:
+        return "did you mean " + ", ".join(repr(c) for c in near) + "?"
+    shown = ", ".join(repr(c) for c in labels[:LISTED_LABELS])
+    more = f" and {len(labels) - LISTED_LABELS} more" if len(labels) > LISTED_LABELS else ""
+    return f"the {len(labels)} labels are {shown}{more}"

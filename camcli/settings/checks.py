@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from camcli import tasks
 from camcli.engine import DETECTION_MAPS, FUSIONS, HEADS, METHOD_NAMES, RESIZE_MODES, SCORES, method_options
-from camcli.errors import UsageError, unknown
+from camcli.errors import UsageError, gather, unknown
 
 if TYPE_CHECKING:
     from camcli.settings.fields import ExplainSettings
@@ -54,24 +54,41 @@ def in_range(s: ExplainSettings) -> None:
 
 
 def check(s: ExplainSettings) -> None:
-    in_range(s)
+    """Every check that needs no model, all of them: the mistakes found are reported together."""
+    gather(lambda: in_range(s), lambda: check_values(s), lambda: check_methods(s), lambda: check_target(s),
+           lambda: check_detection(s), lambda: check_files(s), lambda: check_target_labels(s))
+
+
+def check_values(s: ExplainSettings) -> None:
+    """The settings with fixed choices or bounds, each alone."""
+    gather(*(lambda step=step: step(s) for step in (
+        _alpha, _resize, _normalisation, _heatmap_outputs, _boxes, _overlay, _precision, _run_mode, _colormap)))
+
+
+def _alpha(s: ExplainSettings) -> None:
     if not 0.0 <= s.alpha <= 1.0:
         raise UsageError(f"`alpha` must be between 0 and 1, got {s.alpha}")
+
+
+def _resize(s: ExplainSettings) -> None:
     if s.resize not in RESIZE_MODES:
         raise UsageError(f"`resize` must be {', '.join(RESIZE_MODES[:-1])} or {RESIZE_MODES[-1]}, got {s.resize!r}")
+
+
+def _normalisation(s: ExplainSettings) -> None:
     numbers(s.mean, "mean")
     if any(v <= 0 for v in numbers(s.std, "std") or ()):
         raise UsageError(f"`std` divides the input: every value must be positive, got {s.std}")
-    if not s.method:
-        raise UsageError("`method` is empty")
-    chosen = {m.strip().lower() for m in s.method}  # the method-specific options check against it
-    for name in s.method:
-        if name.strip().lower() not in METHOD_NAMES:
-            raise unknown("method", name, METHOD_NAMES, "Run `camcli methods` for the list.")
+
+
+def _heatmap_outputs(s: ExplainSettings) -> None:
     if s.save_heatmap is not None and s.save_heatmap not in ("npy", "png16"):
         raise UsageError(f"`save_heatmap` must be npy or png16, got {s.save_heatmap!r}")
     if s.heatmap_size not in ("image", "layer"):
         raise UsageError(f"`heatmap_size` must be image or layer, got {s.heatmap_size!r}")
+
+
+def _boxes(s: ExplainSettings) -> None:
     if not 0.0 < s.box_threshold <= 1.0:
         raise UsageError(f"`box_threshold` must be in (0, 1], got {s.box_threshold}")
     if s.box_mode not in ("largest", "all"):
@@ -80,24 +97,84 @@ def check(s: ExplainSettings) -> None:
         raise UsageError(f"`box_min_area` is a share of the image area in [0, 1), got {s.box_min_area}")
     if s.draw_boxes or s.box_rotated or s.box_mode == "all":
         s.boxes = True
+
+
+def _overlay(s: ExplainSettings) -> None:
     if s.overlay_format not in ("png", "jpg", "webp"):
         raise UsageError(f"`overlay_format` must be png, jpg or webp, got {s.overlay_format!r}")
     if s.overlay_format == "png" and s.sources.get("overlay_quality", "default") != "default":
         raise UsageError("`overlay_quality` applies to `overlay_format` jpg and webp; png overlays are lossless")
+
+
+def _precision(s: ExplainSettings) -> None:
     if s.precision not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"`precision` must be fp32, bf16 or fp16, got {s.precision!r}")
+
+
+def _run_mode(s: ExplainSettings) -> None:
     if s.resume and s.overwrite:
         raise UsageError("`resume` and `overwrite` exclude each other")
-    check_target(s)
-    check_detection(s)
     if s.shard is not None:
         parse_shard(s.shard)
+
+
+def _colormap(s: ExplainSettings) -> None:
+    from camcli.output.render import COLORMAPS  # OpenCV's names (no torch)
+
+    if str(s.colormap).strip().lower() not in COLORMAPS:
+        raise unknown("`colormap`", s.colormap, sorted(COLORMAPS))
+
+
+def check_methods(s: ExplainSettings) -> None:
+    """The methods named, then the options that belong to them (only once the names are right)."""
+    if not s.method:
+        raise UsageError("`method` is empty")
+    chosen = {m.strip().lower() for m in s.method}  # the method-specific options check against it
+    gather(*(lambda name=name: _known_method(name) for name in s.method))
     method_options.check({name: getattr(s, name) for name in method_options.BY_NAME}, chosen)
     if s.fuse is not None:
         if s.fuse not in FUSIONS:
             raise UsageError(f"`fuse` must be {', '.join(FUSIONS[:-1])} or {FUSIONS[-1]}, got {s.fuse!r}")
         if len(s.layer) < 2:
             raise UsageError("`fuse` combines the maps of several layers; give two or more with `layer`")
+
+
+def _known_method(name: str) -> None:
+    if name.strip().lower() not in METHOD_NAMES:
+        raise unknown("method", name, METHOD_NAMES, "Run `camcli methods` for the list.")
+
+
+#: settings that name a file or folder that must be there before anything is loaded
+FILE_SETTINGS = ("checkpoint", "labels", "target_image", "target_embedding")
+
+
+def check_files(s: ExplainSettings) -> None:
+    """The files the settings name exist (a model file of ``file.py:function`` too)."""
+    def exists(path: str, message: str) -> None:
+        if not os.path.exists(path):
+            raise UsageError(message)
+
+    named = [(str(getattr(s, name)), f"`{name}` {getattr(s, name)} does not exist") for name in FILE_SETTINGS
+             if isinstance(getattr(s, name), (str, os.PathLike)) and str(getattr(s, name))]
+    code = str(s.model or "").rpartition(":")[0]
+    if code.endswith(".py"):
+        named.append((code, f"`model` {s.model}: file {code} does not exist"))
+    gather(*(lambda path=path, message=message: exists(path, message) for path, message in named))
+
+
+def check_target_labels(s: ExplainSettings) -> None:
+    """Label names in ``target`` against a ``labels`` file, when both are given: an unknown name is
+    refused with the closest labels (and the labels there are) before the model loads."""
+    if not s.target or not isinstance(s.labels, (str, os.PathLike)) or not os.path.isfile(s.labels):
+        return
+    from camcli.models.labels import class_indices, read_labels
+
+    labels = read_labels(s.labels)
+    if len(labels) == 1:  # a binary head's one name: its classes are `not X` and X
+        labels = [f"not {labels[0]}", labels[0]]
+    names = [p for p in str(s.target).split(",") if p.strip() and not p.strip().lstrip("-").isdigit()]
+    if names:
+        class_indices(",".join(names), labels)
 
 
 def check_target(s: ExplainSettings) -> None:

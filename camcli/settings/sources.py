@@ -155,11 +155,12 @@ def read_saved(saved: dict[str, Any], origin: str) -> dict[str, Any]:
 
 
 def resolve(cli: dict[str, Any], config: str | Path | None = None, environ: dict[str, str] | None = None,
-            saved: dict[str, Any] | None = None, saved_origin: str = "run.json") -> ExplainSettings:
+            saved: dict[str, Any] | None = None, saved_origin: str = "run.json", checked: bool = True) -> ExplainSettings:
     """Merge defaults, a saved run, config file, environment and command line (``None`` means "not given").
 
     Command-line values are the flags' own types; ``method`` and ``layer`` may be a string or a
-    list, and methods may be comma-separated (``"gradcam,cam"``).
+    list, and methods may be comma-separated (``"gradcam,cam"``). ``checked=False`` leaves
+    :func:`~camcli.settings.checks.check` to the caller (who gathers its errors with others).
     """
     settings = ExplainSettings()
     sources = {k: "default" for k in FIELDS}
@@ -178,5 +179,6 @@ def resolve(cli: dict[str, Any], config: str | Path | None = None, environ: dict
             setattr(settings, key, value)
             sources[key] = origin
     settings.sources = sources
-    check(settings)
+    if checked:
+        check(settings)
     return settings
