@@ -16,7 +16,7 @@ def test_ci_runs_readme_install_and_test_command():
 
 def test_readme_demo_command_names_real_files():
     readme = (ROOT / "README.md").read_text()
-    assert "camcli explain sample_images/ --config configs/demo.toml --out runs/demo" in readme
+    assert "camcli explain sample_images/ --config configs/demo.toml\n" in readme
     for path in ("configs/demo.toml", "sample_images/boxes.csv", "demo/shapes_resnet18.safetensors", "demo/labels.txt"):
         assert (ROOT / path).exists(), path
 

@@ -298,6 +298,29 @@ def test_every_mistake_is_reported_at_once_before_torch_loads(tmp_path):
     assert "torch not loaded 2" in r.stderr, r.stderr
 
 
+def test_the_same_command_twice_numbers_a_new_folder_and_resume_continues_the_latest(cli, tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for image in sorted((SAMPLES / "single").glob("*.jpg"))[:2]:
+        (photos / image.name).write_bytes(image.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    args = ["explain", ".", "--config", DEMO_CONFIG, "--workers", "0", "--input-size", "64"]
+    for folder in ("explain", "explain2"):
+        r = cli(*args)
+        assert r.exit_code == 0 and f"-> runs/{folder}" in r.stderr, r.stderr
+        # the first run's overlays, under the folder explained, are not taken as input
+        assert [row["path"] for row in read_csv(tmp_path / "runs" / folder / "predictions.csv")] == [
+            "photos/circle_07.jpg", "photos/cross_12.jpg"]
+    (photos / "later.jpg").write_bytes((SAMPLES / "single" / "ring_00.jpg").read_bytes())
+    r = cli(*args, "--resume")
+    assert r.exit_code == 0 and "-> runs/explain2" in r.stderr and "2 image(s) were already done" in r.stderr, r.stderr
+    assert len(read_csv(tmp_path / "runs" / "explain2" / "predictions.csv")) == 3
+    r = cli(*args, "--out", "runs/explain")  # a folder the user names is refused when full
+    assert r.exit_code == 2 and "--resume" in r.stderr and "--overwrite" in r.stderr, r.stderr
+    r = cli(*args, "--shard", "0/2")  # shards share one folder: it must be named
+    assert r.exit_code == 2 and "name it with --out" in r.stderr, r.stderr
+
+
 def test_presentation_does_not_block_resume_and_gallery_rebuilds(cli, tmp_path):
     images = sorted((SAMPLES / "single").glob("*.jpg"))[:3]
     base = ["explain", *images, "--config", DEMO_CONFIG, "--workers", "0", "--input-size", "64", "--out", tmp_path / "o"]

@@ -15,7 +15,7 @@ from camcli.cli.options import settings_options
 from camcli.cli.progress import DEFAULT_EVERY, Heartbeat, pace, passes_text
 from camcli.cli.signals import GracefulStop, InterruptOnTerm, exit_code
 from camcli.cli.stdout import DataStdout
-from camcli.errors import EXIT_FAILURES, EXIT_OK, as_flags, gather
+from camcli.errors import EXIT_FAILURES, EXIT_OK, UsageError, as_flags, gather
 from camcli.settings.fields import FIELDS
 
 
@@ -55,8 +55,9 @@ def explain(
     found: dict = {}
     steps = [lambda: check(resolved), lambda: found.update(paths=expand_inputs(inputs))]
     if not dry_run:  # a dry run writes nothing: its folder may be full
-        steps += [lambda: found.update(items=discover(found["paths"], hidden=resolved.hidden, out=resolved.out))
-                  if "paths" in found else None, lambda: _check_out(resolved)]
+        steps += [lambda: (_number_out(resolved), _check_out(resolved)),
+                  lambda: found.update(items=discover(found["paths"], hidden=resolved.hidden, out=resolved.out))
+                  if "paths" in found else None]
     gather(*steps)
     console = stderr_console()
     if dry_run:
@@ -114,6 +115,19 @@ def _bar_view(bar: Progress, task):
         bar.update(task, completed=state.already + state.done, total=state.total,
                    detail=", ".join(pace("images", state, now)) + passes_text("images", state))
     return show
+
+
+def _number_out(settings) -> None:
+    """``out`` not given (by flag, config or environment): a new numbered folder, or with ``resume``
+    the latest; shards must name theirs (each would number its own)."""
+    from camcli.output.numbered import latest_run_folder, new_run_folder
+    from camcli.run.shards import Shard
+
+    if settings.sources.get("out", "default") != "default":
+        return
+    if Shard.of(settings).count > 1:
+        raise UsageError("the shards of one run write into one folder: name it with `out`")
+    settings.out = str(latest_run_folder() if settings.resume else new_run_folder())
 
 
 def _check_out(settings) -> None:

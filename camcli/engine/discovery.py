@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from camcli.errors import UsageError
+from camcli.errors import UsageError, UsageErrors
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 _GLOB_CHARS = set("*?[")
@@ -52,9 +52,14 @@ def expand_inputs(args: Sequence[str], stdin=None) -> list[str]:
     return out
 
 
+#: the file every camcli output folder holds from its first moment: folders with it are not walked
+RUN_MARK = "run-settings.json"
+
+
 def _walk(root: str, hidden: bool, skip: frozenset[str] = frozenset()) -> list[str]:
     """Image files under ``root``, sorted; symbolic links are followed, each directory once; the
-    folders in ``skip`` (real paths: the run's own output folder) are not entered."""
+    folders in ``skip`` (real paths: the run's own output folder) and camcli's output folders
+    (:data:`RUN_MARK`: explaining ``.`` twice must not explain the first run's overlays) are not entered."""
     found = []
     visited = {os.path.realpath(root)} | set(skip)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -64,6 +69,8 @@ def _walk(root: str, hidden: bool, skip: frozenset[str] = frozenset()) -> list[s
                 continue
             real = os.path.realpath(os.path.join(dirpath, d))
             if real in visited:  # a symlink loop or a second way to the same folder
+                continue
+            if os.path.isfile(os.path.join(real, RUN_MARK)):  # an earlier run's outputs (runs/explain2/)
                 continue
             visited.add(real)
             keep.append(d)
@@ -99,10 +106,11 @@ def discover(inputs: Sequence[str | os.PathLike], hidden: bool = False,
             args += matches
         else:
             args.append(text)
+    missing = [UsageError(f"input {text!r} does not exist") for text in args if not os.path.lexists(text)]
+    if missing:
+        raise missing[0] if len(missing) == 1 else UsageErrors(missing)
     for text in args:
         p = Path(text)
-        if not os.path.lexists(text):
-            raise UsageError(f"input {text!r} does not exist")
         if p.is_dir():
             anchor = os.path.abspath(p)
             if os.path.realpath(anchor) in skip:

@@ -16,6 +16,7 @@ import os
 from itertools import groupby
 from pathlib import Path
 
+from camcli.engine.discovery import RUN_MARK
 from camcli.errors import UsageError
 from camcli.models import LoadedModel
 from camcli.models.checkpoints import file_sha256
@@ -23,7 +24,7 @@ from camcli.output.csvfile import read_rows
 from camcli.output.rows import PredictionRow
 from camcli.settings import OUTPUT_KEYS, PRESENTATION_KEYS, ExplainSettings
 
-SETTINGS_FILE = "run-settings.json"
+SETTINGS_FILE = RUN_MARK  # its presence marks an output folder that discovery does not walk
 
 
 def fingerprint(settings: ExplainSettings, loaded: LoadedModel | None = None) -> dict:

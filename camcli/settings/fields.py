@@ -46,7 +46,9 @@ def option(default: Any = None, help: str = "", panel: str = "Run", *, short: st
 class ExplainSettings:
     """Every option of ``camcli explain``, with its default."""
 
-    out: str = option("camcli-out", "Output folder for overlays/, predictions.csv and run.json.", "Run", short="-o")
+    out: str = option("runs/explain", "Output folder for overlays/, predictions.csv and run.json. Not given: a new "
+                      "one each run (runs/explain, runs/explain2, ...), and --resume continues the latest.", "Run",
+                      short="-o", shown="runs/explain, runs/explain2, ...")
     model: str = option("resnet50", "torchvision architecture (resnet50, see `camcli models`), timm/NAME, or your own "
                         "model's factory: path/to/file.py:function or package.module:function, a callable that "
                         "returns the nn.Module (--checkpoint then loads a state dict into it). Not needed for a "
