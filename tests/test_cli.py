@@ -158,3 +158,34 @@ def test_short_flags_and_a_version_that_does_not_load_torch(cli):
     assert top.exit_code == 0 and all(f"{task}:" in top.stdout for task in ("classification", "detection",
                                                                             "segmentation"))
     assert cli("explain", "-h").exit_code == 0 and "--method" in cli("explain", "-h").stdout
+
+def test_help_fits_and_help_all_has_every_option_with_choices_and_completion(cli):
+    """`explain --help` shows the options most runs use in a few words (it was 631 lines at 80
+    columns); --help-all shows every option with its whole text; fixed choices read as choices; the
+    shell completes option values, a named model's layers included."""
+    from typer.testing import CliRunner
+
+    from camcli.cli import app
+
+    short = CliRunner().invoke(app, ["explain", "--help"], env={"COLUMNS": "80"})
+    assert short.exit_code == 0 and len(short.stdout.splitlines()) <= 120, len(short.stdout.splitlines())
+    assert "--method" in short.stdout and "--max-n" not in short.stdout and "--help-all" in short.stdout
+    full = CliRunner().invoke(app, ["explain", "--help-all"], env={"COLUMNS": "80"})
+    text = " ".join(full.stdout.replace("\u2502", " ").split())
+    assert full.exit_code == 0 and "--max-n" in text and "--progress-every" in text and "--box-rotated" in text
+    assert "[choices: stretch, letterbox, crop]" in text and "[choices: fp32, bf16, fp16]" in text
+    assert "Shown: the options most runs use" not in text
+    assert "Shown: the options most runs use" in " ".join(cli("evaluate", "--help").stdout.split())
+
+    def complete(words: str) -> list[str]:
+        r = CliRunner().invoke(app, [], prog_name="camcli", env={
+            "_CAMCLI_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)})
+        return r.stdout.split()
+
+    assert complete("camcli explain --method gradcam,sc") == ["gradcam,scorecam"]
+    assert complete("camcli explain --resize le") == ["letterbox"]
+    assert complete("camcli explain --head bi") == ["binary"]
+    assert "cuda:0" in complete("camcli explain --device cu")
+    assert "viridis" in complete("camcli explain --colormap v")
+    assert "resnet18" in complete("camcli explain --model resnet1")
+    assert "layer4[1]" in complete("camcli explain --model resnet18 --layer layer4")

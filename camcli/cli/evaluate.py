@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from camcli.cli import app, handle_errors, stderr_console, stdout_console
-from camcli.cli.options import settings_options
+from camcli.cli.options import SHORT_HELP_NOTE, HelpAll, settings_options
 from camcli.cli.progress import DEFAULT_EVERY, ProgressLines
 from camcli.cli.signals import InterruptOnTerm
 from camcli.cli.stdout import DataStdout
@@ -17,7 +17,7 @@ from camcli.errors import EXIT_FAILURES, EXIT_OK, as_flags
 from camcli.settings.fields import EVALUATE_KEYS
 
 
-@app.command(epilog="Exit codes: 0 every gate holds (or none was set); 1 a gate failed; 2 usage or configuration "
+@app.command(epilog=SHORT_HELP_NOTE + "\n\n" + "Exit codes: 0 every gate holds (or none was set); 1 a gate failed; 2 usage or configuration "
                      "error; 130 interrupted (Ctrl-C); 143 stopped by SIGTERM.")
 @handle_errors
 @settings_options(EVALUATE_KEYS)
@@ -26,11 +26,11 @@ def evaluate(
     truth: Annotated[Path, typer.Option("--truth", "-t", help="Ground-truth boxes: CSV (path,x0,y0,x1,y1[,label]), a Pascal VOC folder, or COCO JSON; for a segmentation run, a folder of label masks (PNG of class indices, one per image by relative path).", rich_help_panel="Ground truth")],
     normalized: Annotated[bool, typer.Option("--normalized", help="CSV coordinates are fractions of the image size (0..1), not pixels.", rich_help_panel="Ground truth")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with model and method settings (as for explain), when explaining images here.", rich_help_panel="Model")] = None,
-    box_threshold: Annotated[float, typer.Option("--box-threshold", help="Box from pixels >= this share of the map's maximum.", rich_help_panel="Metrics")] = 0.5,
-    pointing_tolerance: Annotated[float, typer.Option("--pointing-tolerance", help="Pointing game: a maximum this many pixels outside a box still counts (15, as published; 0 is strict).", rich_help_panel="Metrics")] = 15.0,
-    box_mode: Annotated[str, typer.Option("--box-mode", help="largest or all: which regions the IoU box covers (largest region, or the best-matching of all).", rich_help_panel="Metrics")] = "largest",
+    box_threshold: Annotated[float, typer.Option("--box-threshold", hidden=True, help="Box from pixels >= this share of the map's maximum.", rich_help_panel="Metrics")] = 0.5,
+    pointing_tolerance: Annotated[float, typer.Option("--pointing-tolerance", hidden=True, help="Pointing game: a maximum this many pixels outside a box still counts (15, as published; 0 is strict).", rich_help_panel="Metrics")] = 15.0,
+    box_mode: Annotated[str, typer.Option("--box-mode", hidden=True, help="Which regions the IoU box covers: the largest region, or the best-matching of all. \\[choices: largest, all]", rich_help_panel="Metrics")] = "largest",
     faithfulness: Annotated[bool, typer.Option("--faithfulness", help="Also measure Average Drop, Increase in Confidence, deletion/insertion AUC (1 + 2 x (steps+1) forwards per map) and ROAD (18 imputed images per map); reruns the model.", rich_help_panel="Metrics")] = False,
-    steps: Annotated[int, typer.Option("--steps", help="Deletion/insertion curve points.", rich_help_panel="Metrics")] = 16,
+    steps: Annotated[int, typer.Option("--steps", hidden=True, help="Deletion/insertion curve points.", rich_help_panel="Metrics")] = 16,
     sanity: Annotated[bool, typer.Option("--sanity", help="Sanity checks (Adebayo et al., 2018): re-initialise the model's weights from the classifier down, block by block (and one block at a time), explain the images again and report how similar the maps stay (Spearman, SSIM). One explanation pass per block, twice; seeded by --seed.", rich_help_panel="Metrics")] = False,
     min_iou: Annotated[Optional[float], typer.Option("--min-iou", help="Gate: exit 1 if a method's mean IoU is below this (a detection run: the matched boxes'; a segmentation run: the segmenter's mIoU).", rich_help_panel="Gates")] = None,
     min_pointing: Annotated[Optional[float], typer.Option("--min-pointing", help="Gate: exit 1 if a method's pointing-game hit rate (0..1) is below this.", rich_help_panel="Gates")] = None,
@@ -41,7 +41,8 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.", rich_help_panel="Output")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for evaluation.csv when explaining images here. \\[default: camcli-eval]", rich_help_panel="Output")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table or log lines on stderr.", rich_help_panel="Output")] = False,
-    progress_every: Annotated[float, typer.Option("--progress-every", envvar="CAMCLI_PROGRESS_EVERY", min=0, help="When stderr is not a terminal: a progress line every this many seconds for each phase (explaining, sanity); 0 for none.", rich_help_panel="Output")] = DEFAULT_EVERY,
+    progress_every: Annotated[float, typer.Option("--progress-every", envvar="CAMCLI_PROGRESS_EVERY", min=0, hidden=True, help="When stderr is not a terminal: a progress line every this many seconds for each phase (explaining, sanity); 0 for none.", rich_help_panel="Output")] = DEFAULT_EVERY,
+    help_all: HelpAll = None,
     **settings,
 ) -> None:
     """Score explanations against ground-truth boxes; with --min-* gates, a CI check.

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from camcli.cli import EXIT_CODES, app, handle_errors, stderr_console, stdout_console
-from camcli.cli.options import settings_options
+from camcli.cli.options import SHORT_HELP_NOTE, HelpAll, settings_options
 from camcli.cli.progress import DEFAULT_EVERY, Heartbeat, pace, passes_text
 from camcli.cli.signals import GracefulStop, InterruptOnTerm, exit_code
 from camcli.cli.stdout import DataStdout
@@ -19,16 +19,17 @@ from camcli.errors import EXIT_FAILURES, EXIT_OK, UsageError, as_flags, gather
 from camcli.settings.fields import FIELDS
 
 
-@app.command(epilog=EXIT_CODES)
+@app.command(epilog=SHORT_HELP_NOTE + "\n\n" + EXIT_CODES)
 @handle_errors
 @settings_options(FIELDS)
 def explain(
     inputs: Annotated[list[str], typer.Argument(help="Image files and folders (searched recursively); - reads paths from stdin, @FILE reads them from a list file.", show_default=False)],
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with defaults for any option below; options on the command line win.", rich_help_panel="Run")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also log each failed image and where every setting came from.", rich_help_panel="Run")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Write NDJSON to stdout: one object per image as it finishes, then a summary object.", rich_help_panel="Run")] = False,
-    progress_every: Annotated[float, typer.Option("--progress-every", envvar="CAMCLI_PROGRESS_EVERY", min=0, help="When stderr is not a terminal (a pipe, a CI log, a cluster's output file): a progress line every this many seconds (done/total, rate, ETA); 0 for none.", rich_help_panel="Run")] = DEFAULT_EVERY,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the effective settings (and where each came from) and the images that would be processed; load no model, write nothing.", rich_help_panel="Run")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file of defaults for any option (the command line wins); configs may name code to run (a model factory).", rich_help_panel="Run")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also log each failure and where each setting came from.", rich_help_panel="Run")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="NDJSON on stdout: an object per image as it finishes, then a summary.", rich_help_panel="Run")] = False,
+    progress_every: Annotated[float, typer.Option("--progress-every", envvar="CAMCLI_PROGRESS_EVERY", min=0, hidden=True, help="When stderr is not a terminal (a pipe, a CI log, a cluster's output file): a progress line when the first image is done, then every this many seconds while explaining (done/total, rate, ETA, passes into a long image); 0 for none.", rich_help_panel="Run")] = DEFAULT_EVERY,
+    help_all: HelpAll = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the settings (and where each came from) and the images; load and write nothing.", rich_help_panel="Run")] = False,
     **settings,
 ) -> None:
     """Explain every image: write overlays, predictions.csv (a detector's run: detections.csv, a map per box;
@@ -36,7 +37,7 @@ def explain(
 
     Examples:
 
-      camcli explain sample_images/ --config configs/demo.toml --out runs/demo
+      camcli explain sample_images/ --config configs/demo.toml
 
       camcli explain photos/ --model resnet50 --weights IMAGENET1K_V2 --method gradcam --layer "layer4[2]" --out runs/r50
 

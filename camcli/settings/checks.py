@@ -35,6 +35,23 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 }
 
 
+#: the settings that take one of fixed values (``--help`` shows them as ``[a|b]``, the shell completes them)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "resize": RESIZE_MODES,
+    "head": HEADS,
+    "score": SCORES,
+    "direction": ("higher", "lower"),
+    "task": ("auto", *tasks.names()),
+    "detection_maps": DETECTION_MAPS,
+    "overlay_format": ("png", "jpg", "webp"),
+    "save_heatmap": ("npy", "png16"),
+    "heatmap_size": ("image", "layer"),
+    "box_mode": ("largest", "all"),
+    "precision": ("fp32", "bf16", "fp16"),
+    "fuse": FUSIONS,
+}
+
+
 def in_range(s: ExplainSettings) -> None:
     """Every whole number within :data:`INT_RANGES` and every real number finite."""
     for name, (low, high) in INT_RANGES.items():
