@@ -189,3 +189,21 @@ def test_help_fits_and_help_all_has_every_option_with_choices_and_completion(cli
     assert "viridis" in complete("camcli explain --colormap v")
     assert "resnet18" in complete("camcli explain --model resnet1")
     assert "layer4[1]" in complete("camcli explain --model resnet18 --layer layer4")
+
+
+def test_a_file_name_keeps_the_class_apart_from_the_layer(cli, tmp_path):
+    """`...gradcam@layer4.1.3-star.png` read like a layer `layer4.1.3`; the class now follows `--`."""
+    import re
+
+    from conftest import DEMO_CONFIG, SAMPLES, read_csv
+
+    image = SAMPLES / "single" / "star_05.jpg"
+    r = cli("explain", image, "--config", DEMO_CONFIG, "--input-size", "64", "--workers", "0", "--explain-topk", "2",
+            "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.stderr
+    rows = read_csv(tmp_path / "o" / "predictions.csv")
+    assert len(rows) == 2
+    for row in rows:
+        assert re.fullmatch(rf"overlays/star_05\.jpg\.gradcam@layer4\.1--class{row['target_index']}-"
+                            rf"{row['target_label']}\.png", row["output"]), row["output"]
+        assert (tmp_path / "o" / row["output"]).is_file()

@@ -82,7 +82,7 @@ def test_a_detection_run_writes_a_row_and_an_overlay_for_every_box(cli, images, 
                 assert 0.0 <= float(r["energy_in_box"]) <= 1.0
             overlay = Image.open(out / r["output"])
             assert overlay.size == (w, h)
-            assert f"box{r['det_rank']}-class_1" in r["output"]
+            assert f"--box{r['det_rank']}-class_1." in r["output"]
             heat = np.load(out / r["heatmap"])
             assert heat.shape == (h, w) and 0 <= heat.min() and heat.max() <= 1
     # one file per box: no two rows share an overlay

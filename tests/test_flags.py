@@ -98,3 +98,30 @@ def test_overlay_formats_quality_and_max_side(cli, small_model, tmp_path):
     assert r.exit_code == 2 and "--overlay-quality applies to --overlay-format jpg and webp" in r.stderr
     r = cli("explain", *base, "--out", tmp_path / "bad2", "--overlay-format", "gif")
     assert r.exit_code == 2 and "--overlay-format must be png, jpg or webp" in r.stderr
+
+
+def test_contact_sheet_captions_stay_readable_when_long():
+    """A long path used to shrink its caption until it could not be read; now a caption line keeps
+    most of its size, loses its middle, and the image, method and class each get their own line."""
+    import numpy as np
+
+    from camcli.output.figures import ContactSheets
+
+    def ink_heights(text: str) -> list[int]:
+        """The height of each run of text rows in the caption band, top to bottom."""
+        sheets = ContactSheets(per_sheet=1)
+        sheet = sheets.add(np.zeros((50, 50, 3), np.uint8), text)
+        band = sheet[:sheet.shape[0] - sheets.thumb]  # the thumbnail's square is at the bottom
+        dark = (band < 128).any(axis=(1, 2))
+        heights, run = [], 0
+        for row in dark:
+            if row:
+                run += 1
+            elif run:
+                heights, run = heights + [run], 0
+        return heights + ([run] if run else [])
+
+    short = ink_heights("a.png\ngradcam @ layer4[1]\ncat")
+    long = ink_heights("some/deeply/nested/folder/with_a_long_name_00042.png\ngradcam @ layer4[1]\ncat")
+    assert len(short) == 3 and len(long) == 3, (short, long)
+    assert long[0] >= 0.7 * short[0], (short, long)

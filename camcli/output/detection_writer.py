@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from camcli.engine.layer_names import display_name, file_safe
+from camcli.engine.layer_names import display_name
 from camcli.engine.stream import ImageResult, MapResult
 from camcli.geometry import Box, energy_inside
 from camcli.output.image_writer import first_columns, write_heatmap
-from camcli.output.paths import atomic_write, inside, overlay_rel
+from camcli.output.paths import atomic_write, box_part, inside, overlay_rel
 from camcli.output.render import OVERLAY_FORMATS, draw_labelled_boxes, fit_side, overlay_strips, picture_pieces
 from camcli.output.rows import DetectionRow
 from camcli.settings import ExplainSettings
@@ -25,10 +25,9 @@ from camcli.settings import ExplainSettings
 ENERGY_SIDE = 512
 
 
-def box_part(m: MapResult) -> str:
-    """``.box2-dog``: the box in the file names of a detection run's per-box files."""
-    d = m.detection
-    return f".box{d.rank}-{file_safe(d.label)}"
+def map_box_part(m: MapResult) -> str:
+    """``--box2-dog``: the box in the file names of a detection run's per-box files."""
+    return box_part(m.detection.rank, m.detection.label)
 
 
 def energy_in_box(m: MapResult) -> float | None:
@@ -73,7 +72,7 @@ def write_detection_image(result: ImageResult, out: Path, settings: ExplainSetti
     rows = []
     for m in result.maps:
         d = m.detection
-        rel = overlay_rel(result.item.rel, m.method, m.layer, ext, box_part(m) if s.detection_maps == "each" else "")
+        rel = overlay_rel(result.item.rel, m.method, m.layer, ext, map_box_part(m) if s.detection_maps == "each" else "")
         rows.append(replace(base, method=m.method, layer=display_name(m.layer), output=rel, empty_map=m.empty,
                             warning=m.warning or None, det_rank=d.rank, det_index=d.index, det_label=d.label,
                             det_score=d.score, det_box=tuple(round(v, 1) for v in d.box),
@@ -107,5 +106,5 @@ def write_detection_image(result: ImageResult, out: Path, settings: ExplainSetti
                 row.status, row.error, row.output = "error", f"cannot write outputs: {e}", None
     if s.save_heatmap:
         for row, m in zip(rows, result.maps):
-            write_heatmap(row, m, out, result.item.rel, s, box_part(m))
+            write_heatmap(row, m, out, result.item.rel, s, map_box_part(m))
     return rows

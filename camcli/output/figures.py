@@ -37,19 +37,49 @@ def fit_box(image: np.ndarray, side: int) -> np.ndarray:
     return canvas
 
 
-def caption(tile: np.ndarray, text: str, bar: int | None = None) -> np.ndarray:
-    """A white bar above ``tile`` with ``text`` in black, shrunk until it fits the width."""
+#: how far a caption line may shrink to fit before it is shortened instead: below this share of
+#: its size, text on a 192-pixel thumbnail is no longer readable
+SMALLEST_SHARE = 0.75
+
+
+def caption(tile: np.ndarray, text: str, bar: int | None = None, lines: int | None = None) -> np.ndarray:
+    """A white band above ``tile`` with ``text`` in black, a line per line of ``text``.
+
+    A line too wide shrinks a little (to :data:`SMALLEST_SHARE` of its size), then loses its middle
+    (``pairs/star_r…g_03.png``): the start and the end of a path or a name say the most. ``bar``
+    is the height of one line; ``lines`` fixes the band's line count, so that the tiles of a
+    contact sheet line up whatever their captions.
+    """
     w = tile.shape[1]
     bar = bar or max(18, tile.shape[0] // 12)
-    scale = bar / 40.0
+    base = bar / 40.0
     thickness = 1 if bar < 30 else 2
-    scale = fit_text_scale(text, w - 6, scale, thickness)
-    while len(text) > 3 and cv2.getTextSize(text, _FONT, scale, thickness)[0][0] > w - 6:
-        text = text[:-4] + "..."
-    head = np.full((bar, w, 3), 255, np.uint8)
-    (tw, th), _ = cv2.getTextSize(text, _FONT, scale, thickness)
-    cv2.putText(head, text, (max(3, (w - tw) // 2), (bar + th) // 2), _FONT, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    rows = text.split("\n")
+    count = max(len(rows), lines or 0)
+    head = np.full((bar * count, w, 3), 255, np.uint8)
+    for k, line in enumerate(rows[:count]):
+        scale = fit_text_scale(line, w - 6, base, thickness, floor=base * SMALLEST_SHARE)
+        line = shortened(line, w - 6, scale, thickness)
+        (tw, th), _ = cv2.getTextSize(line, _FONT, scale, thickness)
+        cv2.putText(head, line, (max(3, (w - tw) // 2), k * bar + (bar + th) // 2), _FONT, scale, (0, 0, 0),
+                    thickness, cv2.LINE_AA)
     return np.vstack([head, tile])
+
+
+def shortened(text: str, width: int, scale: float, thickness: int) -> str:
+    """``text``, or its start and end around ``...`` when it is wider than ``width`` pixels."""
+    def fits(t: str) -> bool:
+        return cv2.getTextSize(t, _FONT, scale, thickness)[0][0] <= width
+
+    if fits(text):
+        return text
+    keep = len(text) - 1
+    while keep > 2:
+        head, tail = text[:(keep + 1) // 2], text[len(text) - keep // 2:]
+        if fits(f"{head}...{tail}"):
+            return f"{head}...{tail}"
+        keep -= 1
+    return text[:1] + "..."
 
 
 def panel(original: np.ndarray, overlays: Sequence[tuple[str, np.ndarray]], title: str = "image",
@@ -77,10 +107,12 @@ class ContactSheets:
         self.per_sheet = per_sheet
         self.thumb = thumb
         self.columns = math.ceil(math.sqrt(per_sheet))
+        self.caption_lines = 3  # the image, the method at its layer, what the map explains
         self._tiles: list[np.ndarray] = []
 
     def add(self, image: np.ndarray, text: str) -> np.ndarray | None:
-        self._tiles.append(caption(fit_box(image, self.thumb), text, bar=22))
+        """A thumbnail; ``text``'s lines (at most :attr:`caption_lines`) above it."""
+        self._tiles.append(caption(fit_box(image, self.thumb), text, bar=20, lines=self.caption_lines))
         return self.flush() if len(self._tiles) >= self.per_sheet else None
 
     def flush(self) -> np.ndarray | None:

@@ -37,14 +37,25 @@ def method_file_name(method: str) -> str:
     return method.replace("+", "p")
 
 
+#: what separates the layer from the class or box a map explains in a file name: a layer name
+#: never holds it, so ``@layer4.1--class3-cup`` cannot read as a layer ``layer4.1.3``
+TARGET_MARK = "--"
+
+
 def class_part(index: int | None, label: str | None) -> str:
-    """``.3-cup``: the explained class in the file names of runs that explain several per image."""
-    return "" if index is None else f".{index}-{file_safe(label or '')}"
+    """``--class3-cup``: the explained class in the file names of runs that explain several per image."""
+    return "" if index is None else f"{TARGET_MARK}class{index}-{file_safe(label or '')}"
+
+
+def box_part(rank: int, label: str) -> str:
+    """``--box2-dog``: the box a detection map explains (its rank in the image, its label)."""
+    return f"{TARGET_MARK}box{rank}-{file_safe(label)}"
 
 
 def overlay_rel(image_rel: str, method: str, layer: str, ext: str = "png", target: str = "") -> str:
     """``overlays/a/cat.jpg.gradcam@layer4.1.png``: mirrors the input tree, names method and layer
-    (and, with ``target`` from :func:`class_part`, the class: ``...@layer4.1.3-cup.png``)."""
+    (and, with ``target`` from :func:`class_part` or :func:`box_part`, what the map explains:
+    ``...@layer4.1--class3-cup.png``)."""
     return f"overlays/{image_rel}.{method_file_name(method)}@{file_safe(layer)}{target}.{ext}"
 
 

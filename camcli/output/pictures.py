@@ -58,7 +58,7 @@ def write_run_pictures(out: Path, html: bool, grid: bool, about: dict | None = N
                 continue
             picture = cv2.imread(str(out / row.output), cv2.IMREAD_COLOR)
             if picture is not None:
-                save(sheets.add(picture[..., ::-1], f"{row.path} | {row.method} @ {row.layer} | {row.explained_label}"))
+                save(sheets.add(picture[..., ::-1], f"{row.path}\n{row.method} @ {row.layer}\n{row.explained_label}"))
         save(sheets.flush())
 
 
