@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from camcli.cli.progress import Heartbeat, ProgressLines
-from camcli.engine.work import WorkMeter, count_passes, counting
+from camcli.cli.progress import Heartbeat
+from camcli.engine.work import WorkMeter, count_passes, counting, current
 
 
 class Clock:
@@ -16,8 +16,8 @@ class Clock:
 
 def heartbeat(every: float = 10.0):
     clock, said = Clock(), []
-    meter = WorkMeter(clock)
-    beat = Heartbeat(meter.state, "explaining", "images", every=every, log=said.append, clock=clock)
+    meter = WorkMeter(clock=clock)
+    beat = Heartbeat(lambda: meter, every=every, log=said.append, clock=clock)
     return clock, meter, beat, said
 
 
@@ -66,16 +66,27 @@ def test_passes_outside_a_run_count_nowhere_and_a_resumed_run_rates_its_own_imag
     assert said == ["explaining: 9/10 images (90%), 3.0 s/image, eta 3 s"]
 
 
-def test_every_zero_says_nothing_and_evaluate_phases_rate_from_their_first_step():
+def test_every_zero_says_nothing_and_each_phase_of_evaluate_has_its_own_lines():
     clock, meter, beat, said = heartbeat(every=0)
     meter.start(total=1)
     clock.now = 100.0
     beat.tick()
     assert said == []
-    lines, clock = [], Clock()
-    phase = ProgressLines("sanity", "explanation passes", 5.0, lines.append, clock=clock)
-    clock.now = 60.0
-    phase.update(1, 11)  # the first step came after a minute of loading
-    clock.now = 70.0
-    phase.update(6, 11)
-    assert lines == ["sanity: 6/11 explanation passes (55%), 2.0 s/explanation pass, eta 10 s"]
+    clock, said = Clock(), []
+    beat = Heartbeat(current, every=5.0, log=said.append, clock=clock)  # what `camcli evaluate` polls
+    explaining = WorkMeter(clock=clock)
+    sanity = WorkMeter("sanity", "explanation passes", clock=clock)
+    beat.tick()  # nothing under way yet: the model loads
+    with counting(explaining):
+        explaining.start(total=2)
+        clock.now = 4.0
+        explaining.image_done()
+        beat.tick()
+    clock.now = 60.0  # a minute of scoring between the phases
+    with counting(sanity):
+        sanity.start(total=11)
+        clock.now = 62.0
+        sanity.image_done()
+        beat.tick()
+    assert said == ["explaining: 1/2 images (50%), 4.0 s/image, eta 4 s",
+                    "sanity: 1/11 explanation passes (9%), 2.0 s/explanation pass, eta 20 s"]

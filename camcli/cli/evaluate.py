@@ -10,7 +10,8 @@ from rich.console import Console
 
 from camcli.cli import app, handle_errors, stderr_console, stdout_console
 from camcli.cli.options import SHORT_HELP_NOTE, HelpAll, settings_options
-from camcli.cli.progress import DEFAULT_EVERY, ProgressLines
+from camcli.cli.progress import DEFAULT_EVERY, Heartbeat, bar_view
+from camcli.engine.work import current
 from camcli.cli.signals import InterruptOnTerm
 from camcli.cli.stdout import DataStdout
 from camcli.errors import EXIT_FAILURES, EXIT_OK, as_flags
@@ -75,32 +76,24 @@ def evaluate(
     """
     import json as json_module
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from camcli.evaluation.evaluate import evaluate as run_evaluation
     from camcli.evaluation.scoring import fmt
 
     console = stderr_console()
     log = (lambda msg: None) if quiet else (lambda msg: console.print(as_flags(msg), markup=False))
-    units = {"explaining": "images", "sanity": "explanation passes"}
+    show_bar = console.is_terminal and not quiet
     with InterruptOnTerm(), DataStdout() as data, \
-            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                     console=console, disable=quiet or not console.is_terminal, transient=True) as bar:
-        tasks, lines = {}, {}
-        every = 0 if quiet or console.is_terminal else progress_every
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(f"{stage}: {units.get(stage, 'steps')}", total=total)
-                lines[stage] = ProgressLines(stage, units.get(stage, "steps"), every, log)
-            bar.update(tasks[stage], completed=done, total=total)
-            lines[stage].update(done, total)
-
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+                     console=console, disable=not show_bar, transient=True) as bar, \
+            Heartbeat(current, log=log, every=0 if quiet or console.is_terminal else progress_every,
+                      bar=bar_view(bar) if show_bar else None):  # each phase's meter: explaining, sanity
         report = run_evaluation(
             sources, truth, normalized=normalized, config=config, box_threshold=box_threshold,
             pointing_tolerance=pointing_tolerance, box_mode=box_mode, faithfulness=faithfulness, steps=steps,
             sanity=sanity, html=html, out=out, min_iou=min_iou, min_pointing=min_pointing, min_accuracy=min_accuracy,
-            max_sanity_similarity=max_sanity_similarity, min_recall=min_recall, log=log, progress=progress,
+            max_sanity_similarity=max_sanity_similarity, min_recall=min_recall, log=log,
             **{k: v for k, v in settings.items() if v is not None})
         if json_out:
             print(json_module.dumps(report.as_dict()), file=data.stream, flush=True)

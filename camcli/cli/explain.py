@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from camcli.cli import EXIT_CODES, app, handle_errors, stderr_console, stdout_console
 from camcli.cli.options import SHORT_HELP_NOTE, HelpAll, settings_options
-from camcli.cli.progress import DEFAULT_EVERY, Heartbeat, pace, passes_text
+from camcli.cli.progress import DEFAULT_EVERY, Heartbeat, bar_view
 from camcli.cli.signals import GracefulStop, InterruptOnTerm, exit_code
 from camcli.cli.stdout import DataStdout
 from camcli.errors import EXIT_FAILURES, EXIT_OK, UsageError, as_flags, gather
@@ -77,12 +77,11 @@ def explain(
 
         run = Run(resolved, paths, log=log, items=items)
         show_bar = console.is_terminal and not resolved.quiet
-        with Progress(TextColumn("explaining"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
                       console=console, disable=not show_bar, transient=True) as bar, \
                 GracefulStop(run) as stop, \
-                Heartbeat(run.work.state, "explaining", "images", log=log,
-                          every=0 if show_bar or resolved.quiet else progress_every,
-                          bar=_bar_view(bar, bar.add_task("explain", total=None, detail="")) if show_bar else None):
+                Heartbeat(lambda: run.work, log=log, every=0 if show_bar or resolved.quiet else progress_every,
+                          bar=bar_view(bar) if show_bar else None):
             for result, rows in run.outcomes():
                 if json_out:
                     print(json.dumps(image_record(rows, run.session.task)), file=data.stream, flush=True)
@@ -106,16 +105,6 @@ def explain(
                           f"`camcli explain ... --out {summary.out} --resume` continues", markup=False)
         raise typer.Exit(exit_code(stop.signum))
     raise typer.Exit(EXIT_FAILURES if summary.failed else EXIT_OK)
-
-
-def _bar_view(bar: Progress, task):
-    """The live bar's update from a work state: images done of the total, the rate, ETA and passes."""
-    def show(state, now) -> None:
-        if state.started is None:
-            return
-        bar.update(task, completed=state.already + state.done, total=state.total,
-                   detail=", ".join(pace("images", state, now)) + passes_text("images", state))
-    return show
 
 
 def _number_out(settings) -> None:

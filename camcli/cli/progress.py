@@ -9,7 +9,8 @@ a cluster's output file) a line comes as soon as the first image is done, then a
     explaining: 3/24 images (12%), 2.4 s/image, eta 51 s; 1,024 passes into the next image
 
 Rate and ETA are measured from the time explaining started, not from start-up (loading torch
-and the model), and are shown once an image has finished.
+and the model), and are shown once an image has finished. ``camcli evaluate`` shows its phases
+(explaining, then the sanity checks' explanation passes) the same way, each with its own meter.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from camcli.engine.work import WorkState, images_per_second, seconds_left
+from camcli.engine.work import WorkMeter, WorkState, images_per_second, seconds_left
 
 #: --progress-every's default: a line every 30 seconds off a terminal
 DEFAULT_EVERY = 30.0
@@ -63,22 +64,26 @@ def speed_text(per_second: float, unit: str) -> str:
 
 
 class Heartbeat:
-    """Polls ``state()`` on a thread while in its ``with`` block.
+    """Polls the work's meter on a thread while in its ``with`` block.
 
-    ``lines``: log a :func:`progress_line` when the first image is done, then every ``every``
-    seconds while explaining (``every`` 0: never). ``bar``: called with the state every
-    :data:`BAR_TICK` seconds (a terminal's live bar).
+    ``meter()`` gives the :class:`~camcli.engine.work.WorkMeter` of the work under way, or None
+    (nothing under way: the model loads); a new meter is a new phase, with its own first line.
+    ``lines``: log a :func:`progress_line` when the phase's first unit is done, then every ``every``
+    seconds while it goes on (``every`` 0: never). ``bar``: called with the meter and its state
+    every :data:`BAR_TICK` seconds (a terminal's live bar).
     """
 
-    def __init__(self, state: Callable[[], WorkState], what: str, unit: str, *, every: float = 0,
-                 log: Callable[[str], None] = lambda msg: None, bar: Callable[[WorkState, float], None] | None = None,
+    def __init__(self, meter: Callable[[], WorkMeter | None], *, every: float = 0,
+                 log: Callable[[str], None] = lambda msg: None,
+                 bar: Callable[[WorkMeter, WorkState, float], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.state, self.what, self.unit, self.every, self.log = state, what, unit, every, log
-        self.bar, self.clock = bar, clock
+        self.meter, self.every, self.log, self.bar, self.clock = meter, every, log, bar, clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="camcli-progress", daemon=True)
+        self._phase: WorkMeter | None = None
         self._last_line: float | None = None
         self._first_said = False
+        self._said: tuple[int, int | None] | None = None  # the count the latest line gave
 
     def __enter__(self) -> Heartbeat:
         if self.every > 0 or self.bar is not None:
@@ -89,6 +94,17 @@ class Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+            self._finish()
+
+    def _finish(self) -> None:
+        """A phase that said something ends with a line of its final count (the log's last word on it)."""
+        phase = self._phase
+        if phase is None or self.every <= 0 or self._last_line is None:
+            return
+        state = phase.state()
+        if state.done and self._said != (state.done, state.total):
+            self.log(progress_line(phase.what, phase.unit, state, self.clock()))
+        self._last_line = None
 
     def _beat(self) -> None:
         tick = max(MIN_TICK, min(BAR_TICK, self.every) if self.every > 0 else BAR_TICK)
@@ -96,40 +112,39 @@ class Heartbeat:
             self.tick()
 
     def tick(self) -> None:
-        """One look at the state: draw the bar, say a line if one is due."""
-        state, now = self.state(), self.clock()
+        """One look at the work: draw the bar, say a line if one is due."""
+        meter = self.meter()
+        if meter is not self._phase:
+            self._finish()
+            self._phase, self._last_line, self._first_said = meter, None, False
+        if meter is None:
+            return
+        state, now = meter.state(), self.clock()
         if self.bar is not None:
-            self.bar(state, now)
+            self.bar(meter, state, now)
         if self.every <= 0 or state.started is None:
             return
         first = state.done > 0 and not self._first_said
         due = now - (self._last_line if self._last_line is not None else state.started) >= self.every
         if first or due:
             self._first_said = self._first_said or state.done > 0
-            self._last_line = now
-            self.log(progress_line(self.what, self.unit, state, now))
+            self._last_line, self._said = now, (state.done, state.total)
+            self.log(progress_line(meter.what, meter.unit, state, now))
 
 
-class ProgressLines:
-    """``update(done, total)`` as work finishes, for work that is not a run (evaluate's phases):
-    a line when ``every`` seconds have passed since the last, rated from the first update on
-    (the first step's time holds the start-up)."""
+def bar_view(bar):
+    """A rich ``Progress`` (columns: description, bar, M/N, ``{task.fields[detail]}``) drawn from the
+    meters it is given: a task per phase, its count, rate, ETA and passes."""
+    tasks: dict[int, object] = {}
 
-    def __init__(self, what: str, unit: str, every: float, log: Callable[[str], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.what, self.unit, self.every, self.log, self.clock = what, unit, every, log, clock
-        self._first: tuple[float, int] | None = None
-        self._last = clock()
-
-    def update(self, done: int, total: int | None) -> None:
-        now = self.clock()
-        if self._first is None:
-            self._first, self._last = (now, done), now
-        if self.every <= 0 or now - self._last < self.every:
+    def show(meter: WorkMeter, state: WorkState, now: float) -> None:
+        if state.started is None:
             return
-        self._last = now
-        started, before = self._first
-        self.log(progress_line(self.what, self.unit, WorkState(started, done - before, before, total, 0, now), now))
+        if id(meter) not in tasks:
+            tasks[id(meter)] = bar.add_task(meter.what, total=state.total, detail="")
+        bar.update(tasks[id(meter)], description=f"{meter.what}: {meter.unit}", completed=state.already + state.done,
+                   total=state.total, detail=", ".join(pace(meter.unit, state, now)) + passes_text(meter.unit, state))
+    return show
 
 
 def singular(unit: str) -> str:

@@ -30,9 +30,14 @@ class WorkState:
 
 
 class WorkMeter:
-    """Counts a run's finished images and the passes of the image in hand; thread-safe to read."""
+    """Counts a run's finished images and the passes of the image in hand; thread-safe to read.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    ``what`` and ``unit`` name the work for a display (``explaining``, ``images``; evaluate's
+    sanity checks: ``sanity``, ``explanation passes``).
+    """
+
+    def __init__(self, what: str = "explaining", unit: str = "images", clock: Callable[[], float] = time.monotonic) -> None:
+        self.what, self.unit = what, unit
         self.clock = clock
         self._lock = threading.Lock()
         self._state = WorkState(None, 0, 0, None, 0)
@@ -66,6 +71,12 @@ def counting(meter: WorkMeter) -> Iterator[WorkMeter]:
         yield meter
     finally:
         _counting.remove(meter)
+
+
+def current() -> WorkMeter | None:
+    """The meter of the work under way (the innermost, when work nests), or None: what a display
+    that does not hold the run itself (``camcli evaluate``'s) polls."""
+    return _counting[-1] if _counting else None
 
 
 def count_passes(count: int) -> None:

@@ -38,6 +38,7 @@ from camcli.engine.capture import removed_after
 from camcli.engine.stream import uses_channels_last
 from camcli.engine.tensors import upsample
 from camcli.engine.layer_names import display_name
+from camcli.engine.work import WorkMeter, counting
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -217,15 +218,19 @@ def run_sanity(explainer, model: nn.Module, pixels: Sequence[torch.Tensor], targ
 
     units = parameter_units(model, torch.zeros(1, 3, *size, device=device))
     total = 1 + 2 * len(units)
+    meter = WorkMeter("sanity", "explanation passes")  # polled by a progress display (work.current)
     done = 0
     if log:
         log(f"sanity checks: {total} explanation passes over {len(pixels)} image(s) (the trained model, then "
             f"{len(units)} blocks re-initialised in a cascade and one at a time), each as costly as explaining them "
             "once; fewer images or cheaper `method` choices cut them")
 
+    meter.start(total)
+
     def tick():
         nonlocal done
         done += 1
+        meter.image_done()
         if progress:
             progress(done, total)
 
@@ -241,6 +246,12 @@ def run_sanity(explainer, model: nn.Module, pixels: Sequence[torch.Tensor], targ
         return step
 
     trained = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=False).items()}
+    with counting(meter):
+        return _randomised(explain, compare, tick, model, units, trained, seed, paths)
+
+
+def _randomised(explain, compare, tick, model, units, trained, seed, paths) -> SanityResult:
+    """The trained model's maps, then the cascade and the independent re-initialisations."""
     try:
         original = explain()
         tick()
