@@ -3,7 +3,8 @@ image) and as sigmoid (every label over 0.5), each run in its own child process,
 
     python benchmarks/heads.py            # about a minute on 2 cores
 
-Each extra explained class is one more forward and backward of its batch; this prints images/s,
+Each extra explained class is one more partial backward of its batch (from the forward the first
+class ran; methods with hooks of their own run the batch again); this prints images/s,
 maps/s and the maps per image of both readings, and their ratio, side by side.
 """
 

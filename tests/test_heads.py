@@ -138,7 +138,7 @@ def test_multi_label_head_explains_every_positive_label_with_sigmoid_probabiliti
             assert float(row["target_score"]) == pytest.approx(float(probs[i]), abs=2e-5)
             assert float(row["score"]) == pytest.approx(float(probs.max()), abs=2e-5)
             assert row["targets"] == str(len(positive))
-            assert (out / row["output"]).is_file() and f".{i}-{row['target_label']}." in row["output"]
+            assert (out / row["output"]).is_file() and f"--class{i}-{row['target_label']}." in row["output"]
             ours = np.load(out / row["heatmap"])
             theirs = peer_map(model, model.layer4[1], x, ClassifierOutputTarget(i))
             assert pearson(ours, theirs) >= 0.99, (name, row["target_label"])

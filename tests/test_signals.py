@@ -3,7 +3,6 @@ output read by a pipe. Real processes and real signals; nothing may be left behi
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import hashlib
 import json

@@ -120,7 +120,6 @@ def print_tables(report, fmt, to_stderr: bool = False) -> None:
     console = logs if to_stderr else stdout_console()
     if not console.is_terminal:
         console = Console(stderr=to_stderr, highlight=False, width=220)  # the whole table, also in files and logs
-    evaluation = report.evaluation
     task = tasks.get(report.task)
     if not task.print_report(report, console, fmt):
         _print_classifier_tables(report, console, fmt)

@@ -35,7 +35,7 @@ from torchvision.ops import box_iou
 from camcli.engine.capture import frozen_parameters, removed_after
 from camcli.engine.layer_names import display_name, hook_layer
 from camcli.engine.methods import CAMMethod, taking
-from camcli.engine.methods.assumptions import strict_refusal
+from camcli.engine.methods.assumptions import failures, measure, on_host, refuse_failed
 from camcli.engine.methods.base import ForwardPass, normalise
 from camcli.engine.work import count_passes
 from camcli.errors import UsageError
@@ -305,10 +305,10 @@ class DetectionExplainer:
     def _keep(self, method: CAMMethod, fp: ForwardPass, layer: str, maps: list[dict], ranks) -> None:
         """Run ``method`` on one image's ``fp`` and hand its map to that image's boxes of ``ranks``."""
         batch = method(fp, layer)
-        checks = [a.check(fp.activations[layer]) for a in method.assumptions]
-        failed = tuple((c.assumption, float(c.values[0])) for c in checks if bool(c.failed[0]))
-        if self.strict and failed:
-            raise strict_refusal(method.name, layer, *failed[0])
+        checks = on_host(measure(method, layer, fp.activations[layer]))
+        if self.strict:
+            refuse_failed(method.name, layer, checks)
+        failed = failures(checks, 0)
         entry = (batch.maps[0].detach().float().cpu(), bool(batch.empty[0]), failed, fp.cache["extent"])
         for r in ranks:
             maps[r][(method.name, layer)] = entry

@@ -33,7 +33,7 @@ from camcli.engine.fusion import check_fuse, fused, fused_name
 from camcli.engine.layouts import Layout, detect, readings, rescaled_shapes, token_geometry
 from camcli.engine.layer_names import display_name, resolve_layer
 from camcli.engine.methods import CAMMethod
-from camcli.engine.methods.assumptions import Check, strict_refusal
+from camcli.engine.methods.assumptions import Check, measure, refuse_failed
 from camcli.engine.methods.base import INPUT_LAYER, ForwardPass, MapBatch
 from camcli.engine.targets import Target, default_target
 
@@ -48,6 +48,21 @@ class BatchExplanation:
     maps: dict[tuple[str, str], MapBatch]
     #: (method, layer) -> the method's assumptions measured on this batch (methods that have any)
     checks: dict[tuple[str, str], list[Check]] = field(default_factory=dict)
+    #: the shared pass, kept for :meth:`Explainer.further` (its graph too, when gradients were taken)
+    shared: SharedPass | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class SharedPass:
+    """What one forward leaves for explaining further classes of the same images: the input, the
+    table, the layer maps (``graph``: the same maps still attached to the forward's graph, so that
+    each further class costs one partial backward and no forward)."""
+
+    inputs: torch.Tensor
+    logits: torch.Tensor  # (N, K), attached to the graph when ``graph`` is
+    activations: dict[str, torch.Tensor]  # detached
+    graph: dict[str, torch.Tensor] | None
+    layouts: dict[str, Layout]
 
 
 class Explainer:
@@ -94,6 +109,14 @@ class Explainer:
         self.rescaled: dict[tuple[str, int, int], tuple[int, ...]] = {}
         self.channels: dict[str, int] = {}  # layer -> channels of its map, known once validated
         self._validated = False  # the methods' own checks ran (validate, or the first batch called)
+
+    @property
+    def shares_forward(self) -> bool:
+        """Whether further classes of a batch reuse its forward (a partial backward each, the graph
+        kept until they are done): when an image may get several classes, unless a method watches
+        the forward with hooks of its own, takes second derivatives or other objectives, or the
+        maps are averaged over augmented inputs; those run the batch again per class."""
+        return self.target.several and not (self.watchers or self.objectives or self.needs_hessian or self.aug_smooth)
 
     def layout(self, layer: str, input_size: tuple[int, int]) -> Layout | None:
         """How ``layer``'s output was read for inputs of ``input_size`` (None before the first batch)."""
@@ -182,10 +205,15 @@ class Explainer:
                     targets = self._targets(logits, target)
             _check_ran(store, self.layers)
             activations = {l: store[l].detach() for l in self.layers}
-        return ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.target,
-                           layouts={l: self.layouts[(l, *size)] for l in self.layers},
-                           objective_gradients=objective_gradients, hessian_products=hessian,
-                           again=lambda y: self.forward(y, targets), cache=cache)
+        layouts = {l: self.layouts[(l, *size)] for l in self.layers}
+        fp = ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.target,
+                         layouts=layouts, objective_gradients=objective_gradients, hessian_products=hessian,
+                         again=lambda y: self.forward(y, targets), cache=cache)
+        if self.shares_forward:
+            fp.cache[SHARED] = SharedPass(x.detach(), logits if self.needs_gradients else logits.detach(),
+                                          activations, {l: store[l] for l in self.layers} if self.needs_gradients
+                                          else None, layouts)
+        return fp
 
     def _backward(self, store, logits, targets):
         """Gradients of the score at every layer; Hessian-vector products and other objectives'
@@ -194,7 +222,8 @@ class Explainer:
         acts = [store[l] for l in self.layers]
         more = bool(self.objectives)
         grads = torch.autograd.grad(self.target.scores(logits, targets).sum(), acts, allow_unused=True,
-                                    retain_graph=more or self.needs_hessian, create_graph=self.needs_hessian)
+                                    retain_graph=more or self.needs_hessian or self.shares_forward,
+                                    create_graph=self.needs_hessian)
         grads = [g if g is not None else torch.zeros_like(a) for a, g in zip(acts, grads)]
         hessian = _hessian_products(acts, grads, self.layers, more) if self.needs_hessian else {}
         objective_gradients = {}
@@ -215,6 +244,45 @@ class Explainer:
         fp = self.forward(x, target)
         if not self._validated:  # called directly (the session validates first): the same refusals
             self._check_methods(fp)
+        self._use(fp, x, wanted, seeds)
+        maps = self._maps(fp)
+        if self.aug_smooth:
+            maps = averaged(maps, lambda y: self._maps(self._like(fp, self.forward(y, fp.targets))), x)
+        if self.fuse is not None:
+            maps.update(fused(maps, self.fuse, self.layers, self.methods))
+        checks = self._check_assumptions(fp)
+        logits = fp.logits.float()
+        return BatchExplanation(logits, self.target.values(logits), fp.targets, maps, checks, fp.cache.pop(SHARED, None))
+
+    def further(self, first: BatchExplanation, x: torch.Tensor, target: torch.Tensor,
+                wanted: Sequence[bool] | torch.Tensor | None = None,
+                seeds: Sequence[int] | None = None) -> BatchExplanation:
+        """Other classes ``target`` (one per image) of the images ``first`` explained: from ``first``'s
+        pass, one partial backward and no forward, when the methods allow it; else as a call."""
+        shared = first.shared
+        if shared is None:
+            return self(x, target, wanted=wanted, seeds=seeds)
+        targets = self._targets(shared.logits.detach(), target)
+        gradients = {}
+        if shared.graph is not None:
+            acts = [shared.graph[l] for l in self.layers]
+            with torch.inference_mode(False), torch.enable_grad():
+                grads = torch.autograd.grad(self.target.scores(shared.logits, targets).sum(), acts,
+                                            allow_unused=True, retain_graph=True)
+            gradients = {l: (g if g is not None else torch.zeros_like(a)).detach()
+                         for l, a, g in zip(self.layers, acts, grads)}
+        fp = ForwardPass(self.model, shared.inputs, shared.logits.detach(), targets, shared.activations, gradients,
+                         self.target, layouts=shared.layouts, again=lambda y: self.forward(y, targets))
+        self._use(fp, x, wanted, seeds)
+        maps = self._maps(fp)
+        if self.fuse is not None:
+            maps.update(fused(maps, self.fuse, self.layers, self.methods))
+        logits = fp.logits.float()
+        return BatchExplanation(logits, self.target.values(logits), targets, maps, self._check_assumptions(fp), shared)
+
+    @staticmethod
+    def _use(fp: ForwardPass, x: torch.Tensor, wanted, seeds) -> None:
+        """Give ``fp`` the images' seeds and which of them are wanted, checked against the batch."""
         if seeds is not None:
             if len(seeds) != x.shape[0]:
                 raise ValueError(f"seeds has {len(seeds)} entries for a batch of {x.shape[0]}")
@@ -223,14 +291,6 @@ class Explainer:
             fp.wanted = torch.as_tensor(wanted, dtype=torch.bool).flatten()
             if fp.wanted.numel() != x.shape[0]:
                 raise ValueError(f"wanted has {fp.wanted.numel()} entries for a batch of {x.shape[0]}")
-        maps = self._maps(fp)
-        if self.aug_smooth:
-            maps = averaged(maps, lambda y: self._maps(self._like(fp, self.forward(y, fp.targets))), x)
-        if self.fuse is not None:
-            maps.update(fused(maps, self.fuse, self.layers, self.methods))
-        checks = self._check_assumptions(fp)
-        logits = fp.logits.float()
-        return BatchExplanation(logits, self.target.values(logits), fp.targets, maps, checks)
 
     def map_keys(self) -> list[tuple[str, str]]:
         """(method, layer) of every map an image gets, in the order they come: a method that
@@ -252,28 +312,16 @@ class Explainer:
 
     def _check_assumptions(self, fp: ForwardPass) -> dict[tuple[str, str], list[Check]]:
         """Measure every method's assumptions at every layer (each assumption once per layer)."""
-        measured: dict[tuple[type, str], Check] = {}
+        measured: dict = {}
         checks: dict[tuple[str, str], list[Check]] = {}
         for method in self.methods:
             for layer in self.layers:
-                found = []
-                for a in method.assumptions:
-                    key = (type(a), layer)
-                    if key not in measured:
-                        measured[key] = a.check(fp.activations[layer])
-                    found.append(measured[key])
+                found = measure(method, layer, fp.activations[layer], measured)
                 if found:
                     checks[(method.name, layer)] = found
                     if self.strict:
-                        self._refuse(method.name, layer, found, fp.wanted)
+                        refuse_failed(method.name, layer, found, fp.wanted)
         return checks
-
-    @staticmethod
-    def _refuse(method: str, layer: str, found: list[Check], wanted: torch.Tensor | None) -> None:
-        for c in found:
-            failed = c.failed if wanted is None else c.failed & wanted.to(c.failed.device)
-            if failed.any():
-                raise strict_refusal(method, layer, c.assumption, float(c.values[failed].max()))
 
     def _targets(self, logits: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
         n, k = logits.shape
@@ -299,6 +347,10 @@ def _hessian_products(acts: list[torch.Tensor], grads: list[torch.Tensor], layer
                                       retain_graph=retain or i < len(layers) - 1)[0]
         out[layer] = (hvp if hvp is not None else torch.zeros_like(a)).detach()
     return out
+
+
+#: the key under which a forward pass carries its :class:`SharedPass` to :meth:`Explainer.__call__`
+SHARED = "shared pass"
 
 
 class _NeedsProbe(Exception):

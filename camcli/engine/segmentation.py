@@ -32,7 +32,7 @@ from camcli.engine.capture import capture, frozen_parameters
 from camcli.engine.layer_names import display_name
 from camcli.engine.layouts import Layout, detect, layer_shapes, readings, rescaled_shapes, token_geometry
 from camcli.engine.methods import CAMMethod, taking
-from camcli.engine.methods.assumptions import strict_refusal
+from camcli.engine.methods.assumptions import failures, measure, on_host, refuse_failed
 from camcli.engine.methods.base import ForwardPass
 from camcli.engine.targets import select_output
 from camcli.errors import UsageError
@@ -288,16 +288,15 @@ class SegmentationExplainer:
         segment ``r`` of image ``rows[i]`` (the row itself by default), for each (i, r) of ``where``."""
         for name in [layer] if layer is not None else self.layers:
             batch = method(fp, name)
-            on_host = batch.maps.detach().float().cpu()  # one device-to-host copy per call, not one per map
+            host_maps = batch.maps.detach().float().cpu()  # one device-to-host copy per call, not one per map
             empty = batch.empty.cpu().tolist()
-            checks = [(c.assumption, c.values.cpu().tolist(), c.failed.cpu().tolist())
-                      for c in (a.check(fp.activations[name]) for a in method.assumptions)]
+            checks = on_host(measure(method, name, fp.activations[name]))
+            if self.strict:
+                refuse_failed(method.name, name, checks, sorted({i for i, _ in where}))
             for i, r in where:
-                failed = tuple((assumption, float(values[i])) for assumption, values, bad in checks if bad[i])
-                if self.strict and failed:
-                    raise strict_refusal(method.name, name, *failed[0])
+                failed = failures(checks, i)
                 image = rows[i] if rows else i
-                maps[image][r][(method.name, name)] = (on_host[i], bool(empty[i]), failed)
+                maps[image][r][(method.name, name)] = (host_maps[i], bool(empty[i]), failed)
 
 
 def segmentation_methods() -> list[str]:

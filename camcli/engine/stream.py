@@ -231,7 +231,7 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
                     slots.append(None)
                     continue
                 classes = torch.tensor([c[s] if len(c) > s else c[0] for c, _ in chosen], device=exp.logits.device)
-                slots.append(explainer(x, classes, wanted=present, seeds=seeds))
+                slots.append(explainer.further(exp, x, classes, wanted=present, seeds=seeds))
         except (RuntimeError, ValueError) as e:  # e.g. out of memory: the batch fails, the run goes on
             reason = f"model failed on this batch: {str(e).splitlines()[0]}"
             for d in good:

@@ -172,11 +172,18 @@ def check_files(s: ExplainSettings) -> None:
             raise UsageError(message)
 
     named = [(str(getattr(s, name)), f"`{name}` {getattr(s, name)} does not exist") for name in FILE_SETTINGS
-             if isinstance(getattr(s, name), (str, os.PathLike)) and str(getattr(s, name))]
+             if isinstance(getattr(s, name), (str, os.PathLike)) and str(getattr(s, name))
+             and not _from_saved_run(s, name)]
     code = str(s.model or "").rpartition(":")[0]
     if code.endswith(".py"):
         named.append((code, f"`model` {s.model}: file {code} does not exist"))
     gather(*(lambda path=path, message=message: exists(path, message) for path, message in named))
+
+
+def _from_saved_run(s: ExplainSettings, name: str) -> bool:
+    """Whether a setting comes from a finished run's run.json (evaluate reruns it): a file it named
+    that has moved gets the rerun's own message, which says how to point to its new place."""
+    return s.sources.get(name, "default").endswith("run.json")
 
 
 def check_target_labels(s: ExplainSettings) -> None:

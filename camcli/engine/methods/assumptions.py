@@ -92,6 +92,46 @@ class SeparatedFirstComponent(Assumption):
         return f"the first two singular values are nearly equal (second / first = {value:.2f})"
 
 
+def measure(method, layer: str, acts: torch.Tensor, measured: dict | None = None) -> list[Check]:
+    """Each of ``method``'s assumptions measured on ``layer``'s activations (N, C, h, w);
+    ``measured`` keeps each assumption's figures per layer for the next method that shares it."""
+    found = []
+    for a in method.assumptions:
+        key = (type(a), layer)
+        if measured is not None and key in measured:
+            found.append(measured[key])
+            continue
+        check = a.check(acts)
+        if measured is not None:
+            measured[key] = check
+        found.append(check)
+    return found
+
+
+def on_host(checks: list[Check]) -> list[Check]:
+    """The checks with their figures as Python lists: one device-to-host copy for a whole batch."""
+    return [Check(c.assumption, c.values.cpu().tolist(), c.failed.cpu().tolist()) for c in checks]
+
+
+def failures(checks: list[Check], row: int) -> tuple[tuple[Assumption, float], ...]:
+    """The assumptions image ``row`` fails, each with its figure: what its rows report."""
+    return tuple((c.assumption, float(c.values[row])) for c in checks if bool(c.failed[row]))
+
+
+def refuse_failed(method: str, layer: str, checks: list[Check], rows=None) -> None:
+    """``strict``: refuse when an assumption fails on any image of ``rows`` (indices, or a bool mask;
+    None: every image), quoting its worst figure among them."""
+    for c in checks:
+        failed = torch.as_tensor(c.failed, dtype=torch.bool).flatten().cpu()
+        values = torch.as_tensor(c.values, dtype=torch.float32).flatten().cpu()
+        if rows is not None:
+            chosen = torch.as_tensor(rows).flatten().cpu()
+            mask = chosen.bool() if chosen.dtype == torch.bool else torch.zeros_like(failed).index_fill_(0, chosen.long(), True)
+            failed = failed & mask
+        if failed.any():
+            raise strict_refusal(method, layer, c.assumption, float(values[failed].max()))
+
+
 def strict_refusal(method: str, layer: str, assumption: Assumption, worst: float) -> UsageError:
     """What ``strict`` says when ``method``'s assumption fails at ``layer`` (every explainer's words)."""
     from camcli.engine.layer_names import display_name
