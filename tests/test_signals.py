@@ -248,6 +248,15 @@ def test_score_cam_into_a_pipe_reports_progress_at_the_promised_interval(tmp_pat
     assert actual / 3 - 2 <= eta <= 3 * actual + 2, (first, actual, heard)
 
 
+#: runs camcli's command line, then says whether torch was imported and the exit code
+TORCH_PROBE = ("import sys\n"
+               "from camcli.cli import main\n"
+               "sys.argv = ['camcli', *sys.argv[1:]]\n"
+               "try:\n    main()\n"
+               "except SystemExit as e:\n    code = e.code\n"
+               "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded', code, file=sys.stderr)\n")
+
+
 @pytest.mark.parametrize("args,message", [
     (["/no/such/folder"], "does not exist"),
     (["{samples}", "--out", "{full}"], "is not empty"),
@@ -259,13 +268,7 @@ def test_usage_errors_answer_before_torch_loads(tmp_path, args, message):
     full.mkdir()
     (full / "mine.txt").write_text("x")
     args = [a.format(samples=SAMPLES, full=full) for a in args]
-    probe = ("import sys\n"
-             "from camcli.cli import main\n"
-             "sys.argv = ['camcli', *sys.argv[1:]]\n"
-             "try:\n    main()\n"
-             "except SystemExit as e:\n    code = e.code\n"
-             "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded', code, file=sys.stderr)\n")
-    r = subprocess.run([sys.executable, "-c", probe, "explain", *args, *([] if "--out" in args else
+    r = subprocess.run([sys.executable, "-c", TORCH_PROBE, "explain", *args, *([] if "--out" in args else
                         ["--out", str(tmp_path / "o")])], capture_output=True, text=True, timeout=120)
     assert message in r.stderr and "torch not loaded 2" in r.stderr, r.stderr
 
@@ -276,13 +279,7 @@ def test_every_mistake_is_reported_at_once_before_torch_loads(tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     (full / "mine.txt").write_text("x")
-    probe = ("import sys\n"
-             "from camcli.cli import main\n"
-             "sys.argv = ['camcli', *sys.argv[1:]]\n"
-             "try:\n    main()\n"
-             "except SystemExit as e:\n    code = e.code\n"
-             "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded', code, file=sys.stderr)\n")
-    r = subprocess.run([sys.executable, "-c", probe, "explain", str(SAMPLES), str(tmp_path / "no-such-folder"),
+    r = subprocess.run([sys.executable, "-c", TORCH_PROBE, "explain", str(SAMPLES), str(tmp_path / "no-such-folder"),
                         "--out", str(full), "--colormap", "jett", "--method", "gradcamm", "--checkpoint",
                         str(tmp_path / "missing.pth"), "--labels", str(DEMO_CONFIG.parent.parent / "demo" / "labels.txt"),
                         "--target", "squar,blob"], capture_output=True, text=True, timeout=120)
