@@ -142,7 +142,7 @@ def bar_view(bar):
             return
         if id(meter) not in tasks:
             tasks[id(meter)] = bar.add_task(meter.what, total=state.total, detail="")
-        bar.update(tasks[id(meter)], description=f"{meter.what}: {meter.unit}", completed=state.already + state.done,
+        bar.update(tasks[id(meter)], description=meter.what, completed=state.already + state.done,
                    total=state.total, detail=", ".join(pace(meter.unit, state, now)) + passes_text(meter.unit, state))
     return show
 
