@@ -24,7 +24,7 @@ from torch import nn
 
 from camcli.engine.tensors import first_tensor
 from camcli.errors import UsageError
-from camcli.engine.layer_names import hook_layer
+from camcli.engine.layer_names import display_name, hook_layer
 
 LAYOUTS = ("auto", "nchw", "nhwc", "tokens")
 #: the most prefix tokens (class, distillation, register tokens) considered without the model saying
@@ -191,6 +191,20 @@ def rescaled_shapes(model: nn.Module, layers: list[str], x: torch.Tensor) -> dic
         return layer_shapes(model, layers, bigger)
     except (RuntimeError, ValueError, AssertionError, TypeError):
         return {}
+
+
+def decide_layouts(model: nn.Module, layers: list[str], x: torch.Tensor, requested: str = "auto"
+                   ) -> dict[str, Layout]:
+    """How each layer's output reads as a map for inputs like ``x`` (one image): its shape measured,
+    a second input size tried where a 4-D shape fits both ways, then :func:`detect` (a refusal
+    names the layer)."""
+    input_size = tuple(x.shape[-2:])
+    shapes = layer_shapes(model, layers, x)
+    geometry = token_geometry(model)
+    unsure = [l for l in layers if len(readings(shapes[l], input_size, geometry)) > 1]
+    bigger = rescaled_shapes(model, unsure, x) if unsure and requested == "auto" else {}
+    return {layer: detect(shapes[layer], input_size, geometry, requested, where=f"layer {display_name(layer)}",
+                          rescaled=bigger.get(layer)) for layer in layers}
 
 
 def by_scaling(found: list[Layout], shape: tuple[int, ...], other: tuple[int, ...] | None) -> list[Layout]:

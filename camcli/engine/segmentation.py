@@ -29,8 +29,7 @@ import torch
 from torch import nn
 
 from camcli.engine.capture import capture, frozen_parameters
-from camcli.engine.layer_names import display_name
-from camcli.engine.layouts import Layout, detect, layer_shapes, readings, rescaled_shapes, token_geometry
+from camcli.engine.layouts import Layout, decide_layouts
 from camcli.engine.methods import CAMMethod, taking
 from camcli.engine.methods.assumptions import failures, measure, on_host, refuse_failed
 from camcli.engine.methods.base import ForwardPass
@@ -159,13 +158,7 @@ class SegmentationExplainer:
     def validate(self, input_size: tuple[int, int], device: torch.device | str) -> None:
         """One dummy image: the output must be per-pixel scores for the labels, every layer a map."""
         x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
-        shapes = layer_shapes(self.model, self.layers, x)
-        geometry = token_geometry(self.model)
-        unsure = [l for l in self.layers if len(readings(shapes[l], input_size, geometry)) > 1]
-        bigger = rescaled_shapes(self.model, unsure, x) if unsure and self.layer_layout == "auto" else {}
-        for layer in self.layers:
-            self.layouts[layer] = detect(shapes[layer], input_size, geometry, self.layer_layout,
-                                         where=f"layer {display_name(layer)}", rescaled=bigger.get(layer))
+        self.layouts = decide_layouts(self.model, self.layers, x, self.layer_layout)
         with torch.inference_mode(), capture(self.model, self.layers, False, lambda l, t: self.layouts[l]) as store:
             scores = self.head.scores(self.model(x))
         self.head.binary = scores.shape[1] == 1
