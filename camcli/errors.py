@@ -108,12 +108,17 @@ def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     return found
 
 
-def unknown(kind: str, name: str, choices: Iterable[str], hint: str = "") -> UsageError:
-    """``UsageError`` for an unknown name, suggesting the closest valid ones."""
-    near = closest(name, choices)
+def unknown(kind: str, name: str, choices: Iterable[str], hint: str = "", listed: int = 0) -> UsageError:
+    """``UsageError`` for an unknown name, suggesting the closest valid ones; with none close, up to
+    ``listed`` of the valid names (the labels there are)."""
+    choices = list(choices)
+    near = closest(name, choices) or closest(name.lower(), choices)
     msg = f"unknown {kind} {name!r}"
     if near:
         msg += "; did you mean " + ", ".join(repr(c) for c in near) + "?"
+    elif listed and choices:
+        more = f" and {len(choices) - listed} more" if len(choices) > listed else ""
+        msg += f"; the {len(choices)} {kind.split()[-1]}s are {', '.join(repr(c) for c in choices[:listed])}{more}"
     if hint:
         msg += f" {hint}"
     return UsageError(msg)

@@ -82,8 +82,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, name="camcli-progress", daemon=True)
         self._phase: WorkMeter | None = None
         self._last_line: float | None = None
-        self._first_said = False
-        self._said: tuple[int, int | None] | None = None  # the count the latest line gave
+        self._said: tuple[int, int | None] | None = None  # the count the phase's latest line gave
 
     def __enter__(self) -> Heartbeat:
         if self.every > 0 or self.bar is not None:
@@ -116,7 +115,7 @@ class Heartbeat:
         meter = self.meter()
         if meter is not self._phase:
             self._finish()
-            self._phase, self._last_line, self._first_said = meter, None, False
+            self._phase, self._last_line, self._said = meter, None, None
         if meter is None:
             return
         state, now = meter.state(), self.clock()
@@ -124,10 +123,9 @@ class Heartbeat:
             self.bar(meter, state, now)
         if self.every <= 0 or state.started is None:
             return
-        first = state.done > 0 and not self._first_said
+        first = state.done > 0 and (self._said is None or self._said[0] == 0)  # its first image: said at once
         due = now - (self._last_line if self._last_line is not None else state.started) >= self.every
         if first or due:
-            self._first_said = self._first_said or state.done > 0
             self._last_line, self._said = now, (state.done, state.total)
             self.log(progress_line(meter.what, meter.unit, state, now))
 

@@ -248,11 +248,7 @@ class Explainer:
         maps = self._maps(fp)
         if self.aug_smooth:
             maps = averaged(maps, lambda y: self._maps(self._like(fp, self.forward(y, fp.targets))), x)
-        if self.fuse is not None:
-            maps.update(fused(maps, self.fuse, self.layers, self.methods))
-        checks = self._check_assumptions(fp)
-        logits = fp.logits.float()
-        return BatchExplanation(logits, self.target.values(logits), fp.targets, maps, checks, fp.cache.pop(SHARED, None))
+        return self._explanation(fp, maps, fp.cache.pop(SHARED, None))
 
     def further(self, first: BatchExplanation, x: torch.Tensor, target: torch.Tensor,
                 wanted: Sequence[bool] | torch.Tensor | None = None,
@@ -274,11 +270,15 @@ class Explainer:
         fp = ForwardPass(self.model, shared.inputs, shared.logits.detach(), targets, shared.activations, gradients,
                          self.target, layouts=shared.layouts, again=lambda y: self.forward(y, targets))
         self._use(fp, x, wanted, seeds)
-        maps = self._maps(fp)
+        return self._explanation(fp, self._maps(fp), shared)
+
+    def _explanation(self, fp: ForwardPass, maps: dict, shared: SharedPass | None) -> BatchExplanation:
+        """A pass's maps (with the fused ones), its predictions and its measured assumptions."""
         if self.fuse is not None:
             maps.update(fused(maps, self.fuse, self.layers, self.methods))
         logits = fp.logits.float()
-        return BatchExplanation(logits, self.target.values(logits), targets, maps, self._check_assumptions(fp), shared)
+        return BatchExplanation(logits, self.target.values(logits), fp.targets, maps, self._check_assumptions(fp),
+                                shared)
 
     @staticmethod
     def _use(fp: ForwardPass, x: torch.Tensor, wanted, seeds) -> None:

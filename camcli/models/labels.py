@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from camcli.errors import UsageError, UsageErrors, closest
+from camcli.errors import UsageError, UsageErrors, unknown
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -83,7 +83,7 @@ def class_indices(spec, labels: list[str]) -> tuple[int, ...]:
         elif text.lower() in lowered:
             index = lowered.index(text.lower())
         else:
-            wrong.append(UsageError(f"unknown `target` label {text!r}; {_nearest(text, labels)}"))
+            wrong.append(unknown("`target` label", text, labels, listed=LISTED_LABELS))
             continue
         if index not in found:
             found.append(index)
@@ -91,11 +91,3 @@ def class_indices(spec, labels: list[str]) -> tuple[int, ...]:
         raise wrong[0] if len(wrong) == 1 else UsageErrors(wrong)
     return tuple(found)
 
-
-def _nearest(name: str, labels: list[str]) -> str:
-    near = closest(name, labels) or closest(name.lower(), labels)
-    if near:
-        return "did you mean " + ", ".join(repr(c) for c in near) + "?"
-    shown = ", ".join(repr(c) for c in labels[:LISTED_LABELS])
-    more = f" and {len(labels) - LISTED_LABELS} more" if len(labels) > LISTED_LABELS else ""
-    return f"the {len(labels)} labels are {shown}{more}"
