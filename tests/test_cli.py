@@ -207,3 +207,18 @@ def test_a_file_name_keeps_the_class_apart_from_the_layer(cli, tmp_path):
         assert re.fullmatch(rf"overlays/star_05\.jpg\.gradcam@layer4\.1--class{row['target_index']}-"
                             rf"{row['target_label']}\.png", row["output"]), row["output"]
         assert (tmp_path / "o" / row["output"]).is_file()
+
+
+def test_completing_layers_of_a_factory_runs_none_of_its_code(tmp_path, monkeypatch):
+    """<Tab> after --layer builds a named architecture, never a file.py:function (the code would run)."""
+    from typer.testing import CliRunner
+
+    from camcli.cli import app
+
+    marker = tmp_path / "ran"
+    (tmp_path / "net.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef build():\n    raise SystemExit\n")
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, [], prog_name="camcli", env={
+        "_CAMCLI_COMPLETE": "complete_bash", "COMP_WORDS": "camcli explain --model net.py:build --layer la",
+        "COMP_CWORD": "5"})
+    assert r.stdout.split() == [] and not marker.exists()

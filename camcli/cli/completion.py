@@ -2,8 +2,9 @@
 
 Fixed choices come from :data:`~camcli.settings.checks.CHOICES`; methods, colour maps and devices
 from their registries; ``--model`` from torchvision's and camcli's model lists (torch loads once,
-on the first <Tab> after ``--model``); ``--layer`` from the model named earlier on the line, built
-without weights as ``camcli layers`` does. A completion that fails offers nothing: the shell's
+on the first <Tab> after ``--model``); ``--layer`` from the architecture named earlier on the line,
+built without weights as ``camcli layers`` does (a factory ``file.py:function`` or a model folder
+is not loaded for a completion: <Tab> runs no code and reads no file). A completion that fails offers nothing: the shell's
 <Tab> must never print a traceback.
 """
 
@@ -49,6 +50,8 @@ def _models(incomplete: str) -> list[str]:
 
 def _layers(ctx, incomplete: str) -> list[str]:
     model = (ctx.params or {}).get("model") or "resnet50"
+    if ":" in model or "/" in model.replace("timm/", "", 1):  # a factory or a folder: <Tab> runs no code, reads no file
+        return []
     try:
         from camcli import api
 
