@@ -132,7 +132,7 @@ def _print_classifier_tables(report, console, fmt) -> None:
     """A classifier's maps scored against boxes, per method x layer; with --sanity the cascade."""
     from rich.table import Table
 
-    from camcli.evaluation.metrics import table_rows
+    from camcli.evaluation.metrics import summary_table, table_rows
 
     evaluation = report.evaluation
     sanity = report.sanity is not None
@@ -146,16 +146,3 @@ def _print_classifier_tables(report, console, fmt) -> None:
         for k, unit in enumerate(report.sanity.units[::-1]):
             steps.add_row(unit, *(fmt(s.sanity["cascade"][k]["spearman"]) for s in with_sanity))
         console.print(steps)
-
-
-def summary_table(title: str, head: list[str], rows: list[list[str]]):
-    """A rich table of summaries (:func:`camcli.evaluation.metrics.table_rows`): method and layer
-    to the left, figures to the right."""
-    from rich.table import Table
-
-    table = Table(title=title, title_style="bold")
-    for c in head:
-        table.add_column(c, justify="left" if c in ("method", "layer") else "right")
-    for row in rows:
-        table.add_row(*row)
-    return table

@@ -18,7 +18,7 @@ from torch import nn
 
 from camcli.errors import UsageError
 from camcli.engine.layouts import LAYOUTS, NCHW, Layout
-from camcli.engine.tensors import first_tensor, replace_first_tensor
+from camcli.engine.tensors import first_tensor, replace_first_tensor, replace_tensors, tensors_of
 from camcli.engine.layer_names import display_name, hook_layer
 
 
@@ -37,9 +37,12 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def capture(model: nn.Module, layers: Sequence[str], track_grad: bool,
-            layout_of: Callable[[str, torch.Tensor], Layout] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+            layout_of: Callable[[str, torch.Tensor], Layout] | None = None,
+            levels: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Hook ``layers``; the yielded dict fills with each layer's output, as an (N, C, h, w) map,
-    during the forward. ``layout_of(layer, output)`` says how to read an output (default: as it is)."""
+    during the forward. ``layout_of(layer, output)`` says how to read an output (default: as it is).
+    ``levels``: every tensor of an output is kept, as a list (a detector backbone's FPN levels, read
+    as they are), and the model goes on with copies of them."""
     store: dict[str, torch.Tensor] = {}
     handles = []
 
@@ -49,6 +52,11 @@ def capture(model: nn.Module, layers: Sequence[str], track_grad: bool,
                 raise UsageError(f"layer {display_name(layer)} runs more than once per forward (a shared "
                                  f"module): name one of its calls, {display_name(layer)}#1, #2, ... (`camcli layers` "
                                  "lists them)")
+            if levels:
+                found = [t.requires_grad_(True) if track_grad and not t.requires_grad else t
+                         for t in tensors_of(output)]
+                store[layer] = found
+                return replace_tensors(output, [t.clone() for t in found]) if found else None
             tensor = first_tensor(output)
             if tensor is None:
                 raise UsageError(f"layer {display_name(layer)} produced no tensor")

@@ -32,17 +32,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou
 
-from camcli.engine.capture import frozen_parameters, removed_after
+from camcli.engine.capture import capture, removed_after
 from camcli.engine.layer_names import display_name, hook_layer
-from camcli.engine.methods import CAMMethod, taking
-from camcli.engine.methods.assumptions import failures, measure, on_host, refuse_failed
+from camcli.engine.methods import CAMMethod
 from camcli.engine.methods.base import ForwardPass, normalise
-from camcli.engine.work import count_passes
+from camcli.engine.task_explainer import TaskExplainer, check_ran
+from camcli.engine.tensors import replace_tensors, tensors_of
 from camcli.errors import UsageError
 
 #: IoU above which a box of a new forward is the same detection (pytorch-grad-cam's default)
 IOU_THRESHOLD = 0.5
-#: the method that forwards ablated copies, its boxes matched in each new output by :func:`box_score`
 #: the passes of a method's own that a box's score is taken on (Ablation-CAM's ablated channels)
 SCORED_PASSES = "ablated"
 
@@ -93,17 +92,6 @@ def box_score(output: Mapping[str, torch.Tensor], label: int, box: torch.Tensor,
     return scores[k] + ious[k]
 
 
-def levels_of(output) -> list[torch.Tensor] | None:
-    """The feature maps a layer produced: one tensor, or the tensors of a dict/list/tuple (FPN
-    levels); ``None`` when it produced none."""
-    if isinstance(output, torch.Tensor):
-        return [output]
-    items = list(output.values()) if isinstance(output, Mapping) else list(output) \
-        if isinstance(output, (list, tuple)) else []
-    found = [t for t in items if isinstance(t, torch.Tensor)]
-    return found or None
-
-
 def as_map(levels: Sequence[torch.Tensor], grads: Sequence[torch.Tensor] | None = None):
     """(activations, gradients) as (N, C, h, w) maps: one level as it is; several levels each
     resized to the coarsest grid (activations as absolute values, gradients times the
@@ -120,34 +108,20 @@ def as_map(levels: Sequence[torch.Tensor], grads: Sequence[torch.Tensor] | None 
     return acts, torch.cat([resized(g * t.sign()) for t, g in zip(levels, grads)], 1)
 
 
-class DetectionExplainer:
+class DetectionExplainer(TaskExplainer):
     """Explain batches of images through a detector, every kept box with every method at every layer."""
+
+    scored_passes = SCORED_PASSES
+    explains = "a detector's boxes"
+    why_not = ("they run forward passes of their own or read a classifier's logits or weights, which camcli does "
+               "not match to boxes")
 
     def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod], labels: list[str],
                  score_threshold: float = 0.5, max_detections: int = 20, strict: bool = False) -> None:
-        if not layers or not methods:
-            raise UsageError("at least one layer and one method are needed")
-        refused = [m.name for m in methods if not (m.layer_only or m.scores_passes == SCORED_PASSES)]
-        if refused:
-            fits = ", ".join(taking(SCORED_PASSES))
-            raise UsageError(f"method(s) {', '.join(refused)} cannot explain a detector's boxes: they run forward "
-                             "passes of their own or read a classifier's logits or weights, which camcli does not "
-                             f"match to boxes; these can: {fits}")
-        self.model = model
-        self.layers = list(dict.fromkeys(layers))
-        self.methods = list(methods)
+        super().__init__(model, layers, methods, strict)
         self.labels = labels
         self.score_threshold = score_threshold
         self.max_detections = max_detections
-        self.strict = strict
-        self.needs_gradients = any(m.needs_gradients for m in self.methods)
-        #: methods that forward ablated copies of each image (Ablation-CAM); the others read the shared pass
-        self.ablating = [m for m in self.methods if m.scores_passes == SCORED_PASSES]
-        self.channels: dict[str, int] = {}
-
-    def map_keys(self) -> list[tuple[str, str]]:
-        """(method, layer) of every map a box gets, in the order they come."""
-        return [(m.name, layer) for m in self.methods for layer in self.layers]
 
     def validate(self, side: int, device: torch.device | str) -> None:
         """One dummy image through the detector: every layer must run and give feature maps."""
@@ -158,28 +132,7 @@ class DetectionExplainer:
 
     def _forward(self, images: list[torch.Tensor], graph: bool):
         """The detector on ``images``: (layer -> its feature maps, the outputs, the transform's sizes)."""
-        store: dict[str, list[torch.Tensor]] = {}
         sizes: dict[str, object] = {}
-        handles = []
-
-        def hook_for(layer: str):
-            def hook(_module, _inputs, output):
-                if layer in store:
-                    raise UsageError(f"layer {display_name(layer)} runs more than once per forward: name one of "
-                                     f"its calls, {display_name(layer)}#1, #2, ...")
-                levels = levels_of(output)
-                if levels is None or any(t.dim() != 4 for t in levels):
-                    shapes = [tuple(t.shape) for t in levels or []]
-                    raise UsageError(f"layer {display_name(layer)} of the detector gives no (N, C, h, w) feature map "
-                                     f"(got {shapes or type(output).__name__}); its backbone or one of its blocks do")
-                if graph:
-                    levels = [t if t.requires_grad else t.requires_grad_(True) for t in levels]
-                    copies = [t.clone() for t in levels]  # downstream in-place ops change the copies
-                    store[layer] = levels
-                    return _replaced(output, copies)
-                store[layer] = levels
-                return None
-            return hook
 
         def sizes_hook(_module, _inputs, output):
             image_list = output[0]
@@ -188,16 +141,16 @@ class DetectionExplainer:
             # (top, left) of each image in the batch: torchvision's transforms put it at the top left
             sizes["offset"] = list(getattr(image_list, "image_offsets", None) or [(0, 0)] * len(sizes["valid"]))
 
-        with removed_after(handles):
-            for layer in self.layers:
-                handles += hook_layer(self.model, layer, hook_for(layer))
-            transform = getattr(self.model, "transform", None)
-            if transform is not None:
-                handles.append(transform.register_forward_hook(sizes_hook))
+        transform = getattr(self.model, "transform", None)
+        with capture(self.model, self.layers, graph, levels=True) as store, \
+                removed_after([transform.register_forward_hook(sizes_hook)] if transform is not None else []):
             outputs = self.model(images)
-        missing = [display_name(l) for l in self.layers if l not in store]
-        if missing:
-            raise UsageError(f"layer(s) {', '.join(missing)} did not run during the forward pass")
+        check_ran(store, self.layers)
+        for layer, levels in store.items():
+            if not levels or any(t.dim() != 4 for t in levels):
+                shapes = [tuple(t.shape) for t in levels]
+                raise UsageError(f"layer {display_name(layer)} of the detector gives no (N, C, h, w) feature map "
+                                 f"(got {shapes or 'no tensor'}); its backbone or one of its blocks do")
         if not sizes:  # a detector without torchvision's transform: the layers saw the images as given
             sizes = {"valid": [tuple(x.shape[-2:]) for x in images],
                      "padded": tuple(max(x.shape[d] for x in images) for d in (-2, -1)),
@@ -236,41 +189,39 @@ class DetectionExplainer:
 
     def _explain(self, images: list[torch.Tensor], wanted: list[bool], seeds) -> list[ImageDetections]:
         """:meth:`__call__` for images of one size: one forward, one backward per box rank."""
-        with frozen_parameters(self.model), torch.inference_mode(not self.needs_gradients), \
-                torch.set_grad_enabled(self.needs_gradients):
+        with self.explaining():
             if self.needs_gradients:
                 images = [x.clone() for x in images]  # normal tensors, even if made in inference mode
             store, outputs, sizes = self._forward(images, graph=self.needs_gradients)
             chosen = [self.kept(o) if w else [] for o, w in zip(outputs, wanted)]
             maps: list[list[dict]] = [[{} for _ in c] for c in chosen]
             ranks = max((len(c) for c in chosen), default=0)
-            free = [m for m in self.methods if not m.needs_gradients and m not in self.ablating]
             for layer in self.layers:
                 acts, _ = as_map([t.detach() for t in store[layer]])
                 for j, kept in enumerate(chosen):
-                    if free and kept:
+                    if self.free and kept:
                         fp = self._pass(acts, None, layer, j, sizes, seeds)
-                        for method in free:
+                        for method in self.free:
                             self._keep(method, fp, layer, maps[j], range(len(kept)))
             if self.needs_gradients:
-                for r in range(ranks):
-                    present = [j for j, c in enumerate(chosen) if len(c) > r]
-                    objective = sum(box_score(outputs[j], int(outputs[j]["labels"][chosen[j][r]]),
-                                              outputs[j]["boxes"][chosen[j][r]].detach()) for j in present)
-                    tensors = [t for layer in self.layers for t in store[layer]]
-                    grads = torch.autograd.grad(objective, tensors, allow_unused=True, retain_graph=r < ranks - 1)
-                    grads = [g if g is not None else torch.zeros_like(t) for t, g in zip(tensors, grads)]
+                def objective(r: int) -> torch.Tensor:  # the r-th box of every image that has one
+                    return sum(box_score(outputs[j], int(outputs[j]["labels"][c[r]]), outputs[j]["boxes"][c[r]].detach())
+                               for j, c in enumerate(chosen) if len(c) > r)
+
+                tensors = [t for layer in self.layers for t in store[layer]]
+                for r, grads in self.ranked_gradients(tensors, objective, ranks):
                     k = 0
                     for layer in self.layers:
                         levels = store[layer]
                         acts, g = as_map([t.detach() for t in levels], grads[k:k + len(levels)])
                         k += len(levels)
-                        for j in present:
-                            fp = self._pass(acts, g, layer, j, sizes, seeds)
-                            for method in self.methods:
-                                if method.needs_gradients:
-                                    self._keep(method, fp, layer, maps[j], [r])
-        for method in self.ablating:
+                        for j, c in enumerate(chosen):
+                            if len(c) > r:
+                                fp = self._pass(acts, g, layer, j, sizes, seeds)
+                                for method in self.methods:
+                                    if method.needs_gradients:
+                                        self._keep(method, fp, layer, maps[j], [r])
+        for method in self.scoring:
             for layer in self.layers:
                 for j, kept in enumerate(chosen):
                     if kept:
@@ -304,53 +255,45 @@ class DetectionExplainer:
 
     def _keep(self, method: CAMMethod, fp: ForwardPass, layer: str, maps: list[dict], ranks) -> None:
         """Run ``method`` on one image's ``fp`` and hand its map to that image's boxes of ``ranks``."""
-        batch = method(fp, layer)
-        checks = on_host(measure(method, layer, fp.activations[layer]))
-        if self.strict:
-            refuse_failed(method.name, layer, checks)
-        failed = failures(checks, 0)
-        entry = (batch.maps[0].detach().float().cpu(), bool(batch.empty[0]), failed, fp.cache["extent"])
+        entry = (*self.host_maps(method, fp, layer).entry(0), fp.cache["extent"])
         for r in ranks:
             maps[r][(method.name, layer)] = entry
 
     def _ablation(self, method: CAMMethod, layer: str, image: torch.Tensor, output: Mapping[str, torch.Tensor],
                   kept: list[int], maps: list[dict]) -> None:
-        """Ablation-CAM for one image's boxes: every channel of the layer's map zeroed in turn (for
-        FPN levels: that channel of its level), the detector run on the image alone with the
-        ablated copies (``cam_batch_size`` a pass), and each channel weighted by the relative drop
-        of each box's score, ``(y - y_k) / y``, with ``y`` from the image alone too; one set of
-        passes serves all the image's boxes (found again in each output by :func:`box_score`)."""
+        """Ablation-CAM for one image's boxes (:meth:`AblationCAM.drops <camcli.engine.methods.ablationcam.
+        AblationCAM.drops>`): every channel of the layer's map zeroed in turn (for FPN levels: that
+        channel of its level), the detector run on the image alone with the ablated copies, and each
+        channel weighted by the relative drop of each box's score, with the base scores from the image
+        alone too; one set of passes serves all the image's boxes (found again in each output by
+        :func:`box_score`)."""
         targets = [(int(output["labels"][i]), output["boxes"][i].detach()) for i in kept]
+
+        def scores(out) -> list[float]:
+            return [float(box_score(out, label, box)) for label, box in targets]
+
         with torch.inference_mode():
             store, outs, sizes = self._forward([image], graph=False)  # the image alone: the base scores and maps
-            alone, maps_in = outs[0], store[layer]
-            base = torch.tensor([float(box_score(alone, label, box)) for label, box in targets])
+            maps_in = store[layer]
             which = [(level, c) for level, t in enumerate(maps_in) for c in range(t.shape[1])]
-            ablated = torch.zeros(len(targets), len(which))
             current: list[tuple[int, int]] = []
 
             def hook(_module, _inputs, out):
-                copies = [t.clone() for t in levels_of(out)]
+                copies = [t.clone() for t in tensors_of(out)]
                 for b, (level, c) in enumerate(current):
                     copies[level][b, c] = 0
-                return _replaced(out, copies)
+                return replace_tensors(out, copies)
 
-            handles = hook_layer(self.model, layer, hook)
-            try:
-                for start in range(0, len(which), method.cam_batch_size):
-                    current[:] = which[start:start + method.cam_batch_size]
-                    for b, o in enumerate(self.model([image] * len(current))):
-                        for r, (label, box) in enumerate(targets):
-                            ablated[r, start + b] = float(box_score(o, label, box))
-                    count_passes(len(current))
-            finally:
-                for h in handles:
-                    h.remove()
-            denom = torch.where(base.abs() > 1e-7, base, torch.full_like(base, 1e-7))[:, None]
+            def ablated_scores(ks: torch.Tensor) -> torch.Tensor:
+                current[:] = [which[int(k)] for k in ks]
+                return torch.tensor([scores(o) for o in self.model([image] * len(current))])
+
+            with removed_after(hook_layer(self.model, layer, hook)):
+                weights = method.drops(torch.tensor(scores(outs[0])), len(which), ablated_scores)
             acts = as_map(maps_in)[0].float()  # (1, C, h, w) of the image alone, cut to its cells
-            weights = ((base[:, None] - ablated) / denom).to(acts.device)
             rows, cols, extent = cells(acts.shape[-2:], sizes["valid"][0], sizes["padded"], sizes["offset"][0])
-            batch = normalise((weights[:, :, None, None] * acts[:, :, rows, cols]).sum(1), relu=method.relu)
+            batch = normalise((weights.to(acts.device)[:, :, None, None] * acts[:, :, rows, cols]).sum(1),
+                              relu=method.relu)
         for r in range(len(kept)):
             maps[r][(method.name, layer)] = (batch.maps[r].cpu(), bool(batch.empty[r]), (), extent)
 
@@ -367,13 +310,3 @@ def cells(grid: tuple[int, int], valid: tuple[int, int], padded: tuple[int, int]
     right = max(left + 1, min(w, -(-(offset[1] + valid[1]) * w // padded[1])))
     extent = ((bottom - top) * cell_h, (right - left) * cell_w)
     return slice(top, bottom), slice(left, right), (extent, (offset[0] - top * cell_h, offset[1] - left * cell_w))
-
-
-def _replaced(output, copies: list[torch.Tensor]):
-    """``output`` with its tensors replaced by ``copies``, in order, of the same container type."""
-    if isinstance(output, torch.Tensor):
-        return copies[0]
-    it = iter(copies)
-    if isinstance(output, Mapping):
-        return type(output)((k, next(it) if isinstance(v, torch.Tensor) else v) for k, v in output.items())
-    return type(output)(next(it) if isinstance(v, torch.Tensor) else v for v in output)

@@ -36,6 +36,7 @@ from camcli.engine.methods import CAMMethod
 from camcli.engine.methods.assumptions import Check, measure, refuse_failed
 from camcli.engine.methods.base import INPUT_LAYER, ForwardPass, MapBatch
 from camcli.engine.targets import Target, default_target
+from camcli.engine.task_explainer import TaskExplainer, check_ran, layer_gradients
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,9 @@ class SharedPass:
     layouts: dict[str, Layout]
 
 
-class Explainer:
-    """Explain batches with several methods at several layers of one model.
+class Explainer(TaskExplainer):
+    """Explain batches with several methods at several layers of one model (a classifier's classes,
+    or whatever score ``target`` reads from its output).
 
     >>> explainer = Explainer(model, ["layer4.1"], [get_method("gradcam")])  # doctest: +SKIP
     >>> result = explainer(batch)                                            # doctest: +SKIP
@@ -78,16 +80,11 @@ class Explainer:
                  score: str = "logit", precision: str = "fp32", strict: bool = False,
                  layer_layout: str | Sequence[str] = "auto", aug_smooth: bool = False,
                  fuse: str | None = None, target: Target | None = None) -> None:
-        if not layers or not methods:
-            raise UsageError("at least one layer and one method are needed")
-        self.model = model
         # every spelling the command line takes (layer4[-1], layer4.1, features[-1]#2); an unknown one is a UsageError
-        self.layers = list(dict.fromkeys(resolve_layer(model, spec) for spec in layers))
-        self.methods = list(methods)
+        super().__init__(model, [resolve_layer(model, spec) for spec in layers], methods, strict)
         #: what is explained: the head, the score and the classes (``score`` alone: a softmax head)
         self.target = target if target is not None else default_target(score)
         self.precision = precision
-        self.strict = strict  # a failed assumption is a UsageError instead of a finding
         self.aug_smooth = aug_smooth  # average over six flipped and brightened versions (engine/augment.py)
         self.fuse = fuse  # one more map per method: its maps at every layer fused (engine/fusion.py)
         if fuse is not None:
@@ -107,7 +104,6 @@ class Explainer:
         self.layouts: dict[tuple[str, int, int], Layout] = {}
         #: the same keys -> the layer's output shape for a larger input (only where 4-D was ambiguous)
         self.rescaled: dict[tuple[str, int, int], tuple[int, ...]] = {}
-        self.channels: dict[str, int] = {}  # layer -> channels of its map, known once validated
         self._validated = False  # the methods' own checks ran (validate, or the first batch called)
 
     @property
@@ -203,7 +199,7 @@ class Explainer:
                 with torch.inference_mode(), self._autocast(x):
                     logits = self.target.table(model(x))
                     targets = self._targets(logits, target)
-            _check_ran(store, self.layers)
+            check_ran(store, self.layers)
             activations = {l: store[l].detach() for l in self.layers}
         layouts = {l: self.layouts[(l, *size)] for l in self.layers}
         fp = ForwardPass(model, x.detach(), logits.detach(), targets, activations, gradients, self.target,
@@ -218,21 +214,17 @@ class Explainer:
     def _backward(self, store, logits, targets):
         """Gradients of the score at every layer; Hessian-vector products and other objectives'
         gradients where methods need them."""
-        _check_ran(store, self.layers)
+        check_ran(store, self.layers)
         acts = [store[l] for l in self.layers]
         more = bool(self.objectives)
-        grads = torch.autograd.grad(self.target.scores(logits, targets).sum(), acts, allow_unused=True,
-                                    retain_graph=more or self.needs_hessian or self.shares_forward,
-                                    create_graph=self.needs_hessian)
-        grads = [g if g is not None else torch.zeros_like(a) for a, g in zip(acts, grads)]
+        grads = layer_gradients(self.target.scores(logits, targets).sum(), acts,
+                                retain=more or self.needs_hessian or self.shares_forward, create=self.needs_hessian)
         hessian = _hessian_products(acts, grads, self.layers, more) if self.needs_hessian else {}
         objective_gradients = {}
         for i, (key, method) in enumerate(self.objectives.items()):
             objective = method.objective(logits, targets, self.target)
-            found = torch.autograd.grad(objective.sum(), acts, allow_unused=True,
-                                        retain_graph=i < len(self.objectives) - 1)
-            objective_gradients[key] = {l: (g if g is not None else torch.zeros_like(a)).detach()
-                                        for l, a, g in zip(self.layers, acts, found)}
+            found = layer_gradients(objective.sum(), acts, retain=i < len(self.objectives) - 1)
+            objective_gradients[key] = {l: g.detach() for l, g in zip(self.layers, found)}
         return {l: g.detach() for l, g in zip(self.layers, grads)}, hessian, objective_gradients
 
     def __call__(self, x: torch.Tensor, target: int | torch.Tensor | None = None,
@@ -263,10 +255,8 @@ class Explainer:
         if shared.graph is not None:
             acts = [shared.graph[l] for l in self.layers]
             with torch.inference_mode(False), torch.enable_grad():
-                grads = torch.autograd.grad(self.target.scores(shared.logits, targets).sum(), acts,
-                                            allow_unused=True, retain_graph=True)
-            gradients = {l: (g if g is not None else torch.zeros_like(a)).detach()
-                         for l, a, g in zip(self.layers, acts, grads)}
+                grads = layer_gradients(self.target.scores(shared.logits, targets).sum(), acts, retain=True)
+            gradients = {l: g.detach() for l, g in zip(self.layers, grads)}
         fp = ForwardPass(self.model, shared.inputs, shared.logits.detach(), targets, shared.activations, gradients,
                          self.target, layouts=shared.layouts, again=lambda y: self.forward(y, targets))
         self._use(fp, x, wanted, seeds)
@@ -355,9 +345,3 @@ SHARED = "shared pass"
 
 class _NeedsProbe(Exception):
     """Raised from a hook: a layer's 4-D output fits both layouts and needs a larger-input probe."""
-
-
-def _check_ran(store: dict[str, torch.Tensor], layers: Sequence[str]) -> None:
-    missing = [display_name(l) for l in layers if l not in store]
-    if missing:
-        raise UsageError(f"layer(s) {', '.join(missing)} did not run during the forward pass")

@@ -34,8 +34,8 @@ class LoadedModel:
     #: where the model came from beyond a torchvision or timm name: kind (module, factory, pickled),
     #: class (qualified name), and the factory's spec, file and file_sha256 or the weights' hash
     source: dict | None = None
-    #: what its source knows the model does (a camcli/tasks/ name): detection for torchvision's
-    #: detectors, segmentation for its segmenters; the tasks decide the run's task from it
+    #: the task a session decided the model serves (a camcli/tasks/ name; the tasks recognise the
+    #: model, its source does not say), recorded in run.json
     task: str = "classification"
     #: where the labels came from when no labels were given and the checkpoint has none: torchvision
     #: weights of the same architecture and class count (``ResNet18_Weights.IMAGENET1K_V1``)

@@ -28,15 +28,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from camcli.engine.capture import capture, frozen_parameters
+from camcli.engine.capture import capture
 from camcli.engine.layouts import Layout, decide_layouts
 from camcli.engine.methods import CAMMethod, taking
-from camcli.engine.methods.assumptions import failures, measure, on_host, refuse_failed
 from camcli.engine.methods.base import ForwardPass
 from camcli.engine.targets import select_output
+from camcli.engine.task_explainer import TaskExplainer
 from camcli.errors import UsageError
 
-#: methods that score masked copies of the image with the region target (their own passes)
 #: the passes of a method's own that a class's region score is taken on (the Score-CAM family's masked inputs)
 SCORED_PASSES = "masked"
 
@@ -74,7 +73,23 @@ class SegmentationHead:
     def __init__(self, output: str | None = None, squashed: bool = False) -> None:
         self.output = output
         self.squashed = squashed  # the model ends in its own Sigmoid/Softmax: its outputs are probabilities
-        self.binary = False  # one channel per pixel (set once the output is seen)
+        self.binary = False  # one channel per pixel (known once the output is seen)
+        self.grid: tuple[int, int] = (0, 0)  # (h, w) of the output (known once seen)
+
+    @classmethod
+    def read(cls, model: nn.Module, input_size: tuple[int, int], device: torch.device | str,
+             output: str | None = None, squashed: bool = False) -> SegmentationHead:
+        """The head of ``model``, its width and grid read from one dummy image: whether it is
+        binary decides the labels, so it is read before the explainer is built."""
+        head = cls(output, squashed)
+        with torch.inference_mode():
+            head.seen(head.scores(model(dummy_image(input_size, device))))
+        return head
+
+    def seen(self, scores: torch.Tensor) -> None:
+        """Record what the output ``scores`` (N, C, h, w) says of the head: binary or not, its grid."""
+        self.binary = scores.shape[1] == 1
+        self.grid = tuple(int(v) for v in scores.shape[-2:])
 
     def scores(self, output) -> torch.Tensor:
         """(N, C, h, w) float: the model's class scores per pixel, as it gives them."""
@@ -115,54 +130,42 @@ class RegionScore:
         return (rows * self.mask.to(rows.dtype)).sum((1, 2))
 
 
-class SegmentationExplainer:
+class SegmentationExplainer(TaskExplainer):
     """Explain batches through a segmenter, every class found with every method at every layer."""
+
+    scored_passes = SCORED_PASSES
+    explains = "a segmenter's classes"
+    why_not = ("they read a classifier's weights or logits, or take gradients to the pixels through passes of "
+               "their own")
 
     def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[CAMMethod], labels: list[str],
                  min_area: float = 0.01, background: bool = False, classes: Sequence[int] = (),
                  output: str | None = None, squashed: bool = False, strict: bool = False,
-                 background_index: int | None = None, layer_layout: str = "auto") -> None:
-        if not layers or not methods:
-            raise UsageError("at least one layer and one method are needed")
-        refused = [m.name for m in methods if not (m.layer_only or m.scores_passes == SCORED_PASSES)]
-        if refused:
-            raise UsageError(f"method(s) {', '.join(refused)} cannot explain a segmenter's classes: they read a "
-                             "classifier's weights or logits, or take gradients to the pixels through passes of "
-                             f"their own; these can: {', '.join(segmentation_methods())}")
-        self.model = model
-        self.layers = list(dict.fromkeys(layers))
-        self.methods = list(methods)
-        self.labels = labels
+                 background_index: int | None = None, layer_layout: str = "auto",
+                 head: SegmentationHead | None = None) -> None:
+        super().__init__(model, layers, methods, strict)
+        self.labels = list(labels)  # a binary segmenter's: its two sides (read the head first, `SegmentationHead.read`)
         self.min_area = min_area
         self.background = background
         self.classes = tuple(classes)
-        self.head = SegmentationHead(output, squashed)
+        self.head = head if head is not None else SegmentationHead(output, squashed)
         self.background_index = background_index
-        self.strict = strict
         self.layer_layout = layer_layout
-        self.needs_gradients = any(m.needs_gradients for m in self.methods)
-        self.scored = [m for m in self.methods if m.scores_passes == SCORED_PASSES]
         self.layouts: dict[str, Layout] = {}
-        self.channels: dict[str, int] = {}
-        self.grid: tuple[int, int] = (0, 0)
 
-    def set_classes(self, labels: list[str], classes: Sequence[int], background_index: int | None) -> None:
-        """Name the classes once the head is known (:meth:`validate` finds a binary one) and which
-        of them are explained; called once, while the session is built."""
-        self.labels, self.classes, self.background_index = list(labels), tuple(classes), background_index
-
-    def map_keys(self) -> list[tuple[str, str]]:
-        """(method, layer) of every map a class gets, in the order they come."""
-        return [(m.name, layer) for m in self.methods for layer in self.layers]
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the segmenter's output: regions are sampled onto it."""
+        return self.head.grid
 
     def validate(self, input_size: tuple[int, int], device: torch.device | str) -> None:
         """One dummy image: the output must be per-pixel scores for the labels, every layer a map."""
-        x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+        x = dummy_image(input_size, device)
         self.layouts = decide_layouts(self.model, self.layers, x, self.layer_layout)
         with torch.inference_mode(), capture(self.model, self.layers, False, lambda l, t: self.layouts[l]) as store:
             scores = self.head.scores(self.model(x))
-        self.head.binary = scores.shape[1] == 1
-        self.grid = tuple(int(v) for v in scores.shape[-2:])  # the output's grid: regions are sampled onto it
+        if not self.head.grid:  # not read before (a Python caller's explainer): read on this pass
+            self.head.seen(scores)
         if scores.shape[1] != len(self.labels) and not (self.head.binary and len(self.labels) == 2):
             raise UsageError(f"the segmenter scores {scores.shape[1]} classes per pixel but has {len(self.labels)} "
                              "labels")
@@ -209,9 +212,8 @@ class SegmentationExplainer:
         n = x.shape[0]
         wanted = [True] * n if wanted is None else [bool(w) for w in wanted]
         regions = list(regions) if regions is not None else [None] * n
-        with frozen_parameters(self.model), torch.inference_mode(not self.needs_gradients), \
-                torch.set_grad_enabled(self.needs_gradients), \
-                capture(self.model, self.layers, self.needs_gradients, lambda l, t: self.layouts[l]) as store:
+        with self.explaining(), capture(self.model, self.layers, self.needs_gradients,
+                                        lambda l, t: self.layouts[l]) as store:
             if self.needs_gradients:
                 x = x.clone()  # a normal tensor, even if made in inference mode
             table = self.head.table(self.model(x))
@@ -227,24 +229,21 @@ class SegmentationExplainer:
             maps: list[list[dict]] = [[{} for _ in c] for c in chosen]
             ranks = max((len(c) for c in chosen), default=0)
             acts = {layer: store[layer].detach() for layer in self.layers}
-            free = [m for m in self.methods if not m.needs_gradients and m not in self.scored]
-            if free and ranks:
+            if self.free and ranks:
                 fp = self._pass(x, acts, {}, seeds)
-                for method in free:
+                for method in self.free:
                     self._keep(method, fp, maps, [(i, r) for i, c in enumerate(chosen) for r in range(len(c))])
             if self.needs_gradients:
-                tensors = [store[layer] for layer in self.layers]
-                for r in range(ranks):
-                    present = [i for i, c in enumerate(chosen) if len(c) > r]
-                    objective = sum((table[i, chosen[i][r][0]] * masks[i][r]).sum() for i in present)
-                    grads = torch.autograd.grad(objective, tensors, allow_unused=True, retain_graph=r < ranks - 1)
-                    grads = {layer: (g if g is not None else torch.zeros_like(t)).detach()
-                             for layer, t, g in zip(self.layers, tensors, grads)}
-                    fp = self._pass(x, acts, grads, seeds)
+                def objective(r: int) -> torch.Tensor:  # the r-th class of every image that has one
+                    return sum((table[i, chosen[i][r][0]] * masks[i][r]).sum() for i in range(n) if len(chosen[i]) > r)
+
+                for r, grads in self.ranked_gradients([store[l] for l in self.layers], objective, ranks):
+                    fp = self._pass(x, acts, dict(zip(self.layers, grads)), seeds)
+                    present = [(i, r) for i, c in enumerate(chosen) if len(c) > r]
                     for method in self.methods:
                         if method.needs_gradients:
-                            self._keep(method, fp, maps, [(i, r) for i in present])
-        for method in self.scored:
+                            self._keep(method, fp, maps, present)
+        for method in self.scoring:
             for i, picked in enumerate(chosen):
                 for r, (c, _, _) in enumerate(picked):
                     fp = ForwardPass(self.model, x[i:i + 1].detach(), torch.zeros(1, 1),
@@ -280,16 +279,14 @@ class SegmentationExplainer:
         """Run ``method`` on ``fp`` at each layer (or ``layer``) and hand row ``i``'s map to
         segment ``r`` of image ``rows[i]`` (the row itself by default), for each (i, r) of ``where``."""
         for name in [layer] if layer is not None else self.layers:
-            batch = method(fp, name)
-            host_maps = batch.maps.detach().float().cpu()  # one device-to-host copy per call, not one per map
-            empty = batch.empty.cpu().tolist()
-            checks = on_host(measure(method, name, fp.activations[name]))
-            if self.strict:
-                refuse_failed(method.name, name, checks, sorted({i for i, _ in where}))
+            found = self.host_maps(method, fp, name, sorted({i for i, _ in where}))
             for i, r in where:
-                failed = failures(checks, i)
-                image = rows[i] if rows else i
-                maps[image][r][(method.name, name)] = (host_maps[i], bool(empty[i]), failed)
+                maps[rows[i] if rows else i][r][(method.name, name)] = found.entry(i)
+
+
+def dummy_image(input_size: tuple[int, int], device: torch.device | str) -> torch.Tensor:
+    """The seeded (1, 3, H, W) image the checks before a run go through."""
+    return torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
 
 
 def segmentation_methods() -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 
@@ -49,6 +51,27 @@ def replace_first_tensor(output, new: torch.Tensor):
                 break
         return type(output)(out)
     return output
+
+
+def tensors_of(output) -> list[torch.Tensor]:
+    """Every tensor a layer produced: one tensor, or the tensors of a dict/list/tuple (a detector
+    backbone's FPN levels); empty when it produced none."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    items = list(output.values()) if isinstance(output, Mapping) else list(output) \
+        if isinstance(output, (list, tuple)) else []
+    return [t for t in items if isinstance(t, torch.Tensor)]
+
+
+def replace_tensors(output, new: list[torch.Tensor]):
+    """``output`` with the tensors :func:`tensors_of` finds replaced by ``new``, in order, in a
+    container of the same type."""
+    if isinstance(output, torch.Tensor):
+        return new[0]
+    it = iter(new)
+    if isinstance(output, Mapping):
+        return type(output)((k, next(it) if isinstance(v, torch.Tensor) else v) for k, v in output.items())
+    return type(output)(next(it) if isinstance(v, torch.Tensor) else v for v in output)
 
 
 def uses_channels_last(model) -> bool:

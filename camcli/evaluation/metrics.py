@@ -103,6 +103,19 @@ def maps_only(summaries: Iterable) -> list[Metric]:
     return [m for m in produced(summaries) if m.key != "mean_iou"]
 
 
+def summary_table(title: str, head: list[str], rows: list[list[str]]):
+    """A rich table of summaries (:func:`camcli.evaluation.metrics.table_rows`): method and layer
+    to the left, figures to the right."""
+    from rich.table import Table
+
+    table = Table(title=title, title_style="bold")
+    for c in head:
+        table.add_column(c, justify="left" if c in ("method", "layer") else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def table_rows(summaries: Sequence, fmt: Callable[[float | None, bool], str], counted: str = "images",
                metrics: Sequence[Metric] | None = None) -> tuple[list[str], list[list[str]]]:
     """(headings, rows) of a summary table: method, layer, what was counted (images, boxes,

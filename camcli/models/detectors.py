@@ -136,8 +136,7 @@ def detector(model: nn.Module, architecture: str, labels: list[str] | None, num_
         labels = model.names
     side = input_side(model)
     mean, std = NO_NORMALISATION
-    return LoadedModel(model, architecture, fit_labels(labels, n, "`labels`"), (side, side), mean, std,
-                       task="detection", **extra)
+    return LoadedModel(model, architecture, fit_labels(labels, n, "`labels`"), (side, side), mean, std, **extra)
 
 
 def detector_classes(model: nn.Module) -> int:

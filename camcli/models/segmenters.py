@@ -106,8 +106,7 @@ def load_segmenter(architecture: str, weights: str | None, checkpoint, num_class
 def segmenter(model: nn.Module, architecture: str, labels: list[str] | None, num_classes: int,
               size: tuple[int, int], **extra) -> LoadedModel:
     """A segmenter as the engine takes it: fed as a classifier is, its classes named."""
-    return LoadedModel(model.eval(), architecture, fit_labels(labels, num_classes, "`labels`"), size,
-                       task="segmentation", **extra)
+    return LoadedModel(model.eval(), architecture, fit_labels(labels, num_classes, "`labels`"), size, **extra)
 
 
 def _build(architecture: str, num_classes: int, kwargs: dict) -> nn.Module:

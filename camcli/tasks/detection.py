@@ -30,6 +30,11 @@ class Detection(Task):
                                 "`save_heatmap` npy, then `camcli evaluate RUN --truth ...` (faithfulness and sanity "
                                 "checks are not offered for detectors yet)")
 
+    def claims(self, loaded) -> bool:
+        from camcli.models.detectors import is_detector
+
+        return is_detector(loaded.model)  # torchvision's detector classes (subclasses too), a YOLO
+
     def not_stated_of(self, found, loaded) -> str:
         if found.name == "classification":  # a detector's outputs are read only where they are known
             return (f"`task` detection, but {loaded.architecture} is no detector camcli knows: camcli explains "
@@ -143,8 +148,7 @@ class Detection(Task):
 
     def print_report(self, report, console, fmt) -> bool:
         """The detector's figures, then each method x layer's over the boxes it found right."""
-        from camcli.cli.evaluate import summary_table
-        from camcli.evaluation.metrics import maps_only, table_rows
+        from camcli.evaluation.metrics import maps_only, summary_table, table_rows
 
         d = report.detector
         console.print(f"detector: {d.matched} of {d.truth_boxes} truth boxes found in {d.images} image(s) (recall "

@@ -32,6 +32,10 @@ class Segmentation(Task):
                                 "with `save_mask` and `save_heatmap` npy, then `camcli evaluate RUN --truth MASKS` "
                                 "(faithfulness and sanity are not offered for segmenters yet)")
 
+    def claims(self, loaded) -> bool:
+        from camcli.models.segmenters import is_segmenter
+
+        return is_segmenter(loaded.model)  # torchvision's segmenter classes, HuggingFace's semantic segmenters
 
     def known_models(self) -> list[str]:
         from camcli.models.segmenters import segmentation_models
@@ -62,7 +66,7 @@ class Segmentation(Task):
         from camcli.engine.heads import binary_labels, probe
         from camcli.engine.layer_names import display_name, resolve_layer
         from camcli.engine.layouts import NotAMap
-        from camcli.engine.segmentation import SegmentationExplainer
+        from camcli.engine.segmentation import SegmentationExplainer, SegmentationHead
         from camcli.engine.segmentation_stream import Regions
         from camcli.engine.targets import resolve_classes
         from camcli.errors import UsageError
@@ -80,18 +84,20 @@ class Segmentation(Task):
         squashed = probe(model, loaded.input_size, device, settings.output).squashed_by is not None
         fold_batchnorm(model, keep=layers)
         notes = [to_channels_last(model, loaded.input_size, device)] if device.type in ("cpu", "cuda") else []
+        head = SegmentationHead.read(model, loaded.input_size, device, settings.output, squashed)
         labels = list(loaded.labels)
+        if head.binary:  # one logit per pixel: its two sides are the classes, the negative the background
+            if len(labels) > 2:
+                raise UsageError(f"the segmenter scores 1 classes per pixel but has {len(labels)} labels")
+            labels = binary_labels(labels) if labels != ["class_0"] else ["background", "foreground"]
         explainer = SegmentationExplainer(model, layers, methods, labels, settings.min_area, settings.background,
-                                          output=settings.output, squashed=squashed, strict=settings.strict,
-                                          layer_layout=settings.layer_layout)
+                                          classes=resolve_classes(settings.target, labels),
+                                          background_index=0 if head.binary else background_index(labels),
+                                          strict=settings.strict, layer_layout=settings.layer_layout, head=head)
         try:
             explainer.validate(loaded.input_size, device)
         except NotAMap as e:
             raise UsageError(f"{e}; name a layer whose output is a map with `layer` (see `camcli layers`)") from None
-        if explainer.head.binary:  # one logit per pixel: its two sides are the classes, the negative the background
-            labels = binary_labels(labels) if labels != ["class_0"] else ["background", "foreground"]
-        explainer.set_classes(labels, resolve_classes(settings.target, labels),
-                              0 if explainer.head.binary else background_index(labels))
         regions = Regions(region_spec(settings.region)) if settings.region else None
         for layer in layers:  # a wrong map without a warning is the worst thing camcli can write
             if redraws_output(model, layer, loaded.input_size, device, explainer.head.scores):
@@ -171,8 +177,7 @@ class Segmentation(Task):
         of the classes it explained."""
         from rich.table import Table
 
-        from camcli.cli.evaluate import summary_table
-        from camcli.evaluation.metrics import maps_only, table_rows
+        from camcli.evaluation.metrics import maps_only, summary_table, table_rows
 
         d = report.detector
         console.print(f"segmenter: mIoU {fmt(d.miou, True)} over {len(d.per_class)} class(es) in {d.images} "

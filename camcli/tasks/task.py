@@ -92,8 +92,9 @@ class Task:
     # -- recognising and settings -----------------------------------------------------------------
 
     def claims(self, loaded: LoadedModel) -> bool:
-        """Whether a loaded model is this task's without ``task`` saying so."""
-        return loaded.task == self.name
+        """Whether a loaded model is this task's without ``task`` saying so, from the model itself
+        (a task that only ``task`` names, of a model another task claims, claims none)."""
+        return False
 
     def not_stated_of(self, found: Task, loaded: LoadedModel) -> str:
         """Why ``task`` cannot make ``found``'s model one of this task."""

@@ -51,19 +51,30 @@ class AblationCAM(CAMMethod):
             scores_of = self._tail_scores(fp, layer) or self._whole_model_scores(fp, layer)
             try:
                 for i in fp.wanted_images():
-                    for s in range(0, c, self.cam_batch_size):
-                        channels = torch.arange(s, min(c, s + self.cam_batch_size), device=acts.device)
+                    def ablated_scores(channels: torch.Tensor, i: int = i) -> torch.Tensor:
                         k = len(channels)
                         ablated = acts[i:i + 1].expand(k, -1, -1, -1).clone()
                         ablated[torch.arange(k), channels] = 0
-                        weights[i, channels] = scores_of(i, ablated)
-                        count_passes(k)
-                    y = base[i]
-                    denom = y if y.abs() > 1e-7 else torch.tensor(1e-7, device=y.device)
-                    weights[i] = (y - weights[i]) / denom
+                        return scores_of(i, ablated)[:, None]
+
+                    weights[i] = self.drops(base[i:i + 1], c, ablated_scores)[0]
             finally:
                 getattr(scores_of, "close", lambda: None)()
         return weights[:, :, None, None] * acts.float()
+
+    def drops(self, base: torch.Tensor, channels: int, scores_of) -> torch.Tensor:
+        """(T, C): the relative drop ``(y - y_k) / y`` of each of T scores ``base`` (T,) when each
+        of ``channels`` channels k is zeroed in turn. ``scores_of(ks)`` runs the passes with the
+        channels ``ks`` zeroed, one pass each, and gives their scores, (len(ks), T); they go in
+        batches of ``cam_batch_size`` (every task's Ablation-CAM: a class score, a box score)."""
+        base = base.float()
+        ablated = torch.zeros(len(base), channels, device=base.device)
+        for s in range(0, channels, self.cam_batch_size):
+            ks = torch.arange(s, min(channels, s + self.cam_batch_size), device=base.device)
+            ablated[:, ks] = scores_of(ks).to(ablated).T
+            count_passes(len(ks))
+        denom = torch.where(base.abs() > 1e-7, base, torch.full_like(base, 1e-7))[:, None]
+        return (base[:, None] - ablated) / denom
 
     @staticmethod
     def _tail_scores(fp: ForwardPass, layer: str):
