@@ -150,14 +150,17 @@ class Explainer(TaskExplainer):
             return contextlib.nullcontext()
         return sdpa_kernel([SDPBackend.MATH])
 
-    def validate(self, input_size: tuple[int, int], device: torch.device | str) -> None:
-        """Check every method at every layer on one dummy batch before any image is processed."""
-        x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    def validate(self, input_size: tuple[int, ...], device: torch.device | str, channels: int = 3) -> None:
+        """Check every method at every layer on one dummy batch before any image is processed
+        (``input_size``: (H, W), or (D, H, W) for a volume; ``channels``: the input's)."""
+        x = torch.rand(1, channels, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
         fp = self.forward(x, None)  # a layer whose output is no map is refused here
         self.channels = {layer: int(a.shape[1]) for layer, a in fp.activations.items()}
         self._check_methods(fp)
 
     def _check_methods(self, fp: ForwardPass) -> None:
+        if fp.inputs.dim() > 4:  # a volume (or a clip): maps with a depth axis
+            refuse_flat(self.methods, self.aug_smooth, self.fuse)
         for method in self.methods:
             for layer in self.layers:
                 method.validate(fp, layer)
@@ -168,7 +171,7 @@ class Explainer(TaskExplainer):
         try:
             return self._forward(x, target)
         except _NeedsProbe:
-            size = tuple(x.shape[-2:])
+            size = tuple(x.shape[2:])
             unsure = [l for l in self.layers if (l, *size) not in self.layouts]
             shapes = rescaled_shapes(self.model, unsure, x[:1].detach())
             self.rescaled.update({(l, *size): shapes.get(l, ()) for l in unsure})
@@ -176,7 +179,7 @@ class Explainer(TaskExplainer):
 
     def _forward(self, x: torch.Tensor, target: int | torch.Tensor | None) -> ForwardPass:
         model = self.model
-        size = tuple(x.shape[-2:])
+        size = tuple(x.shape[2:])  # (H, W), or (D, H, W) for a volume
         graph = self.needs_gradients or bool(self.watchers)
         gradients, hessian, objective_gradients, cache = {}, {}, {}, {}
         with frozen_parameters(model), capture(model, self.layers, self.needs_gradients,
@@ -345,3 +348,17 @@ SHARED = "shared pass"
 
 class _NeedsProbe(Exception):
     """Raised from a hook: a layer's 4-D output fits both layouts and needs a larger-input probe."""
+
+
+def refuse_flat(methods: Sequence[CAMMethod], aug_smooth: bool, fuse: str | None) -> None:
+    """Refuse, on an input with more than two spatial axes, what is defined on flat images only."""
+    flat = [m.name for m in methods if not m.volumes]
+    if flat:
+        from camcli.engine.methods import available
+
+        these = ", ".join(name for name, cls in available().items() if cls.volumes)
+        raise UsageError(f"method(s) {', '.join(flat)} make maps of flat images only (their masks, pixel gradients "
+                         f"or passes of their own are two-dimensional in camcli); maps of volumes: {these}")
+    if aug_smooth or fuse is not None:
+        raise UsageError("`aug_smooth` and `fuse` work on flat images only (flips and resizing in two dimensions)")
+

@@ -37,7 +37,8 @@ class NotAMap(UsageError):
 
 @dataclass(frozen=True)
 class Layout:
-    """One reading of a layer output: ``nchw`` (as it is), ``nhwc`` or ``tokens``."""
+    """One reading of a layer output: ``nchw`` (as it is: channels first, (N, C, h, w) or a
+    volume's (N, C, d, h, w)), ``nhwc`` or ``tokens``."""
 
     kind: str
     grid: tuple[int, int] = (0, 0)  # tokens: the patch grid (h, w)
@@ -72,7 +73,7 @@ class Layout:
         """The (h, w) of the map an output of ``shape`` gives."""
         if self.kind == "tokens":
             return self.grid
-        return tuple(shape[1:3]) if self.kind == "nhwc" else tuple(shape[2:4])
+        return tuple(shape[1:3]) if self.kind == "nhwc" else tuple(shape[2:])
 
     def channels_of(self, shape: tuple[int, ...]) -> int:
         """The channel count of the map an output of ``shape`` gives."""
@@ -148,7 +149,7 @@ def token_grids(count: int, input_size: tuple[int, int], geometry: TokenGeometry
 
 def readings(shape: tuple[int, ...], input_size: tuple[int, int], geometry: TokenGeometry) -> list[Layout]:
     """Every layout under which ``shape`` is a map of an ``input_size`` image (empty: none)."""
-    if len(shape) == 4:
+    if len(shape) == 4 and len(input_size) == 2:
         out = []
         if _fits(shape[2], shape[3], input_size):
             out.append(NCHW)
@@ -157,6 +158,8 @@ def readings(shape: tuple[int, ...], input_size: tuple[int, int], geometry: Toke
         return out
     if len(shape) == 3:
         return token_grids(shape[1], input_size, geometry)
+    if len(shape) == 5 and len(input_size) == 3 and all(1 <= s <= big for s, big in zip(shape[2:], input_size)):
+        return [NCHW]  # a volume's (N, C, d, h, w): channels first, as 3D convolutions give them
     return []
 
 
@@ -235,15 +238,16 @@ def detect(shape: tuple[int, ...], input_size: tuple[int, int], geometry: TokenG
             return chosen[0]
         if not chosen:
             raise NotAMap(f"{where} outputs shape {shown}, which cannot be read as `layer_layout` {requested} "
-                          f"for a {input_size[0]}x{input_size[1]} input")
+                          f"for a {'x'.join(map(str, input_size))} input")
         found = chosen
     if len(found) == 1:
         return found[0]
     if not found:
         what = {4: "no channel axis leaves a grid that matches the input",
+                5: "a volume's layers give (N, C, d, h, w) maps no larger than the input",
                 3: "no square patch grid (with up to 8 prefix tokens) matches the token count"}.get(
                     len(shape), "CAM methods need a map: (N, C, H, W), (N, H, W, C) or tokens (N, L, C)")
-        raise NotAMap(f"{where} outputs shape {shown} for a {input_size[0]}x{input_size[1]} input: {what}")
+        raise NotAMap(f"{where} outputs shape {shown} for a {'x'.join(map(str, input_size))} input: {what}")
     if all(r.kind == "tokens" for r in found):
         options = ", ".join(f"{r.prefix} prefix + {r.grid[0]}x{r.grid[1]}" for r in found)
         raise NotAMap(f"{where} outputs {shape[1]} tokens, which fit several patch grids ({options}) and the model "

@@ -21,12 +21,13 @@ from camcli.engine.tail import forget, model_tail, read_layer
 from camcli.engine.tensors import first_tensor, replace_first_tensor
 from camcli.engine.work import count_passes
 from camcli.engine.methods import register
-from camcli.engine.methods.base import CAMMethod, ForwardPass
+from camcli.engine.methods.base import CAMMethod, ForwardPass, per_channel
 
 
 @register
 class AblationCAM(CAMMethod):
     name = "ablationcam"
+    volumes = True
     scores_passes = "ablated"
     summary = "relative drop of the class score when each channel is zeroed weights the channels"
     paper = "Desai & Ramaswamy, WACV 2020, doi:10.1109/WACV45572.2020.9093360"
@@ -53,14 +54,14 @@ class AblationCAM(CAMMethod):
                 for i in fp.wanted_images():
                     def ablated_scores(channels: torch.Tensor, i: int = i) -> torch.Tensor:
                         k = len(channels)
-                        ablated = acts[i:i + 1].expand(k, -1, -1, -1).clone()
+                        ablated = acts[i:i + 1].expand(k, *acts.shape[1:]).clone()
                         ablated[torch.arange(k), channels] = 0
                         return scores_of(i, ablated)[:, None]
 
                     weights[i] = self.drops(base[i:i + 1], c, ablated_scores)[0]
             finally:
                 getattr(scores_of, "close", lambda: None)()
-        return weights[:, :, None, None] * acts.float()
+        return per_channel(weights, acts) * acts.float()
 
     def drops(self, base: torch.Tensor, channels: int, scores_of) -> torch.Tensor:
         """(T, C): the relative drop ``(y - y_k) / y`` of each of T scores ``base`` (T,) when each
@@ -125,7 +126,7 @@ class AblationCAM(CAMMethod):
         def scores_of(i: int, ablated: torch.Tensor) -> torch.Tensor:
             k = ablated.shape[0]
             replacement["acts"] = ablated
-            return fp.target(fp.model(fp.inputs[i:i + 1].expand(k, -1, -1, -1)), fp.targets[i:i + 1].expand(k))
+            return fp.target(fp.model(fp.inputs[i:i + 1].expand(k, *fp.inputs.shape[1:])), fp.targets[i:i + 1].expand(k))
 
         def close() -> None:
             for handle in handles:

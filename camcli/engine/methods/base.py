@@ -119,6 +119,9 @@ class CAMMethod(ABC):
     #: passes, logits, classifier weights or hooks of its own, so it explains any differentiable
     #: score, a detector's box score included (:mod:`camcli.engine.detection`)
     layer_only: ClassVar[bool] = False
+    #: makes maps with any number of spatial axes (a volume's (N, C, d, h, w), not only (N, C, h, w)):
+    #: its formula and every reduction in it are taken over all of them
+    volumes: ClassVar[bool] = False
     #: the passes of its own whose scores make the map, where any: ``masked`` (the input times
     #: each channel's upsampled map: the Score-CAM family), ``ablated`` (the layer with channels
     #: zeroed: Ablation-CAM). An explainer that scores such passes through its task's target
@@ -227,9 +230,20 @@ def normalise(raw: torch.Tensor, relu: bool = True) -> MapBatch:
     scale = torch.maximum(hi.abs(), lo.abs())
     empty = ~torch.isfinite(span) | (span <= scale * 1e-6) | (span == 0)
     span = torch.where(empty, torch.ones_like(span), span)
-    out = (maps - lo.view(-1, 1, 1)) / span.view(-1, 1, 1)
-    out = torch.where(empty.view(-1, 1, 1), torch.zeros_like(out), out).clamp_(0, 1)
+    shape = (-1,) + (1,) * (maps.dim() - 1)  # (N, h, w) maps, or (N, d, h, w) for volumes
+    out = (maps - lo.view(shape)) / span.view(shape)
+    out = torch.where(empty.view(shape), torch.zeros_like(out), out).clamp_(0, 1)
     return MapBatch(out, empty)
+
+
+def spatial(t: torch.Tensor) -> tuple[int, ...]:
+    """The spatial axes of an (N, C, h, w) map, or of a volume's (N, C, d, h, w)."""
+    return tuple(range(2, t.dim()))
+
+
+def per_channel(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N, C) weights shaped to multiply the (N, C, ...) map ``like``."""
+    return weights.reshape(*weights.shape[:2], *(1,) * (like.dim() - 2))
 
 
 def model_logits(output) -> torch.Tensor:

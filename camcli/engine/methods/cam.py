@@ -15,7 +15,7 @@ from torch import nn
 from camcli.errors import UsageError
 from camcli.engine.layer_names import display_name
 from camcli.engine.methods import register
-from camcli.engine.methods.base import CAMMethod, ForwardPass, model_logits
+from camcli.engine.methods.base import CAMMethod, ForwardPass, model_logits, per_channel, spatial
 
 
 def linear_head(model: nn.Module) -> tuple[str, nn.Linear] | None:
@@ -30,6 +30,7 @@ def linear_head(model: nn.Module) -> tuple[str, nn.Linear] | None:
 @register
 class CAM(CAMMethod):
     name = "cam"
+    volumes = True  # global average pooling over every spatial axis, then the linear layer
     summary = "classifier weights of the class weight the feature maps (GAP + linear heads only)"
     paper = "Zhou et al., CVPR 2016, arXiv:1512.04150"
     needs_gradients = False
@@ -63,17 +64,18 @@ class CAM(CAMMethod):
 
     @staticmethod
     def _logits_from_gap(head: nn.Linear, acts: torch.Tensor) -> torch.Tensor:
-        pooled = acts.float().mean(dim=(2, 3))
+        pooled = acts.float().mean(dim=spatial(acts))
         out = pooled @ head.weight.detach().float().t()
         if head.bias is not None:
             out = out + head.bias.detach().float()
         return out
 
     def weighted(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        return self._weights(fp, layer)[:, :, None, None] * fp.activations[layer]
+        acts = fp.activations[layer]
+        return per_channel(self._weights(fp, layer), acts) * acts
 
     def raw_maps(self, fp: ForwardPass, layer: str) -> torch.Tensor:
-        return torch.einsum("nc,nchw->nhw", self._weights(fp, layer), fp.activations[layer])
+        return torch.einsum("nc,nc...->n...", self._weights(fp, layer), fp.activations[layer])
 
     @staticmethod
     def _weights(fp: ForwardPass, layer: str) -> torch.Tensor:

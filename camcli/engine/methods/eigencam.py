@@ -24,6 +24,7 @@ from camcli.engine.methods.principal import first_component
 @register
 class EigenCAM(CAMMethod):
     name = "eigencam"
+    volumes = True
     layer_only = True
     summary = "first principal component of the activations; class-agnostic (ignores the target class)"
     paper = "Muhammad & Yeasin, IJCNN 2020, arXiv:2008.00299"
@@ -39,6 +40,7 @@ class EigenCAM(CAMMethod):
 @register
 class EigenGradCAM(CAMMethod):
     name = "eigengradcam"
+    volumes = True
     layer_only = True
     summary = "first principal component of gradients x activations; class-discriminative Eigen-CAM"
     paper = "variant of Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, arXiv:2008.00299), as in pytorch-grad-cam"

@@ -15,6 +15,7 @@ from camcli.engine.methods.base import CAMMethod, ForwardPass
 @register
 class HiResCAM(CAMMethod):
     name = "hirescam"
+    volumes = True
     layer_only = True
     summary = "element-wise gradient x activation summed over channels (no gradient averaging)"
     paper = "Draelos & Carin, 2020, arXiv:2011.08891"
@@ -26,6 +27,7 @@ class HiResCAM(CAMMethod):
 @register
 class GradCAMElementWise(CAMMethod):
     name = "gradcam-elementwise"
+    volumes = True
     layer_only = True
     summary = "ReLU of element-wise gradient x activation, summed over channels"
     paper = "pytorch-grad-cam's GradCAMElementWise (a HiResCAM variant)"
@@ -37,6 +39,7 @@ class GradCAMElementWise(CAMMethod):
 @register
 class LayerCAM(CAMMethod):
     name = "layercam"
+    volumes = True
     layer_only = True
     summary = "positive gradients x activations, element-wise; fine maps at shallow layers too"
     paper = "Jiang et al., IEEE TIP 2021, doi:10.1109/TIP.2021.3089943"

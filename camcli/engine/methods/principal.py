@@ -12,14 +12,14 @@ import torch
 
 
 def first_component(acts: torch.Tensor) -> torch.Tensor:
-    """(N, C, h, w) -> (N, h, w): projection of each position on the first principal axis,
-    oriented towards the channel mean."""
-    n, c, h, w = acts.shape
+    """(N, C, h, w) -> (N, h, w) (a volume's (N, C, d, h, w) -> (N, d, h, w)): projection of each
+    position on the first principal axis, oriented towards the channel mean."""
+    n, grid = acts.shape[0], acts.shape[2:]
     x = acts.float().flatten(2).transpose(1, 2)  # (N, hw, C): positions are samples
     x = x - x.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(x, full_matrices=False)
     proj = (x @ vh[:, 0, :, None]).squeeze(2)  # (N, hw)
-    return oriented(proj, acts).view(n, h, w)
+    return oriented(proj, acts).view(n, *grid)
 
 
 def oriented(proj: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:

@@ -17,16 +17,19 @@ import torch.nn.functional as F
 
 from camcli.errors import UsageError
 from camcli.engine.methods import register
-from camcli.engine.methods.base import CAMMethod, ForwardPass
+from camcli.engine.methods.base import CAMMethod, ForwardPass, per_channel
 from camcli.engine.tensors import uses_channels_last
 from camcli.engine.work import count_passes
 
 
-def normalised_masks(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(C, h, w) -> (C, H, W): bilinear upsampling, then min-max to [0, 1]; constant maps -> 0."""
-    up = F.interpolate(acts[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+def normalised_masks(acts: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """(C, h, w) -> (C, H, W) (a volume's (C, d, h, w) -> (C, D, H, W)): bilinear (trilinear)
+    upsampling, then min-max to [0, 1]; constant maps -> 0."""
+    mode = "trilinear" if len(size) == 3 else "bilinear"
+    up = F.interpolate(acts[:, None].float(), size=size, mode=mode, align_corners=False)[:, 0]
     flat = up.flatten(1)
-    lo, hi = flat.min(1).values.view(-1, 1, 1), flat.max(1).values.view(-1, 1, 1)
+    shape = (-1,) + (1,) * len(size)
+    lo, hi = flat.min(1).values.view(shape), flat.max(1).values.view(shape)
     span = hi - lo
     return torch.where(span > 0, (up - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(up))
 
@@ -50,6 +53,7 @@ def distinct_channels(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @register
 class ScoreCAM(CAMMethod):
     name = "scorecam"
+    volumes = True  # its masks upsampled trilinearly (SSCAM and ISCAM add noise to them, or sum them)
     scores_passes = "masked"
     summary = "each channel masks the input; softmax over the masked class scores weights the channels"
     paper = "Wang et al., CVPR-W 2020, arXiv:1910.01279; max-n: Faster Score-CAM (tf-keras-vis)"
@@ -78,7 +82,7 @@ class ScoreCAM(CAMMethod):
                 if self.max_n is not None and self.max_n < c:
                     chosen = acts[i].flatten(1).std(1).topk(self.max_n).indices.sort().values
                 weights[i, chosen] = self.channel_scores(fp, i, acts[i, chosen]).softmax(0)
-        return weights[:, :, None, None] * acts
+        return per_channel(weights, acts) * acts
 
     def channel_scores(self, fp: ForwardPass, i: int, acts: torch.Tensor) -> torch.Tensor:
         """(C,) class scores of image ``i`` masked by each of its channels ``acts`` (C, h, w);
@@ -92,10 +96,11 @@ class ScoreCAM(CAMMethod):
 
 def masked_scores(fp: ForwardPass, i: int, count: int, chunk: int, masks_for) -> torch.Tensor:
     """(count,) class scores of image ``i`` times each of ``count`` masks; ``masks_for(start,
-    stop)`` gives masks (k, H, W), so that at most ``chunk`` of them are in memory at once."""
+    stop)`` gives masks (k, H, W) (a volume's (k, D, H, W)), so that at most ``chunk`` of them are in memory at once."""
     scores = torch.empty(count, device=fp.inputs.device)
     target = fp.targets[i:i + 1]
-    memory_format = torch.channels_last if uses_channels_last(fp.model) else torch.contiguous_format
+    memory_format = torch.channels_last if uses_channels_last(fp.model) and fp.inputs.dim() == 4 \
+        else torch.contiguous_format
     for s in range(0, count, chunk):
         e = min(s + chunk, count)
         masks = masks_for(s, e)

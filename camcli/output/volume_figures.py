@@ -1,0 +1,135 @@
+"""What a map of a 3D scan becomes on disk: a NIfTI volume on the scan's own grid, and a picture.
+
+The NIfTI map is written with the scan file's affine and voxel order (not camcli's RAS+ working
+order), so 3D Slicer, ITK-SNAP or FSLeyes lay it over the scan voxel for voxel without
+registration. The picture shows the three orthogonal planes through the map's peak, in the
+radiological convention viewers use (axial and coronal: the patient's right on the picture's
+left; axial: anterior up; coronal and sagittal: superior up; sagittal: anterior on the left),
+each plane drawn at its true aspect from the voxel spacing, lettered at its edges, with a
+crosshair on the peak; below them, a montage of axial slices across the map.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from camcli.errors import UsageError
+from camcli.output.render import overlay
+
+#: pixels per millimetre are chosen so that a plane's longer side is about this many pixels
+PLANE_SIDE = 256
+MONTAGE_SLICES = 12
+
+
+def write_nifti_map(path: Path, heat: np.ndarray, scan) -> None:
+    """``heat`` (X, Y, Z), on the scan's RAS grid, written as a float32 NIfTI on the file's grid."""
+    try:
+        nib = importlib.import_module("nibabel")
+    except ImportError:
+        raise UsageError("writing NIfTI maps needs the medical extra: pip install 'camcli[medical]'") from None
+    affine = scan.stored_affine if scan.stored_affine is not None else scan.affine
+    image = nib.Nifti1Image(np.ascontiguousarray(scan.on_stored_grid(heat), dtype=np.float32), affine)
+    image.set_qform(affine, code=1)  # scanner coordinates, as the scan's own
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm")
+    nib.save(image, str(path))
+
+
+def stored_index(scan, voxel: Sequence[int]) -> tuple[int, int, int]:
+    """The file's voxel index of ``voxel`` (an index on the scan's RAS grid)."""
+    if scan.stored_affine is None:
+        return tuple(int(v) for v in voxel)
+    mm = scan.affine @ np.array([*voxel, 1.0])
+    return tuple(int(v) for v in np.rint(np.linalg.solve(scan.stored_affine, mm)[:3]))
+
+
+def planes_figure(grey: np.ndarray, heat: np.ndarray, peak: Sequence[int], spacing: Sequence[float],
+                  colormap: str = "jet", alpha: float = 0.5, title: str = "") -> np.ndarray:
+    """RGB picture: axial, coronal and sagittal planes through ``peak`` (a RAS voxel index), then a
+    montage of axial slices. ``grey`` and ``heat``: (X, Y, Z) in [0, 1] on the RAS grid."""
+    x, y, z = (int(v) for v in peak)
+    sx, sy, sz = (float(v) for v in spacing)
+    # each plane as rows (top to bottom) x columns (left to right) in the radiological convention
+    axial = (grey[:, :, z], heat[:, :, z], (sy, sx), (y, x), "axial")  # rows: A to P, columns: R to L
+    coronal = (grey[:, y, :], heat[:, y, :], (sz, sx), (z, x), "coronal")  # rows: S to I
+    sagittal = (grey[x, :, :], heat[x, :, :], (sz, sy), (z, y), "sagittal")  # columns: A to P
+    scale = PLANE_SIDE / max(n * s for n, s in zip(grey.shape, spacing))  # pixels per mm, one for all planes
+    tiles = [_plane(g, h, step, at, name, scale, colormap, alpha) for g, h, step, at, name in
+             (axial, coronal, sagittal)]
+    row = _hstack(tiles)
+    montage = _montage(grey, heat, (sy, sx), scale, colormap, alpha, row.shape[1])
+    parts = [row] + ([montage] if montage is not None else [])
+    if title:
+        bar = np.full((22, row.shape[1], 3), 255, np.uint8)
+        cv2.putText(bar, title[:120], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        parts.insert(0, bar)
+    return np.ascontiguousarray(np.vstack(parts))
+
+
+def _oriented(a: np.ndarray) -> np.ndarray:
+    """A plane of the RAS grid, (first axis, second axis), as a picture's (rows, columns): the
+    second axis from high to low down the rows (anterior or superior up), the first from high to
+    low across (axial and coronal: x grows towards the patient's right, which the radiological
+    convention puts on the picture's left; sagittal: anterior on the left)."""
+    return a.T[::-1, ::-1]
+
+
+def _plane(grey2d, heat2d, step, at, name, scale, colormap, alpha, marked: bool = True) -> np.ndarray:
+    """One plane as a picture at its true aspect; ``marked``: the crosshair on ``at`` and the
+    edge letters (the montage's slices have neither)."""
+    rows_mm, cols_mm = step
+    g, h = _oriented(grey2d), _oriented(heat2d)
+    height = max(1, int(round(g.shape[0] * rows_mm * scale)))
+    width = max(1, int(round(g.shape[1] * cols_mm * scale)))
+    grey_u8 = cv2.resize((np.clip(g, 0, 1) * 255).astype(np.uint8), (width, height), interpolation=cv2.INTER_LINEAR)
+    heat_r = cv2.resize(h.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    tile = overlay(np.repeat(grey_u8[:, :, None], 3, 2), np.clip(heat_r, 0, 1), colormap, alpha)
+    if not marked:
+        return tile
+    # the peak's row and column in the picture (the plane was flipped on both axes)
+    r = (g.shape[0] - 1 - at[0] + 0.5) * height / g.shape[0]
+    c = (g.shape[1] - 1 - at[1] + 0.5) * width / g.shape[1]
+    cv2.line(tile, (int(c), 0), (int(c), height - 1), (255, 255, 255), 1)
+    cv2.line(tile, (0, int(r)), (width - 1, int(r)), (255, 255, 255), 1)
+    letters = {"axial": ("A", "P", "R", "L"), "coronal": ("S", "I", "R", "L"), "sagittal": ("S", "I", "A", "P")}[name]
+    for text, (px, py) in zip(letters, [(width // 2 - 4, 12), (width // 2 - 4, height - 4), (2, height // 2),
+                                        (width - 10, height // 2)]):
+        cv2.putText(tile, text, (px, py), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
+    label = np.full((16, width, 3), 0, np.uint8)
+    cv2.putText(label, name, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.vstack([label, tile])
+
+
+def _hstack(tiles: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    height = max(t.shape[0] for t in tiles)
+    padded = []
+    for t in tiles:
+        pad = np.zeros((height, t.shape[1] + gap, 3), np.uint8)
+        pad[:t.shape[0], :t.shape[1]] = t
+        padded.append(pad)
+    return np.hstack(padded)
+
+
+def _montage(grey, heat, step, scale, colormap, alpha, width) -> np.ndarray | None:
+    """Axial slices evenly across the extent of the map (its non-zero part), feet to head."""
+    depth = grey.shape[2]
+    hot = np.flatnonzero(heat.reshape(-1, depth).max(0) > 0.05)
+    lo, hi = (int(hot[0]), int(hot[-1])) if len(hot) else (0, depth - 1)
+    picks = sorted(set(np.linspace(lo, hi, min(MONTAGE_SLICES, hi - lo + 1)).round().astype(int).tolist()))
+    tiles = [_plane(grey[:, :, k], heat[:, :, k], step, (0, 0), "axial", scale * 0.5, colormap, alpha, marked=False)
+             for k in picks]
+    for k, t in zip(picks, tiles):
+        cv2.putText(t, f"z {k}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    per_row = max(1, width // (tiles[0].shape[1] + 4))
+    rows = [_hstack(tiles[i:i + per_row]) for i in range(0, len(tiles), per_row)]
+    out = np.zeros((sum(r.shape[0] + 4 for r in rows), width, 3), np.uint8)
+    top = 0
+    for r in rows:
+        out[top:top + r.shape[0], :min(width, r.shape[1])] = r[:, :width]
+        top += r.shape[0] + 4
+    return out

@@ -1,0 +1,65 @@
+"""What a map of a scan becomes (issue 38, item 4): a NIfTI map that lies over the scan file voxel
+for voxel, and a picture of three planes through the peak in the radiological convention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+nib = pytest.importorskip("nibabel", reason="the medical extra (nibabel) is not installed")
+
+SHAPE = (20, 24, 16)
+
+
+def stored_scan(tmp_path, blob_at):
+    """A scan stored L, P, S (DICOM's axes, as many NIfTI files from DICOM are) with a bright block at ``blob_at``."""
+    from camcli.engine.scans import read_scan
+
+    volume = np.random.default_rng(0).uniform(0, 0.2, SHAPE).astype(np.float32)
+    x, y, z = blob_at
+    volume[x - 1:x + 2, y - 1:y + 2, z - 1:z + 2] = 1.0
+    volume[x, y, z] = 1.5  # its centre the brightest voxel
+    affine = np.diag([-1.5, -1.0, 2.5, 1.0])
+    affine[:3, 3] = (30.0, 20.0, -40.0)
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(volume, affine), str(path))
+    return read_scan(path)[0], affine
+
+
+def test_the_nifti_map_lies_over_the_scan_file_voxel_for_voxel(tmp_path):
+    from camcli.output.volume_figures import stored_index, write_nifti_map
+
+    scan, affine = stored_scan(tmp_path, (4, 17, 11))
+    heat = scan.voxels / scan.voxels.max()  # a map that is the scan's own brightness: it peaks on the block
+    write_nifti_map(tmp_path / "map.nii.gz", heat, scan)
+    written = nib.load(str(tmp_path / "map.nii.gz"))
+    assert written.shape == SHAPE and np.allclose(written.affine, affine)
+    assert int(written.header["sform_code"]) == 1 and int(written.header["qform_code"]) == 1
+    peak_file = np.unravel_index(int(np.asarray(written.dataobj).argmax()), SHAPE)
+    assert tuple(int(v) for v in peak_file) == (4, 17, 11)  # the file's own index, though camcli works in RAS
+    peak_ras = np.unravel_index(int(heat.argmax()), heat.shape)
+    assert stored_index(scan, peak_ras) == (4, 17, 11)
+    assert np.allclose(scan.millimetres(peak_ras), affine[:3] @ (4, 17, 11, 1))
+
+
+def test_the_planes_picture_shows_the_patients_right_on_the_left_and_anterior_up(tmp_path):
+    from camcli.output.volume_figures import planes_figure
+
+    scan, _ = stored_scan(tmp_path, (4, 17, 11))
+    heat = scan.voxels / scan.voxels.max()
+    peak = np.unravel_index(int(heat.argmax()), heat.shape)
+    # the block's position in RAS: towards the patient's right and front (stored index 4 of an
+    # L-growing axis is near the right; 17 of a P-growing axis of 24 is towards the back)
+    x, y, _ = peak
+    assert x > SHAPE[0] / 2 and y < SHAPE[1] / 2
+    figure = planes_figure(scan.voxels / scan.voxels.max(), heat, peak, scan.spacing)
+    assert figure.ndim == 3 and figure.shape[2] == 3 and figure.dtype == np.uint8
+    # the axial plane is the first tile, under a 16-pixel label: find its reddest pixel (jet's top)
+    width = int(round(SHAPE[0] * scan.spacing[0] * 256 / max(n * s for n, s in zip(SHAPE, scan.spacing))))
+    height = int(round(SHAPE[1] * scan.spacing[1] * 256 / max(n * s for n, s in zip(SHAPE, scan.spacing))))
+    tile = figure[16:16 + height, :width].astype(int)
+    red = (tile[:, :, 0] > 150) & (tile[:, :, 2] < 120) & (tile[:, :, 1] < 200)  # jet's hot end, not the yellow letters
+    assert red.sum() > 20
+    r, c = (float(v.mean()) for v in np.nonzero(red))
+    assert c < width / 2, "the patient's right is drawn on the left"
+    assert r > height / 2, "a block towards the back is drawn low: anterior is up"
