@@ -65,7 +65,8 @@ def test_a_flipped_scan_is_brought_to_ras_and_its_peak_keeps_its_position(tmp_pa
 
 
 def test_a_dicom_series_is_stacked_by_position_not_by_file_name(tmp_path):
-    from camcli.engine.scans import find_scans, read_scan
+    from camcli.engine.discovery import discover
+    from camcli.engine.scans import read_scan
 
     files = sorted((SERIES / "98892001" / "CT5N").iterdir())
     # names whose sorted order is the reverse of the slices' order along z
@@ -73,7 +74,8 @@ def test_a_dicom_series_is_stacked_by_position_not_by_file_name(tmp_path):
     by_z = sorted(files, key=lambda f: float(headers[f].ImagePositionPatient[2]))
     for i, f in enumerate(by_z):
         shutil.copy(f, tmp_path / f"slice_{len(by_z) - i:02d}")  # no suffix: found by the DICOM magic
-    assert find_scans([tmp_path]) == [tmp_path]
+    (found,) = discover([tmp_path])  # the folder named is itself the series: one scan, named after it
+    assert found.kind == "scan" and found.path == str(tmp_path) and found.rel == tmp_path.name
     (scan,) = read_scan(tmp_path)
     zs = [float(headers[f].ImagePositionPatient[2]) for f in by_z]
     assert scan.shape[2] == len(files) and scan.format == "dicom" and scan.modality == "CT"

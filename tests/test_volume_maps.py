@@ -139,13 +139,13 @@ def test_gradcampp_of_a_volume_against_monais_which_departs_from_the_paper():
 
 
 VOLUME_METHODS = ["cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise", "layercam",
-                  "eigencam", "eigengradcam", "scorecam", "ablationcam", "finercam", "shapleycam"]
+                  "eigencam", "eigengradcam", "scorecam", "sscam", "iscam", "ablationcam", "finercam", "shapleycam"]
 
 
 @pytest.mark.parametrize("method", VOLUME_METHODS)
 def test_every_method_defined_in_three_dimensions_maps_a_volume(method):
     model, x = model_and_volume(seed=5)
-    options = {"cam_batch_size": 8} if method in ("scorecam", "ablationcam") else {}
+    options = {"cam_batch_size": 8} if method in ("scorecam", "sscam", "iscam", "ablationcam") else {}
     found = explain(model, x, "features.4", method, **options)
     assert tuple(found.maps.shape) == (2, *(s // 2 for s in SIZE))
     assert torch.isfinite(found.maps).all() and found.maps.min() >= 0 and found.maps.max() <= 1

@@ -27,11 +27,11 @@ def stored_scan(tmp_path, blob_at):
 
 
 def test_the_nifti_map_lies_over_the_scan_file_voxel_for_voxel(tmp_path):
-    from camcli.output.volume_figures import stored_index, write_nifti_map
+    from camcli.output.volume_figures import nifti_bytes, stored_index
 
     scan, affine = stored_scan(tmp_path, (4, 17, 11))
     heat = scan.voxels / scan.voxels.max()  # a map that is the scan's own brightness: it peaks on the block
-    write_nifti_map(tmp_path / "map.nii.gz", heat, scan)
+    (tmp_path / "map.nii.gz").write_bytes(nifti_bytes(heat, scan))
     written = nib.load(str(tmp_path / "map.nii.gz"))
     assert written.shape == SHAPE and np.allclose(written.affine, affine)
     assert int(written.header["sform_code"]) == 1 and int(written.header["qform_code"]) == 1

@@ -10,6 +10,7 @@ before it loads them.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -17,6 +18,10 @@ from pathlib import Path, PurePosixPath
 from camcli.errors import UsageError, UsageErrors
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+#: 3D scans taken as one file each (a DICOM series is a folder: :func:`dicom_folder`)
+SCAN_SUFFIXES = (".nii", ".nii.gz", ".npy", ".npz")
+#: names a DICOM slice may have: no suffix, .dcm, or a UID's last number (1.2.840....5.12)
+_DICOM_NAME_SUFFIXES = frozenset({"", ".dcm", ".dicom", ".ima"})
 _GLOB_CHARS = set("*?[")
 
 
@@ -29,6 +34,36 @@ class ImageItem:
     rel: str  # POSIX-style, never absolute, never containing '..'
     #: the RGB pixels (H, W, 3) uint8 of an image handed over in memory (:mod:`.in_memory`); None: read ``path``
     pixels: object = field(default=None, compare=False, repr=False)
+    #: ``image``, or ``scan`` (a NIfTI or NumPy volume, or a folder holding a DICOM series)
+    kind: str = "image"
+    #: given by name (not found in a folder): a run whose model takes the other kind still gives it a row
+    named: bool = field(default=False, compare=False)
+
+
+def kind_of(path: str) -> str:
+    """``scan`` for NIfTI and NumPy volumes and DICOM folders, else ``image``."""
+    if os.path.isdir(path):
+        return "scan"
+    return "scan" if path.lower().endswith(SCAN_SUFFIXES) else "image"
+
+
+def is_dicom_file(path: str) -> bool:
+    """A file DICOM's Part 10 magic ("DICM" after 128 bytes) marks, among names a slice may have."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _DICOM_NAME_SUFFIXES and not suffix[1:].isdigit():
+        return False
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would wait for a writer for ever
+            return False
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def dicom_folder(folder: str, names: Sequence[str]) -> bool:
+    """Whether ``folder`` holds a DICOM series (its files ``names``): it is then one scan."""
+    return any(is_dicom_file(os.path.join(folder, n)) for n in names)
 
 
 def expand_inputs(args: Sequence[str], stdin=None) -> list[str]:
@@ -57,7 +92,8 @@ RUN_MARK = "run-settings.json"
 
 
 def _walk(root: str, hidden: bool, skip: frozenset[str] = frozenset()) -> list[str]:
-    """Image files under ``root``, sorted; symbolic links are followed, each directory once; the
+    """Image and scan files, and folders holding a DICOM series, under ``root``, sorted (a DICOM
+    folder's slices are its, not items of their own); symbolic links are followed, each directory once; the
     folders in ``skip`` (real paths: the run's own output folder) and camcli's output folders
     (:data:`RUN_MARK`: explaining ``.`` twice must not explain the first run's overlays) are not entered."""
     found = []
@@ -75,8 +111,12 @@ def _walk(root: str, hidden: bool, skip: frozenset[str] = frozenset()) -> list[s
             visited.add(real)
             keep.append(d)
         dirnames[:] = keep
-        for name in filenames:
-            if (hidden or not name.startswith(".")) and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+        names = [n for n in filenames if hidden or not n.startswith(".")]
+        if dicom_folder(dirpath, [n for n in names if Path(n).suffix.lower() not in IMAGE_EXTENSIONS]):
+            found.append(dirpath)  # one scan: the series its slices make
+            names = [n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+        for name in names:
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS or name.lower().endswith(SCAN_SUFFIXES):
                 found.append(os.path.join(dirpath, name))
     # one order for everyone: by relative path, as `sort` would list them
     return sorted(found, key=lambda f: Path(os.path.relpath(f, root)).as_posix())
@@ -109,18 +149,26 @@ def discover(inputs: Sequence[str | os.PathLike], hidden: bool = False,
     missing = [UsageError(f"input {text!r} does not exist") for text in args if not os.path.lexists(text)]
     if missing:
         raise missing[0] if len(missing) == 1 else UsageErrors(missing)
+    named: set[str] = set()
     for text in args:
         p = Path(text)
         if p.is_dir():
             anchor = os.path.abspath(p)
             if os.path.realpath(anchor) in skip:
                 continue
-            found += [(f, anchor) for f in _walk(anchor, hidden, skip)]
+            walked = _walk(anchor, hidden, skip)
+            if anchor in walked:  # the folder named is itself a DICOM series: named after itself
+                walked.remove(anchor)
+                found.append((anchor, os.path.dirname(anchor)))
+                named.add(anchor)
+            found += [(f, anchor) for f in walked]
         else:
             found.append((os.path.abspath(p), os.path.dirname(os.path.abspath(p))))
+            named.add(os.path.abspath(p))
     if not found:
         raise UsageError("no images found in " + ", ".join(map(str, inputs))
-                         + f" (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+                         + f" (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}), nor 3D scans (NIfTI, NumPy, "
+                         "DICOM series)")
     if len(args) > 1:
         common = os.path.commonpath([a for _, a in found])
         found = [(a, common) for a, _ in found]
@@ -130,5 +178,5 @@ def discover(inputs: Sequence[str | os.PathLike], hidden: bool = False,
             continue
         seen.add(path)
         rel = PurePosixPath(*Path(os.path.relpath(path, anchor)).parts).as_posix()
-        items.append(ImageItem(len(items), path, rel))
+        items.append(ImageItem(len(items), path, rel, kind=kind_of(path), named=path in named))
     return items

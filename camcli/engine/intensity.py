@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from camcli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 #: name -> (level, width) in Hounsfield units
 WINDOWS: dict[str, tuple[float, float]] = {
@@ -80,6 +83,9 @@ def scaled(voxels: np.ndarray, how: str) -> np.ndarray:
 def fitted(voxels: np.ndarray, size: Sequence[int] | None) -> tuple[torch.Tensor, tuple[float, ...]]:
     """(1, X, Y, Z) float32 tensor at ``size`` (trilinear; ``None``: as it is) and the factor per
     axis (new size / old size)."""
+    import torch  # here: the settings' checks read the presets above before torch loads
+    import torch.nn.functional as F
+
     t = torch.from_numpy(np.ascontiguousarray(voxels, dtype=np.float32))[None, None]
     if size is None or tuple(size) == tuple(voxels.shape):
         return t[0], (1.0,) * voxels.ndim

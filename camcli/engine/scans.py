@@ -22,7 +22,7 @@ an ``.npz`` holds).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,6 @@ from camcli.errors import UsageError
 #: file names read as one scan each
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NUMPY_SUFFIXES = (".npy", ".npz")
-DICOM_SUFFIXES = (".dcm", ".dicom")
 #: DICOM's patient axes (x to the Left, y Posterior, z Superior) made RAS
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: how far slices may stray from one orientation, and their gaps from even (relative)
@@ -77,20 +76,6 @@ class Scan:
             return volume
         nib_orient = _module("nibabel.orientations", "writing maps on a scan's grid")
         return nib_orient.apply_orientation(volume, self.to_stored)
-
-
-def is_scan_file(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(NIFTI_SUFFIXES + NUMPY_SUFFIXES + DICOM_SUFFIXES)
-
-
-def is_dicom(path: Path) -> bool:
-    """Whether a file starts as DICOM Part 10 files do ("DICM" after a 128-byte preamble), whatever its name."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
 
 
 def read_scan(path: str | Path) -> list[Scan]:
@@ -294,30 +279,6 @@ def _canonical(voxels: np.ndarray, affine: np.ndarray, source: str, fmt: str, mo
     ras_affine = affine @ orientations.inv_ornt_aff(to_ras, voxels.shape)
     back = orientations.ornt_transform(canonical, stored)
     return Scan(voxels_ras, ras_affine, source, fmt, codes, back, np.asarray(affine, dtype=np.float64), modality)
-
-
-def find_scans(inputs: Iterable[str | Path]) -> list[Path]:
-    """Scan files and DICOM folders among ``inputs`` (files, or folders walked recursively; a folder
-    holding DICOM files is one input, its series read together), in sorted order."""
-    found: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_file():
-            found.append(item)
-            continue
-        for folder, _dirs, files in sorted(_walk(item)):
-            names = sorted(files)
-            if any(n.lower().endswith(DICOM_SUFFIXES) or is_dicom(folder / n) for n in names):
-                found.append(folder)
-            found += [folder / n for n in names if n.lower().endswith(NIFTI_SUFFIXES + NUMPY_SUFFIXES)]
-    return found
-
-
-def _walk(root: Path):
-    import os
-
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        yield Path(folder), dirs, files
 
 
 def _module(name: str, what: str):

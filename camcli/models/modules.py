@@ -57,6 +57,14 @@ def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = 
     if is_detector(model):
         return detector(as_detector(model, model_args), name, label_list, num_classes, **files,
                         source={**source, "class": name})
+    channels = volume_channels(model)
+    if channels is not None:  # a 3D network: fed volumes, one cube of `input_size` per scan
+        side = size[0] if size else VOLUME_SIDE
+        n = classes_of(model, (side,) * 3, output, channels)
+        if num_classes is not None and num_classes != n:
+            raise UsageError(f"`num_classes` {num_classes} does not match the model, which returns {n} scores per scan")
+        return LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), (side,) * 3, (0.0,) * channels,
+                           (1.0,) * channels, input_channels=channels, **files, source={**source, "class": name})
     size = size or (224, 224)
     gray = takes_one_channel(model)
     if gray:  # trained on one channel: fed the luminance of camcli's RGB pictures, as a named architecture's
@@ -91,19 +99,32 @@ def weights_sha256(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def classes_of(model: nn.Module, input_size: tuple[int, int], output: str | None = None) -> int:
+#: the side of a volume model's input cube when ``input_size`` does not say (MONAI's examples' 96)
+VOLUME_SIDE = 96
+
+
+def volume_channels(model: nn.Module) -> int | None:
+    """The input channels of a model whose first convolution is three-dimensional (a network for
+    volumes), or ``None``."""
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
+    return first.in_channels if isinstance(first, nn.Conv3d) else None
+
+
+def classes_of(model: nn.Module, input_size: tuple[int, ...], output: str | None = None, channels: int = 3) -> int:
     """How many scores the model returns per image (in the part ``output`` picks), from one dry
     forward at ``input_size``; 1 for one value per image. What the scores mean is the head's
     business (:mod:`camcli.engine.heads`), which also refuses outputs that are no scores."""
     from camcli.engine.targets import select_output
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = torch.zeros(1, 3, *input_size, device=device)
+    x = torch.zeros(1, channels, *input_size, device=device)
+    what = (f"{'x'.join(map(str, input_size))} RGB input" if channels == 3 and len(input_size) == 2 else
+            f"{'x'.join(map(str, input_size))} input of {channels} channel(s)")
     try:
         with torch.inference_mode():
             out = model.eval()(x)
     except Exception as e:  # the user's model: its failure, in one line
-        raise UsageError(f"the model ({qualified_name(model)}) fails on a {input_size[0]}x{input_size[1]} RGB input: "
+        raise UsageError(f"the model ({qualified_name(model)}) fails on a {what}: "
                          f"{type(e).__name__}: {first_line(e)}; give the size it takes with `input_size`") from None
     scores = select_output(out, output)
     return int(scores.shape[1]) if scores.dim() >= 2 else 1

@@ -31,6 +31,11 @@ DET_BOX = ("det_x0", "det_y0", "det_x1", "det_y1")
 SEGMENTATION_COLUMNS = ("index", "path", "width", "height", "segments", "seg_rank", "seg_index", "seg_label",
                         "pixel_share", "mean_probability", "region", "method", "layer", "energy_in_mask", "output",
                         "heatmap", "mask", "empty_map", "warning", "status", "error", "note")
+#: a volume run's file (volumes.csv): one row per scan x method x layer; the peak voxel as the scan
+#: file indexes it (i, j, k) and where it lies in the scanner's RAS millimetres (x, y, z)
+VOLUME_COLUMNS = ("index", "path", "shape", "spacing", "orientation", "pred_index", "pred_label", "score", "method",
+                  "layer", "peak_i", "peak_j", "peak_k", "peak_x", "peak_y", "peak_z", "output", "heatmap",
+                  "empty_map", "warning", "status", "error", "note")
 DetBox = tuple[float, float, float, float]  # a detector's box, x0, y0, x1, y1 in original-image pixels
 
 
@@ -189,6 +194,33 @@ class PredictionRow(Row):
             k += 1
         kw["topk"] = tuple(topk)
         return kw
+
+
+@dataclass
+class VolumeRow(Row):
+    """A volume's row (volumes.csv): one scan x method x layer. ``output`` is the picture of the
+    planes through the peak, ``heatmap`` the map as NIfTI on the scan's grid."""
+
+    shape: str | None = None  # the scan file's voxels, 512x512x400
+    spacing: str | None = None  # millimetres per voxel along the file's axes, 0.7x0.7x1.25
+    orientation: str | None = None  # the file's axis codes (LPS, RAS, ...)
+    pred_index: int | None = None
+    pred_label: str | None = None
+    score: float | None = None
+    peak_i: int | None = None
+    peak_j: int | None = None
+    peak_k: int | None = None
+    peak_x: float | None = None
+    peak_y: float | None = None
+    peak_z: float | None = None
+
+    @property
+    def explained(self) -> bool:
+        return self.pred_index is not None
+
+    @property
+    def explained_label(self) -> str | None:
+        return self.pred_label
 
 
 @dataclass

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from pathlib import Path
-
 import cv2
 import numpy as np
 
@@ -26,8 +24,11 @@ PLANE_SIDE = 256
 MONTAGE_SLICES = 12
 
 
-def write_nifti_map(path: Path, heat: np.ndarray, scan) -> None:
-    """``heat`` (X, Y, Z), on the scan's RAS grid, written as a float32 NIfTI on the file's grid."""
+def nifti_bytes(heat: np.ndarray, scan) -> bytes:
+    """``heat`` (X, Y, Z), on the scan's RAS grid, as a gzipped float32 NIfTI on the file's grid
+    (bytes, for an atomic write inside the output folder)."""
+    import gzip
+
     try:
         nib = importlib.import_module("nibabel")
     except ImportError:
@@ -37,7 +38,7 @@ def write_nifti_map(path: Path, heat: np.ndarray, scan) -> None:
     image.set_qform(affine, code=1)  # scanner coordinates, as the scan's own
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
-    nib.save(image, str(path))
+    return gzip.compress(image.to_bytes(), compresslevel=6)
 
 
 def stored_index(scan, voxel: Sequence[int]) -> tuple[int, int, int]:

@@ -164,13 +164,15 @@ class Run:
                 self._check_folder(shard)
             self.session = session = ExplainSession.open(s, local_rank=shard.local_rank, module=self.module)
             task = session.task
+            items = self._of_kind(items, task.inputs)
             shard = replace(shard, stem=task.csv_stem)  # the folder is claimed knowing the task's file names
             out = self._claim_folder(stack, shard) if self.write else None
             keep = self._finished_rows(out, shard) if self.write else []
             done = {r.path for r in keep}
             plan = plan_memory(items, session.batch_size, s.workers, budget_bytes(s.memory_budget))
             plan = replace(plan, batches=whole_batches(plan.batches, done))
-            self.log(f"{session.describe()}; {len(items)} image(s){shard.describe(len(all_items))}"
+            noun = "3D scan" if task.inputs == "scan" else "image"
+            self.log(f"{session.describe()}; {len(items)} {noun}(s){shard.describe(len(all_items))}"
                      + (f", {len(done)} already done" if done else "") + f"; {plan.describe()}")
             for line in session.cost_notes():
                 self.log(line)
@@ -204,6 +206,21 @@ class Run:
             self.summary = summary
         if raised is not None:
             raise raised
+
+    def _of_kind(self, items: list, kind: str) -> list:
+        """The inputs the task explains: found ones of the other kind (scans beside images) are left
+        out, with a line saying so; named ones stay (their rows say what is wrong with them)."""
+        kept = [i for i in items if i.kind == kind or i.named]
+        if len(kept) < len(items):
+            other = "image" if kind == "scan" else "3D scan"
+            self.log(f"left out {len(items) - len(kept)} {other}(s) found in the input folders: this model explains "
+                     f"{'3D scans' if kind == 'scan' else 'images'}")
+        if items and not kept:
+            raise UsageError(f"no {'3D scans' if kind == 'scan' else 'images'} among the inputs, which hold "
+                             f"{len(items)} {'image' if kind == 'scan' else '3D scan'}(s): this model explains "
+                             f"{'3D scans (NIfTI, NumPy, DICOM series)' if kind == 'scan' else 'images'}")
+        self.total = len(kept)
+        return kept
 
     def _check_folder(self, shard: Shard) -> None:
         """What makes the run fail before the model is loaded: an unknown colour map, an output

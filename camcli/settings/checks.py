@@ -49,6 +49,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "box_mode": ("largest", "all"),
     "precision": ("fp32", "bf16", "fp16"),
     "fuse": FUSIONS,
+    "scaling": ("percentiles", "minmax", "zscore", "none"),
 }
 
 
@@ -79,12 +80,24 @@ def check(s: ExplainSettings) -> None:
 def check_values(s: ExplainSettings) -> None:
     """The settings with fixed choices or bounds, each alone."""
     gather(*(lambda step=step: step(s) for step in (
-        _alpha, _resize, _normalisation, _heatmap_outputs, _boxes, _overlay, _precision, _run_mode, _colormap)))
+        _alpha, _resize, _normalisation, _heatmap_outputs, _boxes, _overlay, _precision, _run_mode, _colormap,
+        _intensity)))
 
 
 def _alpha(s: ExplainSettings) -> None:
     if not 0.0 <= s.alpha <= 1.0:
         raise UsageError(f"`alpha` must be between 0 and 1, got {s.alpha}")
+
+
+def _intensity(s: ExplainSettings) -> None:
+    """A volume's window and scaling (torch-free: engine/intensity.py's presets are checked where read)."""
+    choices = CHOICES["scaling"]
+    if s.scaling not in choices:
+        raise UsageError(f"`scaling` must be {', '.join(choices[:-1])} or {choices[-1]}, got {s.scaling!r}")
+    if s.window is not None:
+        from camcli.engine.intensity import window_of
+
+        window_of(s.window)
 
 
 def _resize(s: ExplainSettings) -> None:

@@ -146,6 +146,14 @@ class ExplainSettings:
                                 "Segmentation", shown="each class's own mask", shapes_outputs=True, evaluate=True)
     save_mask: bool = option(False, "Segmentation: also write each image's predicted label mask under masks/ (PNG "
                              "of class indices, with a palette).", "Segmentation", shapes_outputs=True)
+    window: str | None = option(None, "Volumes: a CT window, level,width in Hounsfield units (40,80) or one of brain, "
+                                "subdural, stroke, lung, mediastinum, soft-tissue, liver, bone; values outside go "
+                                "black or white, as the model was trained to see them.", "Volumes",
+                                shown="none: --scaling per volume", shapes_outputs=True, evaluate=True)
+    scaling: str = option("percentiles", "Volumes without --window: how each scan's values become the model's input: "
+                          "percentiles (0.5th to 99.5th percentile to 0..1, clipped), minmax (MONAI's "
+                          "ScaleIntensity), zscore (MONAI's NormalizeIntensity) or none.", "Volumes",
+                          shapes_outputs=True, evaluate=True)
     cam_batch_size: int | None = method_option("cam_batch_size")
     max_n: int | None = method_option("max_n")
     fem_k: float | None = method_option("fem_k")

@@ -40,6 +40,8 @@ TASK_SETTINGS: dict[str, Any] = {
     "min_area": 0.01, "background": False, "region": None, "save_mask": False,
     # a detector's: which boxes are kept and how their maps are drawn
     "score_threshold": 0.5, "max_detections": 20, "detection_maps": "each",
+    # a volume's: how its values become the model's input
+    "window": None, "scaling": "percentiles",
 }
 
 
@@ -73,6 +75,9 @@ class Task:
     folders: ClassVar[tuple[str, ...]] = ()
     #: which of :data:`TASK_SETTINGS` it takes
     takes: ClassVar[frozenset[str]] = frozenset()
+    #: the inputs it explains (:attr:`ImageItem.kind <camcli.engine.discovery.ImageItem.kind>`):
+    #: ``image``, or ``scan`` (3D); found inputs of the other kind are left out of its runs
+    inputs: ClassVar[str] = "image"
     #: tasks a model may be loaded as and still be stated as this one with ``task``
     stated_from: ClassVar[tuple[str, ...]] = ()
     #: run.json keeps the labels beside the model (saved masks hold class indices)

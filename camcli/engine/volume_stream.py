@@ -1,0 +1,121 @@
+"""Scans through a volume model: read, made the model's input, explained a batch at a time.
+
+Each scan is read into RAS+ order (:mod:`~camcli.engine.scans`), its values windowed or scaled
+(:mod:`~camcli.engine.intensity`), resampled trilinearly to the model's input cube, and stacked
+with the others of its batch: one forward and one partial backward serve every method at every
+layer, as for images. A scan that cannot be read, or a folder holding several series, becomes an
+error result with its reason; the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from camcli.engine.discovery import ImageItem
+from camcli.engine.explainer import Explainer
+from camcli.engine.intensity import fitted, scaled, window_of, windowed
+from camcli.engine.loaded import LoadedModel
+from camcli.engine.scans import Scan, read_scan
+from camcli.engine.stream import NOT_FINITE, ImageResult, image_seed
+from camcli.errors import UsageError
+
+
+@dataclass
+class VolumeMap:
+    """One method x layer's map of a scan, at the layer's resolution (d, h, w) on the RAS grid."""
+
+    method: str
+    layer: str
+    small: np.ndarray
+    empty: bool
+    failures: tuple = ()
+
+    @property
+    def warning(self) -> str:
+        return "; ".join(f"{a.name}: {a.describe(v)}" for a, v in self.failures)
+
+
+@dataclass
+class VolumeResult(ImageResult):
+    """What camcli learnt about one scan: the :class:`ImageResult` fields (``maps`` holds
+    :class:`VolumeMap` items), the scan itself and the model input's size."""
+
+    scan: Scan | None = None
+    fit: tuple[float, ...] = field(default=())  # input size / scan size, per axis
+
+
+def prepared(scan: Scan, size: tuple[int, ...], channels: int, window: str | None,
+             scaling: str) -> tuple[torch.Tensor, tuple[float, ...]]:
+    """The scan as the model's input (channels, *size): windowed or scaled, resampled."""
+    values = windowed(scan.voxels, *window_of(window)) if window else scaled(scan.voxels, scaling)
+    tensor, factors = fitted(values, size)
+    return tensor.expand(channels, *tensor.shape[1:]), factors
+
+
+def iter_volumes(loaded: LoadedModel, explainer: Explainer, items: Sequence[ImageItem], *,
+                 batches: Sequence[Sequence[ImageItem]] | None = None, batch_size: int = 4,
+                 device: torch.device | str = "cpu", window: str | None = None, scaling: str = "percentiles",
+                 topk: int = 5, skip: Collection[str] = frozenset(), seed: int = 0) -> Iterator[VolumeResult]:
+    """One :class:`VolumeResult` per item, in order (``skip``: a resumed run's finished scans go
+    through their batch's forward but are not yielded)."""
+    device = torch.device(device)
+    items = list(items)
+    if batches is None:
+        batches = [items[k:k + max(1, batch_size)] for k in range(0, len(items), max(1, batch_size))]
+    labels = explainer.target.labels or loaded.labels
+    k = max(1, min(topk, len(labels)))
+    for batch in batches:
+        read: list[tuple[ImageItem, Scan | None, torch.Tensor | None, tuple, str]] = []
+        for item in batch:
+            try:
+                scans = read_scan(item.path)
+                if len(scans) != 1:
+                    raise UsageError(f"holds {len(scans)} series ({', '.join(s.source for s in scans)}); give each "
+                                     "series a folder of its own")
+                x, factors = prepared(scans[0], loaded.input_size, loaded.input_channels, window, scaling)
+                read.append((item, scans[0], x, factors, ""))
+            except (UsageError, ValueError, OSError) as e:
+                read.append((item, None, None, (), str(e).splitlines()[0]))
+        yield from _explain(read, loaded, explainer, device, labels, k, skip, seed)
+
+
+def _explain(read, loaded, explainer, device, labels, k, skip, seed) -> Iterator[VolumeResult]:
+    good = [r for r in read if not r[4]]
+    results: dict[int, VolumeResult] = {}
+    if good:
+        x = torch.stack([r[2] for r in good]).to(device)
+        wanted = [r[0].rel not in skip for r in good]
+        try:
+            exp = explainer(x, None, wanted=None if all(wanted) else wanted,
+                            seeds=[image_seed(seed, r[0].rel) for r in good])
+        except (RuntimeError, ValueError) as e:
+            for r in good:
+                results[r[0].index] = VolumeResult(r[0], "error", error=f"model failed on this batch: "
+                                                                          f"{str(e).splitlines()[0]}")
+        else:
+            probs, idx = exp.probs.topk(k, dim=1)
+            probs, idx = probs.cpu().tolist(), idx.cpu().tolist()
+            finite = torch.isfinite(exp.logits).all(1).cpu().tolist()
+            on_host = {key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in exp.maps.items()}
+            checks = {key: [(c.assumption, c.values.cpu().tolist(), c.failed.cpu().tolist()) for c in found]
+                      for key, found in exp.checks.items()}
+            for i, (item, scan, _x, factors, _e) in enumerate(good):
+                if not finite[i]:
+                    results[item.index] = VolumeResult(item, "error", error=NOT_FINITE)
+                    continue
+                maps = []
+                for (method, layer), (small, empty) in on_host.items():
+                    failures = tuple((a, v[i]) for a, v, failed in checks.get((method, layer), ()) if failed[i])
+                    maps.append(VolumeMap(method, layer, small[i], bool(empty[i]), failures))
+                t = int(exp.targets[i])
+                results[item.index] = VolumeResult(
+                    item, "ok", topk=[(c, labels[c], p) for c, p in zip(idx[i], probs[i])], target_index=t,
+                    target_label=labels[t], target_score=float(exp.probs[i, t]), maps=maps, scan=scan, fit=factors)
+    for item, _scan, _x, _f, error in read:
+        if item.rel in skip:
+            continue
+        yield VolumeResult(item, "error", error=error) if error else results[item.index]

@@ -1,0 +1,167 @@
+"""`camcli explain` on a folder of 3D scans (issue 38): NIfTI stored in different orientations, a
+NumPy volume and a DICOM series, explained by a 3D network of the user's own; each map lands on
+the bright block the model responds to, in the scanner's millimetres, and its NIfTI opens over
+the scan file voxel for voxel."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+nib = pytest.importorskip("nibabel", reason="the medical extra (nibabel) is not installed")
+pytest.importorskip("pydicom", reason="the medical extra (pydicom) is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (20, 24, 16)
+
+#: a 3D network that answers to bright voxels: its first class's score is the mean of
+#: ReLU(blur(x) - 0.6), so the evidence for it is where the scan is bright
+MODEL = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    class Bright(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(1, 4, 3, padding=1)
+            self.act = nn.ReLU()
+            self.pool = nn.AdaptiveAvgPool3d(1)
+            self.fc = nn.Linear(4, 2)
+            with torch.no_grad():
+                self.conv.weight.fill_(1 / 27)
+                self.conv.bias.fill_(-0.6)
+                self.fc.weight.copy_(torch.tensor([[1.0] * 4, [-1.0] * 4]))
+                self.fc.bias.zero_()
+
+        def forward(self, x):
+            return self.fc(self.pool(self.act(self.conv(x))).flatten(1))
+
+    def build():
+        return Bright()
+""")
+
+
+def block_scan(at) -> np.ndarray:
+    volume = np.random.default_rng(1).uniform(0, 0.15, SHAPE).astype(np.float32)
+    x, y, z = at
+    volume[x - 2:x + 3, y - 2:y + 3, z - 2:z + 3] = 1.0
+    return volume
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from sample_volumes import write_dicom_series
+
+    folder = tmp_path_factory.mktemp("scans")
+    blocks = {}  # name -> the block's centre in RAS millimetres
+    ras = np.diag([1.5, 1.0, 2.0, 1.0])
+    ras[:3, 3] = (-10.0, 5.0, 0.0)
+    nib.save(nib.Nifti1Image(block_scan((5, 6, 10)), ras), str(folder / "a_ras.nii.gz"))
+    blocks["a_ras.nii.gz"] = (ras @ (5, 6, 10, 1))[:3]
+    lps = np.diag([-1.5, -1.0, 2.0, 1.0])
+    lps[:3, 3] = (30.0, 20.0, -40.0)
+    nib.save(nib.Nifti1Image(block_scan((14, 17, 5)), lps), str(folder / "b_lps.nii.gz"))
+    blocks["b_lps.nii.gz"] = (lps @ (14, 17, 5, 1))[:3]
+    np.save(folder / "c.npy", block_scan((10, 10, 8)))  # no geometry: voxel indices are its millimetres
+    blocks["c.npy"] = np.array([10.0, 10.0, 8.0])
+    # a CT series: Hounsfield units, files numbered against slice order; DICOM's origin is in LPS
+    hu = block_scan((12, 8, 9)) * 1000 - 500
+    write_dicom_series(folder / "d_series", hu, (1.0, 1.25, 2.5), origin=(-5.0, 7.0, 12.0),
+                       order=list(range(SHAPE[2]))[::-1])
+    lps_mm = np.array([-5.0 + 12 * 1.0, 7.0 + 8 * 1.25, 12.0 + 9 * 2.5])
+    blocks["d_series"] = lps_mm * (-1, -1, 1)
+    (folder / "notes.png").write_bytes(b"")  # an image beside the scans: left out of a volume run
+    (folder / "model.py").write_text(MODEL)
+    return folder, blocks
+
+
+def explain(folder: Path, out: Path, *args):
+    from camcli.cli import app
+
+    return CliRunner().invoke(app, ["explain", str(folder), "--model", f"{folder / 'model.py'}:build",
+                                    "--input-size", "24", "--out", str(out), "--workers", "0", *args])
+
+
+def rows(out: Path) -> list[dict]:
+    with open(out / "volumes.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_folder_of_scans_maps_each_on_its_object_in_millimetres(scans, tmp_path):
+    folder, blocks = scans
+    r = explain(folder, tmp_path / "out", "--method", "gradcam,layercam,scorecam", "--cam-batch-size", "4")
+    assert r.exit_code == 0, r.output
+    assert "left out 1 image(s)" in r.stderr
+    found = rows(tmp_path / "out")
+    assert {row["path"] for row in found} == set(blocks) and len(found) == 3 * len(blocks)
+    for row in found:
+        assert row["status"] == "ok" and row["pred_label"] == "class_0", row
+        peak = np.array([float(row[c]) for c in ("peak_x", "peak_y", "peak_z")])
+        # within the block (5 voxels wide: 2 voxels of the coarsest spacing from its centre)
+        assert np.abs(peak - blocks[row["path"]]).max() <= 2 * 2.5 + 1e-6, (row["path"], row["method"], peak)
+        assert (tmp_path / "out" / row["output"]).is_file()
+    # the map written for the LPS-stored file lies over it: same grid, same affine, peak on the block
+    row = next(r for r in found if r["path"] == "b_lps.nii.gz" and r["method"] == "gradcam")
+    written = nib.load(str(tmp_path / "out" / row["heatmap"]))
+    source = nib.load(str(folder / "b_lps.nii.gz"))
+    assert written.shape == source.shape and np.allclose(written.affine, source.affine)
+    data = np.asarray(written.dataobj)
+    peak = (int(row["peak_i"]), int(row["peak_j"]), int(row["peak_k"]))
+    assert data[peak] == pytest.approx(data.max())  # the row's voxel is the map's peak in the file's own indices
+    assert max(abs(p - b) for p, b in zip(peak, (14, 17, 5))) <= 2
+    assert row["orientation"] == "LPS" and row["shape"] == "20x24x16"
+
+
+def test_bad_scans_get_a_row_and_flat_methods_a_usage_error(scans, tmp_path):
+    folder, _ = scans
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.py").write_text(MODEL)
+    (bad / "broken.nii.gz").write_bytes(b"not a nifti file")
+    nib.save(nib.Nifti1Image(block_scan((5, 6, 10)), np.eye(4)), str(bad / "good.nii.gz"))
+    r = explain(bad, tmp_path / "out")
+    assert r.exit_code == 1
+    by_path = {row["path"]: row for row in rows(tmp_path / "out")}
+    assert by_path["good.nii.gz"]["status"] == "ok"
+    assert by_path["broken.nii.gz"]["status"] == "error" and "NIfTI" in by_path["broken.nii.gz"]["error"]
+    r = explain(folder, tmp_path / "out2", "--method", "fullgrad")
+    assert r.exit_code == 2 and "flat images only" in r.stderr
+    r = explain(folder, tmp_path / "out3", "--resize", "crop")
+    assert r.exit_code == 2 and "--resize" in r.stderr and "volume run does not take" in r.stderr
+
+
+def test_evaluate_scores_each_map_against_label_volumes_and_gates_on_pointing(scans, tmp_path):
+    folder, _ = scans
+    out = tmp_path / "out"
+    assert explain(folder, out, "--method", "gradcam").exit_code == 0
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    ras = nib.load(str(folder / "a_ras.nii.gz"))
+    right = np.zeros(SHAPE, np.uint8)
+    right[3:8, 4:9, 8:13] = 1  # the block of a_ras: its map points into it
+    nib.save(nib.Nifti1Image(right, ras.affine), str(truth / "a_ras.nii.gz"))
+    lps = nib.load(str(folder / "b_lps.nii.gz"))
+    wrong = np.zeros(SHAPE, np.uint8)
+    wrong[1:4, 1:4, 10:14] = 2  # a structure away from b_lps's block: its map does not point into it
+    nib.save(nib.Nifti1Image(wrong, lps.affine), str(truth / "b_lps.nii.gz"))
+    from camcli.cli import app
+
+    r = CliRunner().invoke(app, ["evaluate", str(out), "--truth", str(truth), "--min-pointing", "0.9"])
+    assert r.exit_code == 1, r.output
+    with open(out / "evaluation.csv", newline="") as f:
+        scored = {row["path"]: row for row in csv.DictReader(f)}
+    assert set(scored) == {"a_ras.nii.gz", "b_lps.nii.gz"}
+    assert scored["a_ras.nii.gz"]["pointing"] == "true" and float(scored["a_ras.nii.gz"]["energy"]) > 0.3
+    assert scored["b_lps.nii.gz"]["pointing"] == "false"
+    assert "pointing" in r.stdout and "50" in r.stdout
+    # labels on another grid are refused, not compared voxel by voxel
+    nib.save(nib.Nifti1Image(right, np.eye(4)), str(truth / "a_ras.nii.gz"))
+    r = CliRunner().invoke(app, ["evaluate", str(out), "--truth", str(truth)])
+    assert r.exit_code == 2 and "resample the labels onto the scan" in r.stderr
