@@ -5,6 +5,7 @@ the scan file voxel for voxel."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import sys
 import textwrap
@@ -165,3 +166,31 @@ def test_evaluate_scores_each_map_against_label_volumes_and_gates_on_pointing(sc
     nib.save(nib.Nifti1Image(right, np.eye(4)), str(truth / "a_ras.nii.gz"))
     r = CliRunner().invoke(app, ["evaluate", str(out), "--truth", str(truth)])
     assert r.exit_code == 2 and "resample the labels onto the scan" in r.stderr
+
+
+def test_a_monai_network_by_name_explains_scans(scans, tmp_path):
+    """`--model monai/DenseNet` with its constructor's arguments: a 3D network, its weights from a
+    checkpoint of the test's own (seeded), explained like a network of one's own; an unknown name
+    suggests MONAI's close ones."""
+    pytest.importorskip("monai", reason="MONAI is not installed")
+    import torch
+    from monai.networks.nets import DenseNet
+    from safetensors.torch import save_file
+
+    from camcli.cli import app
+
+    folder, blocks = scans
+    args = ["spatial_dims=3", "in_channels=1", "out_channels=2", "init_features=4", "growth_rate=4",
+            "block_config=(2,2)", "bn_size=2"]
+    torch.manual_seed(0)
+    net = DenseNet(**{k: ast.literal_eval(v) for k, v in (a.split("=") for a in args)})
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "net.safetensors"))
+    base = ["explain", str(folder), "--model", "monai/DenseNet", "--checkpoint", str(tmp_path / "net.safetensors"),
+            "--input-size", "24", "--workers", "0", *[x for a in args for x in ("--model-arg", a)]]
+    r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    found = rows(tmp_path / "out")
+    assert {row["path"] for row in found} == set(blocks) and all(row["status"] == "ok" for row in found)
+    assert len({row["layer"] for row in found}) == 1  # the default: the last 3D feature map before the pooling
+    r = CliRunner().invoke(app, [*base, "--model", "monai/DenseNet12", "--out", str(tmp_path / "out2")])
+    assert r.exit_code == 2 and "DenseNet121" in r.stderr

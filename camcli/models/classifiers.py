@@ -38,8 +38,8 @@ from camcli.models.torchvision_weights import build_with_weights, categories_for
 #: the model when none is named
 DEFAULT_ARCHITECTURE = "resnet50"
 #: builder arguments go to a factory, a torchvision detector's builder or a YOLO model
-NO_MODEL_ARGS = ("`model_arg` is for a factory (`model` file.py:function), a detector's builder or a YOLO model; a "
-                 "named classifier takes none")
+NO_MODEL_ARGS = ("`model_arg` is for a factory (`model` file.py:function), a MONAI network (`model` monai/NAME), a "
+                 "detector's builder or a YOLO model; a named classifier takes none")
 
 
 def classification_models() -> list[str]:

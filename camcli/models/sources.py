@@ -59,6 +59,7 @@ class ModelSource:
 
 #: the built-in sources, in the order they are asked: module path -> the name of its source object
 BUILT_IN = (("camcli.models.modules", "HANDED_OVER"), ("camcli.models.factory", "FACTORY"),
+            ("camcli.models.monai_networks", "MONAI"),
             ("camcli.models.detectors", "YOLO"), ("camcli.models.detectors", "DETECTORS"),
             ("camcli.models.segmenters", "SEGMENTERS"), ("camcli.models.huggingface", "FOLDER"),
             ("camcli.models.exported", "PROGRAM"), ("camcli.models.pickled", "PICKLED"),

@@ -54,7 +54,7 @@ class ExplainSettings:
                         "returns the nn.Module (--checkpoint then loads a state dict into it). Not needed for a "
                         "whole pickled model (--trust-checkpoint).", "Model",
                         short="-m", shapes_outputs=True, evaluate=True)
-    model_arg: list[str] = option(help="key=value keyword argument for a factory --model (repeat for several; values "
+    model_arg: list[str] = option(help="key=value keyword argument for a factory or monai/NAME --model (repeat for several; values "
                                   "read as Python literals: 10, 0.5, True, 'text').", panel="Model",
                                   shapes_outputs=True, evaluate=True, factory=list)
     weights: str = option("DEFAULT", "torchvision weights: DEFAULT, IMAGENET1K_V1, ... or none. Loaded from the torch "
