@@ -99,7 +99,7 @@ def test_a_folder_of_scans_maps_each_on_its_object_in_millimetres(scans, tmp_pat
     folder, blocks = scans
     r = explain(folder, tmp_path / "out", "--method", "gradcam,layercam,scorecam", "--cam-batch-size", "4")
     assert r.exit_code == 0, r.output
-    assert "left out 1 image(s)" in r.stderr
+    assert "left out 1 image(s)" in r.stderr and "explained 4 of 4 3D scan(s)" in r.stderr
     found = rows(tmp_path / "out")
     assert {row["path"] for row in found} == set(blocks) and len(found) == 3 * len(blocks)
     for row in found:

@@ -92,13 +92,16 @@ def explain(
             print(json.dumps(summary_record(summary)), file=data.stream, flush=True)
     if not resolved.quiet:
         rate = (summary.ok + summary.failed - summary.resumed) / summary.seconds if summary.seconds else 0.0
+        unit = summary.unit
         if summary.resumed:
-            console.print(f"resumed: {summary.resumed} image(s) were already done", markup=False)
-        console.print(f"explained {summary.ok} of {summary.images} image(s), {summary.failed} failed"
+            console.print(f"resumed: {summary.resumed} {unit}(s) were already done", markup=False)
+        console.print(f"explained {summary.ok} of {summary.images} {unit}(s), {summary.failed} failed"
                       f"{f', {summary.empty_maps} empty map(s)' if summary.empty_maps else ''} "
-                      f"in {summary.seconds:.1f} s ({rate:.1f} img/s) -> {summary.out}", markup=False)
+                      f"in {summary.seconds:.1f} s ({rate:.1f} {'img' if unit == 'image' else 'scans'}/s) -> "
+                      f"{summary.out}", markup=False)
     if summary.failed and resolved.quiet:
-        console.print(f"camcli: {summary.failed} image(s) failed; see {summary.out / summary.csv_name}", markup=False)
+        console.print(f"camcli: {summary.failed} {summary.unit}(s) failed; see {summary.out / summary.csv_name}",
+                      markup=False)
     if summary.interrupted:
         if not resolved.quiet:
             console.print(f"camcli: stopped by {'SIGTERM' if stop.signum == signal.SIGTERM else 'Ctrl-C'}; "

@@ -59,6 +59,7 @@ class RunSummary:
     interrupted: bool = False
     resumed: int = 0  # images already done by an earlier run
     csv_name: str = "predictions.csv"
+    unit: str = "image"  # what its inputs are, for the lines that count them (a volume run's: 3D scan)
 
 
 @dataclass
@@ -172,6 +173,7 @@ class Run:
             plan = plan_memory(items, session.batch_size, s.workers, budget_bytes(s.memory_budget))
             plan = replace(plan, batches=whole_batches(plan.batches, done))
             noun = "3D scan" if task.inputs == "scan" else "image"
+            self.work.unit = f"{noun}s"  # the progress lines count what the run explains
             self.log(f"{session.describe()}; {len(items)} {noun}(s){shard.describe(len(all_items))}"
                      + (f", {len(done)} already done" if done else "") + f"; {plan.describe()}")
             for line in session.cost_notes():
@@ -196,7 +198,7 @@ class Run:
             self.warnings = tally.warnings.finish(
                 lambda layer: earlier_layer(lm.model, lm.input_size, layer, session.device), session.empty_cause())
             summary = RunSummary(len(items), tally.ok, tally.failed, tally.empty, 0.0, out, tally.interrupted,
-                                 len(done), shard.csv_name)
+                                 len(done), shard.csv_name, noun)
             if self.write:
                 self._finish_folder(out, shard, bool(keep))
             summary.seconds = time.perf_counter() - started
