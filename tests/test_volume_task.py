@@ -83,10 +83,10 @@ def scans(tmp_path_factory):
     return folder, blocks
 
 
-def explain(folder: Path, out: Path, *args):
+def explain(folder: Path, out: Path, *args, model: Path | None = None):
     from camcli.cli import app
 
-    return CliRunner().invoke(app, ["explain", str(folder), "--model", f"{folder / 'model.py'}:build",
+    return CliRunner().invoke(app, ["explain", str(folder), "--model", f"{model or folder / 'model.py'}:build",
                                     "--input-size", "24", "--out", str(out), "--workers", "0", *args])
 
 
@@ -194,3 +194,20 @@ def test_a_monai_network_by_name_explains_scans(scans, tmp_path):
     assert len({row["layer"] for row in found}) == 1  # the default: the last 3D feature map before the pooling
     r = CliRunner().invoke(app, [*base, "--model", "monai/DenseNet12", "--out", str(tmp_path / "out2")])
     assert r.exit_code == 2 and "DenseNet121" in r.stderr
+
+
+def test_a_ct_window_decides_what_the_model_sees(scans, tmp_path):
+    """The DICOM series holds the block at 500 HU in a -500 HU background. Scaled per scan (the
+    default) the block is 1 and the model finds it; through a window of 0 to 1000 HU it is 0.5,
+    under the model's threshold, and every map is empty. A scaling camcli does not know is refused."""
+    folder, _ = scans
+    series = folder / "d_series"
+    default = explain(series, tmp_path / "scaled", "--method", "gradcam", model=folder / "model.py")
+    assert default.exit_code == 0, default.output
+    assert [row["empty_map"] for row in rows(tmp_path / "scaled")] == ["false"]
+    windowed = explain(series, tmp_path / "windowed", "--method", "gradcam", "--window", "500,1000",
+                       model=folder / "model.py")
+    assert windowed.exit_code == 0, windowed.output
+    assert [row["empty_map"] for row in rows(tmp_path / "windowed")] == ["true"]
+    r = explain(series, tmp_path / "bad", "--scaling", "robust", model=folder / "model.py")
+    assert r.exit_code == 2 and "--scaling must be percentiles, minmax, zscore or none" in r.stderr

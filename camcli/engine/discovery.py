@@ -20,6 +20,8 @@ from camcli.errors import UsageError, UsageErrors
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 #: 3D scans taken as one file each (a DICOM series is a folder: :func:`dicom_folder`)
 SCAN_SUFFIXES = (".nii", ".nii.gz", ".npy", ".npz")
+#: what a run calls an input of each kind in its lines
+KIND_NOUNS = {"image": "image", "scan": "3D scan"}
 #: names a DICOM slice may have: no suffix, .dcm, or a UID's last number (1.2.840....5.12)
 _DICOM_NAME_SUFFIXES = frozenset({"", ".dcm", ".dicom", ".ima"})
 _GLOB_CHARS = set("*?[")
@@ -41,10 +43,11 @@ class ImageItem:
 
 
 def kind_of(path: str) -> str:
-    """``scan`` for NIfTI and NumPy volumes and DICOM folders, else ``image``."""
-    if os.path.isdir(path):
-        return "scan"
-    return "scan" if path.lower().endswith(SCAN_SUFFIXES) else "image"
+    """``scan`` for NIfTI and NumPy volumes and DICOM folders, else ``image`` (an image's name
+    says so without a look at the disk)."""
+    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+        return "image"
+    return "scan" if path.lower().endswith(SCAN_SUFFIXES) or os.path.isdir(path) else "image"
 
 
 def is_dicom_file(path: str) -> bool:

@@ -9,7 +9,7 @@ have no fixed meaning) are scaled per volume instead: ``minmax`` to [0, 1] (MONA
 voxel does not darken the rest) or ``zscore`` (MONAI's ``NormalizeIntensity``).
 
 :func:`fitted` resamples a volume to the model's input size trilinearly and returns the factor
-per axis, which a run records: a map is brought back to the scan's grid with the same factors.
+per axis; the input covers the whole scan, so a map comes back by resizing it to the scan's shape.
 """
 
 from __future__ import annotations

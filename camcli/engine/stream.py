@@ -21,6 +21,8 @@ from camcli.engine.detection import Detection
 from camcli.engine.segmentation import Segment
 from camcli.engine.explainer import Explainer
 from camcli.engine.methods.assumptions import Assumption
+from camcli.engine.methods.assumptions import failures as failed_at
+from camcli.engine.methods.assumptions import on_host as on_host_checks
 from camcli.engine.methods.base import stable_seed
 from camcli.engine.framing import Frame, bilinear_weights, map_to_image
 from camcli.engine.images import DEFAULT_MAX_PIXELS, Decoded, ImageDataset, ImageItem, collate
@@ -243,8 +245,8 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
             # one device-to-host copy per batch and slot, not one per image
             on_host = [{key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in e.maps.items()}
                        if e is not None else {} for e in slots]
-            checks = [{key: [(c.assumption, c.values.cpu().tolist(), c.failed.cpu().tolist()) for c in found]
-                       for key, found in e.checks.items()} if e is not None else {} for e in slots]
+            checks = [{key: on_host_checks(found) for key, found in e.checks.items()} if e is not None else {}
+                      for e in slots]
             finite = torch.isfinite(exp.logits.reshape(len(good), -1)).all(1).cpu().tolist()
             for i, d in enumerate(good):
                 if d.item.rel in skip:
@@ -258,7 +260,7 @@ def _explain_batch(batch: list[Decoded], loaded: LoadedModel, explainer: Explain
                 for s, t in enumerate(classes):
                     for method, layer in exp.maps:
                         small, empty = on_host[s][(method, layer)]
-                        failures = tuple((a, v[i]) for a, v, failed in checks[s].get((method, layer), ()) if failed[i])
+                        failures = failed_at(checks[s].get((method, layer), []), i)
                         maps.append(MapResult(method, layer, small[i], bool(empty[i]), (h, w), failures, d.frame,
                                               loaded.input_size, t, labels[t], values[i][t]))
                 t = classes[0]

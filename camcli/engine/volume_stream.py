@@ -10,7 +10,8 @@ error result with its reason; the run goes on.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ from camcli.engine.discovery import ImageItem
 from camcli.engine.explainer import Explainer
 from camcli.engine.intensity import fitted, scaled, window_of, windowed
 from camcli.engine.loaded import LoadedModel
+from camcli.engine.methods.assumptions import failures as failed_at
+from camcli.engine.methods.assumptions import on_host as on_host_checks
 from camcli.engine.scans import Scan, read_scan
 from camcli.engine.stream import NOT_FINITE, ImageResult, image_seed
 from camcli.errors import UsageError
@@ -42,18 +45,26 @@ class VolumeMap:
 @dataclass
 class VolumeResult(ImageResult):
     """What camcli learnt about one scan: the :class:`ImageResult` fields (``maps`` holds
-    :class:`VolumeMap` items), the scan itself and the model input's size."""
+    :class:`VolumeMap` items) and the scan itself."""
 
     scan: Scan | None = None
-    fit: tuple[float, ...] = field(default=())  # input size / scan size, per axis
 
 
-def prepared(scan: Scan, size: tuple[int, ...], channels: int, window: str | None,
-             scaling: str) -> tuple[torch.Tensor, tuple[float, ...]]:
-    """The scan as the model's input (channels, *size): windowed or scaled, resampled."""
+class _Read(NamedTuple):
+    """One item of a batch as read: its scan and the model's input, or why it could not be."""
+
+    item: ImageItem
+    scan: Scan | None = None
+    x: torch.Tensor | None = None
+    error: str = ""
+
+
+def prepared(scan: Scan, size: tuple[int, ...], channels: int, window: str | None, scaling: str) -> torch.Tensor:
+    """The scan as the model's input (channels, *size): windowed or scaled, resampled (the input
+    cube covers the whole scan, so a map is brought back by resizing it to the scan's shape)."""
     values = windowed(scan.voxels, *window_of(window)) if window else scaled(scan.voxels, scaling)
-    tensor, factors = fitted(values, size)
-    return tensor.expand(channels, *tensor.shape[1:]), factors
+    tensor, _factors = fitted(values, size)
+    return tensor.expand(channels, *tensor.shape[1:])
 
 
 def iter_volumes(loaded: LoadedModel, explainer: Explainer, items: Sequence[ImageItem], *,
@@ -69,53 +80,53 @@ def iter_volumes(loaded: LoadedModel, explainer: Explainer, items: Sequence[Imag
     labels = explainer.target.labels or loaded.labels
     k = max(1, min(topk, len(labels)))
     for batch in batches:
-        read: list[tuple[ImageItem, Scan | None, torch.Tensor | None, tuple, str]] = []
-        for item in batch:
-            try:
-                scans = read_scan(item.path)
-                if len(scans) != 1:
-                    raise UsageError(f"holds {len(scans)} series ({', '.join(s.source for s in scans)}); give each "
-                                     "series a folder of its own")
-                x, factors = prepared(scans[0], loaded.input_size, loaded.input_channels, window, scaling)
-                read.append((item, scans[0], x, factors, ""))
-            except (UsageError, ValueError, OSError) as e:
-                read.append((item, None, None, (), str(e).splitlines()[0]))
-        yield from _explain(read, loaded, explainer, device, labels, k, skip, seed)
+        yield from _explain([_read(item, loaded, window, scaling) for item in batch], explainer, device, labels, k,
+                            skip, seed)
 
 
-def _explain(read, loaded, explainer, device, labels, k, skip, seed) -> Iterator[VolumeResult]:
-    good = [r for r in read if not r[4]]
+def _read(item: ImageItem, loaded: LoadedModel, window: str | None, scaling: str) -> _Read:
+    try:
+        scans = read_scan(item.path)
+        if len(scans) != 1:
+            raise UsageError(f"holds {len(scans)} series ({', '.join(s.source for s in scans)}); give each "
+                             "series a folder of its own")
+        return _Read(item, scans[0], prepared(scans[0], loaded.input_size, loaded.input_channels, window, scaling))
+    except (UsageError, ValueError, OSError) as e:
+        return _Read(item, error=str(e).splitlines()[0])
+
+
+def _explain(read: list[_Read], explainer, device, labels, k, skip, seed) -> Iterator[VolumeResult]:
+    good = [r for r in read if not r.error]
     results: dict[int, VolumeResult] = {}
     if good:
-        x = torch.stack([r[2] for r in good]).to(device)
-        wanted = [r[0].rel not in skip for r in good]
+        x = torch.stack([r.x for r in good]).to(device)
+        wanted = [r.item.rel not in skip for r in good]
         try:
             exp = explainer(x, None, wanted=None if all(wanted) else wanted,
-                            seeds=[image_seed(seed, r[0].rel) for r in good])
+                            seeds=[image_seed(seed, r.item.rel) for r in good])
         except (RuntimeError, ValueError) as e:
             for r in good:
-                results[r[0].index] = VolumeResult(r[0], "error", error=f"model failed on this batch: "
-                                                                          f"{str(e).splitlines()[0]}")
+                results[r.item.index] = VolumeResult(r.item, "error", error=f"model failed on this batch: "
+                                                                              f"{str(e).splitlines()[0]}")
         else:
             probs, idx = exp.probs.topk(k, dim=1)
             probs, idx = probs.cpu().tolist(), idx.cpu().tolist()
+            values, targets = exp.probs.cpu().tolist(), exp.targets.cpu().tolist()
             finite = torch.isfinite(exp.logits).all(1).cpu().tolist()
             on_host = {key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in exp.maps.items()}
-            checks = {key: [(c.assumption, c.values.cpu().tolist(), c.failed.cpu().tolist()) for c in found]
-                      for key, found in exp.checks.items()}
-            for i, (item, scan, _x, factors, _e) in enumerate(good):
+            checks = {key: on_host_checks(found) for key, found in exp.checks.items()}
+            for i, (item, scan, _x, _e) in enumerate(good):
+                if item.rel in skip:
+                    continue
                 if not finite[i]:
                     results[item.index] = VolumeResult(item, "error", error=NOT_FINITE)
                     continue
-                maps = []
-                for (method, layer), (small, empty) in on_host.items():
-                    failures = tuple((a, v[i]) for a, v, failed in checks.get((method, layer), ()) if failed[i])
-                    maps.append(VolumeMap(method, layer, small[i], bool(empty[i]), failures))
-                t = int(exp.targets[i])
+                maps = [VolumeMap(method, layer, small[i], bool(empty[i]), failed_at(checks.get((method, layer), []), i))
+                        for (method, layer), (small, empty) in on_host.items()]
+                t = targets[i]
                 results[item.index] = VolumeResult(
                     item, "ok", topk=[(c, labels[c], p) for c, p in zip(idx[i], probs[i])], target_index=t,
-                    target_label=labels[t], target_score=float(exp.probs[i, t]), maps=maps, scan=scan, fit=factors)
-    for item, _scan, _x, _f, error in read:
-        if item.rel in skip:
-            continue
-        yield VolumeResult(item, "error", error=error) if error else results[item.index]
+                    target_label=labels[t], target_score=values[i][t], maps=maps, scan=scan)
+    for r in read:
+        if r.item.rel not in skip:
+            yield VolumeResult(r.item, "error", error=r.error) if r.error else results[r.item.index]

@@ -16,10 +16,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from camcli.engine.discovery import KIND_NOUNS
 from camcli.engine.images import discover
 from camcli.engine.stream import ImageResult
 from camcli.engine.work import WorkMeter, counting
-from camcli.models.layer_search import earlier_layer
 from camcli.errors import UsageError
 from camcli.engine.layer_names import display_name
 from camcli.output.csvfile import PredictionsCSV, sort_by_index
@@ -172,7 +172,7 @@ class Run:
             done = {r.path for r in keep}
             plan = plan_memory(items, session.batch_size, s.workers, budget_bytes(s.memory_budget))
             plan = replace(plan, batches=whole_batches(plan.batches, done))
-            noun = "3D scan" if task.inputs == "scan" else "image"
+            noun = KIND_NOUNS[task.inputs]
             self.work.unit = f"{noun}s"  # the progress lines count what the run explains
             self.log(f"{session.describe()}; {len(items)} {noun}(s){shard.describe(len(all_items))}"
                      + (f", {len(done)} already done" if done else "") + f"; {plan.describe()}")
@@ -196,7 +196,7 @@ class Run:
                 writer.csv.check_in_place()  # the folder deleted under the run: say so, never "24 of 24"
             lm = session.loaded
             self.warnings = tally.warnings.finish(
-                lambda layer: earlier_layer(lm.model, lm.input_size, layer, session.device), session.empty_cause())
+                lambda layer: task.earlier_layer(lm, layer, session.device), session.empty_cause())
             summary = RunSummary(len(items), tally.ok, tally.failed, tally.empty, 0.0, out, tally.interrupted,
                                  len(done), shard.csv_name, noun)
             if self.write:
@@ -213,14 +213,13 @@ class Run:
         """The inputs the task explains: found ones of the other kind (scans beside images) are left
         out, with a line saying so; named ones stay (their rows say what is wrong with them)."""
         kept = [i for i in items if i.kind == kind or i.named]
+        ours, other = KIND_NOUNS[kind], next(n for k, n in KIND_NOUNS.items() if k != kind)
         if len(kept) < len(items):
-            other = "image" if kind == "scan" else "3D scan"
             self.log(f"left out {len(items) - len(kept)} {other}(s) found in the input folders: this model explains "
-                     f"{'3D scans' if kind == 'scan' else 'images'}")
+                     f"{ours}s")
         if items and not kept:
-            raise UsageError(f"no {'3D scans' if kind == 'scan' else 'images'} among the inputs, which hold "
-                             f"{len(items)} {'image' if kind == 'scan' else '3D scan'}(s): this model explains "
-                             f"{'3D scans (NIfTI, NumPy, DICOM series)' if kind == 'scan' else 'images'}")
+            raise UsageError(f"no {ours}s among the inputs, which hold {len(items)} {other}(s): this model explains "
+                             f"{ours}s" + (" (NIfTI, NumPy, DICOM series)" if kind == "scan" else ""))
         self.total = len(kept)
         return kept
 

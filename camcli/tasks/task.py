@@ -138,6 +138,13 @@ class Task:
         original CAM applies."""
         return None, set()
 
+    def earlier_layer(self, loaded: LoadedModel, layer: str, device: torch.device) -> str | None:
+        """A layer before ``layer`` to suggest when its maps are all empty (``None``: none to name),
+        found on a dummy image."""
+        from camcli.models.layer_search import earlier_layer
+
+        return earlier_layer(loaded.model, loaded.input_size, layer, device)
+
     def open(self, settings: ExplainSettings, device: torch.device, loaded: LoadedModel,
              methods: list[CAMMethod]) -> Built:
         """The session's pieces: layers, a checked explainer, notes."""

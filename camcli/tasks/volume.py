@@ -61,6 +61,9 @@ class Volume(Task):
             raise UsageError(f"{e}; name a layer with a 3D feature map with `layer` (see `camcli layers`)") from None
         return Built(loaded, explainer.layers, methods, explainer)
 
+    def earlier_layer(self, loaded, layer, device) -> str | None:
+        return None  # the layer search traces images; the empty-map warning names no layer for a volume model
+
     def input_in_words(self, loaded) -> str:
         s = loaded.input_size
         return f"input {'x'.join(map(str, s))} voxels, {loaded.input_channels} channel(s); "
@@ -137,24 +140,20 @@ def default_volume_layer(model, size, channels: int, device) -> str:
     one voxel: the feature map before the global pooling."""
     import torch
 
+    from camcli.engine.capture import removed_after
     from camcli.errors import UsageError
 
     seen: list[str] = []
-    handles = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
 
-        def hook(_m, _i, out, name=name):
+    def hook_for(name: str):
+        def hook(_m, _i, out):
             if isinstance(out, torch.Tensor) and out.dim() == 5 and out.shape[2:].numel() > 1:
                 seen.append(name)
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.inference_mode():
-            model(torch.zeros(1, channels, *size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
+        return hook
+
+    with removed_after([m.register_forward_hook(hook_for(n)) for n, m in model.named_modules() if n]), \
+            torch.inference_mode():
+        model(torch.zeros(1, channels, *size, device=device))
     if not seen:
         raise UsageError("no layer of the model outputs a 3D feature map; name the layer with `layer`")
     return seen[-1]
