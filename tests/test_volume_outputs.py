@@ -27,19 +27,49 @@ def stored_scan(tmp_path, blob_at):
 
 
 def test_the_nifti_map_lies_over_the_scan_file_voxel_for_voxel(tmp_path):
-    from camcli.output.volume_figures import nifti_bytes, stored_index
+    from camcli.output.volume_nifti import FullMap
 
     scan, affine = stored_scan(tmp_path, (4, 17, 11))
     heat = scan.voxels / scan.voxels.max()  # a map that is the scan's own brightness: it peaks on the block
-    (tmp_path / "map.nii.gz").write_bytes(nifti_bytes(heat, scan))
+    full = FullMap(heat, scan.grid)  # at the scan's own size: upsampled by one
+    (tmp_path / "map.nii.gz").write_bytes(b"".join(full.nifti()))
     written = nib.load(str(tmp_path / "map.nii.gz"))
     assert written.shape == SHAPE and np.allclose(written.affine, affine)
     assert int(written.header["sform_code"]) == 1 and int(written.header["qform_code"]) == 1
     peak_file = np.unravel_index(int(np.asarray(written.dataobj).argmax()), SHAPE)
     assert tuple(int(v) for v in peak_file) == (4, 17, 11)  # the file's own index, though camcli works in RAS
+    assert full.peak == (4, 17, 11)
     peak_ras = np.unravel_index(int(heat.argmax()), heat.shape)
-    assert stored_index(scan, peak_ras) == (4, 17, 11)
+    assert scan.grid.stored_index(peak_ras) == (4, 17, 11) and scan.grid.ras_index((4, 17, 11)) == peak_ras
     assert np.allclose(scan.millimetres(peak_ras), affine[:3] @ (4, 17, 11, 1))
+
+
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "SAR", "PIL"])
+def test_a_map_upsampled_a_slab_at_a_time_equals_trilinear_on_the_whole_scan(codes, monkeypatch):
+    """A CT's map is never held whole: slabs of a few slices, on the file's grid, must be what
+    PyTorch's trilinear upsampling of the whole map gives, laid out as the file stores the scan."""
+    import torch
+    import torch.nn.functional as F
+    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
+
+    from camcli.engine.scans import Grid
+    from camcli.output import volume_nifti
+
+    ras_shape = (37, 29, 23)
+    affine = np.diag([0.7, 0.9, 2.0, 1.0])
+    to_file = ornt_transform(axcodes2ornt("RAS"), axcodes2ornt(tuple(codes)))
+    grid = Grid(ras_shape, affine, codes, to_file, affine @ inv_ornt_aff(to_file, ras_shape))
+    small = np.random.default_rng(1).random((5, 4, 3)).astype(np.float32)
+    monkeypatch.setattr(volume_nifti, "SLAB_BYTES", 4 * 37 * 37 * 3)  # a few slices a slab
+    full = volume_nifti.FullMap(small, grid)
+    slabs = list(full.slabs())
+    assert len(slabs) > 3
+    whole = np.concatenate(slabs, axis=2)
+    reference = F.interpolate(torch.from_numpy(small)[None, None], size=ras_shape, mode="trilinear",
+                              align_corners=False)[0, 0].clamp(0, 1).numpy()
+    on_file = apply_orientation(reference, to_file)
+    assert whole.shape == on_file.shape and np.abs(whole - on_file).max() < 1e-5
+    assert whole[full.peak] == whole.max()
 
 
 def test_the_planes_picture_shows_the_patients_right_on_the_left_and_anterior_up(tmp_path):

@@ -41,6 +41,62 @@ SPACING_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
+class Grid:
+    """Where a scan's voxels lie, without the voxels: what a map needs to be written on the scan's
+    own grid and its peak placed in millimetres after the scan's values are gone."""
+
+    shape: tuple[int, int, int]  # (X, Y, Z) on the RAS+ grid
+    affine: np.ndarray  # (4, 4): RAS voxel index -> scanner millimetres
+    #: the file's axis codes as stored ("LPS", "RAS", "PSR", ...; "" where a NumPy file says nothing)
+    stored: str = ""
+    #: nibabel orientation that takes the RAS array back to the file's (``None``: the file is RAS)
+    to_stored: np.ndarray | None = None
+    stored_affine: np.ndarray | None = None
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Millimetres between voxel centres along each RAS axis."""
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def file_affine(self) -> np.ndarray:
+        """The affine of the file's own grid (voxel index as stored -> scanner mm)."""
+        return self.stored_affine if self.stored_affine is not None else self.affine
+
+    @property
+    def stored_shape(self) -> tuple[int, int, int]:
+        if self.to_stored is None:
+            return self.shape
+        return tuple(self.shape[int(axis)] for axis in np.argsort(self.to_stored[:, 0]))
+
+    def millimetres(self, voxel: Sequence[float]) -> tuple[float, float, float]:
+        """Scanner (RAS) position of a RAS voxel index, in mm."""
+        x = self.affine @ np.array([*map(float, voxel), 1.0])
+        return tuple(float(v) for v in x[:3])
+
+    def on_stored_grid(self, volume: np.ndarray) -> np.ndarray:
+        """``volume`` (on the RAS grid, at any size) laid out as the file stored the scan, to be
+        written with :attr:`file_affine` (a map then overlays the scan in any viewer)."""
+        if self.to_stored is None:
+            return volume
+        nib_orient = _module("nibabel.orientations", "writing maps on a scan's grid")
+        return nib_orient.apply_orientation(volume, self.to_stored)
+
+    def stored_index(self, voxel: Sequence[int]) -> tuple[int, int, int]:
+        """The file's voxel index of a RAS voxel index."""
+        return self._index(self.affine, self.file_affine, voxel)
+
+    def ras_index(self, stored_voxel: Sequence[int]) -> tuple[int, int, int]:
+        """The RAS voxel index of a file's voxel index."""
+        return self._index(self.file_affine, self.affine, stored_voxel)
+
+    @staticmethod
+    def _index(source: np.ndarray, target: np.ndarray, voxel: Sequence[int]) -> tuple[int, int, int]:
+        mm = source @ np.array([*map(float, voxel), 1.0])
+        return tuple(int(v) for v in np.rint(np.linalg.solve(target, mm)[:3]))
+
+
+@dataclass(frozen=True)
 class Scan:
     """One volume, in RAS+ axis order."""
 
@@ -48,12 +104,14 @@ class Scan:
     affine: np.ndarray  # (4, 4): voxel index (x, y, z) -> scanner millimetres, RAS+
     source: str  # the file, or the DICOM folder and its series
     format: str  # nifti, numpy, dicom
-    #: the file's axis codes as stored ("LPS", "RAS", "PSR", ...; "" where a NumPy file says nothing)
-    stored: str
-    #: nibabel orientation that takes the stored array to this one (for writing maps back on its grid)
-    to_stored: np.ndarray | None = None
+    stored: str  # as :attr:`Grid.stored`
+    to_stored: np.ndarray | None = None  # as :attr:`Grid.to_stored`
     stored_affine: np.ndarray | None = None
     modality: str = ""
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.shape, self.affine, self.stored, self.to_stored, self.stored_affine)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -61,21 +119,13 @@ class Scan:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        """Millimetres between voxel centres along each array axis."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return self.grid.spacing
 
     def millimetres(self, voxel: Sequence[float]) -> tuple[float, float, float]:
-        """Scanner (RAS) position of a voxel index, in mm."""
-        x = self.affine @ np.array([*map(float, voxel), 1.0])
-        return tuple(float(v) for v in x[:3])
+        return self.grid.millimetres(voxel)
 
     def on_stored_grid(self, volume: np.ndarray) -> np.ndarray:
-        """``volume`` (on this scan's RAS grid) laid out as the file stored the scan, to be written
-        with :attr:`stored_affine` (a map then overlays the scan in any viewer, voxel for voxel)."""
-        if self.to_stored is None:
-            return volume
-        nib_orient = _module("nibabel.orientations", "writing maps on a scan's grid")
-        return nib_orient.apply_orientation(volume, self.to_stored)
+        return self.grid.on_stored_grid(volume)
 
 
 def read_scan(path: str | Path) -> list[Scan]:
@@ -275,10 +325,27 @@ def _canonical(voxels: np.ndarray, affine: np.ndarray, source: str, fmt: str, mo
     codes = "".join(orientations.aff2axcodes(affine))
     canonical = orientations.axcodes2ornt(("R", "A", "S"))
     to_ras = orientations.ornt_transform(stored, canonical)
-    voxels_ras = np.ascontiguousarray(orientations.apply_orientation(voxels, to_ras), dtype=np.float32)
+    voxels_ras = _reoriented(np.asarray(voxels, dtype=np.float32), to_ras)
     ras_affine = affine @ orientations.inv_ornt_aff(to_ras, voxels.shape)
     back = orientations.ornt_transform(canonical, stored)
     return Scan(voxels_ras, ras_affine, source, fmt, codes, back, np.asarray(affine, dtype=np.float64), modality)
+
+
+def _reoriented(voxels: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """``apply_orientation(voxels, ornt)`` as a C-ordered array, its flips made in place (most files
+    are RAS or LPS, flips only: a CT is then not copied, which would cost another 420 MB); an axis
+    order that changes needs one copy."""
+    for axis, flip in enumerate(ornt[:, 1]):
+        if flip < 0:
+            n = voxels.shape[axis]
+            for i in range(n // 2):  # slice by slice: a whole-array flip would copy it
+                a = (slice(None),) * axis + (i,)
+                b = (slice(None),) * axis + (n - 1 - i,)
+                keep = voxels[a].copy()
+                voxels[a] = voxels[b]
+                voxels[b] = keep
+    order = [int(v) for v in np.argsort(ornt[:, 0])]
+    return voxels if order == [0, 1, 2] else np.ascontiguousarray(voxels.transpose(order))
 
 
 def _module(name: str, what: str):

@@ -18,11 +18,11 @@ import torch
 
 from camcli.engine.discovery import ImageItem
 from camcli.engine.explainer import Explainer
-from camcli.engine.intensity import fitted, scaled, window_of, windowed
+from camcli.engine.intensity import fitted, scaled, shrunk, window_of, windowed
 from camcli.engine.loaded import LoadedModel
 from camcli.engine.methods.assumptions import failures as failed_at
 from camcli.engine.methods.assumptions import on_host as on_host_checks
-from camcli.engine.scans import Scan, read_scan
+from camcli.engine.scans import Grid, Scan, read_scan
 from camcli.engine.stream import NOT_FINITE, ImageResult, image_seed
 from camcli.errors import UsageError
 
@@ -45,26 +45,44 @@ class VolumeMap:
 @dataclass
 class VolumeResult(ImageResult):
     """What camcli learnt about one scan: the :class:`ImageResult` fields (``maps`` holds
-    :class:`VolumeMap` items) and the scan itself."""
+    :class:`VolumeMap` items), where the scan's voxels lie, and its values for pictures (at most
+    :data:`DISPLAY_SIDE` a side: a batch of CTs is not kept whole while it is explained)."""
 
-    scan: Scan | None = None
+    grid: Grid | None = None
+    display: np.ndarray | None = None  # (x, y, z) in [0, 1] on the RAS grid, shrunk from the scan's shape
+
+
+#: the most voxels a side of the values kept for a scan's pictures (a picture's plane is 256 pixels)
+DISPLAY_SIDE = 256
 
 
 class _Read(NamedTuple):
-    """One item of a batch as read: its scan and the model's input, or why it could not be."""
+    """One item of a batch as read: its grid, the model's input and the values for its pictures,
+    or why it could not be read."""
 
     item: ImageItem
-    scan: Scan | None = None
+    grid: Grid | None = None
     x: torch.Tensor | None = None
+    display: np.ndarray | None = None
     error: str = ""
 
 
-def prepared(scan: Scan, size: tuple[int, ...], channels: int, window: str | None, scaling: str) -> torch.Tensor:
+def prepared(scan: Scan, size: tuple[int, ...], channels: int, window: str | None,
+             scaling: str) -> tuple[torch.Tensor, np.ndarray]:
     """The scan as the model's input (channels, *size): windowed or scaled, resampled (the input
-    cube covers the whole scan, so a map is brought back by resizing it to the scan's shape)."""
-    values = windowed(scan.voxels, *window_of(window)) if window else scaled(scan.voxels, scaling)
+    cube covers the whole scan, so a map is brought back by resizing it to the scan's shape); and
+    its values for pictures, shrunk to :data:`DISPLAY_SIDE` first, then windowed, or else scaled by
+    percentiles (a z-scored scan is no picture). The scan's voxels are scaled in place: the
+    stream reads each scan for this alone, and a CT's copy would cost another 420 MB."""
+    small = shrunk(scan.voxels, DISPLAY_SIDE)
+    if window:
+        display = windowed(small, *window_of(window), in_place=True)
+        values = windowed(scan.voxels, *window_of(window), in_place=True)
+    else:
+        display = scaled(small, "percentiles", in_place=True)
+        values = scaled(scan.voxels, scaling, in_place=True)
     tensor, _factors = fitted(values, size)
-    return tensor.expand(channels, *tensor.shape[1:])
+    return tensor.expand(channels, *tensor.shape[1:]), display
 
 
 def iter_volumes(loaded: LoadedModel, explainer: Explainer, items: Sequence[ImageItem], *,
@@ -90,7 +108,8 @@ def _read(item: ImageItem, loaded: LoadedModel, window: str | None, scaling: str
         if len(scans) != 1:
             raise UsageError(f"holds {len(scans)} series ({', '.join(s.source for s in scans)}); give each "
                              "series a folder of its own")
-        return _Read(item, scans[0], prepared(scans[0], loaded.input_size, loaded.input_channels, window, scaling))
+        x, display = prepared(scans[0], loaded.input_size, loaded.input_channels, window, scaling)
+        return _Read(item, scans[0].grid, x, display)  # the scan's voxels go here: a CT's are 420 MB
     except (UsageError, ValueError, OSError) as e:
         return _Read(item, error=str(e).splitlines()[0])
 
@@ -115,7 +134,7 @@ def _explain(read: list[_Read], explainer, device, labels, k, skip, seed) -> Ite
             finite = torch.isfinite(exp.logits).all(1).cpu().tolist()
             on_host = {key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in exp.maps.items()}
             checks = {key: on_host_checks(found) for key, found in exp.checks.items()}
-            for i, (item, scan, _x, _e) in enumerate(good):
+            for i, (item, grid, _x, display, _e) in enumerate(good):
                 if item.rel in skip:
                     continue
                 if not finite[i]:
@@ -126,7 +145,7 @@ def _explain(read: list[_Read], explainer, device, labels, k, skip, seed) -> Ite
                 t = targets[i]
                 results[item.index] = VolumeResult(
                     item, "ok", topk=[(c, labels[c], p) for c, p in zip(idx[i], probs[i])], target_index=t,
-                    target_label=labels[t], target_score=values[i][t], maps=maps, scan=scan)
+                    target_label=labels[t], target_score=values[i][t], maps=maps, grid=grid, display=display)
     for r in read:
         if r.item.rel not in skip:
             yield VolumeResult(r.item, "error", error=r.error) if r.error else results[r.item.index]

@@ -1,8 +1,6 @@
-"""What a map of a 3D scan becomes on disk: a NIfTI volume on the scan's own grid, and a picture.
+"""The picture of a map of a 3D scan (its NIfTI volume: :mod:`camcli.output.volume_nifti`).
 
-The NIfTI map is written with the scan file's affine and voxel order (not camcli's RAS+ working
-order), so 3D Slicer, ITK-SNAP or FSLeyes lay it over the scan voxel for voxel without
-registration. The picture shows the three orthogonal planes through the map's peak, in the
+The picture shows the three orthogonal planes through the map's peak, in the
 radiological convention viewers use (axial and coronal: the patient's right on the picture's
 left; axial: anterior up; coronal and sagittal: superior up; sagittal: anterior on the left),
 each plane drawn at its true aspect from the voxel spacing, lettered at its edges, with a
@@ -11,12 +9,10 @@ crosshair on the peak; below them, a montage of axial slices across the map.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from camcli.errors import UsageError
 from camcli.output.render import overlay
 
 #: pixels per millimetre are chosen so that a plane's longer side is about this many pixels
@@ -24,35 +20,12 @@ PLANE_SIDE = 256
 MONTAGE_SLICES = 12
 
 
-def nifti_bytes(heat: np.ndarray, scan) -> bytes:
-    """``heat`` (X, Y, Z), on the scan's RAS grid, as a gzipped float32 NIfTI on the file's grid
-    (bytes, for an atomic write inside the output folder)."""
-    import gzip
-
-    try:
-        nib = importlib.import_module("nibabel")
-    except ImportError:
-        raise UsageError("writing NIfTI maps needs the medical extra: pip install 'camcli[medical]'") from None
-    affine = scan.stored_affine if scan.stored_affine is not None else scan.affine
-    image = nib.Nifti1Image(np.ascontiguousarray(scan.on_stored_grid(heat), dtype=np.float32), affine)
-    image.set_qform(affine, code=1)  # scanner coordinates, as the scan's own
-    image.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm")
-    return gzip.compress(image.to_bytes(), compresslevel=6)
-
-
-def stored_index(scan, voxel: Sequence[int]) -> tuple[int, int, int]:
-    """The file's voxel index of ``voxel`` (an index on the scan's RAS grid)."""
-    if scan.stored_affine is None:
-        return tuple(int(v) for v in voxel)
-    mm = scan.affine @ np.array([*voxel, 1.0])
-    return tuple(int(v) for v in np.rint(np.linalg.solve(scan.stored_affine, mm)[:3]))
-
-
 def planes_figure(grey: np.ndarray, heat: np.ndarray, peak: Sequence[int], spacing: Sequence[float],
-                  colormap: str = "jet", alpha: float = 0.5, title: str = "") -> np.ndarray:
+                  colormap: str = "jet", alpha: float = 0.5, title: str = "", depth: int | None = None) -> np.ndarray:
     """RGB picture: axial, coronal and sagittal planes through ``peak`` (a RAS voxel index), then a
-    montage of axial slices. ``grey`` and ``heat``: (X, Y, Z) in [0, 1] on the RAS grid."""
+    montage of axial slices. ``grey`` and ``heat``: (X, Y, Z) in [0, 1] on the RAS grid, perhaps
+    shrunk from the scan's; ``depth``: the scan's own number of axial slices, which the montage's
+    labels count in (``None``: ``grey``'s)."""
     x, y, z = (int(v) for v in peak)
     sx, sy, sz = (float(v) for v in spacing)
     # each plane as rows (top to bottom) x columns (left to right) in the radiological convention
@@ -63,7 +36,7 @@ def planes_figure(grey: np.ndarray, heat: np.ndarray, peak: Sequence[int], spaci
     tiles = [_plane(g, h, step, at, name, scale, colormap, alpha) for g, h, step, at, name in
              (axial, coronal, sagittal)]
     row = _hstack(tiles)
-    montage = _montage(grey, heat, (sy, sx), scale, colormap, alpha, row.shape[1])
+    montage = _montage(grey, heat, (sy, sx), scale, colormap, alpha, row.shape[1], depth or grey.shape[2])
     parts = [row] + ([montage] if montage is not None else [])
     if title:
         bar = np.full((22, row.shape[1], 3), 255, np.uint8)
@@ -116,8 +89,9 @@ def _hstack(tiles: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.hstack(padded)
 
 
-def _montage(grey, heat, step, scale, colormap, alpha, width) -> np.ndarray | None:
-    """Axial slices evenly across the extent of the map (its non-zero part), feet to head."""
+def _montage(grey, heat, step, scale, colormap, alpha, width, depth) -> np.ndarray | None:
+    """Axial slices evenly across the extent of the map (its non-zero part), feet to head, each
+    labelled with the scan's slice index (of ``depth``)."""
     depth = grey.shape[2]
     hot = np.flatnonzero(heat.reshape(-1, depth).max(0) > 0.05)
     lo, hi = (int(hot[0]), int(hot[-1])) if len(hot) else (0, depth - 1)
@@ -125,7 +99,7 @@ def _montage(grey, heat, step, scale, colormap, alpha, width) -> np.ndarray | No
     tiles = [_plane(grey[:, :, k], heat[:, :, k], step, (0, 0), "axial", scale * 0.5, colormap, alpha, marked=False)
              for k in picks]
     for k, t in zip(picks, tiles):
-        cv2.putText(t, f"z {k}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(t, f"z {min(depth - 1, int((k + 0.5) * depth / grey.shape[2]))}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     per_row = max(1, width // (tiles[0].shape[1] + 4))
     rows = [_hstack(tiles[i:i + per_row]) for i in range(0, len(tiles), per_row)]
     out = np.zeros((sum(r.shape[0] + 4 for r in rows), width, 3), np.uint8)

@@ -11,13 +11,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from camcli.engine.intensity import scaled, window_of, windowed
 from camcli.engine.layer_names import display_name, file_safe
 from camcli.engine.volume_stream import VolumeMap, VolumeResult
 from camcli.output.paths import atomic_write, inside, method_file_name, overlay_rel
 from camcli.output.render import encode_png
 from camcli.output.rows import VolumeRow
-from camcli.output.volume_figures import nifti_bytes, planes_figure, stored_index
+from camcli.output.volume_figures import planes_figure
+from camcli.output.volume_nifti import FullMap
 
 
 def nifti_rel(scan_rel: str, method: str, layer: str) -> str:
@@ -25,48 +25,50 @@ def nifti_rel(scan_rel: str, method: str, layer: str) -> str:
     return f"heatmaps/{scan_rel}.{method_file_name(method)}@{file_safe(layer)}.nii.gz"
 
 
-def full_map(m: VolumeMap, shape: tuple[int, int, int]) -> np.ndarray:
-    """The layer's map on the scan's RAS grid, trilinear (the input cube covers the whole scan)."""
+def display_map(m: VolumeMap, shape: tuple[int, int, int]) -> np.ndarray:
+    """The layer's map on the grid of the scan's picture values (trilinear: the input cube covers
+    the whole scan)."""
     small = torch.from_numpy(np.ascontiguousarray(m.small, dtype=np.float32))[None, None]
     return F.interpolate(small, size=shape, mode="trilinear", align_corners=False)[0, 0].clamp_(0, 1).numpy()
 
 
 def base_row(result: VolumeResult) -> VolumeRow:
     row = VolumeRow(result.item.index, result.item.rel, status=result.status, error=result.error, note=result.note)
-    scan = result.scan
-    if result.status == "ok" and scan is not None:
-        stored = scan.on_stored_grid(scan.voxels).shape
-        spacing = np.linalg.norm((scan.stored_affine if scan.stored_affine is not None else scan.affine)[:3, :3],
-                                 axis=0)
-        row.shape = "x".join(str(int(v)) for v in stored)
-        row.spacing = "x".join(f"{v:.4g}" for v in spacing)
-        row.orientation = scan.stored or "none"
+    grid = result.grid
+    if result.status == "ok" and grid is not None:
+        row.shape = "x".join(str(int(v)) for v in grid.stored_shape)
+        row.spacing = "x".join(f"{v:.4g}" for v in np.linalg.norm(grid.file_affine[:3, :3], axis=0))
+        row.orientation = grid.stored or "none"
         row.pred_index, row.pred_label, row.score = result.topk[0] if result.topk else (None, None, None)
     return row
 
 
 def write_volume(result: VolumeResult, out: Path, settings) -> list[VolumeRow]:
-    """Write one scan's files; its rows (one per method x layer, or its one error row)."""
+    """Write one scan's files; its rows (one per method x layer, or its one error row). Each map
+    goes to its NIfTI a slab at a time (:class:`FullMap`), its peak found on the way; the picture
+    is drawn from the scan's shrunk values."""
     base = base_row(result)
     if result.status != "ok" or not result.maps:
         return [base]
-    scan = result.scan
-    grey = (windowed(scan.voxels, *window_of(settings.window)) if settings.window
-            else scaled(scan.voxels, "percentiles"))
+    grid, grey = result.grid, result.display
+    to_display = np.array(grey.shape) / np.array(grid.shape)
+    display_spacing = tuple(s / f for s, f in zip(grid.spacing, to_display))
     rows = []
     for m in result.maps:
         row = replace(base, method=m.method, layer=display_name(m.layer), empty_map=m.empty, warning=m.warning or None,
                       output=overlay_rel(result.item.rel, m.method, m.layer, "png"),
                       heatmap=nifti_rel(result.item.rel, m.method, m.layer))
         try:
-            heat = full_map(m, scan.shape)
-            peak = np.unravel_index(int(heat.argmax()), heat.shape)
-            row.peak_i, row.peak_j, row.peak_k = stored_index(scan, peak)
-            row.peak_x, row.peak_y, row.peak_z = (round(v, 2) for v in scan.millimetres(peak))
-            atomic_write(inside(out, row.heatmap), nifti_bytes(heat, scan))
+            full = FullMap(m.small, grid)
+            atomic_write(inside(out, row.heatmap), full.nifti())
+            row.peak_i, row.peak_j, row.peak_k = full.peak
+            peak = grid.ras_index(full.peak)
+            row.peak_x, row.peak_y, row.peak_z = (round(v, 2) for v in grid.millimetres(peak))
             title = (f"{result.item.rel}  {m.method} @ {display_name(m.layer)}  {base.pred_label} {base.score:.3f}  "
                      f"peak ({row.peak_x:g}, {row.peak_y:g}, {row.peak_z:g}) mm")
-            picture = planes_figure(grey, heat, peak, scan.spacing, settings.colormap, settings.alpha, title)
+            at = tuple(min(n - 1, int((p + 0.5) * f)) for p, f, n in zip(peak, to_display, grey.shape))
+            picture = planes_figure(grey, display_map(m, grey.shape), at, display_spacing, settings.colormap,
+                                    settings.alpha, title, depth=grid.shape[2])
             atomic_write(inside(out, row.output), encode_png(picture))
         except (OSError, ValueError) as e:
             row.status, row.error, row.output, row.heatmap = "error", f"cannot write outputs: {e}", None, None
