@@ -168,6 +168,59 @@ def test_evaluate_scores_each_map_against_label_volumes_and_gates_on_pointing(sc
     assert r.exit_code == 2 and "resample the labels onto the scan" in r.stderr
 
 
+def test_evaluate_takes_boxes_in_the_scan_files_voxels_as_truth(scans, tmp_path):
+    """Boxes in the file's own voxel indices (as volumes.csv gives the peak): b_lps is stored L, P,
+    S, so a box around its block in file indices must hold its map's peak, though camcli works in RAS."""
+    from camcli.cli import app
+
+    folder, _ = scans
+    out = tmp_path / "out"
+    assert explain(folder, out, "--method", "gradcam").exit_code == 0
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("path,i0,j0,k0,i1,j1,k1,label\n"
+                     "b_lps.nii.gz,12,15,3,16,19,7,block\n"  # around the block at file voxel (14, 17, 5)
+                     "./a_ras.nii.gz,0,0,0,2,2,2,corner\n"  # a corner far from a_ras's block at (5, 6, 10)
+                     "a_ras.nii.gz,18,20,13,19,23,15,corner\n")  # the union of two boxes, both away
+    r = CliRunner().invoke(app, ["evaluate", str(out), "--truth", str(boxes)])
+    assert r.exit_code == 0, r.output
+    with open(out / "evaluation.csv", newline="") as f:
+        scored = {row["path"]: row for row in csv.DictReader(f)}
+    assert set(scored) == {"a_ras.nii.gz", "b_lps.nii.gz"}
+    assert scored["b_lps.nii.gz"]["pointing"] == "true" and float(scored["b_lps.nii.gz"]["energy"]) > 0.3
+    assert scored["a_ras.nii.gz"]["pointing"] == "false"
+    assert abs(float(scored["a_ras.nii.gz"]["truth_share"]) - (27 + 2 * 4 * 3) / np.prod(SHAPE)) < 1e-6  # the CSV rounds
+    boxes.write_text("path,i0,j0,k0,i1,j1,k1\nb_lps.nii.gz,12,15,3,16,19,40\n")  # past the scan's 16 slices
+    r = CliRunner().invoke(app, ["evaluate", str(out), "--truth", str(boxes)])
+    assert r.exit_code == 2 and "lies outside the scan" in r.stderr
+    boxes.write_text("path,x0,y0,x1,y1\nb_lps.nii.gz,1,2,3,4\n")  # 2D boxes are not a scan's
+    r = CliRunner().invoke(app, ["evaluate", str(out), "--truth", str(boxes)])
+    assert r.exit_code == 2 and "i0, j0, k0, i1, j1, k1" in r.stderr
+
+
+def test_a_resumed_volume_run_explains_only_the_scans_it_had_not_finished(scans, tmp_path):
+    """A run stopped part way is continued with --resume: the finished scans keep their files and
+    rows, the new one is explained, and the CSV holds each scan once."""
+    import shutil
+
+    folder, _ = scans
+    part = tmp_path / "scans"
+    part.mkdir()
+    for name in ("a_ras.nii.gz", "c.npy", "model.py"):
+        shutil.copy(folder / name, part / name)
+    out = tmp_path / "out"
+    first = explain(part, out, "--method", "gradcam")
+    assert first.exit_code == 0, first.output
+    done = {p: p.stat().st_mtime_ns for p in (out / "heatmaps").iterdir()}
+    assert len(done) == 2
+    shutil.copy(folder / "b_lps.nii.gz", part / "b_lps.nii.gz")
+    again = explain(part, out, "--method", "gradcam", "--resume")
+    assert again.exit_code == 0, again.output
+    assert "resumed: 2 3D scan(s) were already done" in again.stderr
+    assert sorted(r["path"] for r in rows(out)) == ["a_ras.nii.gz", "b_lps.nii.gz", "c.npy"]
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # not written again
+    assert (out / "heatmaps" / "b_lps.nii.gz.gradcam@act.nii.gz").is_file()
+
+
 def test_a_monai_network_by_name_explains_scans(scans, tmp_path):
     """`--model monai/DenseNet` with its constructor's arguments: a 3D network, its weights from a
     checkpoint of the test's own (seeded), explained like a network of one's own; an unknown name

@@ -24,7 +24,7 @@ from camcli.settings.fields import EVALUATE_KEYS
 @settings_options(EVALUATE_KEYS)
 def evaluate(
     sources: Annotated[list[Path], typer.Argument(help="A finished `camcli explain` output folder, or image files and folders to explain now.", show_default=False)],
-    truth: Annotated[Path, typer.Option("--truth", "-t", help="Ground-truth boxes: CSV (path,x0,y0,x1,y1[,label]), a Pascal VOC folder, or COCO JSON; for a segmentation run, a folder of label masks (PNG of class indices, one per image by relative path).", rich_help_panel="Ground truth")],
+    truth: Annotated[Path, typer.Option("--truth", "-t", help="Ground-truth boxes: CSV (path,x0,y0,x1,y1[,label]), a Pascal VOC folder, or COCO JSON; for a segmentation run, a folder of label masks (PNG of class indices, one per image by relative path); for a volume run, a folder of NIfTI label volumes on the scans' grids, or a CSV of boxes in the scan files' voxel indices (path,i0,j0,k0,i1,j1,k1).", rich_help_panel="Ground truth")],
     normalized: Annotated[bool, typer.Option("--normalized", help="CSV coordinates are fractions of the image size (0..1), not pixels.", rich_help_panel="Ground truth")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with model and method settings (as for explain), when explaining images here.", rich_help_panel="Model")] = None,
     box_threshold: Annotated[float, typer.Option("--box-threshold", hidden=True, help="Box from pixels >= this share of the map's maximum.", rich_help_panel="Metrics")] = 0.5,
@@ -98,12 +98,16 @@ def evaluate(
         if json_out:
             print(json_module.dumps(report.as_dict()), file=data.stream, flush=True)
     evaluation = report.evaluation
+    from camcli import tasks
+    from camcli.engine.discovery import KIND_NOUNS
+
+    noun = KIND_NOUNS.get(tasks.get(report.task).inputs, "image")  # a volume run's inputs are scans
     if evaluation.without_truth:
-        console.print(f"camcli: warning: {len(evaluation.without_truth)} image(s) have no ground truth and were "
+        console.print(f"camcli: warning: {len(evaluation.without_truth)} {noun}(s) have no ground truth and were "
                       f"not scored, e.g. {', '.join(evaluation.without_truth[:3])}", markup=False)
     if evaluation.truth_without_image:
         console.print(f"camcli: warning: {len(evaluation.truth_without_image)} ground-truth path(s) match no "
-                      f"explained image, e.g. {', '.join(evaluation.truth_without_image[:3])}", markup=False)
+                      f"explained {noun}, e.g. {', '.join(evaluation.truth_without_image[:3])}", markup=False)
     if not quiet:  # the tables are the command's data: stdout, unless --json holds it
         print_tables(report, fmt, to_stderr=json_out)
     for f in report.gates_failed:

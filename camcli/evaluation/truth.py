@@ -32,7 +32,7 @@ def read_truth(path: str | Path, normalized: bool = False, sizes: dict[str, tupl
     return read_csv_boxes(p, normalized, sizes)
 
 
-def _norm_path(text: str) -> str:
+def norm_path(text: str) -> str:
     return PurePosixPath(text.strip().replace("\\", "/")).as_posix().lstrip("./") if text.strip() else ""
 
 
@@ -61,7 +61,7 @@ def read_csv_boxes(path: Path, normalized: bool = False, sizes: dict[str, tuple[
                     x0, y0, x1, y1 = (float(row[at[c]]) for c in ("x0", "y0", "x1", "y1"))
                 except ValueError:
                     raise UsageError(f"{path}, line {line}: coordinates must be numbers: {row}") from None
-                rel = _norm_path(row[at["path"]])
+                rel = norm_path(row[at["path"]])
                 if normalized:
                     if not all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)):
                         raise UsageError(f"{path}, line {line}: normalised coordinates must lie in 0..1")
@@ -94,7 +94,7 @@ def read_voc(folder: Path) -> Truth:
         name = root.findtext("filename")
         if not name:
             raise UsageError(f"{xml}: no <filename>")
-        rel = _norm_path(name)
+        rel = norm_path(name)
         boxes = out.setdefault(rel, [])
         for i, obj in enumerate(root.iter("object"), start=1):
             bb = obj.find("bndbox")
@@ -118,7 +118,7 @@ def read_coco(path: Path) -> Truth:
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise UsageError(f"{path}: not COCO JSON (needs 'images' and 'annotations')")
     try:
-        files = {img["id"]: _norm_path(img["file_name"]) for img in data["images"]}
+        files = {img["id"]: norm_path(img["file_name"]) for img in data["images"]}
     except (KeyError, TypeError):
         raise UsageError(f"{path}: every image needs 'id' and 'file_name'") from None
     names = {c.get("id"): c.get("name") for c in data.get("categories", []) if isinstance(c, dict)}

@@ -7,6 +7,11 @@ nonzero voxels are the structure. A label volume must lie on its scan file's gri
 affine of the map camcli wrote (which are the scan's). One on another grid is refused, never
 compared voxel by voxel: resample it onto the scan first. Pointing is strict (the peak voxel
 itself inside the structure); energy is the share of the map's sum inside it.
+
+Truth may instead be boxes in voxel coordinates: a CSV file ``path,i0,j0,k0,i1,j1,k1`` (a header
+row; an optional ``label`` column is read past), the corners as the scan file's own voxel indices
+(those ``volumes.csv`` gives the peak in), both inside the box; a scan's several rows are the
+union of their boxes. A box must lie inside its scan: one that does not is refused with its line.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ import numpy as np
 
 from camcli.errors import UsageError
 from camcli.evaluation.scoring import Summary, _mean
+from camcli.evaluation.truth import norm_path
 from camcli.output.csvfile import read_rows
 from camcli.output.rows import VolumeRow
 
 COLUMNS = ("path", "method", "layer", "truth_share", "pointing", "energy")
+BOX_COLUMNS = ("path", "i0", "j0", "k0", "i1", "j1", "k1")
+VoxelBox = tuple[int, int, int, int, int, int]
 
 
 @dataclass
@@ -62,25 +70,72 @@ def _load(path: Path):
         raise UsageError(f"{path}: not a readable NIfTI file ({str(e).splitlines()[0] if str(e) else e})") from None
 
 
+def read_voxel_boxes(path: Path) -> dict[str, list[VoxelBox]]:
+    """``{scan's relative path: [(i0, j0, k0, i1, j1, k1), ...]}`` from a box CSV (see the module)."""
+    import csv
+
+    out: dict[str, list[VoxelBox]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in BOX_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise UsageError(f"{path}: no {', '.join(missing)} column(s); voxel boxes are "
+                                 f"{','.join(BOX_COLUMNS)} (the scan file's voxel indices, both corners inside)")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    box = tuple(int(row[c]) for c in BOX_COLUMNS[1:])
+                except (TypeError, ValueError):
+                    raise UsageError(f"{path}, line {line}: corners must be whole voxel indices: {row}") from None
+                if any(box[a] > box[a + 3] for a in range(3)):
+                    raise UsageError(f"{path}, line {line}: a far corner before the near one (i1 < i0, j1 < j0 or "
+                                     f"k1 < k0): {row}")
+                out.setdefault(norm_path(row["path"] or ""), []).append(box)
+    except OSError as e:
+        raise UsageError(f"--truth {path}: cannot read it ({e.strerror or e})") from None
+    return out
+
+
+def box_mask(boxes: list[VoxelBox], shape: tuple[int, ...], where: str) -> np.ndarray:
+    """The union of ``boxes`` as a mask of the scan file's ``shape``."""
+    mask = np.zeros(shape[:3], bool)
+    for box in boxes:
+        if any(box[a] < 0 or box[a + 3] >= shape[a] for a in range(3)):
+            raise UsageError(f"{where}: box {box} lies outside the scan ({'x'.join(map(str, shape[:3]))} voxels)")
+        mask[box[0]:box[3] + 1, box[1]:box[4] + 1, box[2]:box[5] + 1] = True
+    return mask
+
+
 def score_volume_run(folder: Path, truth: Path) -> VolumeEvaluation:
-    """Score ``folder``'s ``volumes.csv`` (its NIfTI maps) against the label volumes in ``truth``."""
+    """Score ``folder``'s ``volumes.csv`` (its NIfTI maps) against the label volumes in ``truth``,
+    a folder, or the voxel boxes of a CSV file."""
     truth = Path(truth)
+    if truth.is_file() and truth.suffix.lower() == ".csv":
+        return _scored(folder, truth, read_voxel_boxes(truth))
     if not truth.is_dir():
         raise UsageError(f"--truth {truth}: a volume run is scored against a folder of label volumes (NIfTI, one "
-                         "per scan, by relative path)")
+                         "per scan, by relative path) or a CSV of voxel boxes (path,i0,j0,k0,i1,j1,k1)")
+    return _scored(folder, truth, None)
+
+
+def _scored(folder: Path, truth: Path, boxes: dict[str, list[VoxelBox]] | None) -> VolumeEvaluation:
     _header, rows = read_rows(folder / "volumes.csv")
     scored: list[VolumeScore] = []
     without: list[str] = []
     matched: set[str] = set()
     labels: dict[str, np.ndarray] = {}
     for r in (r for r in rows if r.explained and r.ok and r.heatmap):
-        found = truth_file(truth, r.path)
+        found = truth_file(truth, r.path) if boxes is None else (r.path if r.path in boxes else None)
         if found is None:
             without.append(r.path)
             continue
-        matched.add(found.relative_to(truth).as_posix())
         heat_image = _load(folder / r.heatmap)
-        if r.path not in labels:
+        if boxes is not None:
+            matched.add(r.path)
+            if r.path not in labels:
+                labels[r.path] = box_mask(boxes[r.path], heat_image.shape, f"{truth}: {r.path}")
+        elif r.path not in labels:
+            matched.add(found.relative_to(truth).as_posix())
             image = _load(found)
             if image.shape[:3] != heat_image.shape[:3] or not np.allclose(image.affine, heat_image.affine, atol=1e-3):
                 raise UsageError(f"{found}: its grid ({'x'.join(map(str, image.shape))}) or affine is not the scan's "
@@ -89,10 +144,16 @@ def score_volume_run(folder: Path, truth: Path) -> VolumeEvaluation:
         mask = labels[r.path] != 0
         heat = np.asarray(heat_image.dataobj, dtype=np.float64)
         total = heat.sum()
-        peak = np.unravel_index(int(heat.argmax()), heat.shape)
+        # the peak the row gives (the first of tied maxima in the order the map was written)
+        peak = (r.peak_i, r.peak_j, r.peak_k) if r.peak_i is not None else np.unravel_index(int(heat.argmax()),
+                                                                                             heat.shape)
         scored.append(VolumeScore(r, float(mask.mean()), bool(mask.any() and mask[peak]),
                                   float(heat[mask].sum() / total) if total > 0 and mask.any() else 0.0))
-    listed = {p.relative_to(truth).as_posix() for p in truth.rglob("*") if p.name.lower().endswith((".nii", ".nii.gz"))}
+    if boxes is not None:
+        listed = set(boxes)
+    else:
+        listed = {p.relative_to(truth).as_posix() for p in truth.rglob("*")
+                  if p.name.lower().endswith((".nii", ".nii.gz"))}
     return VolumeEvaluation(summarise(scored), scored, sorted(set(without)), sorted(listed - matched))
 
 

@@ -30,7 +30,8 @@ class Volume(Task):
     refusal_reason = "each scan's top class is explained, fed as --window or --scaling say"
     evaluated_per = "scan"
     evaluated_from_runs_only = ("a volume run is evaluated from a finished run: `camcli explain` the scans, then "
-                                "`camcli evaluate RUN --truth LABELS/` (label volumes on the scans' grids; "
+                                "`camcli evaluate RUN --truth LABELS/` (label volumes on the scans' grids, or a CSV of "
+                                "boxes in the scan files' voxels: path,i0,j0,k0,i1,j1,k1; "
                                 "faithfulness and sanity checks are not offered for volumes yet)")
 
     def claims(self, loaded) -> bool:
@@ -106,7 +107,7 @@ class Volume(Task):
         return maps, first.score, pred
 
     def evaluate_run(self, folder, truth, normalized, tolerance, gates):
-        """Each map's peak voxel and mass against label volumes (camcli.evaluation.volumes)."""
+        """Each map's peak voxel and mass against label volumes or voxel boxes (camcli.evaluation.volumes)."""
         from camcli.errors import UsageError
         from camcli.evaluation.evaluate import Report
         from camcli.evaluation.scoring import Evaluation, check_gates
@@ -120,7 +121,8 @@ class Volume(Task):
                              "gated by `min_pointing` (the map's peak voxel inside the labelled structure)")
         scored = score_volume_run(folder, Path(truth))
         if not scored.rows:
-            raise UsageError("nothing to score: no scan of the run has a label volume (check the names in --truth)")
+            raise UsageError("nothing to score: no scan of the run has a label volume or a box (check the names in "
+                             "--truth)")
         write_volume_csv(folder / "evaluation.csv", scored)
         evaluation = Evaluation([], scored.summaries, scored.without_truth, scored.truth_without_image)
         return Report(evaluation, folder, check_gates(scored.summaries, **asked), gates=asked, task=self.name)
