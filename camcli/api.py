@@ -108,7 +108,9 @@ def layers(model=None, *, config: str | os.PathLike | None = None, **options) ->
                         model_args=settings.model_arg)
     if settings.checkpoint is None and loaded.source is None:
         _randomise_zero_head(loaded.model)
-    infos = trace_layers(loaded.model, loaded.input_size)
+    # a volume model takes its own channels; an image model RGB (a grey one's first convolution takes RGB)
+    infos = trace_layers(loaded.model, loaded.input_size,
+                         channels=loaded.input_channels if len(loaded.input_size) == 3 else 3)
     chosen, cam_ok = tasks.decide(settings, loaded, refuse=False).layer_defaults(loaded, infos)
     return [_layer_record(info, loaded.model, chosen, cam_ok) for info in infos]
 

@@ -241,7 +241,7 @@ def test_a_task_defined_outside_camcli_runs_explain_and_evaluate_end_to_end(coun
 
 def test_a_registered_tasks_settings_and_names_are_checked_like_camclis_own(counting, scenes, tmp_path):
     # a setting it does not take is refused, naming the task that takes it
-    with pytest.raises(UsageError, match="min_area: a segmentation run.s setting, which a counting run does not take"):
+    with pytest.raises(UsageError, match="min_area: a segmentation or volume-segmentation run.s setting, which a counting run does not take"):
         list(camcli.explain(scenes, model=DensityNet(), min_area=0.2, **options()))
     # it cannot be stated of a model another task claims
     with pytest.raises(UsageError, match="task counting, but .* is a detector: it returns boxes; leave task out"):
@@ -257,7 +257,7 @@ def test_a_registered_tasks_settings_and_names_are_checked_like_camclis_own(coun
 
 
 def test_an_unknown_task_lists_the_registered_ones_too(counting, scenes):
-    with pytest.raises(UsageError, match="task must be auto, counting, detection, segmentation, volume or classification"):
+    with pytest.raises(UsageError, match="task must be auto, counting, detection, segmentation, volume, volume-segmentation or classification"):
         list(camcli.explain(scenes, model=DensityNet(), task="countin"))
 
 

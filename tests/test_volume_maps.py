@@ -215,3 +215,48 @@ def test_a_flat_layer_inside_a_volume_model_is_refused_not_read_as_an_image():
     Explainer(model, ["block3d"], [get_method("gradcam")]).validate(SIZE, "cpu", channels=1)
     with pytest.raises(NotAMap, match="12x16x14"):
         Explainer(model, ["block2d"], [get_method("gradcam")]).validate(SIZE, "cpu", channels=1)
+
+
+class TinySeg3D(nn.Module):
+    """A small 3D segmenter: a convolution block at the input's grid, then three classes per voxel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv3d(8, 8, 3, padding=1),
+                                      nn.ReLU())
+        self.head = nn.Conv3d(8, 3, 1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_a_3d_segmenters_gradcam_equals_pytorch_grad_cams_with_its_segmentation_target():
+    """Each class found, explained by the sum of its scores over its predicted voxels: the same map
+    as pytorch-grad-cam's GradCAM with SemanticSegmentationTarget on the 5-D input (at the input's
+    grid, where neither side resizes)."""
+    pgc = pytest.importorskip("pytorch_grad_cam", reason="pytorch-grad-cam (the dev extra) is not installed")
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    from camcli.engine.methods import get_method
+    from camcli.engine.segmentation import SegmentationExplainer, SegmentationHead
+
+    torch.manual_seed(8)  # a seed whose segmenter predicts all three classes in both volumes
+    model = TinySeg3D().eval()
+    _, x = model_and_volume()
+    head = SegmentationHead.read(model, SIZE, "cpu", channels=1)
+    explainer = SegmentationExplainer(model, ["features.3"], [get_method("gradcam")], ["a", "b", "c"], min_area=1e-9,
+                                      head=head)  # every class predicted anywhere
+    explainer.validate(SIZE, "cpu", channels=1)
+    found = explainer(x)
+    predicted = model(x).argmax(1)
+    compared = 0
+    for i, image in enumerate(found):
+        assert image.labels.shape == SIZE and torch.equal(image.labels.long(), predicted[i])
+        for segment, maps in zip(image.segments, image.maps):
+            ours = maps[("gradcam", "features.3")][0]
+            mask = (predicted[i] == segment.index).float().numpy()
+            with pgc.GradCAM(model, [model.features[3]]) as cam:
+                theirs = cam(x[i:i + 1], targets=[SemanticSegmentationTarget(segment.index, mask)])[0]
+            np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-4)
+            compared += 1
+    assert compared == 6  # three classes in each volume

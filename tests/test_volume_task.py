@@ -264,3 +264,26 @@ def test_a_ct_window_decides_what_the_model_sees(scans, tmp_path):
     assert [row["empty_map"] for row in rows(tmp_path / "windowed")] == ["true"]
     r = explain(series, tmp_path / "bad", "--scaling", "robust", model=folder / "model.py")
     assert r.exit_code == 2 and "--scaling must be percentiles, minmax, zscore or none" in r.stderr
+
+
+def test_the_gallery_slides_through_each_plane_of_a_scan(scans, tmp_path):
+    """--html: each scan's card has a slider per plane; each map has a strip of 32 frames per plane
+    beside its picture, and the axial strip is hottest at the frames through the block."""
+    import cv2
+
+    from camcli.output.volume_figures import SLIDER_FRAMES
+
+    folder, _ = scans
+    out = tmp_path / "out"
+    assert explain(folder, out, "--method", "gradcam", "--html").exit_code == 0
+    page = (out / "index.html").read_text()
+    assert page.count('type="range"') == 3 * len(rows(out))
+    assert all(f'data-plane="{p}"' in page for p in ("axial", "coronal", "sagittal"))
+    row = next(r for r in rows(out) if r["path"] == "a_ras.nii.gz")  # stored RAS: its block at slice z 10 of 16
+    strips = {p: out / row["output"].replace(".png", f".{p}.jpg") for p in ("axial", "coronal", "sagittal")}
+    assert all(s.is_file() for s in strips.values())
+    axial = cv2.imread(str(strips["axial"]))[:, :, ::-1].astype(int)
+    frames = np.split(axial, SLIDER_FRAMES)
+    redness = [float(((f[:, :, 0] > 150) & (f[:, :, 2] < 100)).mean()) for f in frames]
+    hottest = int(np.argmax(redness)) * (SHAPE[2] - 1) / (SLIDER_FRAMES - 1)  # the frame's slice
+    assert abs(hottest - 10) <= 2.5, (hottest, redness)

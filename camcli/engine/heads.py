@@ -34,9 +34,10 @@ class HeadFacts:
     in_unit_range: bool  # every output lies in [0, 1]
 
 
-def probe(model: nn.Module, input_size: tuple[int, int], device: torch.device | str,
-          output: str | None = None) -> HeadFacts:
-    """Run one dummy batch and record the output's width and the module that produced it."""
+def probe(model: nn.Module, input_size: tuple[int, ...], device: torch.device | str,
+          output: str | None = None, channels: int = 3) -> HeadFacts:
+    """Run one dummy batch (of volumes when ``input_size`` has three sides) and record the
+    output's width and the module that produced it."""
     last: dict[str, object] = {}
 
     def hook(module, _inputs, out):
@@ -44,7 +45,7 @@ def probe(model: nn.Module, input_size: tuple[int, int], device: torch.device | 
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
-        x = torch.rand(2, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+        x = torch.rand(2, channels, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
         with torch.inference_mode():
             tensor = select_output(model(x), output)
     finally:

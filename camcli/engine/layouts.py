@@ -201,7 +201,7 @@ def decide_layouts(model: nn.Module, layers: list[str], x: torch.Tensor, request
     """How each layer's output reads as a map for inputs like ``x`` (one image): its shape measured,
     a second input size tried where a 4-D shape fits both ways, then :func:`detect` (a refusal
     names the layer)."""
-    input_size = tuple(x.shape[-2:])
+    input_size = tuple(x.shape[2:])  # (H, W), or (D, H, W) for a volume
     shapes = layer_shapes(model, layers, x)
     geometry = token_geometry(model)
     unsure = [l for l in layers if len(readings(shapes[l], input_size, geometry)) > 1]

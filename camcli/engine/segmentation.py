@@ -59,7 +59,7 @@ class ImageSegments:
     pixel, and one map per class x method x layer."""
 
     segments: list[Segment]
-    labels: torch.Tensor  # (h, w) predicted class per pixel of the output grid (it covers the model input)
+    labels: torch.Tensor  # (h, w) predicted class per pixel of the output grid (it covers the model input); (d, h, w) per voxel
     #: per segment: (method, layer) -> ((h, w) map in [0, 1], empty, failed assumptions)
     maps: list[dict[tuple[str, str], tuple[torch.Tensor, bool, tuple]]]
     note: str = ""
@@ -68,38 +68,42 @@ class ImageSegments:
 class SegmentationHead:
     """How a segmenter's output is read: its (N, K, h, w) class scores per pixel (the ``out`` of
     torchvision's dict, the ``logits`` of HuggingFace's output, or the part ``output`` names), as a
-    table with one channel per class (a binary segmenter's one channel made two)."""
+    table with one channel per class (a binary segmenter's one channel made two). A 3D segmenter's
+    are (N, K, d, h, w), per voxel: ``dims`` says which the model's input is."""
 
-    def __init__(self, output: str | None = None, squashed: bool = False) -> None:
+    def __init__(self, output: str | None = None, squashed: bool = False, dims: int = 2) -> None:
         self.output = output
         self.squashed = squashed  # the model ends in its own Sigmoid/Softmax: its outputs are probabilities
+        self.dims = dims  # 2: scores per pixel; 3: per voxel
         self.binary = False  # one channel per pixel (known once the output is seen)
-        self.grid: tuple[int, int] = (0, 0)  # (h, w) of the output (known once seen)
+        self.grid: tuple[int, ...] = ()  # (h, w) or (d, h, w) of the output (known once seen)
 
     @classmethod
-    def read(cls, model: nn.Module, input_size: tuple[int, int], device: torch.device | str,
-             output: str | None = None, squashed: bool = False) -> SegmentationHead:
-        """The head of ``model``, its width and grid read from one dummy image: whether it is
-        binary decides the labels, so it is read before the explainer is built."""
-        head = cls(output, squashed)
+    def read(cls, model: nn.Module, input_size: tuple[int, ...], device: torch.device | str,
+             output: str | None = None, squashed: bool = False, channels: int = 3) -> SegmentationHead:
+        """The head of ``model``, its width and grid read from one dummy input (an image, or a
+        volume when ``input_size`` has three sides): whether it is binary decides the labels, so
+        it is read before the explainer is built."""
+        head = cls(output, squashed, dims=len(input_size))
         with torch.inference_mode():
-            head.seen(head.scores(model(dummy_image(input_size, device))))
+            head.seen(head.scores(model(dummy_image(input_size, device, channels))))
         return head
 
     def seen(self, scores: torch.Tensor) -> None:
         """Record what the output ``scores`` (N, C, h, w) says of the head: binary or not, its grid."""
         self.binary = scores.shape[1] == 1
-        self.grid = tuple(int(v) for v in scores.shape[-2:])
+        self.grid = tuple(int(v) for v in scores.shape[2:])
 
     def scores(self, output) -> torch.Tensor:
-        """(N, C, h, w) float: the model's class scores per pixel, as it gives them."""
+        """(N, C, h, w) float: the model's class scores per pixel (per voxel: (N, C, d, h, w)), as it gives them."""
         if self.output is None and isinstance(output, dict) and "out" in output:
             t = output["out"]
         else:
             t = select_output(output, self.output)
-        if t.dim() != 4:
-            raise UsageError(f"the segmenter's output is {tuple(t.shape)}, not (N, classes, h, w) scores per pixel: "
-                             "pick its per-pixel scores with `output`")
+        if t.dim() != 2 + self.dims:
+            grid, unit = ("d, h, w", "voxel") if self.dims == 3 else ("h, w", "pixel")
+            raise UsageError(f"the segmenter's output is {tuple(t.shape)}, not (N, classes, {grid}) scores per {unit}: "
+                             f"pick its per-{unit} scores with `output`")
         return t.float()
 
     def table(self, output) -> torch.Tensor:
@@ -127,7 +131,7 @@ class RegionScore:
     def __call__(self, output, index: torch.Tensor) -> torch.Tensor:
         table = self.head.table(output)
         rows = table[torch.arange(table.shape[0], device=table.device), index.to(table.device).long()]
-        return (rows * self.mask.to(rows.dtype)).sum((1, 2))
+        return (rows * self.mask.to(rows.dtype)).flatten(1).sum(1)
 
 
 class SegmentationExplainer(TaskExplainer):
@@ -154,13 +158,13 @@ class SegmentationExplainer(TaskExplainer):
         self.layouts: dict[str, Layout] = {}
 
     @property
-    def grid(self) -> tuple[int, int]:
-        """(h, w) of the segmenter's output: regions are sampled onto it."""
+    def grid(self) -> tuple[int, ...]:
+        """(h, w) of the segmenter's output (a 3D one's (d, h, w)): regions are sampled onto it."""
         return self.head.grid
 
-    def validate(self, input_size: tuple[int, int], device: torch.device | str) -> None:
-        """One dummy image: the output must be per-pixel scores for the labels, every layer a map."""
-        x = dummy_image(input_size, device)
+    def validate(self, input_size: tuple[int, ...], device: torch.device | str, channels: int = 3) -> None:
+        """One dummy input: the output must be per-pixel scores for the labels, every layer a map."""
+        x = dummy_image(input_size, device, channels)
         self.layouts = decide_layouts(self.model, self.layers, x, self.layer_layout)
         with torch.inference_mode(), capture(self.model, self.layers, False, lambda l, t: self.layouts[l]) as store:
             scores = self.head.scores(self.model(x))
@@ -284,9 +288,9 @@ class SegmentationExplainer(TaskExplainer):
                 maps[rows[i] if rows else i][r][(method.name, name)] = found.entry(i)
 
 
-def dummy_image(input_size: tuple[int, int], device: torch.device | str) -> torch.Tensor:
-    """The seeded (1, 3, H, W) image the checks before a run go through."""
-    return torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+def dummy_image(input_size: tuple[int, ...], device: torch.device | str, channels: int = 3) -> torch.Tensor:
+    """The seeded (1, 3, H, W) image the checks before a run go through ((1, C, D, H, W) for a volume)."""
+    return torch.rand(1, channels, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
 
 
 def segmentation_methods() -> list[str]:

@@ -9,6 +9,8 @@ error result with its reason; the run goes on.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -23,7 +25,9 @@ from camcli.engine.loaded import LoadedModel
 from camcli.engine.methods.assumptions import failures as failed_at
 from camcli.engine.methods.assumptions import on_host as on_host_checks
 from camcli.engine.scans import Grid, Scan, read_scan
+from camcli.engine.segmentation import Segment, SegmentationExplainer
 from camcli.engine.stream import NOT_FINITE, ImageResult, image_seed
+from camcli.engine.workers import bind_to_parent, own_temp_dir, shut_down
 from camcli.errors import UsageError
 
 
@@ -36,6 +40,7 @@ class VolumeMap:
     small: np.ndarray
     empty: bool
     failures: tuple = ()
+    segment: Segment | None = None  # a 3D segmenter's class this map explains
 
     @property
     def warning(self) -> str:
@@ -50,6 +55,8 @@ class VolumeResult(ImageResult):
 
     grid: Grid | None = None
     display: np.ndarray | None = None  # (x, y, z) in [0, 1] on the RAS grid, shrunk from the scan's shape
+    #: a 3D segmenter's predicted class per voxel of its output grid (which covers the whole scan)
+    labels: np.ndarray | None = None
 
 
 #: the most voxels a side of the values kept for a scan's pictures (a picture's plane is 256 pixels)
@@ -85,30 +92,66 @@ def prepared(scan: Scan, size: tuple[int, ...], channels: int, window: str | Non
     return tensor.expand(channels, *tensor.shape[1:]), display
 
 
+class ScanDataset(torch.utils.data.Dataset):
+    """Scans read and made the model's input, in the loader's worker processes when it has some
+    (reading a gzipped NIfTI, reorienting and scaling it is most of a small model's time)."""
+
+    def __init__(self, items: Sequence[ImageItem], size: tuple[int, ...], channels: int, window: str | None,
+                 scaling: str) -> None:
+        self.items, self.size, self.channels, self.window, self.scaling = list(items), size, channels, window, scaling
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> _Read:
+        return _read(self.items[k], self.size, self.channels, self.window, self.scaling)
+
+
 def iter_volumes(loaded: LoadedModel, explainer: Explainer, items: Sequence[ImageItem], *,
-                 batches: Sequence[Sequence[ImageItem]] | None = None, batch_size: int = 4,
-                 device: torch.device | str = "cpu", window: str | None = None, scaling: str = "percentiles",
-                 topk: int = 5, skip: Collection[str] = frozenset(), seed: int = 0) -> Iterator[VolumeResult]:
+                 batches: Sequence[Sequence[ImageItem]] | None = None, batch_size: int = 4, workers: int = 0,
+                 prefetch: int = 2, device: torch.device | str = "cpu", window: str | None = None,
+                 scaling: str = "percentiles", topk: int = 5, skip: Collection[str] = frozenset(),
+                 seed: int = 0) -> Iterator[VolumeResult]:
     """One :class:`VolumeResult` per item, in order (``skip``: a resumed run's finished scans go
-    through their batch's forward but are not yielded)."""
+    through their batch's forward but are not yielded); scans are read in ``workers`` processes,
+    ``prefetch`` batches ahead each."""
     device = torch.device(device)
     items = list(items)
+    if not items:
+        return
     if batches is None:
         batches = [items[k:k + max(1, batch_size)] for k in range(0, len(items), max(1, batch_size))]
-    labels = explainer.target.labels or loaded.labels
-    k = max(1, min(topk, len(labels)))
-    for batch in batches:
-        yield from _explain([_read(item, loaded, window, scaling) for item in batch], explainer, device, labels, k,
-                            skip, seed)
+    position = {id(item): k for k, item in enumerate(items)}
+    if workers > 0:
+        own_temp_dir()
+    loader = torch.utils.data.DataLoader(
+        ScanDataset(items, loaded.input_size, loaded.input_channels, window, scaling),
+        batch_sampler=[[position[id(i)] for i in batch] for batch in batches], num_workers=max(0, workers),
+        collate_fn=list, prefetch_factor=max(1, prefetch) if workers > 0 else None,
+        worker_init_fn=functools.partial(bind_to_parent, os.getpid()) if workers > 0 else None)
+    read_batches = iter(loader)
+    try:
+        yield from _explained(read_batches, loaded, explainer, device, topk, skip, seed)
+    finally:
+        shut_down(read_batches)
 
 
-def _read(item: ImageItem, loaded: LoadedModel, window: str | None, scaling: str) -> _Read:
+def _explained(read_batches, loaded, explainer, device, topk, skip, seed) -> Iterator[VolumeResult]:
+    for read in read_batches:
+        if isinstance(explainer, SegmentationExplainer):
+            yield from _segmented(read, explainer, device, skip, seed)
+            continue
+        labels = explainer.target.labels or loaded.labels
+        yield from _explain(read, explainer, device, labels, max(1, min(topk, len(labels))), skip, seed)
+
+
+def _read(item: ImageItem, size: tuple[int, ...], channels: int, window: str | None, scaling: str) -> _Read:
     try:
         scans = read_scan(item.path)
         if len(scans) != 1:
             raise UsageError(f"holds {len(scans)} series ({', '.join(s.source for s in scans)}); give each "
                              "series a folder of its own")
-        x, display = prepared(scans[0], loaded.input_size, loaded.input_channels, window, scaling)
+        x, display = prepared(scans[0], size, channels, window, scaling)
         return _Read(item, scans[0].grid, x, display)  # the scan's voxels go here: a CT's are 420 MB
     except (UsageError, ValueError, OSError) as e:
         return _Read(item, error=str(e).splitlines()[0])
@@ -146,6 +189,37 @@ def _explain(read: list[_Read], explainer, device, labels, k, skip, seed) -> Ite
                 results[item.index] = VolumeResult(
                     item, "ok", topk=[(c, labels[c], p) for c, p in zip(idx[i], probs[i])], target_index=t,
                     target_label=labels[t], target_score=values[i][t], maps=maps, grid=grid, display=display)
+    yield from _in_order(read, results, skip)
+
+
+def _segmented(read: list[_Read], explainer: SegmentationExplainer, device, skip, seed) -> Iterator[VolumeResult]:
+    """A 3D segmenter's batch: per scan, the classes found (largest first), a map per class x
+    method x layer, and the predicted labels."""
+    good = [r for r in read if not r.error]
+    results: dict[int, VolumeResult] = {}
+    if good:
+        x = torch.stack([r.x for r in good]).to(device)
+        wanted = [r.item.rel not in skip for r in good]
+        try:
+            found = explainer(x, wanted=wanted, seeds=[image_seed(seed, r.item.rel) for r in good])
+        except (RuntimeError, ValueError) as e:
+            for r in good:
+                results[r.item.index] = VolumeResult(r.item, "error", error=f"model failed on this batch: "
+                                                                              f"{str(e).splitlines()[0]}")
+        else:
+            for r, seg in zip(good, found):
+                if r.item.rel in skip:
+                    continue
+                maps = [VolumeMap(method, layer, m.cpu().numpy(), empty, failures, segment)
+                        for segment, per_class in zip(seg.segments, seg.maps)
+                        for (method, layer), (m, empty, failures) in per_class.items()]
+                results[r.item.index] = VolumeResult(r.item, "ok", note=seg.note, maps=maps, segments=seg.segments,
+                                                     explained=len(seg.segments), per_class=True, grid=r.grid,
+                                                     display=r.display, labels=seg.labels.numpy())
+    yield from _in_order(read, results, skip)
+
+
+def _in_order(read: list[_Read], results: dict[int, VolumeResult], skip) -> Iterator[VolumeResult]:
     for r in read:
         if r.item.rel not in skip:
             yield VolumeResult(r.item, "error", error=r.error) if r.error else results[r.item.index]

@@ -12,6 +12,10 @@ Truth may instead be boxes in voxel coordinates: a CSV file ``path,i0,j0,k0,i1,j
 row; an optional ``label`` column is read past), the corners as the scan file's own voxel indices
 (those ``volumes.csv`` gives the peak in), both inside the box; a scan's several rows are the
 union of their boxes. A box must lie inside its scan: one that does not is refused with its line.
+
+A 3D segmenter's run is scored against label volumes of the model's class indices: its predicted
+labels (``masks/``) give each class's IoU over the run (intersection over union of all its voxels,
+255 counting nowhere, as in 2D) and the mIoU; each class's maps point into that class's voxels.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from camcli.errors import UsageError
 from camcli.evaluation.scoring import Summary, _mean
 from camcli.evaluation.truth import norm_path
 from camcli.output.csvfile import read_rows
-from camcli.output.rows import VolumeRow
+from camcli.evaluation.segments import SegmenterScore
+from camcli.output.rows import VolumeRow, VolumeSegmentRow
 
 COLUMNS = ("path", "method", "layer", "truth_share", "pointing", "energy")
+SEGMENT_COLUMNS = ("path", "seg_index", "seg_label", "iou", "method", "layer", "truth_share", "pointing", "energy")
 BOX_COLUMNS = ("path", "i0", "j0", "k0", "i1", "j1", "k1")
 VoxelBox = tuple[int, int, int, int, int, int]
 
@@ -41,6 +47,7 @@ class VolumeScore:
     truth_share: float
     pointing: bool
     energy: float
+    iou: float | None = None  # a segmenter's class: its IoU on this scan
 
 
 @dataclass
@@ -49,6 +56,8 @@ class VolumeEvaluation:
     rows: list[VolumeScore] = field(default_factory=list)
     without_truth: list[str] = field(default_factory=list)
     truth_without_image: list[str] = field(default_factory=list)
+    segmenter: SegmenterScore | None = None  # a 3D segmenter's IoU per class over the run
+    heatmaps: bool = True  # a volume run always writes its maps (the gates ask)
 
 
 def truth_file(folder: Path, rel: str) -> Path | None:
@@ -106,30 +115,37 @@ def box_mask(boxes: list[VoxelBox], shape: tuple[int, ...], where: str) -> np.nd
     return mask
 
 
-def score_volume_run(folder: Path, truth: Path) -> VolumeEvaluation:
-    """Score ``folder``'s ``volumes.csv`` (its NIfTI maps) against the label volumes in ``truth``,
-    a folder, or the voxel boxes of a CSV file."""
+def score_volume_run(folder: Path, truth: Path, csv_name: str = "volumes.csv") -> VolumeEvaluation:
+    """Score ``folder``'s ``volumes.csv`` (or a segmenter's ``csv_name``; its NIfTI maps) against
+    the label volumes in ``truth``, a folder, or the voxel boxes of a CSV file."""
     truth = Path(truth)
     if truth.is_file() and truth.suffix.lower() == ".csv":
-        return _scored(folder, truth, read_voxel_boxes(truth))
+        if csv_name != "volumes.csv":
+            raise UsageError(f"--truth {truth}: boxes carry no classes; a 3D segmenter's run is scored against label "
+                             "volumes of its class indices (a folder of NIfTI files, one per scan)")
+        return _scored(folder, truth, read_voxel_boxes(truth), csv_name)
     if not truth.is_dir():
         raise UsageError(f"--truth {truth}: a volume run is scored against a folder of label volumes (NIfTI, one "
                          "per scan, by relative path) or a CSV of voxel boxes (path,i0,j0,k0,i1,j1,k1)")
-    return _scored(folder, truth, None)
+    return _scored(folder, truth, None, csv_name)
 
 
-def _scored(folder: Path, truth: Path, boxes: dict[str, list[VoxelBox]] | None) -> VolumeEvaluation:
-    _header, rows = read_rows(folder / "volumes.csv")
+def _scored(folder: Path, truth: Path, boxes: dict[str, list[VoxelBox]] | None, csv_name: str) -> VolumeEvaluation:
+    _header, rows = read_rows(folder / csv_name)
+    segmenter = SegmenterScore() if rows and isinstance(rows[0], VolumeSegmentRow) else None
+    if segmenter is not None:
+        segmenter.labels.update({row.seg_index: row.seg_label for row in rows if row.seg_index is not None})
+    ious: dict[str, dict[int, float]] = {}
     scored: list[VolumeScore] = []
     without: list[str] = []
     matched: set[str] = set()
     labels: dict[str, np.ndarray] = {}
-    for r in (r for r in rows if r.explained and r.ok and r.heatmap):
+    for r in (r for r in rows if r.explained and r.ok and (r.heatmap or segmenter is not None)):
         found = truth_file(truth, r.path) if boxes is None else (r.path if r.path in boxes else None)
         if found is None:
             without.append(r.path)
             continue
-        heat_image = _load(folder / r.heatmap)
+        heat_image = _load(folder / (r.heatmap or r.mask))
         if boxes is not None:
             matched.add(r.path)
             if r.path not in labels:
@@ -141,20 +157,25 @@ def _scored(folder: Path, truth: Path, boxes: dict[str, list[VoxelBox]] | None) 
                 raise UsageError(f"{found}: its grid ({'x'.join(map(str, image.shape))}) or affine is not the scan's "
                                  f"({'x'.join(map(str, heat_image.shape))}): resample the labels onto the scan first")
             labels[r.path] = np.asarray(image.dataobj)[..., 0] if image.ndim == 4 else np.asarray(image.dataobj)
-        mask = labels[r.path] != 0
+            if segmenter is not None:  # the scan's predicted labels against its truth, once per scan
+                ious[r.path] = segmenter.add(np.asarray(_load(folder / r.mask).dataobj), labels[r.path])
+        if not r.heatmap:  # a scan where the segmenter found no class: counted for IoU only
+            continue
+        mask = labels[r.path] == r.seg_index if segmenter is not None else labels[r.path] != 0
         heat = np.asarray(heat_image.dataobj, dtype=np.float64)
         total = heat.sum()
         # the peak the row gives (the first of tied maxima in the order the map was written)
         peak = (r.peak_i, r.peak_j, r.peak_k) if r.peak_i is not None else np.unravel_index(int(heat.argmax()),
                                                                                              heat.shape)
         scored.append(VolumeScore(r, float(mask.mean()), bool(mask.any() and mask[peak]),
-                                  float(heat[mask].sum() / total) if total > 0 and mask.any() else 0.0))
+                                  float(heat[mask].sum() / total) if total > 0 and mask.any() else 0.0,
+                                  ious.get(r.path, {}).get(r.seg_index) if segmenter is not None else None))
     if boxes is not None:
         listed = set(boxes)
     else:
         listed = {p.relative_to(truth).as_posix() for p in truth.rglob("*")
                   if p.name.lower().endswith((".nii", ".nii.gz"))}
-    return VolumeEvaluation(summarise(scored), scored, sorted(set(without)), sorted(listed - matched))
+    return VolumeEvaluation(summarise(scored), scored, sorted(set(without)), sorted(listed - matched), segmenter)
 
 
 def summarise(rows: list[VolumeScore]) -> list[Summary]:
@@ -173,5 +194,10 @@ def summarise(rows: list[VolumeScore]) -> list[Summary]:
 def write_volume_csv(path: Path, evaluation: VolumeEvaluation) -> None:
     from camcli.output.csvfile import write_table
 
+    if evaluation.segmenter is not None:
+        write_table(path, list(SEGMENT_COLUMNS), ((s.row.path, s.row.seg_index, s.row.seg_label, s.iou, s.row.method,
+                                                   s.row.layer, s.truth_share, s.pointing, s.energy)
+                                                  for s in evaluation.rows))
+        return
     write_table(path, list(COLUMNS), ((s.row.path, s.row.method, s.row.layer, s.truth_share, s.pointing, s.energy)
                                       for s in evaluation.rows))

@@ -47,8 +47,10 @@ class LayerInfo:
         return dims + (f" (reads as {' or '.join(l.kind for l in self.layouts)})" if self.layouts else "")
 
 
-def trace_layers(model: nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> list[LayerInfo]:
-    """Run one dummy forward at ``input_size`` and record every module's output shape.
+def trace_layers(model: nn.Module, input_size: tuple[int, ...], device: torch.device | str = "cpu",
+                 channels: int = 3) -> list[LayerInfo]:
+    """Run one dummy forward at ``input_size`` (of ``channels``; a volume's (D, H, W)) and record
+    every module's output shape.
 
     Runs under ``no_grad`` rather than ``inference_mode`` so that tensors keep their version
     counter: a BatchNorm output later modified in place by ``+=`` and ``relu_`` shares storage
@@ -80,7 +82,7 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int], device: torch.de
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, 3, *input_size, device=device))
+            model(torch.zeros(1, channels, *input_size, device=device))
     finally:
         model.train(was_training)
         for h in handles:
@@ -95,7 +97,7 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int], device: torch.de
     if unsure:  # both readings fit: the axes that grow with the input are the spatial ones
         was_training = model.training
         try:
-            rescaled = rescaled_shapes(model.eval(), unsure, torch.zeros(1, 3, *input_size, device=device))
+            rescaled = rescaled_shapes(model.eval(), unsure, torch.zeros(1, channels, *input_size, device=device))
         finally:
             model.train(was_training)
         for name in unsure:

@@ -149,7 +149,8 @@ def own_segmenter_layer(model: nn.Module, input_size: tuple[int, int], device, c
     return chosen
 
 
-def redraws_output(model: nn.Module, layer: str, input_size: tuple[int, int], device, scores_of) -> bool:
+def redraws_output(model: nn.Module, layer: str, input_size: tuple[int, ...], device, scores_of,
+                   channels: int = 3) -> bool:
     """Whether ``layer``'s output is the model's score map itself (the same values, resized): its
     Grad-CAM would redraw the predicted mask, not explain it. ``scores_of`` reads the scores from
     the model's output. One pass on a seeded random input."""
@@ -160,17 +161,19 @@ def redraws_output(model: nn.Module, layer: str, input_size: tuple[int, int], de
     seen = []
     handle = model.get_submodule(split_call(layer)[0]).register_forward_hook(
         lambda _m, _i, out: seen.append(out) if isinstance(out, torch.Tensor) else None)
-    x = torch.rand(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    x = torch.rand(1, channels, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
     try:
         with torch.inference_mode():
             scores = scores_of(model(x))
     finally:
         handle.remove()
-    if not seen or seen[-1].dim() != 4 or scores.dim() != 4 or seen[-1].shape[1] != scores.shape[1]:
+    if (not seen or seen[-1].dim() != scores.dim() or scores.dim() not in (4, 5)
+            or seen[-1].shape[1] != scores.shape[1]):
         return False
     mine = seen[-1].float()
-    if mine.shape[-2:] != scores.shape[-2:]:
-        mine = F.interpolate(mine, size=scores.shape[-2:], mode="bilinear", align_corners=False)
+    if mine.shape[2:] != scores.shape[2:]:
+        mine = F.interpolate(mine, size=scores.shape[2:], mode="bilinear" if mine.dim() == 4 else "trilinear",
+                             align_corners=False)
     scale = float(scores.abs().max()) or 1.0
     return float((mine - scores.float()).abs().max()) <= 1e-3 * scale
 

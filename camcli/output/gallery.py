@@ -4,7 +4,8 @@ One card per image, streamed to the file as the CSV is read (the gallery never h
 one card in memory) and renamed into place at the end. The header gives the run's model and
 counts. A small inline script (no network) adds what a long run needs: a switch between the
 methods and layers on each card and for all cards, sorting by file name or score, filters for
-failed images and empty maps, and pages of 60 cards (images load lazily, hidden cards not at all). The state
+failed images and empty maps, pages of 60 cards (images load lazily, hidden cards not at all), and
+for a scan a slider per plane through its slices. The state
 lives in the address's ``#`` part (``#map=cam@layer4[1]&sort=score&filter=failed&page=2``), so a
 view can be bookmarked or shared. Links are relative to the output folder.
 """
@@ -40,6 +41,9 @@ align-items:center;font-size:.85rem;border-bottom:1px solid #ddd;margin-bottom:.
 .maps{display:flex;flex-wrap:wrap;gap:4px;font-size:.75rem;margin-top:4px}
 .maps button{font-size:.72rem;padding:1px 5px;border:1px solid #bbb;border-radius:3px;background:#f4f4f4;cursor:pointer}
 .maps button.on{background:#1f6feb;color:#fff;border-color:#1f6feb} .empty{color:#a60;font-size:.75rem}
+.slices{margin-top:6px;font-size:.72rem;display:grid;grid-template-columns:repeat(3,1fr);gap:4px;align-items:end}
+.plane{text-align:center} .plane input{width:100%;margin:2px 0}
+.slice{width:100%;background-repeat:no-repeat;background-color:#000;border-radius:3px}
 """
 
 # The page's behaviour; everything it needs is in the cards' data attributes.
@@ -53,7 +57,14 @@ function state(){const s={map:'',sort:'name',filter:'all',page:1};
   return s;}
 function show(card,key){const maps=JSON.parse(card.dataset.maps||'[]');const m=maps.find(x=>x[0]===key)||maps[0];
   if(!m)return;const img=card.querySelector('img');img.src=m[1];img.parentElement.href=m[1];
-  card.querySelectorAll('.maps button').forEach(b=>b.classList.toggle('on',b.dataset.key===m[0]));}
+  card.querySelectorAll('.maps button').forEach(b=>b.classList.toggle('on',b.dataset.key===m[0]));slices(card);}
+function slide(d){const r=d.parentElement.querySelector('input'),n=+d.dataset.frames;
+  d.style.backgroundPositionY=(r.value/(n-1)*100)+'%%';}
+function slices(card){const base=card.querySelector('img').getAttribute('src').replace(/\.png$/,'');
+  card.querySelectorAll('.slice').forEach(d=>{const url=base+'.'+d.dataset.plane+'.jpg',n=+d.dataset.frames;
+    if(d.dataset.url===url)return;d.dataset.url=url;const im=new Image();
+    im.onload=()=>{d.style.aspectRatio=im.naturalWidth+'/'+(im.naturalHeight/n);};im.src=url;
+    d.style.backgroundImage='url("'+url+'")';d.style.backgroundSize='100%% '+(n*100)+'%%';slide(d);});}
 function apply(){const s=state();q('map').value=s.map;q('sort').value=s.sort;q('filter').value=s.filter;
   const keep=cards.filter(c=>s.filter==='all'||(s.filter==='failed'&&c.dataset.status==='failed')||
     (s.filter==='empty'&&c.dataset.empty==='1'));
@@ -64,7 +75,7 @@ function apply(){const s=state();q('map').value=s.map;q('sort').value=s.sort;q('
   const shown=new Set(keep.slice((page-1)*size,page*size));
   for(const c of cards){c.hidden=!shown.has(c);}
   for(const c of keep)grid.appendChild(c);
-  if(s.map)for(const c of shown)show(c,s.map);
+  for(const c of shown){if(s.map)show(c,s.map);else slices(c);}
   q('page').textContent=`page ${page} of ${pages} (${keep.length} image(s))`;
   q('prev').disabled=page<=1;q('next').disabled=page>=pages;}
 function set(k,v){const s=state();s[k]=v;if(k!=='page')s.page=1;
@@ -73,6 +84,7 @@ q('map').onchange=e=>set('map',e.target.value);q('sort').onchange=e=>set('sort',
 q('filter').onchange=e=>set('filter',e.target.value);
 q('prev').onclick=()=>set('page',state().page-1);q('next').onclick=()=>set('page',state().page+1);
 grid.addEventListener('click',e=>{const b=e.target.closest('.maps button');if(b)show(b.closest('.card'),b.dataset.key);});
+grid.addEventListener('input',e=>{const p=e.target.closest('.plane');if(p)slide(p.querySelector('.slice'));});
 window.addEventListener('hashchange',apply);apply();
 })();
 """ % PAGE_SIZE
@@ -151,7 +163,7 @@ class Gallery:
             f'<a href="{_href(main)}"><img loading="lazy" src="{_href(main)}" alt="{path}"></a>'
             f'<div class="path">{path}</div><div class="pred">{pred}</div>'
             f'{EMPTY if empty else ""}{errors}'
-            f'<div class="maps">{buttons}{panel}</div></div>\n')
+            f'<div class="maps">{buttons}{panel}</div>{self.task.gallery_more(rows)}</div>\n')
 
     def close(self) -> None:
         if self._file.closed:

@@ -59,6 +59,16 @@ def overlay_rel(image_rel: str, method: str, layer: str, ext: str = "png", targe
     return f"overlays/{image_rel}.{method_file_name(method)}@{file_safe(layer)}{target}.{ext}"
 
 
+#: a volume map's slider strips, one per plane, beside its planes picture
+SLICE_PLANES = ("axial", "coronal", "sagittal")
+
+
+def slices_rel(overlay: str, plane: str) -> str:
+    """``overlays/ct.nii.gz.gradcam@block3.axial.jpg``: a plane's slider strip beside the planes
+    picture ``overlay`` (the gallery finds it by this name)."""
+    return f"{overlay.removesuffix('.png')}.{plane}.jpg"
+
+
 def heatmap_rel(image_rel: str, method: str, layer: str, fmt: str, target: str = "") -> str:
     """``heatmaps/a/cat.jpg.gradcam@layer4.1.npy`` (or ``.png`` for png16)."""
     return (f"heatmaps/{image_rel}.{method_file_name(method)}@{file_safe(layer)}{target}."

@@ -36,6 +36,12 @@ SEGMENTATION_COLUMNS = ("index", "path", "width", "height", "segments", "seg_ran
 VOLUME_COLUMNS = ("index", "path", "shape", "spacing", "orientation", "pred_index", "pred_label", "score", "method",
                   "layer", "peak_i", "peak_j", "peak_k", "peak_x", "peak_y", "peak_z", "output", "heatmap",
                   "empty_map", "warning", "status", "error", "note")
+#: a 3D segmentation run's file (volume_segments.csv): one row per scan x class found x method x
+#: layer; ``mask`` the scan's predicted labels as NIfTI on its grid
+VOLUME_SEGMENT_COLUMNS = ("index", "path", "shape", "spacing", "orientation", "segments", "seg_rank", "seg_index",
+                          "seg_label", "voxel_share", "mean_probability", "method", "layer", "peak_i", "peak_j",
+                          "peak_k", "peak_x", "peak_y", "peak_z", "output", "heatmap", "mask", "empty_map", "warning",
+                          "status", "error", "note")
 DetBox = tuple[float, float, float, float]  # a detector's box, x0, y0, x1, y1 in original-image pixels
 
 
@@ -218,9 +224,44 @@ class VolumeRow(Row):
     def explained(self) -> bool:
         return self.pred_index is not None
 
+    def files(self) -> list[str]:
+        from camcli.output.paths import SLICE_PLANES, slices_rel
+
+        strips = [slices_rel(self.output, plane) for plane in SLICE_PLANES] if self.output else []
+        return [f for f in (self.output, self.heatmap, *strips) if f]
+
     @property
     def explained_label(self) -> str | None:
         return self.pred_label
+
+
+@dataclass
+class VolumeSegmentRow(VolumeRow):
+    """A 3D segmenter's row (volume_segments.csv): one scan x class found x method x layer; the
+    peak is the class's map's. ``mask``: the scan's predicted labels, NIfTI on its grid."""
+
+    segments: int | None = None  # how many classes the scan has; the row explains the seg_rank-th
+    seg_rank: int | None = None  # 1: the class with the scan's largest predicted volume
+    seg_index: int | None = None
+    seg_label: str | None = None
+    voxel_share: float | None = None  # share of the scan predicted as this class
+    mean_probability: float | None = None  # the class's mean probability over its predicted voxels
+    mask: str | None = None
+
+    @property
+    def explained(self) -> bool:
+        return self.shape is not None  # read and segmented, whether or not a class was found
+
+    @property
+    def explained_count(self) -> int:
+        return self.segments if self.segments is not None else 1
+
+    @property
+    def explained_label(self) -> str | None:
+        return self.seg_label
+
+    def files(self) -> list[str]:
+        return [*super().files(), *([self.mask] if self.mask else [])]
 
 
 @dataclass

@@ -4,7 +4,9 @@ The picture shows the three orthogonal planes through the map's peak, in the
 radiological convention viewers use (axial and coronal: the patient's right on the picture's
 left; axial: anterior up; coronal and sagittal: superior up; sagittal: anterior on the left),
 each plane drawn at its true aspect from the voxel spacing, lettered at its edges, with a
-crosshair on the peak; below them, a montage of axial slices across the map.
+crosshair on the peak; below them, a montage of axial slices across the map. For the gallery's
+sliders, :func:`plane_strips` draws each plane's slices through the whole scan as one strip of
+frames.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from camcli.output.render import overlay
 #: pixels per millimetre are chosen so that a plane's longer side is about this many pixels
 PLANE_SIDE = 256
 MONTAGE_SLICES = 12
+#: the gallery's sliders: frames per plane (a scan with fewer slices repeats some) and their longer side
+SLIDER_FRAMES = 32
+SLIDER_SIDE = 160
+#: each plane's name, the RAS axis its slices are taken across, and (rows, columns) of the others
+PLANES = (("axial", 2, (1, 0)), ("coronal", 1, (2, 0)), ("sagittal", 0, (2, 1)))
 
 
 def planes_figure(grey: np.ndarray, heat: np.ndarray, peak: Sequence[int], spacing: Sequence[float],
@@ -43,6 +50,37 @@ def planes_figure(grey: np.ndarray, heat: np.ndarray, peak: Sequence[int], spaci
         cv2.putText(bar, title[:120], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         parts.insert(0, bar)
     return np.ascontiguousarray(np.vstack(parts))
+
+
+def plane_strips(grey: np.ndarray, heat: np.ndarray, spacing: Sequence[float], colormap: str = "jet",
+                 alpha: float = 0.5, full_shape: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """Per plane, a vertical strip of :data:`SLIDER_FRAMES` frames: slices evenly spaced through
+    the scan (feet to head, right to left, front to back), each drawn as in the planes picture at
+    its true aspect and labelled with the scan's own slice index (``full_shape``: the scan's, when
+    ``grey`` is shrunk). The gallery's slider for a plane shows one frame of its strip at a time."""
+    full = tuple(full_shape or grey.shape)
+    out = {}
+    for name, axis, (r, c) in PLANES:
+        n = grey.shape[axis]
+        scale = SLIDER_SIDE / max(grey.shape[r] * spacing[r], grey.shape[c] * spacing[c])
+        frames = []
+        for k in np.linspace(0, n - 1, SLIDER_FRAMES).round().astype(int):
+            tile = _plane(np.take(grey, k, axis), np.take(heat, k, axis), (spacing[r], spacing[c]), (0, 0), name,
+                          scale, colormap, alpha, marked=False)
+            index = min(full[axis] - 1, int((k + 0.5) * full[axis] / n))
+            cv2.putText(tile, f"{'zyx'[2 - axis]} {index}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+            frames.append(tile)
+        out[name] = np.ascontiguousarray(np.vstack(frames))
+    return out
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
+    """RGB as JPEG bytes (the sliders' strips: many frames, seen small)."""
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("cannot encode the slices as JPEG")
+    return data.tobytes()
 
 
 def _oriented(a: np.ndarray) -> np.ndarray:

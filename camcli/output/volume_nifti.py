@@ -8,7 +8,10 @@ axis keeps the layer's size), then each slab of the third axis is two of those s
 PyTorch's ``trilinear`` (``align_corners=False``) weighs them. The map is laid out on the file's
 grid before it is upsampled (flips and transposes commute with this interpolation), so the slabs
 go to the file in its own voxel order, and the map overlays the scan in 3D Slicer, ITK-SNAP or
-FSLeyes voxel for voxel, with the scan's own affine.
+FSLeyes voxel for voxel, with the scan's own affine. A 3D segmenter's predicted labels go the same
+way, each voxel taking the label whose voxel centre is nearest (PyTorch's ``nearest-exact``, which
+unlike ``nearest`` is the same in every axis direction, so the file's flips do not shift it), as
+16-bit integers.
 """
 
 from __future__ import annotations
@@ -44,28 +47,43 @@ def source_weights(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray,
     return low, high, (src - low).astype(np.float32)
 
 
+def nearest_index(out_size: int, in_size: int) -> np.ndarray:
+    """For each output index along one axis, the input index PyTorch's ``nearest-exact`` takes."""
+    scale = np.float32(in_size / out_size)
+    centres = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale
+    return np.minimum(np.floor(centres).astype(np.int64), in_size - 1)
+
+
 class FullMap:
     """One map (the layer's (d, h, w) on the scan's RAS grid, values in [0, 1]) at the scan's full
     size on the file's grid. :meth:`slabs` yields it a slab of the file's last axis at a time;
-    :attr:`peak` (the file's voxel index of the maximum) is known once they have all been seen."""
+    :attr:`peak` (the file's voxel index of the maximum) is known once they have all been seen.
+    ``labels``: a segmenter's class per voxel instead, upsampled nearest-exact, written as int16."""
 
-    def __init__(self, small: np.ndarray, grid: Grid):
+    def __init__(self, small: np.ndarray, grid: Grid, labels: bool = False):
         self.grid = grid
         self.shape = grid.stored_shape
+        self.labels = labels
         on_file = np.ascontiguousarray(grid.on_stored_grid(np.asarray(small, dtype=np.float32)))
         self._planar = F.interpolate(torch.from_numpy(on_file)[None, None],
                                      size=(self.shape[0], self.shape[1], on_file.shape[2]),
-                                     mode="trilinear", align_corners=False)[0, 0].numpy()
+                                     **({"mode": "nearest-exact"} if labels else {"mode": "trilinear", "align_corners": False})
+                                     )[0, 0].numpy()
         self.peak: tuple[int, int, int] | None = None
         self._best = -np.inf
 
     def slabs(self) -> Iterator[np.ndarray]:
-        """(X, Y, k) float32 slabs along the file's last axis, clipped to [0, 1], in order."""
+        """(X, Y, k) float32 slabs along the file's last axis, clipped to [0, 1], in order (a
+        segmenter's labels: int16)."""
         x, y, z = self.shape
         low, high, weight = source_weights(z, self._planar.shape[2])
+        nearest = nearest_index(z, self._planar.shape[2])
         step = max(1, SLAB_BYTES // (4 * x * y))
         for k0 in range(0, z, step):
             k = slice(k0, min(z, k0 + step))
+            if self.labels:
+                yield self._planar[:, :, nearest[k]].astype(np.int16)
+                continue
             w = weight[k]
             slab = self._planar[:, :, low[k]] * (1 - w) + self._planar[:, :, high[k]] * w
             np.clip(slab, 0.0, 1.0, out=slab)
@@ -83,24 +101,25 @@ class FullMap:
     def nifti(self) -> Iterator[bytes]:
         """The map as a gzipped float32 NIfTI-1 file on the file's grid, in pieces (for
         :func:`camcli.output.paths.atomic_write`); :attr:`peak` is set once they are consumed."""
-        header = nifti_header(self.grid)
+        dtype = "<i2" if self.labels else "<f4"
+        header = nifti_header(self.grid, dtype)
         gz = deflate.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         yield gz.compress(header.binaryblock + b"\0\0\0\0")
         for slab in self.slabs():  # NIfTI's voxel order is Fortran's: x fastest, then y, then z
-            yield gz.compress(slab.astype("<f4", copy=False).tobytes(order="F"))
+            yield gz.compress(slab.astype(dtype, copy=False).tobytes(order="F"))
         yield gz.flush()
 
 
-def nifti_header(grid: Grid):
-    """A float32 NIfTI-1 header for a volume on the file's grid, with its affine as qform and
-    sform (scanner coordinates, code 1, as the scan's own) and millimetres as units."""
+def nifti_header(grid: Grid, dtype: str = "<f4"):
+    """A NIfTI-1 header (float32, or ``dtype``) for a volume on the file's grid, with its affine
+    as qform and sform (scanner coordinates, code 1, as the scan's own) and millimetres as units."""
     try:
         import nibabel as nib
     except ImportError:
         raise UsageError("writing NIfTI maps needs the medical extra: pip install 'camcli[medical]'") from None
     header = nib.Nifti1Header()
     header.set_data_shape(grid.stored_shape)
-    header.set_data_dtype("<f4")
+    header.set_data_dtype(dtype)
     header.set_qform(grid.file_affine, code=1)
     header.set_sform(grid.file_affine, code=1)
     header.set_xyzt_units("mm")

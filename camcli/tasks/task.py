@@ -193,6 +193,10 @@ class Task:
         maps = [(f"{r.method}@{r.layer}", r.output) for r in rows if r.output]
         return maps, None, html.escape(first.note or "")
 
+    def gallery_more(self, rows: list[PredictionRow]) -> str:
+        """HTML a card shows under its maps' buttons (a scan's slice sliders); none by default."""
+        return ""
+
     # -- evaluation ---------------------------------------------------------------------------------
 
     def evaluate_run(self, folder: Path, truth, normalized: bool, tolerance: float, gates: dict):

@@ -35,9 +35,10 @@ class Volume(Task):
                                 "faithfulness and sanity checks are not offered for volumes yet)")
 
     def claims(self, loaded) -> bool:
+        """A 3D network that scores each scan (one that scores every voxel is a segmenter's)."""
         from camcli.models.modules import volume_channels
 
-        return volume_channels(loaded.model) is not None
+        return volume_channels(loaded.model) is not None and not scores_per_voxel(loaded)
 
     def layer_defaults(self, loaded, infos):
         return default_volume_layer(loaded.model, loaded.input_size, loaded.input_channels, "cpu"), set()
@@ -79,7 +80,8 @@ class Volume(Task):
 
         s = session.settings
         return iter_volumes(session.loaded, session.explainer, items, batches=plan.batches if plan else None,
-                            batch_size=session.batch_size, device=session.device, window=s.window,
+                            batch_size=session.batch_size, workers=plan.workers if plan else s.workers,
+                            prefetch=plan.prefetch if plan else 2, device=session.device, window=s.window,
                             scaling=s.scaling, skip=skip, seed=s.seed)
 
     def header(self, settings, session) -> list[str]:
@@ -105,6 +107,20 @@ class Volume(Task):
         maps = [(f"{r.method}@{r.layer}", r.output) for r in rows if r.output]
         pred = f"{html.escape(str(first.pred_label))} {first.score:.3f}" if first.score is not None else "-"
         return maps, first.score, pred
+
+    def gallery_more(self, rows) -> str:
+        """A slider per plane (axial, coronal, sagittal) through the scan, showing the card's map:
+        each slides along the strip of frames written beside the planes picture."""
+        from camcli.output.paths import SLICE_PLANES
+        from camcli.output.volume_figures import SLIDER_FRAMES
+
+        if not any(r.output for r in rows):
+            return ""
+        middle = SLIDER_FRAMES // 2
+        return '<div class="slices">' + "".join(
+            f'<div class="plane"><div class="slice" data-plane="{plane}" data-frames="{SLIDER_FRAMES}"></div>'
+            f'<input type="range" min="0" max="{SLIDER_FRAMES - 1}" value="{middle}" aria-label="{plane} slice">'
+            f'{plane}</div>' for plane in SLICE_PLANES) + "</div>"
 
     def evaluate_run(self, folder, truth, normalized, tolerance, gates):
         """Each map's peak voxel and mass against label volumes or voxel boxes (camcli.evaluation.volumes)."""
@@ -137,28 +153,52 @@ class Volume(Task):
         return True
 
 
-def default_volume_layer(model, size, channels: int, device) -> str:
+def default_volume_layer(model, size, channels: int, device, classes: int | None = None) -> str:
     """The last layer, in the order the forward calls them, whose output is a 3D map of more than
-    one voxel: the feature map before the global pooling."""
+    one voxel: the feature map before the global pooling. For a segmenter (``classes``: the
+    scores per voxel), the last before the score maps at the end (a 1x1x1 convolution to the
+    classes, its activation): their maps would only redraw the predicted labels."""
     import torch
 
     from camcli.engine.capture import removed_after
     from camcli.errors import UsageError
 
-    seen: list[str] = []
+    seen: list[tuple[str, int]] = []
 
     def hook_for(name: str):
         def hook(_m, _i, out):
             if isinstance(out, torch.Tensor) and out.dim() == 5 and out.shape[2:].numel() > 1:
-                seen.append(name)
+                seen.append((name, int(out.shape[1])))
         return hook
 
     with removed_after([m.register_forward_hook(hook_for(n)) for n, m in model.named_modules() if n]), \
             torch.inference_mode():
         model(torch.zeros(1, channels, *size, device=device))
+    if classes is not None:
+        while seen and seen[-1][1] in (classes, 1):
+            seen.pop()
     if not seen:
-        raise UsageError("no layer of the model outputs a 3D feature map; name the layer with `layer`")
-    return seen[-1]
+        raise UsageError("no layer of the model outputs a 3D feature map"
+                         + (" before its scores" if classes is not None else "") + "; name the layer with `layer`")
+    return seen[-1][0]
+
+
+def scores_per_voxel(loaded) -> bool:
+    """Whether a 3D network's output is a score per class per voxel, (N, K, d, h, w): a segmenter's
+    (its dict's ``out``, else the output camcli reads by default). One forward on zeros."""
+    import torch
+
+    from camcli.engine.targets import select_output
+    from camcli.errors import UsageError
+
+    device = next((p.device for p in loaded.model.parameters()), torch.device("cpu"))
+    with torch.inference_mode():
+        out = loaded.model(torch.zeros(1, loaded.input_channels, *loaded.input_size, device=device))
+    try:
+        scores = out["out"] if isinstance(out, dict) and "out" in out else select_output(out, None)
+    except UsageError:
+        return False
+    return scores.dim() == 5
 
 
 TASK = Volume()
