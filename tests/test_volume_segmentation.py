@@ -155,3 +155,20 @@ def test_camcli_layers_lists_a_volume_models_layers_and_its_default(scans):
                                  "--json"])
     assert r.exit_code == 0, r.output
     assert [x["name"] for x in json.loads(r.stdout) if x.get("default")] == ["block3"]
+
+
+def test_monais_unet_by_name_is_a_3d_segmenter(scans, tmp_path):
+    pytest.importorskip("monai.networks.nets", reason="MONAI (the monai extra) is not installed")
+    from camcli.cli import app
+
+    folder, blocks = scans
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["explain", str(folder), "--model", "monai/UNet", "--model-arg", "spatial_dims=3",
+                                 "--model-arg", "in_channels=1", "--model-arg", "out_channels=3", "--model-arg",
+                                 "channels=(4,8,16)", "--model-arg", "strides=(2,2)", "--input-size", "16",
+                                 "--min-area", "0", "--out", str(out), "--workers", "0", "--method", "gradcam"])
+    assert r.exit_code == 0, r.output
+    assert "3D segmenter" in r.stderr and "layer model[1]" in r.stderr  # before the last up-convolution
+    found = rows(out)
+    assert {x["path"] for x in found} == set(blocks)
+    assert all(nib.load(str(out / x["mask"])).shape == SHAPE for x in found)

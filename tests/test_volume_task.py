@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -287,3 +288,14 @@ def test_the_gallery_slides_through_each_plane_of_a_scan(scans, tmp_path):
     redness = [float(((f[:, :, 0] > 150) & (f[:, :, 2] < 100)).mean()) for f in frames]
     hottest = int(np.argmax(redness)) * (SHAPE[2] - 1) / (SLIDER_FRAMES - 1)  # the frame's slice
     assert abs(hottest - 10) <= 2.5, (hottest, redness)
+    # in a browser, each slider's plane shows its strip at the slider's frame, for the map the card shows
+    from test_interface import _chromium, browse
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium found: install Debian's chromium (CI does) to test the HTML gallery")
+    dom = browse(browser, (out / "index.html").as_uri() + "#map=gradcam%40act", tmp_path)
+    planes = re.findall(r'<div class="slice" data-plane="(\w+)"[^>]*style="([^"]*)"', dom)
+    assert len(planes) == 3 * len(rows(out))
+    for plane, style in planes:
+        assert f".{plane}.jpg" in style and "background-position-y: 51.6" in style, style

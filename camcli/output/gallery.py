@@ -60,8 +60,9 @@ function show(card,key){const maps=JSON.parse(card.dataset.maps||'[]');const m=m
   card.querySelectorAll('.maps button').forEach(b=>b.classList.toggle('on',b.dataset.key===m[0]));slices(card);}
 function slide(d){const r=d.parentElement.querySelector('input'),n=+d.dataset.frames;
   d.style.backgroundPositionY=(r.value/(n-1)*100)+'%%';}
-function slices(card){const base=card.querySelector('img').getAttribute('src').replace(/\.png$/,'');
-  card.querySelectorAll('.slice').forEach(d=>{const url=base+'.'+d.dataset.plane+'.jpg',n=+d.dataset.frames;
+function slices(card){const planes=card.querySelectorAll('.slice');if(!planes.length)return;
+  const base=card.querySelector('img').getAttribute('src').replace(/\.png$/,'');
+  planes.forEach(d=>{const url=base+'.'+d.dataset.plane+'.jpg',n=+d.dataset.frames;
     if(d.dataset.url===url)return;d.dataset.url=url;const im=new Image();
     im.onload=()=>{d.style.aspectRatio=im.naturalWidth+'/'+(im.naturalHeight/n);};im.src=url;
     d.style.backgroundImage='url("'+url+'")';d.style.backgroundSize='100%% '+(n*100)+'%%';slide(d);});}
