@@ -180,14 +180,46 @@ def test_methods_defined_on_flat_images_are_refused_for_volumes_with_the_reason(
         explain(model, x, "features.3", method)
 
 
-def test_smoothing_by_flips_is_refused_for_volumes():
+def test_smoothing_averages_six_versions_of_a_volume_mirrored_left_to_right():
+    """aug_smooth on a volume: the maps of the volume scaled by 0.9, 1 and 1.1, each also mirrored
+    across the patient's left and right (the RAS x axis) and mirrored back, averaged, min-maxed."""
     from camcli.engine.explainer import Explainer
     from camcli.engine.methods import get_method
+    from camcli.engine.methods.base import normalise
 
-    model, _ = model_and_volume()
+    model, x = model_and_volume()
     explainer = Explainer(model, ["features.3"], [get_method("gradcam")], aug_smooth=True)
-    with pytest.raises(UsageError, match="aug_smooth"):
-        explainer.validate(SIZE, "cpu", channels=1)
+    explainer.validate(SIZE, "cpu", channels=1)
+    smoothed = explainer(x)
+    key = ("gradcam", "features.3")
+    targets = smoothed.targets
+    plain = Explainer(model, ["features.3"], [get_method("gradcam")])
+    total = 0
+    for flip in (False, True):
+        for factor in (0.9, 1.0, 1.1):
+            y = (x.flip(2) if flip else x) * factor
+            maps = plain(y, targets).maps[key].maps
+            total = total + (maps.flip(1) if flip else maps)
+    expected = normalise(total / 6, relu=False)
+    np.testing.assert_allclose(smoothed.maps[key].maps.numpy(), expected.maps.numpy(), atol=1e-5)
+    unsmoothed = plain(x, targets).maps[key].maps
+    assert not torch.allclose(smoothed.maps[key].maps, unsmoothed, atol=1e-3)  # it changed something
+
+
+def test_fusing_layers_of_a_volume_upsamples_them_trilinearly_to_the_finest_grid():
+    from camcli.engine.explainer import Explainer
+    from camcli.engine.methods import get_method
+    from camcli.engine.methods.base import normalise
+
+    model, x = model_and_volume()
+    explainer = Explainer(model, ["features.1", "features.4"], [get_method("gradcam")], fuse="max")
+    explainer.validate(SIZE, "cpu", channels=1)
+    found = explainer(x).maps
+    fine, coarse = found[("gradcam", "features.1")].maps, found[("gradcam", "features.4")].maps
+    assert tuple(fine.shape[1:]) == SIZE and tuple(coarse.shape[1:]) == tuple(s // 2 for s in SIZE)
+    up = F.interpolate(coarse[:, None], size=SIZE, mode="trilinear", align_corners=False)[:, 0].clamp(0, 1)
+    expected = normalise(torch.maximum(fine, up), relu=False)
+    np.testing.assert_allclose(found[("gradcam", "features.1+features.4")].maps.numpy(), expected.maps.numpy(), atol=1e-5)
 
 
 class Projected(nn.Module):

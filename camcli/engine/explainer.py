@@ -160,7 +160,7 @@ class Explainer(TaskExplainer):
 
     def _check_methods(self, fp: ForwardPass) -> None:
         if fp.inputs.dim() > 4:  # a volume (or a clip): maps with a depth axis
-            refuse_flat(self.methods, self.aug_smooth, self.fuse)
+            refuse_flat(self.methods)
         for method in self.methods:
             for layer in self.layers:
                 method.validate(fp, layer)
@@ -350,7 +350,7 @@ class _NeedsProbe(Exception):
     """Raised from a hook: a layer's 4-D output fits both layouts and needs a larger-input probe."""
 
 
-def refuse_flat(methods: Sequence[CAMMethod], aug_smooth: bool, fuse: str | None) -> None:
+def refuse_flat(methods: Sequence[CAMMethod]) -> None:
     """Refuse, on an input with more than two spatial axes, what is defined on flat images only."""
     flat = [m.name for m in methods if not m.volumes]
     if flat:
@@ -359,6 +359,4 @@ def refuse_flat(methods: Sequence[CAMMethod], aug_smooth: bool, fuse: str | None
         these = ", ".join(name for name, cls in available().items() if cls.volumes)
         raise UsageError(f"method(s) {', '.join(flat)} make maps of flat images only (their masks, pixel gradients "
                          f"or passes of their own are two-dimensional in camcli); maps of volumes: {these}")
-    if aug_smooth or fuse is not None:
-        raise UsageError("`aug_smooth` and `fuse` work on flat images only (flips and resizing in two dimensions)")
 

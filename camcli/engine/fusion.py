@@ -2,7 +2,7 @@
 
 Early layers see fine detail and little of the class, late layers the class at a coarse grid.
 Fusing them gives a map with both. Each layer's normalised map is upsampled (bilinear) to the
-finest of the layers' grids and the maps are combined point by point:
+finest of the layers' grids (a volume's: trilinear) and the maps are combined point by point:
 
 - ``max``: torchcam's ``fuse_cams`` (a position counts when any layer points at it);
 - ``mean``: the average, a softer consensus;
@@ -52,7 +52,7 @@ def fused(maps: dict[tuple[str, str], MapBatch], how: str, layers: Sequence[str]
         if not method.uses_layer:
             continue
         parts = [maps[(method.name, layer)].maps for layer in layers]
-        size = max((tuple(p.shape[-2:]) for p in parts), key=lambda hw: hw[0] * hw[1])
+        size = max((tuple(p.shape[1:]) for p in parts), key=lambda grid: torch.Size(grid).numel())
         stack = torch.stack([p if tuple(p.shape[-2:]) == size else upsample(p, size) for p in parts])
         out[(method.name, fused_name(layers))] = normalise(COMBINE[how](stack), relu=False)
     return out

@@ -8,11 +8,14 @@ import torch
 import torch.nn.functional as F
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(h, w) or (N, h, w) map(s) -> same at ``size`` (H, W), bilinear, clamped to [0, 1]."""
-    x = maps[None, None] if maps.dim() == 2 else maps[:, None]
-    y = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False).clamp_(0, 1)
-    return y[0, 0] if maps.dim() == 2 else y[:, 0]
+def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """(h, w) or (N, h, w) map(s) -> same at ``size`` (H, W), bilinear, clamped to [0, 1]; a
+    volume's (d, h, w) or (N, d, h, w) at ``size`` (D, H, W), trilinear."""
+    single = maps.dim() == len(size)
+    x = maps[None, None] if single else maps[:, None]
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    y = F.interpolate(x.float(), size=tuple(size), mode=mode, align_corners=False).clamp_(0, 1)
+    return y[0, 0] if single else y[:, 0]
 
 
 def first_tensor(output) -> torch.Tensor | None:

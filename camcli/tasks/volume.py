@@ -26,7 +26,7 @@ class Volume(Task):
     row_type = VolumeRow
     csv_stem = "volumes"
     inputs = "scan"
-    takes = frozenset({"window", "scaling", "input_size"})
+    takes = frozenset({"window", "scaling", "input_size", "aug_smooth", "fuse"})
     refusal_reason = "each scan's top class is explained, fed as --window or --scaling say"
     evaluated_per = "scan"
     evaluated_from_runs_only = ("a volume run is evaluated from a finished run: `camcli explain` the scans, then "
@@ -56,7 +56,8 @@ class Volume(Task):
             layers = [resolve_layer(model, spec) for spec in settings.layer]
         else:
             layers = [default_volume_layer(model, loaded.input_size, loaded.input_channels, device)]
-        explainer = Explainer(model, layers, methods, strict=settings.strict, layer_layout=settings.layer_layout)
+        explainer = Explainer(model, layers, methods, strict=settings.strict, layer_layout=settings.layer_layout,
+                              aug_smooth=settings.aug_smooth, fuse=settings.fuse)
         try:
             explainer.validate(loaded.input_size, device, channels=loaded.input_channels)
         except NotAMap as e:

@@ -27,7 +27,9 @@ class VolumeSegmentation(Volume):
     row_type = VolumeSegmentRow
     csv_stem = "volume_segments"
     folders = ("masks",)
-    takes = Volume.takes | {"target", "output", "min_area", "background"}
+    #: a scan fed as the volume task feeds it, then the segmenter's settings (as the 2D segmenter,
+    #: no smoothing or fusion)
+    takes = (Volume.takes - {"aug_smooth", "fuse"}) | {"target", "output", "min_area", "background"}
     records_labels = True  # the label volumes hold class indices: their names go with them
     evaluated_per = "class"
     refusal_reason = "each class found is explained by the sum of its scores over its voxels"
