@@ -22,7 +22,7 @@ PLANE_SIDE = 256
 MONTAGE_SLICES = 12
 #: the gallery's sliders: frames per plane (a scan with fewer slices repeats some) and their longer side
 SLIDER_FRAMES = 32
-SLIDER_SIDE = 160
+SLIDER_SIDE = 128
 #: each plane's name, the RAS axis its slices are taken across, and (rows, columns) of the others
 PLANES = (("axial", 2, (1, 0)), ("coronal", 1, (2, 0)), ("sagittal", 0, (2, 1)))
 
@@ -55,18 +55,27 @@ def planes_figure(grey: np.ndarray, heat: np.ndarray, peak: Sequence[int], spaci
 def plane_strips(grey: np.ndarray, heat: np.ndarray, spacing: Sequence[float], colormap: str = "jet",
                  alpha: float = 0.5, full_shape: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Per plane, a vertical strip of :data:`SLIDER_FRAMES` frames: slices evenly spaced through
-    the scan (feet to head, right to left, front to back), each drawn as in the planes picture at
-    its true aspect and labelled with the scan's own slice index (``full_shape``: the scan's, when
-    ``grey`` is shrunk). The gallery's slider for a plane shows one frame of its strip at a time."""
+    the scan (feet to head, right to left, front to back), each drawn in the radiological
+    convention at its true aspect and labelled with the scan's own slice index (``full_shape``:
+    the scan's, when ``grey`` is shrunk). The gallery's slider for a plane shows one frame of its
+    strip at a time. The map is blended over the scan once for the whole volume (every step is
+    per voxel), then each frame is cut from it and resized."""
     full = tuple(full_shape or grey.shape)
+    x, y, z = grey.shape
+    levels = (np.clip(grey, 0, 1) * 255).astype(np.uint8).reshape(x, y * z)
+    blended = overlay(np.repeat(levels[:, :, None], 3, 2), np.clip(heat, 0, 1).reshape(x, y * z).astype(np.float32),
+                      colormap, alpha).reshape(x, y, z, 3)
     out = {}
     for name, axis, (r, c) in PLANES:
         n = grey.shape[axis]
         scale = SLIDER_SIDE / max(grey.shape[r] * spacing[r], grey.shape[c] * spacing[c])
+        height = max(1, int(round(grey.shape[r] * spacing[r] * scale)))
+        width = max(1, int(round(grey.shape[c] * spacing[c] * scale)))
         frames = []
         for k in np.linspace(0, n - 1, SLIDER_FRAMES).round().astype(int):
-            tile = _plane(np.take(grey, k, axis), np.take(heat, k, axis), (spacing[r], spacing[c]), (0, 0), name,
-                          scale, colormap, alpha, marked=False)
+            plane = np.take(blended, k, axis)  # (first remaining axis, second, 3)
+            tile = cv2.resize(np.ascontiguousarray(plane.transpose(1, 0, 2)[::-1, ::-1]), (width, height),
+                              interpolation=cv2.INTER_LINEAR)  # as :func:`_oriented` lays a plane out
             index = min(full[axis] - 1, int((k + 0.5) * full[axis] / n))
             cv2.putText(tile, f"{'zyx'[2 - axis]} {index}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
                         cv2.LINE_AA)
@@ -75,7 +84,7 @@ def plane_strips(grey: np.ndarray, heat: np.ndarray, spacing: Sequence[float], c
     return out
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
+def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
     """RGB as JPEG bytes (the sliders' strips: many frames, seen small)."""
     ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
