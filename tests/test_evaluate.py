@@ -89,6 +89,16 @@ def test_output_without_maps_or_boxes_is_a_usage_error(cli, tmp_path):
     assert r.exit_code == 2 and "--save-heatmap" in r.stderr
 
 
+def test_a_refused_evaluation_of_images_leaves_no_folder_behind(cli, tmp_path, monkeypatch):
+    """Images to explain now with a model camcli refuses: exit 2, and no empty camcli-eval/ (the
+    folder is made once there is something to write)."""
+    monkeypatch.chdir(tmp_path)
+    r = cli("evaluate", SAMPLES / "pairs", "--config", DEMO_CONFIG, "--layer", "nonexistent", "--truth",
+            SAMPLES / "boxes.csv", "--workers", "0")
+    assert r.exit_code == 2, r.output
+    assert not (tmp_path / "camcli-eval").exists()
+
+
 @pytest.mark.slow
 def test_evaluate_images_directly_with_faithfulness(cli, tmp_path):
     import shutil

@@ -134,12 +134,13 @@ def gather_maps(sources: list[Path], given: dict, config: Path | None = None, fa
     with_faith = faithfulness_steps is not None
     maps = list(maps_from_images(settings, inputs, with_faith, faithfulness_steps or 16, log=log, progress=progress,
                                  module=module))
-    return maps, eval_dir, (settings, inputs)
+    from camcli.output.folder import prepare_out_dir
+
+    return maps, prepare_out_dir(eval_dir), (settings, inputs)  # not before: a refused evaluation leaves no folder
 
 
 def model_settings(sources: list[Path], given: dict, config: Path | None, out: Path | None):
     """(settings, inputs, evaluation folder) to rerun a finished run's model, or to explain images."""
-    from camcli.output.folder import prepare_out_dir
     from camcli.run.manifest import MANIFEST_FILE, read_manifest
     from camcli.settings import EVALUATE_KEYS, resolve
 
@@ -152,7 +153,10 @@ def model_settings(sources: list[Path], given: dict, config: Path | None, out: P
         check_same_model(manifest, settings.checkpoint, folder / MANIFEST_FILE)
         return settings, [str(i) for i in manifest["inputs"]], folder
     settings = resolve(given, config)
-    return settings, [str(s) for s in sources], prepare_out_dir(out or Path("camcli-eval"))
+    eval_dir = out or Path("camcli-eval")
+    if eval_dir.exists() and not eval_dir.is_dir():
+        raise UsageError(f"`out` {eval_dir} exists and is not a folder")
+    return settings, [str(s) for s in sources], eval_dir  # made once there is something to write
 
 
 def data_only(saved: dict, given: dict, origin: Path) -> dict:
