@@ -133,7 +133,8 @@ def score_volume_run(folder: Path, truth: Path, csv_name: str = "volumes.csv") -
 def _scored(folder: Path, truth: Path, boxes: dict[str, list[VoxelBox]] | None, csv_name: str) -> VolumeEvaluation:
     _header, rows = read_rows(folder / csv_name)
     segmenter = SegmenterScore() if rows and isinstance(rows[0], VolumeSegmentRow) else None
-    if segmenter is not None:
+    if segmenter is not None:  # the model's labels (run.json keeps them), else those of the classes explained
+        segmenter.labels.update(_run_labels(folder))
         segmenter.labels.update({row.seg_index: row.seg_label for row in rows if row.seg_index is not None})
     ious: dict[str, dict[int, float]] = {}
     scored: list[VolumeScore] = []
@@ -176,6 +177,16 @@ def _scored(folder: Path, truth: Path, boxes: dict[str, list[VoxelBox]] | None, 
         listed = {p.relative_to(truth).as_posix() for p in truth.rglob("*")
                   if p.name.lower().endswith((".nii", ".nii.gz"))}
     return VolumeEvaluation(summarise(scored), scored, sorted(set(without)), sorted(listed - matched), segmenter)
+
+
+def _run_labels(folder: Path) -> dict[int, str]:
+    from camcli.run.manifest import read_manifest
+
+    try:
+        labels = read_manifest(folder).get("model", {}).get("labels") or []
+    except (OSError, ValueError, UsageError):
+        return {}
+    return {i: str(name) for i, name in enumerate(labels)}
 
 
 def summarise(rows: list[VolumeScore]) -> list[Summary]:
