@@ -269,12 +269,16 @@ def test_a_ct_window_decides_what_the_model_sees(scans, tmp_path):
 
 def test_the_gallery_slides_through_each_plane_of_a_scan(scans, tmp_path):
     """--html: each scan's card has a slider per plane; each map has a strip of 32 frames per plane
-    beside its picture, and the axial strip is hottest at the frames through the block."""
+    beside its picture (written for the gallery only), and the axial strip is hottest at the
+    frames through the block."""
     import cv2
 
     from camcli.output.volume_figures import SLIDER_FRAMES
 
     folder, _ = scans
+    plain = tmp_path / "plain"
+    assert explain(folder, plain, "--method", "gradcam").exit_code == 0
+    assert not list(plain.rglob("*.axial.jpg"))  # the strips are the gallery's: none without it
     out = tmp_path / "out"
     assert explain(folder, out, "--method", "gradcam", "--html").exit_code == 0
     page = (out / "index.html").read_text()

@@ -164,7 +164,7 @@ class Gallery:
             f'<a href="{_href(main)}"><img loading="lazy" src="{_href(main)}" alt="{path}"></a>'
             f'<div class="path">{path}</div><div class="pred">{pred}</div>'
             f'{EMPTY if empty else ""}{errors}'
-            f'<div class="maps">{buttons}{panel}</div>{self.task.gallery_more(rows)}</div>\n')
+            f'<div class="maps">{buttons}{panel}</div>{self.task.gallery_more(rows, self.path.parent)}</div>\n')
 
     def close(self) -> None:
         if self._file.closed:

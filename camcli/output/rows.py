@@ -224,11 +224,6 @@ class VolumeRow(Row):
     def explained(self) -> bool:
         return self.pred_index is not None
 
-    def files(self) -> list[str]:
-        from camcli.output.paths import SLICE_PLANES, slices_rel
-
-        strips = [slices_rel(self.output, plane) for plane in SLICE_PLANES] if self.output else []
-        return [f for f in (self.output, self.heatmap, *strips) if f]
 
     @property
     def explained_label(self) -> str | None:

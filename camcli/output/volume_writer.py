@@ -96,9 +96,10 @@ def write_volume(result: VolumeResult, out: Path, settings) -> list[VolumeRow]:
             picture = planes_figure(grey, heat, at, display_spacing, settings.colormap, settings.alpha, title,
                                     depth=grid.shape[2])
             atomic_write(inside(out, row.output), encode_png(picture))
-            for plane, strip in plane_strips(grey, heat, display_spacing, settings.colormap, settings.alpha,
-                                             grid.shape).items():
-                atomic_write(inside(out, slices_rel(row.output, plane)), encode_jpeg(strip))
+            if settings.html:  # the gallery's sliders: a third of a map's writing, for the gallery alone
+                for plane, strip in plane_strips(grey, heat, display_spacing, settings.colormap, settings.alpha,
+                                                 grid.shape).items():
+                    atomic_write(inside(out, slices_rel(row.output, plane)), encode_jpeg(strip))
         except (OSError, ValueError) as e:
             row.status, row.error, row.output, row.heatmap = "error", f"cannot write outputs: {e}", None, None
         rows.append(row)

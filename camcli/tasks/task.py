@@ -193,8 +193,9 @@ class Task:
         maps = [(f"{r.method}@{r.layer}", r.output) for r in rows if r.output]
         return maps, None, html.escape(first.note or "")
 
-    def gallery_more(self, rows: list[PredictionRow]) -> str:
-        """HTML a card shows under its maps' buttons (a scan's slice sliders); none by default."""
+    def gallery_more(self, rows: list[PredictionRow], out: Path) -> str:
+        """HTML a card shows under its maps' buttons (a scan's slice sliders; ``out``: the run's
+        folder, where the files it shows are); none by default."""
         return ""
 
     # -- evaluation ---------------------------------------------------------------------------------

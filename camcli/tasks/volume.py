@@ -109,13 +109,15 @@ class Volume(Task):
         pred = f"{html.escape(str(first.pred_label))} {first.score:.3f}" if first.score is not None else "-"
         return maps, first.score, pred
 
-    def gallery_more(self, rows) -> str:
+    def gallery_more(self, rows, out) -> str:
         """A slider per plane (axial, coronal, sagittal) through the scan, showing the card's map:
-        each slides along the strip of frames written beside the planes picture."""
-        from camcli.output.paths import SLICE_PLANES
+        each slides along the strip of frames written beside the planes picture (by a run with
+        ``html``; none for a scan whose strips a run without it left out)."""
+        from camcli.output.paths import SLICE_PLANES, slices_rel
         from camcli.output.volume_figures import SLIDER_FRAMES
 
-        if not any(r.output for r in rows):
+        shown = [r.output for r in rows if r.output]
+        if not shown or not all((out / slices_rel(o, p)).is_file() for o in shown for p in SLICE_PLANES):
             return ""
         middle = SLIDER_FRAMES // 2
         return '<div class="slices">' + "".join(
