@@ -157,65 +157,69 @@ def _read(item: ImageItem, size: tuple[int, ...], channels: int, window: str | N
         return _Read(item, error=str(e).splitlines()[0])
 
 
-def _explain(read: list[_Read], explainer, device, labels, k, skip, seed) -> Iterator[VolumeResult]:
+def _through(read: list[_Read], device, skip, seed, explain, results: dict[int, VolumeResult]):
+    """The batch's readable scans stacked and explained (``explain(x, wanted, seeds)``), with the
+    scans read; ``None`` where there is none, or where the model failed on the batch (each scan
+    then gets the error in ``results``)."""
     good = [r for r in read if not r.error]
+    if not good:
+        return None
+    x = torch.stack([r.x for r in good]).to(device)
+    try:
+        return good, explain(x, [r.item.rel not in skip for r in good], [image_seed(seed, r.item.rel) for r in good])
+    except (RuntimeError, ValueError) as e:
+        for r in good:
+            results[r.item.index] = VolumeResult(r.item, "error",
+                                                 error=f"model failed on this batch: {str(e).splitlines()[0]}")
+        return None
+
+
+def _explain(read: list[_Read], explainer, device, labels, k, skip, seed) -> Iterator[VolumeResult]:
+    """A classifier's batch: per scan, its top classes and a map per method x layer of the first."""
     results: dict[int, VolumeResult] = {}
-    if good:
-        x = torch.stack([r.x for r in good]).to(device)
-        wanted = [r.item.rel not in skip for r in good]
-        try:
-            exp = explainer(x, None, wanted=None if all(wanted) else wanted,
-                            seeds=[image_seed(seed, r.item.rel) for r in good])
-        except (RuntimeError, ValueError) as e:
-            for r in good:
-                results[r.item.index] = VolumeResult(r.item, "error", error=f"model failed on this batch: "
-                                                                              f"{str(e).splitlines()[0]}")
-        else:
-            probs, idx = exp.probs.topk(k, dim=1)
-            probs, idx = probs.cpu().tolist(), idx.cpu().tolist()
-            values, targets = exp.probs.cpu().tolist(), exp.targets.cpu().tolist()
-            finite = torch.isfinite(exp.logits).all(1).cpu().tolist()
-            on_host = {key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in exp.maps.items()}
-            checks = {key: on_host_checks(found) for key, found in exp.checks.items()}
-            for i, (item, grid, _x, display, _e) in enumerate(good):
-                if item.rel in skip:
-                    continue
-                if not finite[i]:
-                    results[item.index] = VolumeResult(item, "error", error=NOT_FINITE)
-                    continue
-                maps = [VolumeMap(method, layer, small[i], bool(empty[i]), failed_at(checks.get((method, layer), []), i))
-                        for (method, layer), (small, empty) in on_host.items()]
-                t = targets[i]
-                results[item.index] = VolumeResult(
-                    item, "ok", topk=[(c, labels[c], p) for c, p in zip(idx[i], probs[i])], target_index=t,
-                    target_label=labels[t], target_score=values[i][t], maps=maps, grid=grid, display=display)
+    done = _through(read, device, skip, seed, lambda x, wanted, seeds: explainer(
+        x, None, wanted=None if all(wanted) else wanted, seeds=seeds), results)
+    if done is None:
+        yield from _in_order(read, results, skip)
+        return
+    good, exp = done
+    probs, idx = exp.probs.topk(k, dim=1)
+    probs, idx = probs.cpu().tolist(), idx.cpu().tolist()
+    values, targets = exp.probs.cpu().tolist(), exp.targets.cpu().tolist()
+    finite = torch.isfinite(exp.logits).all(1).cpu().tolist()
+    on_host = {key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in exp.maps.items()}
+    checks = {key: on_host_checks(found) for key, found in exp.checks.items()}
+    for i, (item, grid, _x, display, _e) in enumerate(good):
+        if item.rel in skip:
+            continue
+        if not finite[i]:
+            results[item.index] = VolumeResult(item, "error", error=NOT_FINITE)
+            continue
+        maps = [VolumeMap(method, layer, small[i], bool(empty[i]), failed_at(checks.get((method, layer), []), i))
+                for (method, layer), (small, empty) in on_host.items()]
+        t = targets[i]
+        results[item.index] = VolumeResult(
+            item, "ok", topk=[(c, labels[c], p) for c, p in zip(idx[i], probs[i])], target_index=t,
+            target_label=labels[t], target_score=values[i][t], maps=maps, grid=grid, display=display)
     yield from _in_order(read, results, skip)
 
 
 def _segmented(read: list[_Read], explainer: SegmentationExplainer, device, skip, seed) -> Iterator[VolumeResult]:
     """A 3D segmenter's batch: per scan, the classes found (largest first), a map per class x
     method x layer, and the predicted labels."""
-    good = [r for r in read if not r.error]
     results: dict[int, VolumeResult] = {}
-    if good:
-        x = torch.stack([r.x for r in good]).to(device)
-        wanted = [r.item.rel not in skip for r in good]
-        try:
-            found = explainer(x, wanted=wanted, seeds=[image_seed(seed, r.item.rel) for r in good])
-        except (RuntimeError, ValueError) as e:
-            for r in good:
-                results[r.item.index] = VolumeResult(r.item, "error", error=f"model failed on this batch: "
-                                                                              f"{str(e).splitlines()[0]}")
-        else:
-            for r, seg in zip(good, found):
-                if r.item.rel in skip:
-                    continue
-                maps = [VolumeMap(method, layer, m.cpu().numpy(), empty, failures, segment)
-                        for segment, per_class in zip(seg.segments, seg.maps)
-                        for (method, layer), (m, empty, failures) in per_class.items()]
-                results[r.item.index] = VolumeResult(r.item, "ok", note=seg.note, maps=maps, segments=seg.segments,
-                                                     explained=len(seg.segments), per_class=True, grid=r.grid,
-                                                     display=r.display, labels=seg.labels.numpy())
+    done = _through(read, device, skip, seed, lambda x, wanted, seeds: explainer(x, wanted=wanted, seeds=seeds),
+                    results)
+    good, found = done if done is not None else ([], [])
+    for r, seg in zip(good, found):
+        if r.item.rel in skip:
+            continue
+        maps = [VolumeMap(method, layer, m.cpu().numpy(), empty, failures, segment)
+                for segment, per_class in zip(seg.segments, seg.maps)
+                for (method, layer), (m, empty, failures) in per_class.items()]
+        results[r.item.index] = VolumeResult(r.item, "ok", note=seg.note, maps=maps, segments=seg.segments,
+                                             explained=len(seg.segments), per_class=True, grid=r.grid,
+                                             display=r.display, labels=seg.labels.numpy())
     yield from _in_order(read, results, skip)
 
 

@@ -124,3 +124,18 @@ def table_rows(summaries: Sequence, fmt: Callable[[float | None, bool], str], co
     head = ["method", "layer", counted, *(m.title for m in metrics)]
     return head, [[s.method, s.layer, str(s.images), *(fmt(m.value(s), m.percent) for m in metrics)]
                   for s in summaries]
+
+
+def print_segmenter(segmenter, console, fmt, unit: str, voxels: bool = False) -> None:
+    """A segmenter's mIoU and accuracy over the run's ``unit`` (images, scans), then its IoU per class."""
+    from rich.table import Table
+
+    d = segmenter
+    console.print(f"segmenter: mIoU {fmt(d.miou, True)} over {len(d.per_class)} class(es) in {d.images} "
+                  f"{unit}(s); {'voxel' if voxels else 'pixel'} accuracy {fmt(d.pixel_accuracy, True)}", markup=False)
+    classes = Table(title="IoU per class", title_style="bold")
+    classes.add_column("class")
+    classes.add_column("IoU", justify="right")
+    for name, value in d.per_class.items():
+        classes.add_row(name, fmt(value, True))
+    console.print(classes)

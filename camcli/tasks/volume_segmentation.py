@@ -143,19 +143,9 @@ class VolumeSegmentation(Volume):
 
     def print_report(self, report, console, fmt) -> bool:
         """The segmenter's IoU per class, then each method x layer's pointing into the classes' voxels."""
-        from rich.table import Table
+        from camcli.evaluation.metrics import print_segmenter, summary_table, table_rows
 
-        from camcli.evaluation.metrics import summary_table, table_rows
-
-        d = report.detector
-        console.print(f"segmenter: mIoU {fmt(d.miou, True)} over {len(d.per_class)} class(es) in {d.images} "
-                      f"scan(s); voxel accuracy {fmt(d.pixel_accuracy, True)}", markup=False)
-        classes = Table(title="IoU per class", title_style="bold")
-        classes.add_column("class")
-        classes.add_column("IoU", justify="right")
-        for name, value in d.per_class.items():
-            classes.add_row(name, fmt(value, True))
-        console.print(classes)
+        print_segmenter(report.detector, console, fmt, "scan", voxels=True)
         console.print(summary_table("maps of the explained classes the truth holds",
                                     *table_rows(report.summaries, fmt, "classes")))
         return True
