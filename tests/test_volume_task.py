@@ -283,6 +283,7 @@ def test_the_gallery_slides_through_each_plane_of_a_scan(scans, tmp_path):
     assert explain(folder, out, "--method", "gradcam", "--html").exit_code == 0
     page = (out / "index.html").read_text()
     assert page.count('type="range"') == 3 * len(rows(out))
+    assert f"{len(rows(out))} 3D scan(s)" in page  # the gallery counts scans, not images
     assert all(f'data-plane="{p}"' in page for p in ("axial", "coronal", "sagittal"))
     row = next(r for r in rows(out) if r["path"] == "a_ras.nii.gz")  # stored RAS: its block at slice z 10 of 16
     strips = {p: out / row["output"].replace(".png", f".{p}.jpg") for p in ("axial", "coronal", "sagittal")}

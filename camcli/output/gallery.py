@@ -77,7 +77,7 @@ function apply(){const s=state();q('map').value=s.map;q('sort').value=s.sort;q('
   for(const c of cards){c.hidden=!shown.has(c);}
   for(const c of keep)grid.appendChild(c);
   for(const c of shown){if(s.map)show(c,s.map);else slices(c);}
-  q('page').textContent=`page ${page} of ${pages} (${keep.length} image(s))`;
+  q('page').textContent=`page ${page} of ${pages} (${keep.length} ${grid.dataset.noun||'image'}(s))`;
   q('prev').disabled=page<=1;q('next').disabled=page>=pages;}
 function set(k,v){const s=state();s[k]=v;if(k!=='page')s.page=1;
   location.hash=Object.entries(s).filter(([k,v])=>v!==''&&!(k==='page'&&v===1)).map(([k,v])=>k+'='+encodeURIComponent(v)).join('&');}
@@ -171,6 +171,9 @@ class Gallery:
             return
         self._file.close()
         ok = self.cards - self.failed
+        from camcli.engine.discovery import KIND_NOUNS
+
+        noun = KIND_NOUNS.get(self.task.inputs, "image")  # a volume run's cards are scans
         options = "".join(f'<option value="{html.escape(k)}">{html.escape(k.replace("@", " @ "))}</option>'
                           for k in self.keys)
         head = (
@@ -178,16 +181,16 @@ class Gallery:
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>camcli run</title><style>{_STYLE}</style></head><body>\n<h1>camcli run</h1>{_about(self.about)}"
             f"{_report_link(self.path.parent)}"
-            f'<div class="counts"><span id="count-images">{self.cards} image(s)</span>'
+            f'<div class="counts"><span id="count-images">{self.cards} {noun}(s)</span>'
             f'<span id="count-ok">{ok} ok</span><span id="count-failed" class="{"bad" if self.failed else ""}">'
             f'{self.failed} failed</span><span id="count-empty">{self.empty} with an empty map</span></div>\n'
             '<div class="controls"><label>map <select id="map"><option value="">as on each card</option>'
             f'{options}</select></label><label>sort <select id="sort"><option value="name">file name</option>'
             '<option value="score">score, high first</option><option value="low">score, low first</option>'
-            '</select></label><label>show <select id="filter"><option value="all">all images</option>'
+            f'</select></label><label>show <select id="filter"><option value="all">all {noun}s</option>'
             '<option value="failed">failed</option><option value="empty">empty maps</option></select></label>'
             '<button id="prev">&larr;</button><span id="page"></span><button id="next">&rarr;</button></div>\n'
-            '<div class="grid" id="grid">\n')
+            f'<div class="grid" id="grid" data-noun="{html.escape(noun)}">\n')
         with open(self._tmp, "w", encoding="utf-8") as f, open(self._cards, encoding="utf-8") as cards:
             f.write(head)
             for line in cards:
