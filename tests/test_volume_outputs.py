@@ -39,6 +39,7 @@ def test_the_nifti_map_lies_over_the_scan_file_voxel_for_voxel(tmp_path):
     peak_file = np.unravel_index(int(np.asarray(written.dataobj).argmax()), SHAPE)
     assert tuple(int(v) for v in peak_file) == (4, 17, 11)  # the file's own index, though camcli works in RAS
     assert full.peak == (4, 17, 11)
+    assert scan.grid.stored_shape == SHAPE
     peak_ras = np.unravel_index(int(heat.argmax()), heat.shape)
     assert scan.grid.stored_index(peak_ras) == (4, 17, 11) and scan.grid.ras_index((4, 17, 11)) == peak_ras
     assert np.allclose(scan.millimetres(peak_ras), affine[:3] @ (4, 17, 11, 1))
@@ -93,3 +94,22 @@ def test_the_planes_picture_shows_the_patients_right_on_the_left_and_anterior_up
     r, c = (float(v.mean()) for v in np.nonzero(red))
     assert c < width / 2, "the patient's right is drawn on the left"
     assert r > height / 2, "a block towards the back is drawn low: anterior is up"
+
+
+def test_the_resampling_is_recorded_along_the_files_own_axes():
+    """A file stored S, A, R: the row's factors follow its axes, as its shape and spacing do."""
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, ornt_transform
+
+    from camcli.engine.discovery import ImageItem
+    from camcli.engine.scans import Grid
+    from camcli.engine.volume_stream import VolumeResult
+    from camcli.output.volume_writer import base_row
+
+    ras_shape = (40, 30, 20)
+    to_file = ornt_transform(axcodes2ornt("RAS"), axcodes2ornt(("S", "A", "R")))
+    affine = np.diag([1.0, 2.0, 3.0, 1.0])
+    grid = Grid(ras_shape, affine, "SAR", to_file, affine @ inv_ornt_aff(to_file, ras_shape))
+    item = ImageItem(0, "scan.nii.gz", "scan.nii.gz", kind="scan")
+    row = base_row(VolumeResult(item, "ok", grid=grid, factors=(0.8, 1.0, 1.6), topk=[(0, "a", 0.9)]))
+    assert row.shape == "20x30x40" and row.spacing == "3x2x1"
+    assert row.resampled == "1.6x1x0.8"

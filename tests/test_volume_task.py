@@ -119,6 +119,7 @@ def test_a_folder_of_scans_maps_each_on_its_object_in_millimetres(scans, tmp_pat
     assert data[peak] == pytest.approx(data.max())  # the row's voxel is the map's peak in the file's own indices
     assert max(abs(p - b) for p, b in zip(peak, (14, 17, 5))) <= 2
     assert row["orientation"] == "LPS" and row["shape"] == "20x24x16"
+    assert row["resampled"] == "1.2x1x1.5"  # to the 24^3 input: its voxels per scan voxel, along the file's axes
 
 
 def test_bad_scans_get_a_row_and_flat_methods_a_usage_error(scans, tmp_path):

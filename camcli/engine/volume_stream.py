@@ -57,6 +57,8 @@ class VolumeResult(ImageResult):
     display: np.ndarray | None = None  # (x, y, z) in [0, 1] on the RAS grid, shrunk from the scan's shape
     #: a 3D segmenter's predicted class per voxel of its output grid (which covers the whole scan)
     labels: np.ndarray | None = None
+    #: the resampling to the model's input: its voxels per scan voxel along each RAS axis
+    factors: tuple[float, ...] = ()
 
 
 #: the most voxels a side of the values kept for a scan's pictures (a picture's plane is 256 pixels)
@@ -72,6 +74,7 @@ class _Read(NamedTuple):
     x: torch.Tensor | None = None
     display: np.ndarray | None = None
     error: str = ""
+    factors: tuple[float, ...] = ()  # the model's input voxels per scan voxel, along each RAS axis
 
 
 def prepared(scan: Scan, size: tuple[int, ...], channels: int, window: str | None,
@@ -152,7 +155,8 @@ def _read(item: ImageItem, size: tuple[int, ...], channels: int, window: str | N
             raise UsageError(f"holds {len(scans)} series ({', '.join(s.source for s in scans)}); give each "
                              "series a folder of its own")
         x, display = prepared(scans[0], size, channels, window, scaling)
-        return _Read(item, scans[0].grid, x, display)  # the scan's voxels go here: a CT's are 420 MB
+        factors = tuple(int(s) / n for s, n in zip(x.shape[1:], scans[0].shape))
+        return _Read(item, scans[0].grid, x, display, factors=factors)  # the scan's voxels go here: a CT's are 420 MB
     except (UsageError, ValueError, OSError) as e:
         return _Read(item, error=str(e).splitlines()[0])
 
@@ -189,7 +193,8 @@ def _explain(read: list[_Read], explainer, device, labels, k, skip, seed) -> Ite
     finite = torch.isfinite(exp.logits).all(1).cpu().tolist()
     on_host = {key: (mb.maps.cpu().numpy(), mb.empty.cpu().tolist()) for key, mb in exp.maps.items()}
     checks = {key: on_host_checks(found) for key, found in exp.checks.items()}
-    for i, (item, grid, _x, display, _e) in enumerate(good):
+    for i, r in enumerate(good):
+        item = r.item
         if item.rel in skip:
             continue
         if not finite[i]:
@@ -200,7 +205,8 @@ def _explain(read: list[_Read], explainer, device, labels, k, skip, seed) -> Ite
         t = targets[i]
         results[item.index] = VolumeResult(
             item, "ok", topk=[(c, labels[c], p) for c, p in zip(idx[i], probs[i])], target_index=t,
-            target_label=labels[t], target_score=values[i][t], maps=maps, grid=grid, display=display)
+            target_label=labels[t], target_score=values[i][t], maps=maps, grid=r.grid, display=r.display,
+            factors=r.factors)
     yield from _in_order(read, results, skip)
 
 
@@ -219,7 +225,7 @@ def _segmented(read: list[_Read], explainer: SegmentationExplainer, device, skip
                 for (method, layer), (m, empty, failures) in per_class.items()]
         results[r.item.index] = VolumeResult(r.item, "ok", note=seg.note, maps=maps, segments=seg.segments,
                                              explained=len(seg.segments), per_class=True, grid=r.grid,
-                                             display=r.display, labels=seg.labels.numpy())
+                                             display=r.display, labels=seg.labels.numpy(), factors=r.factors)
     yield from _in_order(read, results, skip)
 
 

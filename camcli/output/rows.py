@@ -33,15 +33,15 @@ SEGMENTATION_COLUMNS = ("index", "path", "width", "height", "segments", "seg_ran
                         "heatmap", "mask", "empty_map", "warning", "status", "error", "note")
 #: a volume run's file (volumes.csv): one row per scan x method x layer; the peak voxel as the scan
 #: file indexes it (i, j, k) and where it lies in the scanner's RAS millimetres (x, y, z)
-VOLUME_COLUMNS = ("index", "path", "shape", "spacing", "orientation", "pred_index", "pred_label", "score", "method",
-                  "layer", "peak_i", "peak_j", "peak_k", "peak_x", "peak_y", "peak_z", "output", "heatmap",
-                  "empty_map", "warning", "status", "error", "note")
+VOLUME_COLUMNS = ("index", "path", "shape", "spacing", "orientation", "resampled", "pred_index", "pred_label",
+                  "score", "method", "layer", "peak_i", "peak_j", "peak_k", "peak_x", "peak_y", "peak_z", "output",
+                  "heatmap", "empty_map", "warning", "status", "error", "note")
 #: a 3D segmentation run's file (volume_segments.csv): one row per scan x class found x method x
 #: layer; ``mask`` the scan's predicted labels as NIfTI on its grid
-VOLUME_SEGMENT_COLUMNS = ("index", "path", "shape", "spacing", "orientation", "segments", "seg_rank", "seg_index",
-                          "seg_label", "voxel_share", "mean_probability", "method", "layer", "peak_i", "peak_j",
-                          "peak_k", "peak_x", "peak_y", "peak_z", "output", "heatmap", "mask", "empty_map", "warning",
-                          "status", "error", "note")
+VOLUME_SEGMENT_COLUMNS = ("index", "path", "shape", "spacing", "orientation", "resampled", "segments", "seg_rank",
+                          "seg_index", "seg_label", "voxel_share", "mean_probability", "method", "layer", "peak_i",
+                          "peak_j", "peak_k", "peak_x", "peak_y", "peak_z", "output", "heatmap", "mask", "empty_map",
+                          "warning", "status", "error", "note")
 DetBox = tuple[float, float, float, float]  # a detector's box, x0, y0, x1, y1 in original-image pixels
 
 
@@ -210,6 +210,8 @@ class VolumeRow(Row):
     shape: str | None = None  # the scan file's voxels, 512x512x400
     spacing: str | None = None  # millimetres per voxel along the file's axes, 0.7x0.7x1.25
     orientation: str | None = None  # the file's axis codes (LPS, RAS, ...)
+    #: the scan resampled to the model's input: its voxels per scan voxel along the file's axes, 0.0625x0.0625x0.08
+    resampled: str | None = None
     pred_index: int | None = None
     pred_label: str | None = None
     score: float | None = None
