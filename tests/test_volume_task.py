@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import json
 import re
 import sys
 import textwrap
@@ -305,3 +306,23 @@ def test_the_gallery_slides_through_each_plane_of_a_scan(scans, tmp_path):
     assert len(planes) == 3 * len(rows(out))
     for plane, style in planes:
         assert f".{plane}.jpg" in style and "background-position-y: 51.6" in style, style
+
+
+def test_a_run_of_a_users_own_volume_model_never_imports_torchvision(scans, tmp_path):
+    """torchvision's import loads torch._dynamo (over a second of start-up); a run that needs none
+    of its models must not import it (camcli.models.kinds tells a detector without it)."""
+    import subprocess
+
+    folder, _ = scans
+    code = textwrap.dedent(f"""
+        import sys
+        from typer.testing import CliRunner
+        from camcli.cli import app
+        r = CliRunner().invoke(app, ["explain", {str(folder)!r}, "--model", {str(folder / 'model.py')!r} + ":build",
+                                     "--input-size", "24", "--out", {str(tmp_path / 'out')!r}, "--workers", "0",
+                                     "--method", "gradcam"])
+        print(r.exit_code, "torchvision" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.stdout.split() == ["0", "False"], done.stdout + done.stderr
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["torchvision"]  # still recorded, from metadata

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import box_iou
 
 from camcli.engine.capture import capture, removed_after
 from camcli.engine.layer_names import display_name, hook_layer
@@ -84,6 +83,8 @@ def box_score(output: Mapping[str, torch.Tensor], label: int, box: torch.Tensor,
     same = labels == label
     if not bool(same.any()):
         return zero
+    from torchvision.ops import box_iou  # here: torchvision.ops loads torch._dynamo (camcli.models.kinds)
+
     ious = box_iou(box.to(boxes.dtype)[None], boxes)[0]
     ious = torch.where(same, ious, torch.full_like(ious, -1.0))
     k = int(ious.argmax())

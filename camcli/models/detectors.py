@@ -13,10 +13,6 @@ from __future__ import annotations
 import torch
 import torchvision
 from torch import nn
-from torchvision.models.detection.fcos import FCOS
-from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.retinanet import RetinaNet
-from torchvision.models.detection.ssd import SSD
 
 from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, unknown
@@ -26,21 +22,16 @@ from camcli.models.labels import fit_labels, given_labels
 from camcli.models.model_args import parse_model_args
 from camcli.models.torchvision_weights import build_with_weights, no_weights, weights_enum
 from camcli.models.sources import ModelRequest, ModelSource
+from camcli.models.kinds import is_detector  # noqa: F401  (where callers found it)
 from camcli.models.yolo import YoloDetector, is_yolo_config, is_yolo_model
 
 #: what camcli feeds a detector: pixels in [0, 1]; its own transform normalises them
 NO_NORMALISATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-DETECTOR_CLASSES = (GeneralizedRCNN, RetinaNet, FCOS, SSD)
 
 
 def detection_models() -> list[str]:
     """Every detection architecture in torchvision's registry (no download)."""
     return sorted(torchvision.models.list_models(module=torchvision.models.detection))
-
-
-def is_detector(model: nn.Module) -> bool:
-    """Whether ``model`` is one of torchvision's detector classes (or a subclass), or a YOLO."""
-    return isinstance(model, (*DETECTOR_CLASSES, YoloDetector)) or is_yolo_model(model)
 
 
 def default_detector_layer(model: nn.Module) -> str | None:

@@ -18,13 +18,12 @@ from torch import nn
 from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, first_line
 from camcli.models.checkpoints import file_sha256, load_into, read_state_dict
-from camcli.models.detectors import as_detector, detector, is_detector
 from camcli.models.grayscale import GRAY_MEAN, GRAY_STD, rgb_first_conv, takes_one_channel
+from camcli.models.kinds import is_detector, is_segmenter
 from camcli.models.labels import fit_labels, given_labels
-from camcli.models.segmenters import is_segmenter, segmenter
 
 from camcli.models.sources import ModelRequest, ModelSource
-from camcli.models.torchvision_weights import no_torchvision_weights
+from camcli.models.torchvision_weights import no_torchvision_weights  # torchvision-free until weights are built
 from camcli.settings.code import PYTHON_OBJECT
 
 #: what to check when a state dict does not fit a model of the user's own
@@ -55,6 +54,8 @@ def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = 
     name = qualified_name(model)
     label_list = given_labels(labels)
     if is_detector(model):
+        from camcli.models.detectors import as_detector, detector
+
         return detector(as_detector(model, model_args), name, label_list, num_classes, **files,
                         source={**source, "class": name})
     channels = volume_channels(model)
@@ -73,6 +74,8 @@ def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = 
     if num_classes is not None and num_classes != n:
         raise UsageError(f"`num_classes` {num_classes} does not match the model, which returns {n} scores per image")
     if is_segmenter(model):
+        from camcli.models.segmenters import segmenter
+
         loaded = segmenter(model, name, label_list, n, size, **files, source={**source, "class": name})
     else:
         loaded = LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), size, **files,

@@ -22,6 +22,7 @@ from torchvision.models.segmentation.lraspp import LRASPP
 from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, unknown
 from camcli.models.checkpoints import TORCHSCRIPT_HINT, file_sha256, is_torchscript, load_into, read_checkpoint
+from camcli.models.kinds import is_segmenter  # noqa: F401  (where callers found it)
 from camcli.models.labels import fit_labels, given_labels
 from camcli.models.model_args import parse_model_args
 from camcli.models.sources import ModelRequest, ModelSource
@@ -36,13 +37,6 @@ BACKGROUND_NAMES = ("__background__", "background", "bg", "_background_", "void"
 def segmentation_models() -> list[str]:
     """Every segmentation architecture in torchvision's registry (no download)."""
     return sorted(torchvision.models.list_models(module=torchvision.models.segmentation))
-
-
-def is_segmenter(model: nn.Module) -> bool:
-    """Whether ``model`` is one of torchvision's segmenter classes or a HuggingFace semantic segmenter."""
-    if isinstance(model, (_SimpleSegmentationModel, LRASPP)):
-        return True
-    return type(model).__name__.endswith("ForSemanticSegmentation") and hasattr(model, "config")
 
 
 def default_segmenter_layer(model: nn.Module) -> str | None:

@@ -11,7 +11,7 @@ model serves is decided by camcli/tasks/, not here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -83,7 +83,15 @@ def unregister_source(name: str) -> None:
 
 def all_sources() -> list[ModelSource]:
     """Every source, in the order they are asked."""
-    return [*_added, *(getattr(import_module(module), obj) for module, obj in BUILT_IN)]
+    return list(_in_order())
+
+
+def _in_order() -> Iterator[ModelSource]:
+    """The sources in the order they are asked, each module imported when its turn comes (the
+    ones after the source that claims a model are never imported: torchvision's, for one)."""
+    yield from _added
+    for module, obj in BUILT_IN:
+        yield getattr(import_module(module), obj)
 
 
 def load_model(architecture=None, weights: str | None = "DEFAULT", checkpoint: str | Path | None = None,
@@ -106,7 +114,7 @@ def load_model(architecture=None, weights: str | None = "DEFAULT", checkpoint: s
     """
     request = ModelRequest(architecture, weights, checkpoint, num_classes, labels, _size(input_size), trust,
                            model_args, output)
-    source = next(s for s in all_sources() if s.claims(request))
+    source = next(s for s in _in_order() if s.claims(request))
     loaded = source.load(request)
     if mean is not None or std is not None:
         _set_normalisation(loaded, mean, std)

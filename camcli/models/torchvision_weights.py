@@ -12,7 +12,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-import torchvision
 from torch import nn
 
 from camcli.errors import UsageError, unknown
@@ -20,6 +19,8 @@ from camcli.errors import UsageError, unknown
 
 def weight_names(architecture: str) -> list[str]:
     """The names of ``architecture``'s torchvision weights (empty when it has none)."""
+    import torchvision  # here: importing it loads torch._dynamo (camcli.models.kinds)
+
     try:
         enum = torchvision.models.get_model_weights(architecture)
     except (ValueError, KeyError):
@@ -40,6 +41,8 @@ def no_torchvision_weights(weights) -> None:
 
 def weights_enum(architecture: str, name: str):
     """The weights enum member ``name`` (``DEFAULT``, ``IMAGENET1K_V1``, ``ResNet18_Weights.IMAGENET1K_V1``)."""
+    import torchvision  # here: importing it loads torch._dynamo (camcli.models.kinds)
+
     enum = torchvision.models.get_model_weights(architecture)
     if name.upper() == "DEFAULT":
         return enum.DEFAULT
@@ -58,6 +61,8 @@ def hub_cache_file(w) -> Path:
 def build_with_weights(architecture: str, w, **kwargs) -> nn.Module:
     """``architecture`` built with weights ``w``, from the hub cache or downloaded; offline and not
     cached, one line that says where to put the file."""
+    import torchvision  # here: importing it loads torch._dynamo (camcli.models.kinds)
+
     target = hub_cache_file(w)
     try:
         return torchvision.models.get_model(architecture, weights=w, **kwargs)
@@ -77,6 +82,8 @@ def categories_for(architecture: str, classes: int | None) -> tuple[str, list[st
     """(weights, categories) of torchvision weights of ``architecture`` with ``classes`` categories:
     a checkpoint of torchvision's own ImageNet file (or a fine-tune that kept its head) is named by
     them instead of ``class_N``. Read from the weights' metadata; nothing is downloaded."""
+    import torchvision  # here: importing it loads torch._dynamo (camcli.models.kinds)
+
     try:
         enum = torchvision.models.get_model_weights(architecture)
     except (ValueError, KeyError):

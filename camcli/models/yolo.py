@@ -31,6 +31,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms, box_convert
 
 from camcli.errors import UsageError
+from camcli.models.kinds import is_yolo_model  # noqa: F401  (where callers found it)
 
 YOLO_HINT = "YOLO models need the optional extra: pip install 'camcli[yolo]' (Ultralytics)"
 
@@ -38,11 +39,6 @@ YOLO_HINT = "YOLO models need the optional extra: pip install 'camcli[yolo]' (Ul
 def is_yolo_config(spec) -> bool:
     """Whether ``spec`` names an Ultralytics model file: ``yolov8n.yaml`` or a path to one."""
     return isinstance(spec, (str, Path)) and str(spec).lower().endswith((".yaml", ".yml"))
-
-
-def is_yolo_model(obj) -> bool:
-    """Whether ``obj`` is an Ultralytics detection model (without importing Ultralytics)."""
-    return any(c.__name__ == "DetectionModel" and c.__module__.startswith("ultralytics") for c in type(obj).__mro__)
 
 
 def from_config(spec: str, num_classes: int | None) -> nn.Module:

@@ -20,10 +20,19 @@ MANIFEST_FILE = "run.json"
 _PATH_SETTINGS = ("checkpoint", "labels", "out")
 
 
+def _version(package: str) -> str | None:
+    """An installed package's version, read without importing it (importing torchvision costs a second)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def write_manifest(path: Path, session, inputs: list[str], shard, summary, stopped: bool,
                    warnings: list[dict]) -> None:
     import torch
-    import torchvision
 
     settings = {k: v for k, v in vars(session.settings).items() if k != "sources"}
     for key in _PATH_SETTINGS:  # absolute, so that evaluate can rerun the run from anywhere
@@ -35,7 +44,7 @@ def write_manifest(path: Path, session, inputs: list[str], shard, summary, stopp
     if spec:
         settings["model"] = spec
     write_json(path, {
-        "camcli": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "camcli": __version__, "torch": torch.__version__, "torchvision": _version("torchvision"),
         "python": platform.python_version(), "platform": platform.platform(),
         # saved masks hold class indices: their names go with them (records_labels)
         "model": session.loaded.describe() | ({"labels": list(session.loaded.labels)}

@@ -31,7 +31,7 @@ class Detection(Task):
                                 "checks are not offered for detectors yet)")
 
     def claims(self, loaded) -> bool:
-        from camcli.models.detectors import is_detector
+        from camcli.models.kinds import is_detector  # torchvision is imported only if the model is its
 
         return is_detector(loaded.model)  # torchvision's detector classes (subclasses too), a YOLO
 

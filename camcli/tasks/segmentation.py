@@ -33,7 +33,7 @@ class Segmentation(Task):
                                 "(faithfulness and sanity are not offered for segmenters yet)")
 
     def claims(self, loaded) -> bool:
-        from camcli.models.segmenters import is_segmenter
+        from camcli.models.kinds import is_segmenter
 
         return is_segmenter(loaded.model)  # torchvision's segmenter classes, HuggingFace's semantic segmenters
 
