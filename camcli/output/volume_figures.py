@@ -139,14 +139,15 @@ def _hstack(tiles: list[np.ndarray], gap: int = 4) -> np.ndarray:
 def _montage(grey, heat, step, scale, colormap, alpha, width, depth) -> np.ndarray | None:
     """Axial slices evenly across the extent of the map (its non-zero part), feet to head, each
     labelled with the scan's slice index (of ``depth``)."""
-    depth = grey.shape[2]
-    hot = np.flatnonzero(heat.reshape(-1, depth).max(0) > 0.05)
-    lo, hi = (int(hot[0]), int(hot[-1])) if len(hot) else (0, depth - 1)
+    shown = grey.shape[2]
+    hot = np.flatnonzero(heat.reshape(-1, shown).max(0) > 0.05)
+    lo, hi = (int(hot[0]), int(hot[-1])) if len(hot) else (0, shown - 1)
     picks = sorted(set(np.linspace(lo, hi, min(MONTAGE_SLICES, hi - lo + 1)).round().astype(int).tolist()))
     tiles = [_plane(grey[:, :, k], heat[:, :, k], step, (0, 0), "axial", scale * 0.5, colormap, alpha, marked=False)
              for k in picks]
     for k, t in zip(picks, tiles):
-        cv2.putText(t, f"z {min(depth - 1, int((k + 0.5) * depth / grey.shape[2]))}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(t, f"z {min(depth - 1, int((k + 0.5) * depth / shown))}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (255, 255, 255), 1, cv2.LINE_AA)
     per_row = max(1, width // (tiles[0].shape[1] + 4))
     rows = [_hstack(tiles[i:i + per_row]) for i in range(0, len(tiles), per_row)]
     out = np.zeros((sum(r.shape[0] + 4 for r in rows), width, 3), np.uint8)
