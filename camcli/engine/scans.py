@@ -65,9 +65,13 @@ class Grid:
 
     @property
     def stored_shape(self) -> tuple[int, int, int]:
+        return self.on_file_axes(self.shape)
+
+    def on_file_axes(self, per_axis: Sequence) -> tuple:
+        """Values given per RAS axis (a shape, a spacing, factors) in the order of the file's axes."""
         if self.to_stored is None:
-            return self.shape
-        return tuple(self.shape[int(axis)] for axis in np.argsort(self.to_stored[:, 0]))
+            return tuple(per_axis)
+        return tuple(per_axis[int(axis)] for axis in np.argsort(self.to_stored[:, 0]))
 
     def millimetres(self, voxel: Sequence[float]) -> tuple[float, float, float]:
         """Scanner (RAS) position of a RAS voxel index, in mm."""

@@ -78,11 +78,12 @@ class _Read(NamedTuple):
 
 
 def prepared(scan: Scan, size: tuple[int, ...], channels: int, window: str | None,
-             scaling: str) -> tuple[torch.Tensor, np.ndarray]:
+             scaling: str) -> tuple[torch.Tensor, np.ndarray, tuple[float, ...]]:
     """The scan as the model's input (channels, *size): windowed or scaled, resampled (the input
     cube covers the whole scan, so a map is brought back by resizing it to the scan's shape); and
     its values for pictures, shrunk to :data:`DISPLAY_SIDE` first, then windowed, or else scaled by
-    percentiles (a z-scored scan is no picture). The scan's voxels are scaled in place: the
+    percentiles (a z-scored scan is no picture); and the resampling's factor per RAS axis. The
+    scan's voxels are scaled in place: the
     stream reads each scan for this alone, and a CT's copy would cost another 420 MB."""
     small = shrunk(scan.voxels, DISPLAY_SIDE)
     if window:
@@ -91,8 +92,8 @@ def prepared(scan: Scan, size: tuple[int, ...], channels: int, window: str | Non
     else:
         display = scaled(small, "percentiles", in_place=True)
         values = scaled(scan.voxels, scaling, in_place=True)
-    tensor, _factors = fitted(values, size)
-    return tensor.expand(channels, *tensor.shape[1:]), display
+    tensor, factors = fitted(values, size)
+    return tensor.expand(channels, *tensor.shape[1:]), display, factors
 
 
 class ScanDataset(torch.utils.data.Dataset):
@@ -154,8 +155,7 @@ def _read(item: ImageItem, size: tuple[int, ...], channels: int, window: str | N
         if len(scans) != 1:
             raise UsageError(f"holds {len(scans)} series ({', '.join(s.source for s in scans)}); give each "
                              "series a folder of its own")
-        x, display = prepared(scans[0], size, channels, window, scaling)
-        factors = tuple(int(s) / n for s, n in zip(x.shape[1:], scans[0].shape))
+        x, display, factors = prepared(scans[0], size, channels, window, scaling)
         return _Read(item, scans[0].grid, x, display, factors=factors)  # the scan's voxels go here: a CT's are 420 MB
     except (UsageError, ValueError, OSError) as e:
         return _Read(item, error=str(e).splitlines()[0])

@@ -136,7 +136,7 @@ def score_segmentation_run(folder: Path, truth: Path, tolerance: float = POINTIN
     ok = [r for r in rows if r.explained]
     if ok and not any(r.mask for r in ok):
         raise UsageError("the run saved no masks: explain with `save_mask` so that its masks can be scored")
-    segmenter = SegmenterScore(labels=_labels(folder) or {r.seg_index: r.seg_label for r in ok
+    segmenter = SegmenterScore(labels=recorded_labels(folder) or {r.seg_index: r.seg_label for r in ok
                                                            if r.seg_index is not None})
     scored: list[SegmentScore] = []
     without: list[str] = []
@@ -169,7 +169,7 @@ def score_segmentation_run(folder: Path, truth: Path, tolerance: float = POINTIN
                                   any(r.heatmap for r in ok))
 
 
-def _labels(folder: Path) -> dict[int, str]:
+def recorded_labels(folder: Path) -> dict[int, str]:
     """The segmenter's class names as its run recorded them (run.json), or nothing."""
     import json
 

@@ -30,7 +30,7 @@ from camcli.errors import UsageError
 from camcli.evaluation.scoring import Summary, _mean
 from camcli.evaluation.truth import norm_path
 from camcli.output.csvfile import read_rows
-from camcli.evaluation.segments import SegmenterScore
+from camcli.evaluation.segments import SegmenterScore, recorded_labels
 from camcli.output.rows import VolumeRow, VolumeSegmentRow
 
 COLUMNS = ("path", "method", "layer", "truth_share", "pointing", "energy")
@@ -134,7 +134,7 @@ def _scored(folder: Path, truth: Path, boxes: dict[str, list[VoxelBox]] | None, 
     _header, rows = read_rows(folder / csv_name)
     segmenter = SegmenterScore() if rows and isinstance(rows[0], VolumeSegmentRow) else None
     if segmenter is not None:  # the model's labels (run.json keeps them), else those of the classes explained
-        segmenter.labels.update(_run_labels(folder))
+        segmenter.labels.update(recorded_labels(folder))
         segmenter.labels.update({row.seg_index: row.seg_label for row in rows if row.seg_index is not None})
     ious: dict[str, dict[int, float]] = {}
     scored: list[VolumeScore] = []
@@ -177,16 +177,6 @@ def _scored(folder: Path, truth: Path, boxes: dict[str, list[VoxelBox]] | None, 
         listed = {p.relative_to(truth).as_posix() for p in truth.rglob("*")
                   if p.name.lower().endswith((".nii", ".nii.gz"))}
     return VolumeEvaluation(summarise(scored), scored, sorted(set(without)), sorted(listed - matched), segmenter)
-
-
-def _run_labels(folder: Path) -> dict[int, str]:
-    from camcli.run.manifest import read_manifest
-
-    try:
-        labels = read_manifest(folder).get("model", {}).get("labels") or []
-    except (OSError, ValueError, UsageError):
-        return {}
-    return {i: str(name) for i, name in enumerate(labels)}
 
 
 def summarise(rows: list[VolumeScore]) -> list[Summary]:

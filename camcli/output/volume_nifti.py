@@ -76,14 +76,15 @@ class FullMap:
         """(X, Y, k) float32 slabs along the file's last axis, clipped to [0, 1], in order (a
         segmenter's labels: int16)."""
         x, y, z = self.shape
-        low, high, weight = source_weights(z, self._planar.shape[2])
-        nearest = nearest_index(z, self._planar.shape[2])
         step = max(1, SLAB_BYTES // (4 * x * y))
+        if self.labels:
+            nearest = nearest_index(z, self._planar.shape[2])
+            for k0 in range(0, z, step):
+                yield self._planar[:, :, nearest[k0:k0 + step]].astype(np.int16)
+            return
+        low, high, weight = source_weights(z, self._planar.shape[2])
         for k0 in range(0, z, step):
             k = slice(k0, min(z, k0 + step))
-            if self.labels:
-                yield self._planar[:, :, nearest[k]].astype(np.int16)
-                continue
             w = weight[k]
             slab = self._planar[:, :, low[k]] * (1 - w) + self._planar[:, :, high[k]] * w
             np.clip(slab, 0.0, 1.0, out=slab)
@@ -93,10 +94,6 @@ class FullMap:
                 i, j, kk = np.unravel_index(flat, slab.shape)
                 self.peak = (int(i), int(j), int(k0 + kk))
             yield slab
-
-    def whole(self) -> np.ndarray:
-        """The full map on the file's grid in one array (for small scans and tests)."""
-        return np.concatenate(list(self.slabs()), axis=2)
 
     def nifti(self) -> Iterator[bytes]:
         """The map as a gzipped float32 NIfTI-1 file on the file's grid, in pieces (for

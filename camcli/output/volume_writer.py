@@ -43,11 +43,10 @@ def base_row(result: VolumeResult, row_type: type[VolumeRow] = VolumeRow) -> Vol
     grid = result.grid
     if result.status == "ok" and grid is not None:
         row.shape = "x".join(str(int(v)) for v in grid.stored_shape)
-        row.spacing = "x".join(f"{v:.4g}" for v in np.linalg.norm(grid.file_affine[:3, :3], axis=0))
+        row.spacing = "x".join(f"{v:.4g}" for v in grid.on_file_axes(grid.spacing))
         row.orientation = grid.stored or "none"
         if result.factors:  # along the file's axes, as shape and spacing
-            order = np.argsort(grid.to_stored[:, 0]) if grid.to_stored is not None else range(3)
-            row.resampled = "x".join(f"{result.factors[int(a)]:.4g}" for a in order)
+            row.resampled = "x".join(f"{v:.4g}" for v in grid.on_file_axes(result.factors))
         if result.topk:
             row.pred_index, row.pred_label, row.score = result.topk[0]
     return row

@@ -12,6 +12,7 @@ scanner millimetres.
 from __future__ import annotations
 
 import html
+import weakref
 from pathlib import Path
 
 from camcli.output.rows import VOLUME_COLUMNS, VolumeRow
@@ -186,9 +187,22 @@ def default_volume_layer(model, size, channels: int, device, classes: int | None
     return seen[-1][0]
 
 
+#: model -> {(input size, channels): whether it scores every voxel}: the volume tasks both ask
+_PER_VOXEL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def scores_per_voxel(loaded) -> bool:
     """Whether a 3D network's output is a score per class per voxel, (N, K, d, h, w): a segmenter's
-    (its dict's ``out``, else the output camcli reads by default). One forward on zeros."""
+    (its dict's ``out``, else the output camcli reads by default). One forward on zeros per model
+    and input, however many tasks ask."""
+    key = (tuple(loaded.input_size), loaded.input_channels)
+    known = _PER_VOXEL.setdefault(loaded.model, {})
+    if key not in known:
+        known[key] = _scores_per_voxel(loaded)
+    return known[key]
+
+
+def _scores_per_voxel(loaded) -> bool:
     import torch
 
     from camcli.engine.targets import select_output
