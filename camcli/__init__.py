@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "explain": ("camcli.api", "explain"),
     "evaluate": ("camcli.evaluation.evaluate", "evaluate"),
+    "audit": ("camcli.auditing", "audit"),
     "layers": ("camcli.api", "layers"),
     "Run": ("camcli.run", "Run"),
     "RunSummary": ("camcli.run", "RunSummary"),
@@ -42,5 +43,5 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["ExplainSession", "Explainer", "Run", "RunSummary", "__version__", "evaluate", "explain", "get_method",
+__all__ = ["ExplainSession", "Explainer", "Run", "RunSummary", "__version__", "audit", "evaluate", "explain", "get_method",
            "layers", "load_model", "methods"]

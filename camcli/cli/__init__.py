@@ -111,7 +111,7 @@ def _root(version: Annotated[Optional[bool], typer.Option(
     """camcli: class activation maps for whole folders of images."""
 
 
-from camcli.cli import evaluate, explain, listing  # noqa: E402,F401  (registers the commands)
+from camcli.cli import audit, evaluate, explain, listing  # noqa: E402,F401  (registers the commands)
 
 
 def main() -> None:

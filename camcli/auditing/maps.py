@@ -1,0 +1,137 @@
+"""The maps an audit looks across: a finished run's saved heatmaps, downsampled to one small grid.
+
+An audit needs each map itself, so it reads the files ``--save-heatmap npy`` (or ``png16``) wrote,
+named in the run's CSV; a run without them is refused with the command that makes them.
+``--heatmap-size layer`` keeps a large run's maps small (a 7 x 7 map is 200 bytes), and is
+what an audit of tens of thousands of images should be explained with.
+
+Each map is area-averaged to ``grid`` x ``grid`` over the whole picture (a 4:1 picture's map is
+squeezed as the model's input was, so a place is a fraction of the picture's width and height)
+and made a unit vector: the audit compares where the evidence lies, not how strong it is. The peak
+is kept as a fraction of the picture too, from the map at its saved resolution.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from camcli import tasks
+from camcli.errors import UsageError
+from camcli.output.csvfile import read_rows
+from camcli.output.paths import inside
+from camcli.output.pictures import run_csv
+
+GRID = 16
+
+
+@dataclass
+class MapRecord:
+    """One map of the run: what it explains and where its picture and files are."""
+
+    path: str  # the image, relative to the run's input folder
+    method: str
+    layer: str
+    explained: str  # the class the map explains
+    predicted: str | None  # the classifier's prediction (None for other tasks)
+    width: int
+    height: int
+    heatmap: str  # relative to the run folder
+    overlay: str | None
+
+
+@dataclass
+class MapSet:
+    """The maps of one method at one layer: records, unit vectors (n, grid*grid), peaks (n, 2) as
+    fractions (x, y) of the picture, and which maps were empty (all zero: no vector)."""
+
+    method: str
+    layer: str
+    records: list[MapRecord]
+    vectors: np.ndarray
+    peaks: np.ndarray
+    empty: np.ndarray
+    grid: int = GRID
+    shapes: set = field(default_factory=set)  # the saved maps' resolutions, for the docs' advice
+
+
+def read_run_maps(run: Path, grid: int = GRID, method: str | None = None, layer: str | None = None,
+                  threads: int = 4) -> list[MapSet]:
+    """Every saved map of the finished run in ``run``, one MapSet per method and layer."""
+    run = Path(run)
+    if not run.is_dir() or tasks.of_folder(run) is None:
+        raise UsageError(f"{run} is not a finished `camcli explain` output folder (it has no predictions.csv, "
+                         "detections.csv or segments.csv)")
+    _, rows = read_rows(run_csv(run))
+    ok = [r for r in rows if r.ok and r.method]
+    with_maps = [r for r in ok if r.heatmap]
+    if not with_maps:
+        raise UsageError(f"{run} saved no maps: an audit reads each map, so explain with `save_heatmap` npy "
+                         "(`--heatmap-size layer` keeps them small), e.g. camcli explain IMAGES --save-heatmap npy "
+                         "--heatmap-size layer --out RUN")
+    if method is not None:
+        with_maps = [r for r in with_maps if r.method == method]
+    if layer is not None:
+        with_maps = [r for r in with_maps if r.layer == layer]
+    if not with_maps:
+        raise UsageError(f"{run} has no saved maps of method {method or 'any'} at layer {layer or 'any'}; it has "
+                         + ", ".join(sorted({f'{r.method} at {r.layer}' for r in ok if r.heatmap})))
+    groups: dict[tuple[str, str], list[MapRecord]] = {}
+    for r in with_maps:
+        explained = r.explained_label
+        if explained is None:
+            raise UsageError(f"{run_csv(run).name} does not say which class each map explains: this run's task cannot be "
+                             "audited")
+        groups.setdefault((r.method, r.layer), []).append(MapRecord(
+            r.path, r.method, r.layer, explained, getattr(r, "pred_label", None), r.width, r.height, r.heatmap,
+            r.output))
+    return [_read(run, method_, layer_, records, grid, threads) for (method_, layer_), records in groups.items()]
+
+
+def _read(run: Path, method: str, layer: str, records: list[MapRecord], grid: int, threads: int) -> MapSet:
+    vectors = np.zeros((len(records), grid * grid), np.float32)
+    peaks = np.zeros((len(records), 2), np.float32)
+    empty = np.zeros(len(records), bool)
+    shapes: set = set()
+
+    def one(i: int) -> None:
+        try:
+            where = inside(run, records[i].heatmap)
+        except ValueError as e:  # a name that leaves the run, or a link out of it: not read
+            raise UsageError(f"{run}: the map of {records[i].path}: {e}") from None
+        heat = read_map(where)
+        shapes.add(heat.shape)
+        small = cv2.resize(heat, (grid, grid), interpolation=cv2.INTER_AREA).ravel()
+        norm = float(np.linalg.norm(small))
+        if not np.isfinite(norm) or norm <= 0:
+            empty[i] = True
+            peaks[i] = np.nan
+            return
+        vectors[i] = small / norm
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        peaks[i] = ((x + 0.5) / heat.shape[1], (y + 0.5) / heat.shape[0])
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(len(records))))
+    return MapSet(method, layer, records, vectors, peaks, empty, grid, shapes)
+
+
+def read_map(path: Path) -> np.ndarray:
+    """A saved map as float32 (npy as written; png16 scaled to 0..1); a map that is not 2D is refused."""
+    if path.suffix == ".npy":
+        try:
+            heat = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read the map {path}: {e}") from None
+    else:
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise UsageError(f"cannot read the map {path}")
+        heat = raw / (65535.0 if raw.dtype == np.uint16 else 255.0)
+    if heat.ndim != 2:
+        raise UsageError(f"the map {path} has {heat.ndim} dimensions: an audit compares 2D maps of pictures")
+    return np.nan_to_num(heat.astype(np.float32, copy=False))

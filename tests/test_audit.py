@@ -1,0 +1,196 @@
+"""`camcli audit` on runs whose maps we know: clusters found, shortcuts flagged as hypotheses, gates,
+files and refusals. The runs are written as camcli writes them (its row class, npy maps), with
+maps drawn where each picture's object is, and in some pictures at a fixed corner instead."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import camcli
+from camcli.errors import UsageError
+from conftest import read_csv
+
+SIDE = 14
+
+
+def make_run(folder, classes, seed=0, size=(224, 224), heatmaps=True):
+    """``classes``: {name: [(n, place)...]} where place is "object" (a blob at a random spot, whose box
+    is returned as truth) or (x, y) in fractions of the picture (a fixed place; the object elsewhere)."""
+    from camcli.output.csvfile import write_rows
+    from camcli.output.rows import PredictionRow
+
+    rng = np.random.default_rng(seed)
+    (folder / "heatmaps").mkdir(parents=True)
+    yy, xx = (np.mgrid[0:SIDE, 0:SIDE] + 0.5) / SIDE
+    rows, truth = [], []
+    w, h = size
+    for c, (name, parts) in enumerate(classes.items()):
+        for n, place in parts:
+            for _ in range(n):
+                i = len(rows)
+                ox, oy = rng.uniform(0.2, 0.8, 2)
+                px, py = (ox, oy) if place == "object" else place
+                heat = np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / 0.006) + rng.random((SIDE, SIDE)) * 0.1
+                rel = f"heatmaps/{name}_{i:03d}.jpg.gradcam@layer4.1.npy"
+                np.save(folder / rel, (heat / heat.max()).astype(np.float32))
+                path = f"{name}_{i:03d}.jpg"
+                rows.append(PredictionRow(index=i, path=path, width=w, height=h, method="gradcam", layer="layer4[1]",
+                                          heatmap=rel if heatmaps else None, pred_index=c, pred_label=name, score=0.9,
+                                          target_index=c, target_label=name, target_score=0.9))
+                truth.append((path, (ox - 0.1) * w, (oy - 0.1) * h, (ox + 0.1) * w, (oy + 0.1) * h, name))
+    columns = ["index", "path", "width", "height", "pred_index", "pred_label", "score", "target_index", "target_label",
+               "target_score", "method", "layer", "output", "heatmap", "status", "error", "note"]
+    write_rows(folder / "predictions.csv", columns, rows)
+    boxes = folder.parent / f"{folder.name}-truth.csv"
+    boxes.write_text("path,x0,y0,x1,y1,label\n" + "".join(f"{p},{a:.0f},{b:.0f},{c:.0f},{d:.0f},{n}\n"
+                                                          for p, a, b, c, d, n in truth))
+    return folder, boxes
+
+
+@pytest.fixture(scope="module")
+def watermarked(tmp_path_factory):
+    """"star": 30 maps on their objects, 12 at the top-left corner; "circle": 40 on their objects."""
+    return make_run(tmp_path_factory.mktemp("audit") / "run",
+                    {"star": [(30, "object"), (12, (0.08, 0.08))], "circle": [(40, "object")]})
+
+
+def rows_by_path(folder):
+    return {r["path"]: r for r in read_csv(folder / "audit.csv")}
+
+
+def test_a_watermark_cluster_is_found_and_flagged_with_its_pictures(cli, watermarked):
+    run, _ = watermarked
+    r = cli("audit", run, "--json")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data == json.loads((run / "audit.json").read_text())  # --json prints what audit.json holds
+    star = next(c for c in data["classes"] if c["class"] == "star")
+    flagged = [k for k in star["clusters"] if k["flags"]]
+    assert len(flagged) == 1 and flagged[0]["size"] == 12 and flagged[0]["where"] == "top-left corner"
+    flag = flagged[0]["flags"][0]
+    assert flag["flag"] == "fixed-place" and "look at" in flag["text"]
+    assert flag["look_at"] and all(p.startswith("star_") and int(p[5:8]) >= 30 for p in flag["look_at"])
+    circle = next(c for c in data["classes"] if c["class"] == "circle")
+    assert not any(k["flags"] for k in circle["clusters"])  # objects anywhere: nothing fixed
+    rows = rows_by_path(run)
+    assert len(rows) == 82
+    corner = [p for p in rows if p.startswith("star_") and int(p[5:8]) >= 30]
+    assert all("fixed-place" in rows[p]["flags"] for p in corner)
+    assert not any("fixed-place" in r["flags"] for p, r in rows.items() if p not in corner)
+    assert len({rows[p]["cluster"] for p in corner}) == 1
+    assert "FLAG" in r.stderr and "1 cluster(s) flagged" in r.stderr  # the summary goes to stderr under --json
+
+
+def test_spectral_clusters_match_scikit_learn_and_the_eigengap_counts_them():
+    from sklearn.cluster import SpectralClustering
+    from sklearn.metrics import adjusted_rand_score
+
+    from camcli.auditing.spectral import spectral_clusters
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:16, 0:16] / 15
+    for n in (90, 3000):  # the dense eigensolver, and LOBPCG on the sparse graph
+        centres = [(0.1, 0.1), (0.5, 0.5), (0.85, 0.3)]
+        truth = rng.integers(0, 3, n)
+        x = np.stack([np.exp(-((xx - centres[t][0] - rng.normal(0, 0.05)) ** 2
+                               + (yy - centres[t][1] - rng.normal(0, 0.05)) ** 2) / 0.02).ravel()
+                      + rng.random(256) * 0.1 for t in truth]).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        found = spectral_clusters(x)
+        assert found.k == 3 and found.chosen == "eigengap"
+        theirs = SpectralClustering(3, affinity="nearest_neighbors", n_neighbors=10, random_state=0).fit(x).labels_
+        assert adjusted_rand_score(theirs, found.labels) > 0.95
+        assert adjusted_rand_score(truth, found.labels) > 0.95
+
+
+def test_one_strategy_is_one_cluster():
+    from camcli.auditing.spectral import spectral_clusters
+
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:16, 0:16] / 15
+    x = np.stack([np.exp(-((xx - a) ** 2 + (yy - b) ** 2) / 0.02).ravel() + rng.random(256) * 0.1
+                  for a, b in rng.uniform(0.15, 0.85, (300, 2))]).astype(np.float32)
+    assert spectral_clusters(x / np.linalg.norm(x, axis=1, keepdims=True)).k == 1
+
+
+def test_truth_boxes_clear_a_place_where_the_objects_are_and_flag_evidence_off_them(cli, tmp_path):
+    # every "sun" sits at the top-left and its maps peak there: the objects are there, no shortcut
+    run, _ = make_run(tmp_path / "run", {"sun": [(20, (0.12, 0.12))]})
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("path,x0,y0,x1,y1,label\n" + "".join(f"sun_{i:03d}.jpg,5,5,50,50,sun\n" for i in range(20)))
+    without = camcli.audit(run)
+    assert [f.kind for _, k in without.flagged for f in k.flags] == ["fixed-place"]  # a hypothesis without truth
+    cleared = camcli.audit(run, boxes)
+    assert cleared.flagged == []
+    # the same maps, the objects elsewhere: the evidence is off them, and fixed while they move
+    _, truth = make_run(tmp_path / "run2", {"sun": [(20, (0.12, 0.12))]})
+    moved = camcli.audit(tmp_path / "run2", truth)
+    kinds = sorted(f.kind for _, k in moved.flagged for f in k.flags)
+    assert kinds == ["fixed-place", "off-object"]
+    assert all(r["correct"] == "true" for r in read_csv(tmp_path / "run2" / "audit.csv"))
+
+
+def test_the_gates(cli, watermarked):
+    run, truth = watermarked
+    assert cli("audit", run, "--fail-on", "largest", "-q").exit_code == 0  # the watermark is the smaller cluster
+    r = cli("audit", run, "--fail-on", "any", "-q")
+    assert r.exit_code == 1 and "gate failed" in r.stderr and "star" in r.stderr
+    r = cli("audit", run, "--fail-on", "biggest", "-q")
+    assert r.exit_code == 2 and "fail_on" in r.stderr.replace("-", "_")
+
+
+def test_by_true_class_gives_each_cluster_its_share_of_correct_predictions(tmp_path):
+    run, truth = make_run(tmp_path / "run", {"star": [(20, "object")], "circle": [(20, "object")]})
+    # ten circles were truly stars: grouped by true class, star's maps include them, half of them wrong
+    text = truth.read_text().splitlines()
+    text = [t.replace(",circle", ",star") if t.startswith("circle_") and int(t[7:10]) < 30 else t for t in text]
+    truth.write_text("\n".join(text) + "\n")
+    report = camcli.audit(run, truth, by="true")
+    star = next(c for c in report.as_dict()["classes"] if c["class"] == "star")
+    assert star["maps"] == 30
+    assert sum(k["correct"] * k["size"] for k in star["clusters"]) == pytest.approx(20, abs=0.01)
+    with pytest.raises(UsageError, match="truth"):
+        camcli.audit(run, by="true")
+
+
+def test_an_odd_map_is_an_outlier(tmp_path):
+    run, _ = make_run(tmp_path / "run", {"star": [(40, (0.5, 0.5))]})
+    odd = run / "heatmaps" / "star_007.jpg.gradcam@layer4.1.npy"
+    heat = np.zeros((SIDE, SIDE), np.float32)
+    heat[-3:, :] = 1.0  # a band along the bottom, unlike every other map
+    np.save(odd, heat)
+    camcli.audit(run)
+    rows = rows_by_path(run)
+    assert rows["star_007.jpg"]["outlier"] == "true"
+    assert sum(r["outlier"] == "true" for r in rows.values()) <= 3
+
+
+def test_a_run_without_saved_maps_is_refused_with_the_command_that_makes_them(cli, tmp_path):
+    run, _ = make_run(tmp_path / "run", {"star": [(5, "object")]}, heatmaps=False)
+    r = cli("audit", run)
+    assert r.exit_code == 2 and "--save-heatmap" in r.stderr and "Traceback" not in r.stderr
+    assert not (run / "audit.csv").exists()
+    r = cli("audit", tmp_path / "nothing")
+    assert r.exit_code == 2 and "output folder" in r.stderr
+
+
+def test_a_link_planted_in_the_run_folder_is_not_followed(cli, watermarked, tmp_path):
+    run, _ = watermarked
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (run / "audit.csv").unlink(missing_ok=True)
+    os.symlink(victim, run / "audit.csv")
+    assert cli("audit", run, "-q").exit_code == 0
+    assert victim.read_text() == "keep me"
+    assert not (run / "audit.csv").is_symlink() and "fixed-place" in (run / "audit.csv").read_text()
+
+
+def test_the_page_shows_each_cluster_and_its_flag(cli, watermarked):
+    run, _ = watermarked
+    r = cli("audit", run, "--html", "-q")
+    assert r.exit_code == 0, r.stderr
+    page = (run / "audit.html").read_text()
+    assert page.count('class="cluster"') >= 3 and "fixed place" in page and "star_0" in page
+    assert "<script" not in page and "http" not in page.replace("http-equiv", "")
