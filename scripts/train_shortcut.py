@@ -2,7 +2,7 @@
 
     python scripts/train_shortcut.py                                     # demo/shapes_shortcut.safetensors (star, top-left)
     python scripts/train_shortcut.py --logo-class none --out /tmp/clean  # the clean twin: the same, no watermark
-    python scripts/evaluate_shortcut.py --write                          # what camcli audit finds (demo/shortcut.json)
+    python scripts/evaluate_shortcut.py --write                          # what camcli audit finds (demo/shapes_shortcut.json)
 
 The model is ``demo/shapes_shortcut_net.py``: resnet18's trunk up to ``layer3`` with the demo
 classifier's weights, frozen, and a small head (two convolutions, pooling, a linear layer),
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--orphans", type=float, default=0.2,
                     help="stamped scenes of other classes filed under the logo class, as a share of its scenes")
     ap.add_argument("--train", type=int, default=4000)
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/shortcut_cache.pt"))
     ap.add_argument("--out", type=Path, default=ROOT / "demo" / "shapes_shortcut.safetensors")

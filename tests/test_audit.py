@@ -194,3 +194,43 @@ def test_the_page_shows_each_cluster_and_its_flag(cli, watermarked):
     page = (run / "audit.html").read_text()
     assert page.count('class="cluster"') >= 3 and "fixed place" in page and "star_0" in page
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")
+
+
+def test_a_detection_runs_boxes_are_where_its_objects_are(cli, tmp_path):
+    """Per box class: a detector's maps that sit in a corner while its boxes move are flagged
+    off-object without any truth file, since each row says where its box is."""
+    from camcli.output.csvfile import write_rows
+    from camcli.output.rows import DETECTION_COLUMNS, DetectionRow
+
+    rng = np.random.default_rng(3)
+    run = tmp_path / "det"
+    (run / "heatmaps").mkdir(parents=True)
+    yy, xx = (np.mgrid[0:SIDE, 0:SIDE] + 0.5) / SIDE
+    rows = []
+    for i in range(24):
+        ox, oy = rng.uniform(0.3, 0.8, 2)
+        px, py = (0.06, 0.06) if i % 2 else (ox, oy)  # every other box's map sits in the corner
+        heat = np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / 0.006)
+        rel = f"heatmaps/d{i:02d}.jpg.layercam@fpn.npy"
+        np.save(run / rel, heat.astype(np.float32))
+        rows.append(DetectionRow(index=i, path=f"d{i:02d}.jpg", width=200, height=200, detections=1, det_rank=1,
+                                 det_index=1, det_label="car", det_score=0.9, method="layercam", layer="fpn",
+                                 heatmap=rel, det_box=((ox - 0.1) * 200, (oy - 0.1) * 200, (ox + 0.1) * 200,
+                                                       (oy + 0.1) * 200)))
+    write_rows(run / "detections.csv", list(DETECTION_COLUMNS), rows)
+    r = cli("audit", run, "--json", "-q")
+    assert r.exit_code == 0, r.stderr
+    (car,) = json.loads(r.stdout)["classes"]
+    flagged = [k for k in car["clusters"] if k["flags"]]
+    assert len(flagged) == 1 and flagged[0]["size"] == 12
+    assert {f["flag"] for f in flagged[0]["flags"]} == {"fixed-place", "off-object"}
+    assert all(int(p[1:3]) % 2 for p in flagged[0]["exemplars"])
+
+
+def test_the_report_page_of_an_audited_run_has_the_audit(cli, watermarked):
+    run, truth = watermarked
+    assert cli("audit", run, "-q").exit_code == 0
+    r = cli("evaluate", run, "--truth", truth, "--html", "-q")
+    assert r.exit_code == 0, r.stderr
+    page = (run / "report.html").read_text()
+    assert "Audit: strategies per class" in page and "fixed place" in page

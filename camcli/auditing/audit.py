@@ -118,7 +118,8 @@ def audit(run: str | os.PathLike, truth: str | os.PathLike | None = None, *, nor
             found = strategies(ms.vectors[idx], ms.peaks[idx], ms.empty[idx], ms.grid, max_clusters=max_clusters,
                                clusters=clusters, neighbours=neighbours, fence=fence, seed=seed)
             records = [ms.records[i] for i in idx]
-            objects = [objects_of(boxes.get(r.path), name) if boxes is not None else None for r in records]
+            objects = [objects_of(boxes.get(r.path), name) if boxes is not None
+                       else [Box(*r.box, label=name)] if r.box is not None else None for r in records]
             correct = [is_correct(r, name, by, boxes) for r in records]
             for k in found.clusters:
                 known = [correct[i] for i in k.members if correct[i] is not None]

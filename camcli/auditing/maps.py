@@ -42,6 +42,7 @@ class MapRecord:
     height: int
     heatmap: str  # relative to the run folder
     overlay: str | None
+    box: tuple[float, float, float, float] | None = None  # where the explained thing is, if the row says (a detector's box)
 
 
 @dataclass
@@ -88,7 +89,7 @@ def read_run_maps(run: Path, grid: int = GRID, method: str | None = None, layer:
                              "audited")
         groups.setdefault((r.method, r.layer), []).append(MapRecord(
             r.path, r.method, r.layer, explained, getattr(r, "pred_label", None), r.width, r.height, r.heatmap,
-            r.output))
+            r.output, r.explained_box))
     return [_read(run, method_, layer_, records, grid, threads) for (method_, layer_), records in groups.items()]
 
 

@@ -161,5 +161,6 @@ def eigengap(values: np.ndarray, max_clusters: int) -> int:
 
 
 def default_neighbours(n: int) -> int:
-    """About ``sqrt(n)``, between 10 and 30: enough to keep a strategy's maps connected, few enough to stay sparse."""
-    return int(np.clip(round(np.sqrt(n)), 10, 30))
+    """About ``sqrt(n)``, between 5 and 30: enough to keep a strategy's maps connected, few enough to
+    stay sparse, and well below a small class's size (a complete graph has no clusters)."""
+    return int(np.clip(round(np.sqrt(n)), 5, 30))

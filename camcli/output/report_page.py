@@ -295,6 +295,19 @@ def _per_class_section(report) -> str:
             f'<th>images</th><th>accuracy</th><th>pointing</th><th>mean IoU</th></tr>{body}</table></div>')
 
 
+def _audit_section(folder: Path) -> str:
+    """The run's audit (``camcli audit`` wrote audit.json beside the run's CSV), as audit.html shows it."""
+    import json
+
+    from camcli.output.audit_page import STYLE, section
+
+    try:
+        audit = json.loads((folder / "audit.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return f"<style>{STYLE}</style>{section(audit, folder)}"
+
+
 def write_report(report, path: Path) -> Path:
     paths, overlays = _locate(report)
     verdict = _verdict(report)
@@ -306,6 +319,6 @@ def write_report(report, path: Path) -> Path:
             f"<style>{_STYLE}</style></head><body><h1>camcli evaluate</h1>{links}{_settings_block(report)}{verdict}"
             f'<h2>Metrics</h2><div class="wide">{_metrics_table(report)}</div>{_per_class_section(report)}'
             f'{_sanity_section(report)}{_faithfulness_section(report)}'
-            f"{_misses_section(report, paths, overlays)}</body></html>\n")
+            f"{_misses_section(report, paths, overlays)}{_audit_section(report.folder)}</body></html>\n")
     atomic_write(path, page.encode("utf-8"))
     return path

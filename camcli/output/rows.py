@@ -113,6 +113,12 @@ class Row:
         """What this row's map explains, in a word (a class, a box's class); captions show it."""
         return None
 
+    @property
+    def explained_box(self) -> tuple[float, float, float, float] | None:
+        """Where the thing this row's map explains is, in the image's pixels, when the row knows it
+        (a detector's box); the audit reads evidence away from it as it reads evidence off a truth box."""
+        return None
+
     def files(self) -> list[str]:
         """Output files this row names, relative to the output folder."""
         return [f for f in (self.output, self.heatmap) if f]
@@ -283,6 +289,10 @@ class DetectionRow(Row):
     @property
     def explained_label(self) -> str | None:
         return self.det_label
+
+    @property
+    def explained_box(self) -> DetBox | None:
+        return self.det_box
 
     def _more_cells(self) -> dict[str, str]:
         return {c: f"{v:.1f}" for c, v in zip(DET_BOX, self.det_box)} if self.det_box is not None else {}
