@@ -81,7 +81,7 @@ class AuditReport:
                     "correct": None if k.correct is None else round(k.correct, 4),
                     "peak": [round(k.peak[0], 4), round(k.peak[1], 4)], "where": where(*k.peak),
                     "peaks": peaks_in_words(k),
-                    "spread": round(k.spread, 4), "exemplars": [paths[i] for i in k.exemplars],
+                    "spread": round(k.spread, 4), "near": round(k.near, 4), "exemplars": [paths[i] for i in k.exemplars],
                     "flags": [fl.as_dict() for fl in k.flags], "mean_map": _grid(k.mean_map),
                 } for k in f.clusters],
                 "outliers": [{"path": paths[i], "distance": round(float(f.distance[i]), 4)}

@@ -1,11 +1,12 @@
 """Flags on a cluster: the signatures of a shortcut, worded as hypotheses with the images to look at.
 
-- ``fixed-place``: the cluster's maps peak at one place (their peaks' RMS distance from their
-  median at most ``FIXED_SPREAD`` of the picture). A model that follows its objects puts its
-  evidence where each object is, so one place for a whole cluster means either that the objects
-  are all there too (then boxes clear it: with truth boxes the flag needs the objects' centres to
-  spread at least twice as far, and at least ``OBJECT_SPREAD``) or that something fixed there
-  carries the evidence: a watermark, a border, a background.
+- ``fixed-place``: the cluster's maps peak at one place: at least ``FIXED_SHARE`` of their peaks
+  within ``PLACE_RADIUS`` (a tenth of the picture) of their median point. A model that follows
+  its objects puts its evidence where each object is, so one place for a whole cluster means
+  either that the objects are all there too (then boxes clear it: with truth boxes the flag needs
+  the objects' centres to lie typically at least ``OBJECT_SPREAD`` from theirs, and twice as far
+  as the peaks from theirs) or that something fixed there carries the evidence: a watermark, a
+  border, a background.
 - ``off-object`` (with truth boxes): the peak of most of the cluster's maps (over ``OFF_OBJECT``)
   lies outside every box of the explained class (every box, when the truth has no labels), with
   the pointing game's tolerance.
@@ -19,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from camcli.auditing.strategies import Cluster, where
+from camcli.auditing.strategies import PLACE_RADIUS, Cluster, where
 from camcli.geometry import POINTING_TOLERANCE, Box
 
-FIXED_SPREAD = 0.08
+FIXED_SHARE = 0.8
 OBJECT_SPREAD = 0.10
 OFF_OBJECT = 0.5
 MIN_MAPS = 5
@@ -60,20 +61,19 @@ def flag_cluster(c: Cluster, paths: list[str], peaks: np.ndarray, sizes: list[tu
     object_spread = None
     if len(boxed) >= max(MIN_MAPS, c.size // 2):
         centres = np.array([_centre(objects[i], sizes[i]) for i in boxed])
-        object_spread = float(np.sqrt(((centres - np.median(centres, 0)) ** 2).sum(1).mean()))
-    if c.spread <= FIXED_SPREAD:
+        object_spread = float(np.median(np.sqrt(((centres - np.median(centres, 0)) ** 2).sum(1))))
+    if c.near >= FIXED_SHARE:
+        at = (f"{round(c.near * c.size)} of the {c.size} maps of this {cls} cluster peak at the {place} (within "
+              f"{PLACE_RADIUS:.0%} of the picture of x {c.peak[0]:.2f}, y {c.peak[1]:.2f})")
         if object_spread is None:
             flags.append(Flag("fixed-place", (
-                f"fixed place: the {c.size} maps of this {cls} cluster all peak at the {place} (within "
-                f"{c.spread:.0%} of the picture of x {c.peak[0]:.2f}, y {c.peak[1]:.2f}); if the {cls} objects in "
-                "these pictures are not all there, something fixed there may carry the evidence (a watermark, a "
-                "border, the background): look at the pictures"), look))
+                f"fixed place: {at}; if the {cls} objects in these pictures are not all there, something fixed "
+                "there may carry the evidence (a watermark, a border, the background): look at the pictures"), look))
         elif object_spread >= max(2 * c.spread, OBJECT_SPREAD):
             flags.append(Flag("fixed-place", (
-                f"fixed place: the {c.size} maps of this {cls} cluster all peak at the {place} (within "
-                f"{c.spread:.0%} of the picture) while their objects' centres spread {object_spread:.0%}: the "
-                "evidence may come from something fixed there (a watermark, a border, the background), not "
-                "from the object: look at the pictures"), look))
+                f"fixed place: {at}, while their objects lie anywhere (typically {object_spread:.0%} of the picture "
+                "from their middle): the evidence may come from something fixed there (a watermark, a border, the "
+                "background), not from the object: look at the pictures"), look))
     if boxed:
         off = [i for i in boxed if not _near_any(peaks[i], sizes[i], objects[i])]
         if len(off) > OFF_OBJECT * len(boxed) and len(boxed) >= MIN_MAPS:

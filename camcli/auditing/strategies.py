@@ -1,7 +1,8 @@
 """A class's maps as strategies: clusters, their mean maps and exemplars, and the outliers.
 
 Per class (of one method at one layer), the maps' unit vectors are clustered spectrally
-(:mod:`.spectral`); each cluster gets its mean map, where its peaks lie and how far they spread,
+(:mod:`.spectral`); each cluster gets its mean map, where its peaks lie (their median point, how far they typically are from it and
+what share is within ``PLACE_RADIUS`` of it),
 its exemplars (the maps nearest its centre) and, with truth, its share of correct predictions.
 An outlier is a map far from every cluster: its cosine distance to the nearest cluster's centre
 is above Tukey's fence (the third quartile plus ``fence`` interquartile ranges) of the class's
@@ -17,6 +18,7 @@ import numpy as np
 from camcli.auditing.spectral import spectral_clusters
 
 EXEMPLARS = 6
+PLACE_RADIUS = 0.1  # peaks this close (a fraction of the picture) are at one place
 MIN_OUTLIER_MAPS = 8  # fewer maps give no meaningful quartiles
 
 
@@ -26,7 +28,8 @@ class Cluster:
     members: np.ndarray  # indices into the class's maps
     mean_map: np.ndarray  # (grid, grid), its maximum 1
     peak: tuple[float, float]  # the median of its maps' peaks, fractions (x, y) of the picture
-    spread: float  # RMS distance of its maps' peaks from that median, a fraction of the picture
+    spread: float  # the median distance of its maps' peaks from that point, a fraction of the picture
+    near: float  # the share of its maps whose peak is within PLACE_RADIUS of that point
     exemplars: list[int]  # members nearest the centre, nearest first
     correct: float | None = None  # share of correct predictions, with truth
     flags: list = field(default_factory=list)  # audit.flags.Flag
@@ -73,9 +76,10 @@ def strategies(vectors: np.ndarray, peaks: np.ndarray, empty: np.ndarray, grid: 
         members = live[local]
         p = peaks[members]
         median = np.median(p, axis=0)
-        spread = float(np.sqrt(((p - median) ** 2).sum(1).mean()))
+        away = np.sqrt(((p - median) ** 2).sum(1))
+        spread, near_share = float(np.median(away)), float((away <= PLACE_RADIUS).mean())
         order = local[np.argsort(near[local, j], kind="stable")][:EXEMPLARS]
-        out.append(Cluster(j, members, _mean_map(x[local], grid), (float(median[0]), float(median[1])), spread,
+        out.append(Cluster(j, members, _mean_map(x[local], grid), (float(median[0]), float(median[1])), spread, near_share,
                            [int(live[i]) for i in order]))
     return Strategies(out, labels, distance, outlier, found.chosen, found.eigenvalues, _mean_map(x, grid))
 
@@ -102,12 +106,9 @@ def where(x: float, y: float) -> str:
     return "centre"
 
 
-SCATTERED = 0.15  # a spread above this is no place
-
-
 def peaks_in_words(c: Cluster) -> str:
-    """``peaks at the top-left corner (within 2%)`` or ``peaks spread 27% around the centre``."""
+    """``peaks at the top-left corner (9 of 10 within 10%)`` or ``peaks spread 27% around the centre``."""
     place = where(*c.peak)
-    if c.spread <= SCATTERED:
-        return f"peaks at the {place} (within {c.spread:.0%})"
+    if c.near >= 0.5:
+        return f"peaks at the {place} ({round(c.near * c.size)} of {c.size} within {PLACE_RADIUS:.0%})"
     return f"peaks spread {c.spread:.0%} around the {place}"

@@ -25,8 +25,8 @@ MEAN_SIDE = 120
 STYLE = """
 .audit .cls{background:#fff;border:1px solid #ddd;padding:8px;margin:12px 0}
 .audit .row{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}
-.audit figure{margin:0;font-size:.75rem;width:150px} .audit figure img{width:150px;height:auto;display:block}
-.audit figure.mean img{width:120px} .audit figure.mean{width:120px}
+.audit figure{margin:0;font-size:.75rem;width:150px} .audit figure img{max-width:150px;max-height:150px;display:block}
+.audit figure.mean img{width:120px;height:120px} .audit figure.mean{width:120px}
 .audit .cluster{border-top:1px solid #eee;padding-top:6px;margin-top:6px}
 .audit .flag{color:#a40;font-weight:600;margin:2px 0} .audit .path{overflow-wrap:anywhere}
 """
