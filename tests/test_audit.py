@@ -234,3 +234,14 @@ def test_the_report_page_of_an_audited_run_has_the_audit(cli, watermarked):
     assert r.exit_code == 0, r.stderr
     page = (run / "report.html").read_text()
     assert "Audit: strategies per class" in page and "fixed place" in page
+
+
+def test_a_page_of_many_classes_shows_the_flagged_ones_in_full(cli, tmp_path):
+    classes = {f"c{i:02d}": [(6, "object")] for i in range(34)}
+    classes["c07"] = [(8, (0.9, 0.9))]  # one class whose maps all sit in the bottom-right corner
+    run, _ = make_run(tmp_path / "run", classes)
+    assert cli("audit", run, "--html", "-q").exit_code == 0
+    page = (run / "audit.html").read_text()
+    assert page.count('<div class="cls">') == 1 and "<h3>c07" in page
+    assert page.count("<tr><td>c") == 33  # every other class, a table row without pictures
+    assert page.count("data:image/jpeg") < 20

@@ -27,7 +27,7 @@ DENSE_UP_TO = 2500  # maps: a dense eigendecomposition is quicker than LOBPCG be
 SCALE_NEIGHBOUR = 7  # the self-tuning scale's neighbour, as Zelnik-Manor and Perona
 GAP_RATIO = 5.0  # see eigengap()
 MU_FLOOR = 1e-4
-_BLOCK = 2048
+_BLOCK_CELLS = 25_000_000
 
 
 @dataclass
@@ -44,12 +44,13 @@ def neighbours_of(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = len(t)
     idx = np.empty((n, k), np.int64)
     dist = np.empty((n, k), np.float32)
-    for s in range(0, n, _BLOCK):
-        sim = t[s:s + _BLOCK] @ t.T
+    block = max(64, _BLOCK_CELLS // n)  # rows at a time: about 100 MB of similarities, whatever n
+    for s in range(0, n, block):
+        sim = t[s:s + block] @ t.T
         sim[torch.arange(len(sim)), torch.arange(s, s + len(sim))] = -np.inf  # not its own neighbour
         top, where = sim.topk(k, dim=1)
-        idx[s:s + _BLOCK] = where.numpy()
-        dist[s:s + _BLOCK] = (1.0 - top).clamp_min(0).numpy()
+        idx[s:s + block] = where.numpy()
+        dist[s:s + block] = (1.0 - top).clamp_min(0).numpy()
     return idx, dist
 
 

@@ -19,13 +19,14 @@ import numpy as np
 from camcli.output.paths import atomic_write, inside
 from camcli.output.render import overlay
 
-THUMB = 150
+THUMB = 130
+FULL_CLASSES = 30  # more classes than this: only those with a flag get pictures (1,000 classes would be 100 MB)
 MEAN_SIDE = 120
 
 STYLE = """
 .audit .cls{background:#fff;border:1px solid #ddd;padding:8px;margin:12px 0}
 .audit .row{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}
-.audit figure{margin:0;font-size:.75rem;width:150px} .audit figure img{max-width:150px;max-height:150px;display:block}
+.audit figure{margin:0;font-size:.75rem;width:130px} .audit figure img{max-width:130px;max-height:130px;display:block}
 .audit figure.mean img{width:120px;height:120px} .audit figure.mean{width:120px}
 .audit .cluster{border-top:1px solid #eee;padding-top:6px;margin-top:6px}
 .audit .flag{color:#a40;font-weight:600;margin:2px 0} .audit .path{overflow-wrap:anywhere}
@@ -69,15 +70,27 @@ def section(audit: dict, folder: Path, overlays: dict[tuple[str, str, str], str]
     if overlays is None:
         overlays = run_overlays(folder)
     parts = [f'<section class="audit"><h2>Audit: strategies per class</h2><p class="note">{_e(intro(audit))}</p>']
-    for c in audit["classes"]:
+    classes = audit["classes"]
+    shown = classes if len(classes) <= FULL_CLASSES else [c for c in classes if any(k["flags"] for k in c["clusters"])]
+    rest = [c for c in classes if c not in shown]
+    if rest:
+        parts.append(f'<p class="note">{len(classes)} classes: the {len(shown)} with a flagged cluster are shown in full, '
+                     'the others in the table below (audit.json and audit.csv hold them all).</p>')
+    for c in shown:
         head = (f"{c['class']}: {c['maps']} maps, {len(c['clusters'])} cluster(s) ({c['clusters_chosen_by']}), "
                 f"{len(c['outliers'])} outlier(s), {c['method']} at {c['layer']}")
+        table = "".join(
+            f'<tr><td class="n">{k["cluster"]}</td><td class="n">{k["size"]} ({k["share"]:.0%})</td>'
+            f'<td class="n">{"" if k["correct"] is None else format(k["correct"], ".0%")}</td><td>{_e(k["peaks"])}</td>'
+            f'<td class="{"fail" if k["flags"] else ""}">{_e(", ".join(f["flag"] for f in k["flags"]))}</td></tr>'
+            for k in c["clusters"])
         parts.append(f'<div class="cls"><h3>{_e(head)}</h3><div class="row">'
                      f'<figure class="mean"><img alt="mean map" src="data:image/jpeg;base64,{mean_map_picture(c["mean_map"])}">'
-                     f"<figcaption>the class's mean map</figcaption></figure></div>")
+                     f"<figcaption>the class's mean map</figcaption></figure><table><tr><th>cluster</th><th>maps</th>"
+                     f"<th>correct</th><th>peaks</th><th>flags</th></tr>{table}</table></div>")
         for k in c["clusters"]:
             correct = "" if k["correct"] is None else f", {k['correct']:.0%} correct"
-            parts.append(f'<div class="cluster"><p>cluster {k["cluster"]}: {k["size"]} maps ({k["share"]:.0%}){correct}; '
+            parts.append(f'<div class="cluster"><p><b>cluster {k["cluster"]}</b>: {k["size"]} maps ({k["share"]:.0%}){correct}; '
                          f'{_e(k["peaks"])}</p>')
             for f in k["flags"]:
                 parts.append(f'<p class="flag">{_e(f["text"])}</p>')
@@ -96,6 +109,12 @@ def section(audit: dict, folder: Path, overlays: dict[tuple[str, str, str], str]
                 parts.append(f'<figure>{img}<figcaption class="path">{_e(o["path"])} ({o["distance"]:.2f})</figcaption></figure>')
             parts.append("</div></div>")
         parts.append("</div>")
+    if rest:
+        rows = "".join(f'<tr><td>{_e(c["class"])}</td><td>{_e(c["method"])} at {_e(c["layer"])}</td>'
+                       f'<td class="n">{c["maps"]}</td><td class="n">{len(c["clusters"])}</td>'
+                       f'<td class="n">{len(c["outliers"])}</td></tr>' for c in rest)
+        parts.append('<div class="wide"><table><tr><th>class</th><th>maps of</th><th>maps</th><th>clusters</th>'
+                     f'<th>outliers</th></tr>{rows}</table></div>')
     parts.append("</section>")
     return "".join(parts)
 
