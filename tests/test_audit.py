@@ -245,3 +245,16 @@ def test_a_page_of_many_classes_shows_the_flagged_ones_in_full(cli, tmp_path):
     assert page.count('<div class="cls">') == 1 and "<h3>c07" in page
     assert page.count("<tr><td>c") == 33  # every other class, a table row without pictures
     assert page.count("data:image/jpeg") < 20
+
+
+def test_a_map_that_cannot_be_read_is_a_warning_and_a_row_not_a_crash(cli, tmp_path):
+    run, _ = make_run(tmp_path / "run", {"star": [(12, "object")]})
+    (run / "heatmaps" / "star_003.jpg.gradcam@layer4.1.npy").unlink()
+    (run / "heatmaps" / "star_004.jpg.gradcam@layer4.1.npy").write_bytes(b"not a map")
+    r = cli("audit", run, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "2 map(s) could not be read" in r.stderr and "Traceback" not in r.stderr
+    rows = rows_by_path(run)
+    assert len(rows) == 12 and rows["star_003.jpg"]["flags"] == rows["star_004.jpg"]["flags"] == "unreadable"
+    assert rows["star_003.jpg"]["cluster"] == "" and rows["star_005.jpg"]["cluster"] == "0"
+    assert len(json.loads(r.stdout)["unreadable"]) == 2

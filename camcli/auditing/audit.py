@@ -57,6 +57,11 @@ class AuditReport:
         return not self.gates_failed
 
     @property
+    def unreadable(self) -> list[str]:
+        """One line per map that could not be read (it joined no cluster)."""
+        return [f"{m.records[i].path} ({m.method} at {m.layer}): {why}" for m in self.maps for i, why in m.unreadable.items()]
+
+    @property
     def flagged(self) -> list[tuple[ClassAudit, object]]:
         return [(c, k) for c in self.classes for k in c.found.clusters if k.flags]
 
@@ -71,9 +76,11 @@ class AuditReport:
             ms = sets[(c.method, c.layer)]
             paths = [ms.records[i].path for i in c.indices]
             f = c.found
+            bad = {j for j, i in enumerate(c.indices) if i in ms.unreadable}
             classes.append({
                 "method": c.method, "layer": c.layer, "class": c.name, "maps": int(len(c.indices)),
-                "empty_maps": [paths[i] for i in np.flatnonzero(f.labels < 0)],
+                "empty_maps": [paths[i] for i in np.flatnonzero(f.labels < 0) if i not in bad],
+                "unreadable_maps": [paths[i] for i in sorted(bad)],
                 "clusters_chosen_by": f.k_chosen, "eigenvalues": [round(float(v), 4) for v in f.eigenvalues[:10]],
                 "mean_map": _grid(f.mean_map),
                 "clusters": [{
@@ -88,7 +95,7 @@ class AuditReport:
                              for i in np.flatnonzero(f.outlier)],
             })
         return {"run": str(self.folder), "by": self.by, "truth": self.truth_given, "settings": self.settings,
-                "classes": classes, "flagged": len(self.flagged), "gates_failed": self.gates_failed,
+                "classes": classes, "flagged": len(self.flagged), "unreadable": self.unreadable, "gates_failed": self.gates_failed,
                 "passed": self.passed, "files": [str(p) for p in self.files]}
 
 
@@ -218,7 +225,8 @@ def write_csv(report: AuditReport) -> Path:
         for j, i in enumerate(c.indices):
             r = ms.records[i]
             cl = int(f.labels[j])
-            flags = list(kinds.get(cl, [])) + (["outlier"] if f.outlier[j] else []) + (["empty-map"] if cl < 0 else [])
+            gone = ["unreadable"] if i in ms.unreadable else ["empty-map"] if cl < 0 else []
+            flags = list(kinds.get(cl, [])) + (["outlier"] if f.outlier[j] else []) + gone
             rows.append([r.path, r.method, r.layer, c.name, cl if cl >= 0 else None, sizes.get(cl),
                          None if np.isnan(f.distance[j]) else round(float(f.distance[j]), 4), bool(f.outlier[j]),
                          r.predicted, c.correct[j], None if cl < 0 else round(float(ms.peaks[i][0]), 4),

@@ -8,7 +8,8 @@ what an audit of tens of thousands of images should be explained with.
 Each map is area-averaged to ``grid`` x ``grid`` over the whole picture (a 4:1 picture's map is
 squeezed as the model's input was, so a place is a fraction of the picture's width and height)
 and made a unit vector: the audit compares where the evidence lies, not how strong it is. The peak
-is kept as a fraction of the picture too, from the map at its saved resolution.
+is kept as a fraction of the picture too, from the map at its saved resolution. A map that cannot
+be read (missing, damaged, not 2D) joins no cluster; the audit says which and goes on.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import cv2
 import numpy as np
 
 from camcli import tasks
-from camcli.errors import UsageError
+from camcli.errors import UsageError, first_line
 from camcli.output.csvfile import read_rows
 from camcli.output.paths import inside
 from camcli.output.pictures import run_csv
@@ -57,7 +58,7 @@ class MapSet:
     peaks: np.ndarray
     empty: np.ndarray
     grid: int = GRID
-    shapes: set = field(default_factory=set)  # the saved maps' resolutions, for the docs' advice
+    unreadable: dict = field(default_factory=dict)  # index -> why: a map that could not be read joins no cluster
 
 
 def read_run_maps(run: Path, grid: int = GRID, method: str | None = None, layer: str | None = None,
@@ -97,15 +98,16 @@ def _read(run: Path, method: str, layer: str, records: list[MapRecord], grid: in
     vectors = np.zeros((len(records), grid * grid), np.float32)
     peaks = np.zeros((len(records), 2), np.float32)
     empty = np.zeros(len(records), bool)
-    shapes: set = set()
+    unreadable: dict[int, str] = {}
 
     def one(i: int) -> None:
         try:
-            where = inside(run, records[i].heatmap)
-        except ValueError as e:  # a name that leaves the run, or a link out of it: not read
-            raise UsageError(f"{run}: the map of {records[i].path}: {e}") from None
-        heat = read_map(where)
-        shapes.add(heat.shape)
+            heat = read_map(inside(run, records[i].heatmap))
+        except (UsageError, ValueError) as e:  # missing, damaged, not 2D, or a name or link leaving the run
+            unreadable[i] = str(e)
+            empty[i] = True
+            peaks[i] = np.nan
+            return
         small = cv2.resize(heat, (grid, grid), interpolation=cv2.INTER_AREA).ravel()
         norm = float(np.linalg.norm(small))
         if not np.isfinite(norm) or norm <= 0:
@@ -118,7 +120,7 @@ def _read(run: Path, method: str, layer: str, records: list[MapRecord], grid: in
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(len(records))))
-    return MapSet(method, layer, records, vectors, peaks, empty, grid, shapes)
+    return MapSet(method, layer, records, vectors, peaks, empty, grid, unreadable)
 
 
 def read_map(path: Path) -> np.ndarray:
@@ -127,7 +129,7 @@ def read_map(path: Path) -> np.ndarray:
         try:
             heat = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read the map {path}: {e}") from None
+            raise UsageError(f"cannot read the map {path}: {first_line(str(e))}") from None
     else:
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if raw is None:

@@ -14,7 +14,8 @@ from camcli.cli.stdout import DataStdout
 from camcli.errors import EXIT_FAILURES, EXIT_OK
 
 
-@app.command(epilog="Exit codes: 0 the audit ran and every gate holds (or none was set); 1 a gate failed; 2 usage error "
+@app.command(epilog="Exit codes: 0 the audit ran and every gate holds (or none was set; a map that cannot be read is a warning and an "
+                    "`unreadable` row); 1 a gate failed; 2 usage error "
                     "(not a run folder, no saved maps, a bad truth file); 130 interrupted (Ctrl-C); 143 stopped by SIGTERM.")
 @handle_errors
 def audit(
@@ -70,6 +71,9 @@ def audit(
         print_summary(d, to_stderr=json_out)
         for f in report.files:
             console.print(f"wrote {f}", markup=False)
+    if report.unreadable:
+        console.print(f"camcli: warning: {len(report.unreadable)} map(s) could not be read and joined no cluster, e.g. "
+                      f"{report.unreadable[0]}", markup=False)
     for f in report.gates_failed:
         console.print(f"camcli: gate failed: {f}", markup=False)
     raise typer.Exit(EXIT_FAILURES if report.gates_failed else EXIT_OK)
