@@ -15,7 +15,9 @@ the others at ``others``; the clean twin's scenes as the first variant's), expla
 **False alarms**: flagged clusters of the other classes of every model, and any flag on a clean
 twin. Also measured: accuracy on the unstamped held-out scenes, and how often a stamped scene of
 another class is called the logo class (how much the model relies on the watermark).
-``--write`` keeps the figures in ``demo/shapes_shortcut.json``.
+``--share`` stamps fewer of the logo class's held-out scenes than training did, so that its maps
+mix the watermark's strategy with the object's and the clustering must tell them apart.
+``--write`` keeps the figures in ``demo/shapes_shortcut.json`` (under ``audit``, per share).
 """
 
 from __future__ import annotations
@@ -67,9 +69,11 @@ def camcli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "camcli", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
 
 
-def judge(weights: Path, meta: dict, held, tmp: Path, stamp_like: dict) -> dict:
+def judge(weights: Path, meta: dict, held, tmp: Path, stamp_like: dict, share: float | None = None) -> dict:
     logo = None if meta["logo_class"] == "none" else meta["logo_class"]
-    rule = meta if logo is not None else stamp_like
+    rule = dict(meta if logo is not None else stamp_like)
+    if share is not None:
+        rule["share"] = share
     images = tmp / f"{weights.stem}-images"
     boxes, stamped = write_set(images, held, rule["logo_class"] if rule["logo_class"] != "none" else None,
                                rule["corner"], rule["share"], rule["others"], seed=5)
@@ -98,16 +102,23 @@ def judge(weights: Path, meta: dict, held, tmp: Path, stamp_like: dict) -> dict:
         hit = logo is not None and any(
             cls == logo and k["where"] == f"{meta['corner']} corner" and any(f["flag"] == "fixed-place" for f in k["flags"])
             for cls, k in flagged)
+        members = stamped_in = 0
+        logo_id = next((k["cluster"] for cls, k in flagged if hit and cls == logo
+                        and k["where"] == f"{meta['corner']} corner"), None)
+        if logo_id is not None:
+            rows_ = [r for r in __import__("csv").DictReader(open(run / "audit.csv")) if r["class"] == logo]
+            inside_ = [r["path"] for r in rows_ if r["cluster"] == str(logo_id)]
+            members, stamped_in = len(inside_), sum(p in stamped for p in inside_)
+            of_class = sum(r["path"] in stamped for r in rows_)
         result[mode] = {
             "detected": hit if logo is not None else None,
             "false_alarms": [{"class": cls, "size": k["size"], "where": k["where"],
                               "flags": [f["flag"] for f in k["flags"]]}
                              for cls, k in flagged if cls != logo or k["where"] != f"{meta.get('corner')} corner"],
             "clusters": {c["class"]: [k["size"] for k in c["clusters"]] for c in data["classes"]},
-            "logo_cluster": next(({"size": k["size"], "share_of_class": k["share"], "correct": k["correct"],
-                                   "stamped": sum(p in stamped for p in k["exemplars"]), "exemplars": len(k["exemplars"])}
-                                  for cls, k in flagged if hit and cls == logo
-                                  and k["where"] == f"{meta['corner']} corner"), None),
+            "logo_cluster": None if logo_id is None else {
+                "size": members, "stamped_members": stamped_in, "purity": round(stamped_in / members, 4),
+                "stamped_maps_of_class_in_it": round(stamped_in / of_class, 4) if of_class else None},
         }
     return result
 
@@ -117,6 +128,9 @@ def main() -> None:
     ap.add_argument("--variants", type=Path, required=True)
     ap.add_argument("--per-class", type=int, default=40)
     ap.add_argument("--seed", type=int, default=23)
+    ap.add_argument("--share", type=float, default=None,
+                    help="share of the logo class's held-out scenes stamped (default: as in training, 0.9); "
+                         "below it the class's maps mix the watermark's strategy with the object's")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     models = [ROOT / "demo" / "shapes_shortcut.safetensors"] + sorted(args.variants.glob("*.safetensors"))
@@ -126,7 +140,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for m, meta in zip(models, metas):
-            results.append(judge(m, meta, held, Path(tmp), first))
+            results.append(judge(m, meta, held, Path(tmp), first, args.share))
             print(json.dumps(results[-1]), flush=True)
     logo_models = [r for r in results if r["logo_class"] != "none"]
     summary = {}
@@ -141,9 +155,11 @@ def main() -> None:
     if args.write:
         out = ROOT / "demo" / "shapes_shortcut.json"
         data = json.loads(out.read_text()) if out.exists() else {}
-        data["audit"] = {"command": f"python scripts/evaluate_shortcut.py --variants {args.variants} --per-class "
-                                    f"{args.per_class} --write", "heldout_per_class": args.per_class,
-                         "summary": summary, "models": results}
+        key = f"heldout_share_{args.share if args.share is not None else 'as_trained'}"
+        data.setdefault("audit", {})[key] = {
+            "command": f"python scripts/evaluate_shortcut.py --variants {args.variants} --per-class {args.per_class}"
+                       + (f" --share {args.share}" if args.share is not None else "") + " --write",
+            "heldout_per_class": args.per_class, "summary": summary, "models": results}
         out.write_text(json.dumps(data, indent=2) + "\n")
 
 

@@ -258,3 +258,34 @@ def test_a_map_that_cannot_be_read_is_a_warning_and_a_row_not_a_crash(cli, tmp_p
     assert len(rows) == 12 and rows["star_003.jpg"]["flags"] == rows["star_004.jpg"]["flags"] == "unreadable"
     assert rows["star_003.jpg"]["cluster"] == "" and rows["star_005.jpg"]["cluster"] == "0"
     assert len(json.loads(r.stdout)["unreadable"]) == 2
+
+
+def test_a_place_between_a_coarse_maps_cells_is_one_place(tmp_path):
+    """A 14 x 14 layer map of a badge between cells peaks in one cell or a neighbour from picture
+    to picture (0.1 of the picture apart on the diagonal); the audit still sees one place."""
+    run, _ = make_run(tmp_path / "run", {"star": [(12, (2 / SIDE, 2 / SIDE))], "circle": [(12, "object")]})
+    rng = np.random.default_rng(9)
+    yy, xx = np.mgrid[0:SIDE, 0:SIDE] + 0.5
+    for i in range(12):
+        heat = np.exp(-((xx - 2) ** 2 + (yy - 2) ** 2) / 2.0) + rng.random((SIDE, SIDE)) * 0.03
+        np.save(run / "heatmaps" / f"star_{i:03d}.jpg.gradcam@layer4.1.npy", heat.astype(np.float32))
+    rows = camcli.audit(run).as_dict()["classes"]
+    star = next(c for c in rows if c["class"] == "star")
+    assert [f["flag"] for k in star["clusters"] for f in k["flags"]] == ["fixed-place"]
+
+
+def test_maps_with_a_strong_watermark_and_a_weaker_object_join_the_watermarks_strategy(tmp_path):
+    """As on a model that learnt a watermark and still sees the object: half the class's maps hold
+    both (the watermark stronger), half only the object; the audit splits them and flags the first."""
+    run, _ = make_run(tmp_path / "run", {"star": [(30, "object")]})
+    rng = np.random.default_rng(4)
+    yy, xx = (np.mgrid[0:SIDE, 0:SIDE] + 0.5) / SIDE
+    for i in range(0, 30, 2):
+        ox, oy = rng.uniform(0.35, 0.85, 2)
+        heat = (np.exp(-((xx - 0.1) ** 2 + (yy - 0.1) ** 2) / 0.006) + 0.7 * np.exp(-((xx - ox) ** 2 + (yy - oy) ** 2) / 0.01)
+                + rng.random((SIDE, SIDE)) * 0.1)
+        np.save(run / "heatmaps" / f"star_{i:03d}.jpg.gradcam@layer4.1.npy", heat.astype(np.float32))
+    camcli.audit(run)
+    rows = rows_by_path(run)
+    flagged = {p for p, r in rows.items() if "fixed-place" in r["flags"]}
+    assert flagged == {f"star_{i:03d}.jpg" for i in range(0, 30, 2)}

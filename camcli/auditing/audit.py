@@ -122,7 +122,7 @@ def audit(run: str | os.PathLike, truth: str | os.PathLike | None = None, *, nor
     classes = []
     for ms in sets:
         for name, idx in _groups(ms, by, boxes).items():
-            found = strategies(ms.vectors[idx], ms.peaks[idx], ms.empty[idx], ms.grid, max_clusters=max_clusters,
+            found = strategies(ms.vectors[idx], ms.small[idx], ms.peaks[idx], ms.empty[idx], ms.grid, max_clusters=max_clusters,
                                clusters=clusters, neighbours=neighbours, fence=fence, seed=seed)
             records = [ms.records[i] for i in idx]
             objects = [objects_of(boxes.get(r.path), name) if boxes is not None

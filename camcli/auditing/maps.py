@@ -6,9 +6,14 @@ named in the run's CSV; a run without them is refused with the command that make
 what an audit of tens of thousands of images should be explained with.
 
 Each map is area-averaged to ``grid`` x ``grid`` over the whole picture (a 4:1 picture's map is
-squeezed as the model's input was, so a place is a fraction of the picture's width and height)
-and made a unit vector: the audit compares where the evidence lies, not how strong it is. The peak
-is kept as a fraction of the picture too, from the map at its saved resolution. A map that cannot
+squeezed as the model's input was, so a place is a fraction of the picture's width and height).
+Clustering compares where each map's strongest evidence lies: the part of the map above half its
+maximum (the region camcli's boxes are drawn from), as a unit vector. The whole map blurs the
+strategies into each other: a map with a strong watermark and a weaker object lies halfway
+between the watermark's maps and the object's, and a class's maps then form a continuum that no
+eigengap splits; the part above half the maximum puts it with the strategy that dominates it. The peak
+is kept as a fraction of the picture too, from the map at its saved resolution (refined below a
+cell: :func:`peak_of`). A map that cannot
 be read (missing, damaged, not 2D) joins no cluster; the audit says which and goes on.
 """
 
@@ -28,6 +33,7 @@ from camcli.output.paths import inside
 from camcli.output.pictures import run_csv
 
 GRID = 16
+FOCUS = 0.5  # clustering compares the part of each map above this share of its maximum
 
 
 @dataclass
@@ -48,13 +54,16 @@ class MapRecord:
 
 @dataclass
 class MapSet:
-    """The maps of one method at one layer: records, unit vectors (n, grid*grid), peaks (n, 2) as
-    fractions (x, y) of the picture, and which maps were empty (all zero: no vector)."""
+    """The maps of one method at one layer: records, the vectors clustering compares (n, grid*grid:
+    each map's part above half its maximum, a unit vector), the maps themselves on the grid (scaled
+    to a maximum of 1, float16: for mean maps), peaks (n, 2) as fractions (x, y) of the picture,
+    and which maps were empty (all zero: no vector)."""
 
     method: str
     layer: str
     records: list[MapRecord]
     vectors: np.ndarray
+    small: np.ndarray
     peaks: np.ndarray
     empty: np.ndarray
     grid: int = GRID
@@ -96,6 +105,7 @@ def read_run_maps(run: Path, grid: int = GRID, method: str | None = None, layer:
 
 def _read(run: Path, method: str, layer: str, records: list[MapRecord], grid: int, threads: int) -> MapSet:
     vectors = np.zeros((len(records), grid * grid), np.float32)
+    smalls = np.zeros((len(records), grid * grid), np.float16)
     peaks = np.zeros((len(records), 2), np.float32)
     empty = np.zeros(len(records), bool)
     unreadable: dict[int, str] = {}
@@ -108,19 +118,39 @@ def _read(run: Path, method: str, layer: str, records: list[MapRecord], grid: in
             empty[i] = True
             peaks[i] = np.nan
             return
-        small = cv2.resize(heat, (grid, grid), interpolation=cv2.INTER_AREA).ravel()
-        norm = float(np.linalg.norm(small))
-        if not np.isfinite(norm) or norm <= 0:
+        top = float(heat.max())
+        if not np.isfinite(top) or top <= 0:
             empty[i] = True
             peaks[i] = np.nan
             return
-        vectors[i] = small / norm
-        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        peaks[i] = ((x + 0.5) / heat.shape[1], (y + 0.5) / heat.shape[0])
+        focus = cv2.resize(np.clip(heat - FOCUS * top, 0, None), (grid, grid), interpolation=cv2.INTER_AREA).ravel()
+        norm = float(np.linalg.norm(focus))
+        if norm <= 0:  # the part above half the maximum vanished in the averaging: the whole map stands in
+            focus = cv2.resize(heat, (grid, grid), interpolation=cv2.INTER_AREA).ravel()
+            norm = float(np.linalg.norm(focus))
+        vectors[i] = focus / norm
+        smalls[i] = cv2.resize(heat, (grid, grid), interpolation=cv2.INTER_AREA).ravel() / top
+        peaks[i] = peak_of(heat)
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(len(records))))
-    return MapSet(method, layer, records, vectors, peaks, empty, grid, unreadable)
+    return MapSet(method, layer, records, vectors, smalls, peaks, empty, grid, unreadable)
+
+
+def peak_of(heat: np.ndarray) -> tuple[float, float]:
+    """The map's peak as fractions (x, y) of the picture, refined below a cell: the centroid of the
+    3 x 3 cells around the maximum. A layer's map is coarse (14 x 14, 7 x 7), and a small thing
+    between cells puts the maximum in one cell or its neighbour from picture to picture; the
+    centroid lands between them each time, so one place stays one place."""
+    h, w = heat.shape
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    y0, y1, x0, x1 = max(0, y - 1), min(h, y + 2), max(0, x - 1), min(w, x + 2)
+    window = np.clip(heat[y0:y1, x0:x1], 0, None).astype(np.float64)
+    total = window.sum()
+    if total <= 0:
+        return (x + 0.5) / w, (y + 0.5) / h
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    return float(((xs * window).sum() / total + 0.5) / w), float(((ys * window).sum() / total + 0.5) / h)
 
 
 def read_map(path: Path) -> np.ndarray:

@@ -50,10 +50,12 @@ class Strategies:
     mean_map: np.ndarray  # the class's mean map, (grid, grid)
 
 
-def strategies(vectors: np.ndarray, peaks: np.ndarray, empty: np.ndarray, grid: int, *, max_clusters: int = 8,
+def strategies(vectors: np.ndarray, small: np.ndarray, peaks: np.ndarray, empty: np.ndarray, grid: int, *,
+               max_clusters: int = 8,
                clusters: int | None = None, neighbours: int | None = None, fence: float = 1.5,
                seed: int = 0) -> Strategies:
-    """Cluster one class's maps (``vectors``: unit rows; ``peaks``: (x, y) fractions; ``empty``: no map)."""
+    """Cluster one class's maps (``vectors``: unit rows to compare; ``small``: the maps on the grid, for
+    mean maps; ``peaks``: (x, y) fractions; ``empty``: no map)."""
     n = len(vectors)
     live = np.flatnonzero(~empty)
     labels = np.full(n, -1, np.int64)
@@ -79,9 +81,9 @@ def strategies(vectors: np.ndarray, peaks: np.ndarray, empty: np.ndarray, grid: 
         away = np.sqrt(((p - median) ** 2).sum(1))
         spread, near_share = float(np.median(away)), float((away <= PLACE_RADIUS).mean())
         order = local[np.argsort(near[local, j], kind="stable")][:EXEMPLARS]
-        out.append(Cluster(j, members, _mean_map(x[local], grid), (float(median[0]), float(median[1])), spread, near_share,
+        out.append(Cluster(j, members, _mean_map(small[members], grid), (float(median[0]), float(median[1])), spread, near_share,
                            [int(live[i]) for i in order]))
-    return Strategies(out, labels, distance, outlier, found.chosen, found.eigenvalues, _mean_map(x, grid))
+    return Strategies(out, labels, distance, outlier, found.chosen, found.eigenvalues, _mean_map(small[live], grid))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -89,7 +91,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def _mean_map(x: np.ndarray, grid: int) -> np.ndarray:
-    m = x.mean(0).reshape(grid, grid)
+    m = x.astype(np.float32).mean(0).reshape(grid, grid)
     return (m / max(float(m.max()), 1e-12)).astype(np.float32)
 
 
