@@ -289,3 +289,12 @@ def test_maps_with_a_strong_watermark_and_a_weaker_object_join_the_watermarks_st
     rows = rows_by_path(run)
     flagged = {p for p, r in rows.items() if "fixed-place" in r["flags"]}
     assert flagged == {f"star_{i:03d}.jpg" for i in range(0, 30, 2)}
+
+
+def test_a_small_watermark_group_in_a_large_class_is_found(tmp_path):
+    """60 watermark maps among 3,000 (the sparse eigensolver's size): a large graph's own smallest
+    eigenvalues are tiny too, and the watermark's group must still stand apart."""
+    run, _ = make_run(tmp_path / "run", {"star": [(2940, "object"), (60, (0.08, 0.08))]})
+    report = camcli.audit(run)
+    (flagged,) = [k for _, k in report.flagged]
+    assert flagged.size == 60 and {f.kind for f in flagged.flags} == {"fixed-place"}

@@ -26,7 +26,7 @@ import torch
 DENSE_UP_TO = 2500  # maps: a dense eigendecomposition is quicker than LOBPCG below this
 SCALE_NEIGHBOUR = 7  # the self-tuning scale's neighbour, as Zelnik-Manor and Perona
 GAP_RATIO = 5.0  # see eigengap()
-MU_FLOOR = 1e-4
+MU_FLOOR = 1e-6  # about the eigensolvers' accuracy: below it, an eigenvalue is 0
 _BLOCK_CELLS = 25_000_000
 
 
