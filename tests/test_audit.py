@@ -298,3 +298,16 @@ def test_a_small_watermark_group_in_a_large_class_is_found(tmp_path):
     report = camcli.audit(run)
     (flagged,) = [k for _, k in report.flagged]
     assert flagged.size == 60 and {f.kind for f in flagged.flags} == {"fixed-place"}
+
+
+def test_truth_written_relative_to_a_parent_folder_matches_and_missing_truth_is_said(cli, tmp_path):
+    run, truth = make_run(tmp_path / "run", {"sun": [(20, (0.12, 0.12))]})
+    lines = truth.read_text().splitlines()
+    shifted = tmp_path / "shifted.csv"  # paths as written from the folder above, one image left out
+    shifted.write_text("\n".join([lines[0]] + [f"data/{line}" for line in lines[1:] if not line.startswith("sun_005")]) + "\n")
+    r = cli("audit", run, "--truth", shifted, "--json")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["images_without_truth"] == ["sun_005.jpg"] and "1 image(s) have no ground truth" in r.stderr
+    kinds = sorted(f["flag"] for c in data["classes"] for k in c["clusters"] for f in k["flags"])
+    assert kinds == ["fixed-place", "off-object"]  # the objects were read: the evidence is off them

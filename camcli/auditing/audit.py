@@ -49,6 +49,7 @@ class AuditReport:
     maps: list[MapSet]
     classes: list[ClassAudit]
     truth_given: bool
+    without_truth: list[str] = field(default_factory=list)  # images the truth file has no entry for
     gates_failed: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
@@ -95,7 +96,8 @@ class AuditReport:
                              for i in np.flatnonzero(f.outlier)],
             })
         return {"run": str(self.folder), "by": self.by, "truth": self.truth_given, "settings": self.settings,
-                "classes": classes, "flagged": len(self.flagged), "unreadable": self.unreadable, "gates_failed": self.gates_failed,
+                "classes": classes, "flagged": len(self.flagged), "unreadable": self.unreadable,
+                "images_without_truth": self.without_truth, "gates_failed": self.gates_failed,
                 "passed": self.passed, "files": [str(p) for p in self.files]}
 
 
@@ -106,9 +108,12 @@ def _grid(m: np.ndarray) -> list[list[float]]:
 def audit(run: str | os.PathLike, truth: str | os.PathLike | None = None, *, normalized: bool = False,
           by: str = "explained", method: str | None = None, layer: str | None = None, grid: int = GRID,
           clusters: int | None = None, max_clusters: int = 8, neighbours: int | None = None, fence: float = 1.5,
-          fail_on: str | None = None, html: bool = False, write: bool = True, seed: int = 0,
-          log=None) -> AuditReport:
+          fail_on: str | None = None, html: bool = False, write: bool = True, seed: int = 0) -> AuditReport:
     """Audit the finished run in ``run``: per class, the strategies its maps show and the flagged ones.
+
+    The keywords are ``camcli audit``'s options; ``write=False`` leaves the run's folder as it is
+    (the report only). Truth paths match the run's as ``camcli evaluate`` matches them: the same
+    relative path, or the one truth path that ends with it.
 
     >>> report = camcli.audit("runs/demo", fail_on="largest")   # doctest: +SKIP
     >>> report.flagged                                          # doctest: +SKIP
@@ -136,7 +141,9 @@ def audit(run: str | os.PathLike, truth: str | os.PathLike | None = None, *, nor
             classes.append(ClassAudit(ms.method, ms.layer, name, idx, found, correct))
     settings = {"grid": grid, "clusters": clusters, "max_clusters": max_clusters, "neighbours": neighbours or "auto",
                 "fence": fence, "seed": seed, "method": method, "layer": layer}
-    report = AuditReport(folder, by, settings, sets, classes, truth is not None)
+    report = AuditReport(folder, by, settings, sets, classes, truth is not None,
+                         without_truth=sorted({r.path for ms in sets for r in ms.records} - set(boxes)) if boxes is not None
+                         else [])
     report.gates_failed = gates(report, fail_on)
     if write:
         report.files = [folder / "audit.csv", folder / "audit.json"] + ([folder / "audit.html"] if html else [])
@@ -170,10 +177,14 @@ def _check(by, grid, clusters, max_clusters, neighbours, fence, fail_on, truth) 
 
 
 def _truth(truth, normalized: bool, sets: list[MapSet]) -> dict[str, list[Box]]:
+    """The truth boxes of each of the run's images (by the run's paths), those with an entry only."""
+    from camcli.evaluation.scoring import match_path
     from camcli.evaluation.truth import read_truth
 
     sizes = {r.path: (r.width, r.height) for ms in sets for r in ms.records}
-    return read_truth(truth, normalized, sizes)
+    given = read_truth(truth, normalized, sizes)
+    matched = {p: match_path(p, given) for p in sizes}
+    return {p: given[k] for p, k in matched.items() if k is not None}
 
 
 def _groups(ms: MapSet, by: str, boxes) -> dict[str, np.ndarray]:

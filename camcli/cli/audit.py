@@ -71,6 +71,9 @@ def audit(
         print_summary(d, to_stderr=json_out)
         for f in report.files:
             console.print(f"wrote {f}", markup=False)
+    if report.without_truth:
+        console.print(f"camcli: warning: {len(report.without_truth)} image(s) have no ground truth, e.g. "
+                      f"{', '.join(report.without_truth[:3])}", markup=False)
     if report.unreadable:
         console.print(f"camcli: warning: {len(report.unreadable)} map(s) could not be read and joined no cluster, e.g. "
                       f"{report.unreadable[0]}", markup=False)
