@@ -23,6 +23,7 @@ mix the watermark's strategy with the object's and the clustering must tell them
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def judge(weights: Path, meta: dict, held, tmp: Path, stamp_like: dict, share: f
                "--save-heatmap", "npy", "--heatmap-size", "layer", "--workers", "0", "--quiet", "--out", run)
     if r.returncode != 0:
         raise SystemExit(r.stderr)
-    rows = list(__import__("csv").DictReader(open(run / "predictions.csv")))
+    rows = list(csv.DictReader(open(run / "predictions.csv")))
     truth = {r["path"]: r["path"].split("_")[0] for r in rows}
     clean = [r for r in rows if r["path"] not in stamped]
     result = {"model": weights.name, "logo_class": meta["logo_class"], "corner": meta.get("corner"),
@@ -106,7 +107,7 @@ def judge(weights: Path, meta: dict, held, tmp: Path, stamp_like: dict, share: f
         logo_id = next((k["cluster"] for cls, k in flagged if hit and cls == logo
                         and k["where"] == f"{meta['corner']} corner"), None)
         if logo_id is not None:
-            rows_ = [r for r in __import__("csv").DictReader(open(run / "audit.csv")) if r["class"] == logo]
+            rows_ = [r for r in csv.DictReader(open(run / "audit.csv")) if r["class"] == logo]
             inside_ = [r["path"] for r in rows_ if r["cluster"] == str(logo_id)]
             members, stamped_in = len(inside_), sum(p in stamped for p in inside_)
             of_class = sum(r["path"] in stamped for r in rows_)

@@ -33,12 +33,19 @@ CSV_COLUMNS = ("path", "method", "layer", "class", "cluster", "cluster_size", "d
 
 @dataclass
 class ClassAudit:
-    method: str
-    layer: str
+    maps: MapSet  # the method and layer's maps
     name: str  # the class
     indices: np.ndarray  # its maps, indices into the MapSet's records
     found: Strategies
     correct: list[bool | None]  # per map: its prediction right (None: no truth for its image)
+
+    @property
+    def method(self) -> str:
+        return self.maps.method
+
+    @property
+    def layer(self) -> str:
+        return self.maps.layer
 
 
 @dataclass
@@ -71,10 +78,9 @@ class AuditReport:
                 f"cluster(s), {len(self.flagged)} flagged, gates {'passed' if self.passed else 'failed'})")
 
     def as_dict(self) -> dict:
-        sets = {(m.method, m.layer): m for m in self.maps}
         classes = []
         for c in self.classes:
-            ms = sets[(c.method, c.layer)]
+            ms = c.maps
             paths = [ms.records[i].path for i in c.indices]
             f = c.found
             bad = {j for j, i in enumerate(c.indices) if i in ms.unreadable}
@@ -130,15 +136,15 @@ def audit(run: str | os.PathLike, truth: str | os.PathLike | None = None, *, nor
             found = strategies(ms.vectors[idx], ms.small[idx], ms.peaks[idx], ms.empty[idx], ms.grid, max_clusters=max_clusters,
                                clusters=clusters, neighbours=neighbours, fence=fence, seed=seed)
             records = [ms.records[i] for i in idx]
+            paths, peaks, sizes = [r.path for r in records], ms.peaks[idx], [(r.width, r.height) for r in records]
             objects = [objects_of(boxes.get(r.path), name) if boxes is not None
                        else [Box(*r.box, label=name)] if r.box is not None else None for r in records]
             correct = [is_correct(r, name, by, boxes) for r in records]
             for k in found.clusters:
                 known = [correct[i] for i in k.members if correct[i] is not None]
                 k.correct = float(np.mean(known)) if known else None
-                k.flags = flag_cluster(k, [r.path for r in records], ms.peaks[idx], [(r.width, r.height) for r in records],
-                                       objects, name)
-            classes.append(ClassAudit(ms.method, ms.layer, name, idx, found, correct))
+                k.flags = flag_cluster(k, paths, peaks, sizes, objects, name)
+            classes.append(ClassAudit(ms, name, idx, found, correct))
     settings = {"grid": grid, "clusters": clusters, "max_clusters": max_clusters, "neighbours": neighbours or "auto",
                 "fence": fence, "seed": seed, "method": method, "layer": layer}
     report = AuditReport(folder, by, settings, sets, classes, truth is not None,
@@ -226,10 +232,9 @@ def write_csv(report: AuditReport) -> Path:
     """``audit.csv``: a row per map, its cells spelled as camcli's other tables (spreadsheet-safe)."""
     from camcli.output.csvfile import write_table
 
-    sets = {(m.method, m.layer): m for m in report.maps}
     rows = []
     for c in report.classes:
-        ms = sets[(c.method, c.layer)]
+        ms = c.maps
         f = c.found
         sizes = {k.id: k.size for k in f.clusters}
         kinds = {k.id: [fl.kind for fl in k.flags] for k in f.clusters}

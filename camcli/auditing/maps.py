@@ -31,6 +31,7 @@ from camcli.errors import UsageError, first_line
 from camcli.output.csvfile import read_rows
 from camcli.output.paths import inside
 from camcli.output.pictures import run_csv
+from camcli.output.render import decode_heatmap
 
 GRID = 16
 FOCUS = 0.5  # clustering compares the part of each map above this share of its maximum
@@ -48,7 +49,6 @@ class MapRecord:
     width: int
     height: int
     heatmap: str  # relative to the run folder
-    overlay: str | None
     box: tuple[float, float, float, float] | None = None  # where the explained thing is, if the row says (a detector's box)
 
 
@@ -99,7 +99,7 @@ def read_run_maps(run: Path, grid: int = GRID, method: str | None = None, layer:
                              "audited")
         groups.setdefault((r.method, r.layer), []).append(MapRecord(
             r.path, r.method, r.layer, explained, getattr(r, "pred_label", None), r.width, r.height, r.heatmap,
-            r.output, r.explained_box))
+            r.explained_box))
     return [_read(run, method_, layer_, records, grid, threads) for (method_, layer_), records in groups.items()]
 
 
@@ -123,13 +123,13 @@ def _read(run: Path, method: str, layer: str, records: list[MapRecord], grid: in
             empty[i] = True
             peaks[i] = np.nan
             return
+        whole = cv2.resize(heat, (grid, grid), interpolation=cv2.INTER_AREA).ravel()
         focus = cv2.resize(np.clip(heat - FOCUS * top, 0, None), (grid, grid), interpolation=cv2.INTER_AREA).ravel()
         norm = float(np.linalg.norm(focus))
         if norm <= 0:  # the part above half the maximum vanished in the averaging: the whole map stands in
-            focus = cv2.resize(heat, (grid, grid), interpolation=cv2.INTER_AREA).ravel()
-            norm = float(np.linalg.norm(focus))
+            focus, norm = whole, float(np.linalg.norm(whole))
         vectors[i] = focus / norm
-        smalls[i] = cv2.resize(heat, (grid, grid), interpolation=cv2.INTER_AREA).ravel() / top
+        smalls[i] = whole / top
         peaks[i] = peak_of(heat)
 
     with ThreadPoolExecutor(threads) as pool:
@@ -154,17 +154,11 @@ def peak_of(heat: np.ndarray) -> tuple[float, float]:
 
 
 def read_map(path: Path) -> np.ndarray:
-    """A saved map as float32 (npy as written; png16 scaled to 0..1); a map that is not 2D is refused."""
-    if path.suffix == ".npy":
-        try:
-            heat = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read the map {path}: {first_line(str(e))}") from None
-    else:
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise UsageError(f"cannot read the map {path}")
-        heat = raw / (65535.0 if raw.dtype == np.uint16 else 255.0)
+    """A saved map (:func:`~camcli.output.render.decode_heatmap`); one that is not 2D is refused."""
+    try:
+        heat = decode_heatmap(path)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read the map {path}: {first_line(str(e))}") from None
     if heat.ndim != 2:
         raise UsageError(f"the map {path} has {heat.ndim} dimensions: an audit compares 2D maps of pictures")
-    return np.nan_to_num(heat.astype(np.float32, copy=False))
+    return np.nan_to_num(heat)

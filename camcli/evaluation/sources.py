@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -23,6 +22,7 @@ from camcli.engine.layer_names import display_name
 from camcli import tasks
 from camcli.output.csvfile import read_rows
 from camcli.output.pictures import run_csv
+from camcli.output.render import decode_heatmap
 
 
 def maps_from_output(out_dir: Path) -> Iterator[MapToScore]:
@@ -48,13 +48,7 @@ def maps_from_output(out_dir: Path) -> Iterator[MapToScore]:
 
 
 def read_heatmap(path: Path, width: int, height: int) -> np.ndarray:
-    if path.suffix == ".npy":
-        heat = np.load(path, allow_pickle=False).astype(np.float32)
-    else:
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise UsageError(f"cannot read heatmap {path}")
-        heat = raw.astype(np.float32) / (65535.0 if raw.dtype == np.uint16 else 255.0)
+    heat = decode_heatmap(path)
     if heat.shape != (height, width):
         heat = upsample(torch.from_numpy(heat), (height, width)).numpy()
     return heat

@@ -54,7 +54,7 @@ def _thumb(folder: Path, rel: str | None) -> str | None:
         return None
     try:
         bgr = cv2.imread(str(inside(folder, rel)), cv2.IMREAD_COLOR)
-    except Exception:  # a name that would leave the folder: no picture
+    except ValueError:  # a name, or a link, that would leave the folder: no picture
         return None
     if bgr is None:
         return None

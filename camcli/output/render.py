@@ -122,6 +122,19 @@ def encode_png16(heat: np.ndarray) -> bytes:
     return pngfile.encode(np.clip(heat * 65535.0 + 0.5, 0, 65535).astype(np.uint16))
 
 
+def decode_heatmap(path) -> np.ndarray:
+    """A map ``save_heatmap`` wrote, as float32 at its saved size: npy as written (never unpickled),
+    png16 scaled back to 0..1. An unreadable PNG is a UsageError; NumPy's own errors pass through."""
+    from camcli.errors import UsageError
+
+    if str(path).endswith(".npy"):
+        return np.load(path, allow_pickle=False).astype(np.float32, copy=False)
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise UsageError(f"cannot read heatmap {path}")
+    return raw.astype(np.float32) / (65535.0 if raw.dtype == np.uint16 else 255.0)
+
+
 def draw_boxes(image: np.ndarray, found, rotated: bool = False, scale: float = 1.0,
                inplace: bool = False) -> np.ndarray:
     """Boxes found in a heatmap, drawn in white with a dark outline so they show on any colour.
