@@ -257,7 +257,7 @@ def test_a_registered_tasks_settings_and_names_are_checked_like_camclis_own(coun
 
 
 def test_an_unknown_task_lists_the_registered_ones_too(counting, scenes):
-    with pytest.raises(UsageError, match="task must be auto, counting, detection, segmentation, volume, volume-segmentation or classification"):
+    with pytest.raises(UsageError, match="task must be auto, counting, detection, segmentation, video, volume, volume-segmentation or classification"):
         list(camcli.explain(scenes, model=DensityNet(), task="countin"))
 
 

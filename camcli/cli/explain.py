@@ -97,7 +97,7 @@ def explain(
             console.print(f"resumed: {summary.resumed} {unit}(s) were already done", markup=False)
         console.print(f"explained {summary.ok} of {summary.images} {unit}(s), {summary.failed} failed"
                       f"{f', {summary.empty_maps} empty map(s)' if summary.empty_maps else ''} "
-                      f"in {summary.seconds:.1f} s ({rate:.1f} {'img' if unit == 'image' else 'scans'}/s) -> "
+                      f"in {summary.seconds:.1f} s ({rate:.1f} {'img' if unit == 'image' else unit.split()[-1] + 's'}/s) -> "
                       f"{summary.out}", markup=False)
     if summary.failed and resolved.quiet:
         console.print(f"camcli: {summary.failed} {summary.unit}(s) failed; see {summary.out / summary.csv_name}",

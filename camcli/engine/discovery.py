@@ -20,8 +20,13 @@ from camcli.errors import UsageError, UsageErrors
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 #: 3D scans taken as one file each (a DICOM series is a folder: :func:`dicom_folder`)
 SCAN_SUFFIXES = (".nii", ".nii.gz", ".npy", ".npz")
+#: video files (an animated GIF is an image to an image model, a clip to a video model)
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".webm", ".mov"})
 #: what a run calls an input of each kind in its lines
-KIND_NOUNS = {"image": "image", "scan": "3D scan"}
+KIND_NOUNS = {"image": "image", "scan": "3D scan", "video": "video"}
+#: the formats a run of each kind reads, for the line that finds none
+KIND_FORMATS = {"scan": " (NIfTI, NumPy, DICOM series)",
+                "video": f" ({', '.join(sorted(VIDEO_SUFFIXES))}, animated GIF, a folder of frames)"}
 #: names a DICOM slice may have: no suffix, .dcm, or a UID's last number (1.2.840....5.12)
 _DICOM_NAME_SUFFIXES = frozenset({"", ".dcm", ".dicom", ".ima"})
 _GLOB_CHARS = set("*?[")
@@ -36,17 +41,20 @@ class ImageItem:
     rel: str  # POSIX-style, never absolute, never containing '..'
     #: the RGB pixels (H, W, 3) uint8 of an image handed over in memory (:mod:`.in_memory`); None: read ``path``
     pixels: object = field(default=None, compare=False, repr=False)
-    #: ``image``, or ``scan`` (a NIfTI or NumPy volume, or a folder holding a DICOM series)
+    #: ``image``, ``scan`` (a NIfTI or NumPy volume, or a folder holding a DICOM series) or
+    #: ``video`` (a video file; in a video run also a GIF, or a folder of frames)
     kind: str = "image"
     #: given by name (not found in a folder): a run whose model takes the other kind still gives it a row
     named: bool = field(default=False, compare=False)
 
 
 def kind_of(path: str) -> str:
-    """``scan`` for NIfTI and NumPy volumes and DICOM folders, else ``image`` (an image's name
-    says so without a look at the disk)."""
+    """``scan`` for NIfTI and NumPy volumes and DICOM folders, ``video`` for video files, else
+    ``image`` (an image's name says so without a look at the disk)."""
     if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
         return "image"
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+        return "video"
     return "scan" if path.lower().endswith(SCAN_SUFFIXES) or os.path.isdir(path) else "image"
 
 
@@ -119,7 +127,8 @@ def _walk(root: str, hidden: bool, skip: frozenset[str] = frozenset()) -> list[s
             found.append(dirpath)  # one scan: the series its slices make
             names = [n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
         for name in names:
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS or name.lower().endswith(SCAN_SUFFIXES):
+            suffix = Path(name).suffix.lower()
+            if suffix in IMAGE_EXTENSIONS or suffix in VIDEO_SUFFIXES or name.lower().endswith(SCAN_SUFFIXES):
                 found.append(os.path.join(dirpath, name))
     # one order for everyone: by relative path, as `sort` would list them
     return sorted(found, key=lambda f: Path(os.path.relpath(f, root)).as_posix())
@@ -171,7 +180,7 @@ def discover(inputs: Sequence[str | os.PathLike], hidden: bool = False,
     if not found:
         raise UsageError("no images found in " + ", ".join(map(str, inputs))
                          + f" (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}), nor 3D scans (NIfTI, NumPy, "
-                         "DICOM series)")
+                         f"DICOM series), nor videos ({', '.join(sorted(VIDEO_SUFFIXES))})")
     if len(args) > 1:
         common = os.path.commonpath([a for _, a in found])
         found = [(a, common) for a, _ in found]
@@ -183,3 +192,24 @@ def discover(inputs: Sequence[str | os.PathLike], hidden: bool = False,
         rel = PurePosixPath(*Path(os.path.relpath(path, anchor)).parts).as_posix()
         items.append(ImageItem(len(items), path, rel, kind=kind_of(path), named=path in named))
     return items
+
+
+def as_videos(items: Sequence[ImageItem]) -> list[ImageItem]:
+    """A video run's inputs: video files and GIFs as clips, and the images of each folder that holds
+    no video file as one clip of frames (named after the folder); named image files and scans
+    stay what they are (the run leaves them out, or their rows say why they are no video)."""
+    with_videos = {os.path.dirname(i.path) for i in items if i.kind == "video"}
+    out: list[ImageItem] = []
+    frames: dict[str, list[ImageItem]] = {}
+    for i in items:
+        if i.kind == "video" or (i.kind == "image" and i.path.lower().endswith(".gif")):
+            out.append(ImageItem(0, i.path, i.rel, kind="video", named=i.named))
+        elif i.kind == "image" and not i.named and i.pixels is None and os.path.dirname(i.path) not in with_videos:
+            frames.setdefault(os.path.dirname(i.path), []).append(i)
+        else:
+            out.append(i)
+    for folder, group in frames.items():
+        parent = PurePosixPath(group[0].rel).parent.as_posix()
+        out.append(ImageItem(0, folder, parent if parent != "." else os.path.basename(folder), kind="video"))
+    out.sort(key=lambda i: i.rel)
+    return [ImageItem(k, i.path, i.rel, i.pixels, i.kind, i.named) for k, i in enumerate(out)]

@@ -128,7 +128,8 @@ class Explainer(TaskExplainer):
         if key not in self.layouts:
             shape = tuple(tensor.shape)
             rescaled = None
-            if len(shape) == 4 and self.requested[layer] == "auto" and len(readings(shape, size, self.geometry)) > 1:
+            if len(shape) in (4, 5) and self.requested[layer] == "auto" and \
+                    len(readings(shape, size, self.geometry)) > 1:
                 if key not in self.rescaled:
                     raise _NeedsProbe(layer)
                 rescaled = self.rescaled[key]

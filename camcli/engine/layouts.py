@@ -2,7 +2,10 @@
 
 Convolutional layers output (N, C, H, W). Transformers do not: ViT's blocks output tokens
 (N, prefix + h*w, C) with a class token (and register tokens, in some timm models) before the
-patch tokens; Swin's blocks output channels-last maps (N, H, W, C). A :class:`Layout` turns
+patch tokens; Swin's blocks output channels-last maps (N, H, W, C). Video models add time: 3D
+convolutions give (N, C, t, h, w), Swin3D's stages (N, t, h, w, C), and MViT's blocks tokens
+(N, 1 + t*h*w, C) whose (t, h, w) grid the model itself states (its positional encoding and its
+blocks' pooling: read from them, never factored from the count). A :class:`Layout` turns
 such an output into the map the methods see, and a map back into the output the model goes on
 with, so that gradients, ablated channels and masks all pass through one reshape.
 
@@ -41,17 +44,18 @@ class Layout:
     volume's (N, C, d, h, w)), ``nhwc`` or ``tokens``."""
 
     kind: str
-    grid: tuple[int, int] = (0, 0)  # tokens: the patch grid (h, w)
+    grid: tuple[int, ...] = (0, 0)  # tokens: the patch grid (h, w), or a clip's (t, h, w)
     prefix: int = 0  # tokens: class/register tokens in front of the patch tokens
 
     def to_map(self, t: torch.Tensor) -> torch.Tensor:
-        """The layer output as an (N, C, h, w) map (a view where possible, so gradients reach it)."""
+        """The layer output as an (N, C, h, w) map, or (N, C, t, h, w) (a view where possible, so
+        gradients reach it)."""
         if self.kind == "nchw":
             return t
         if self.kind == "nhwc":
-            return t.permute(0, 3, 1, 2)
+            return t.permute(0, t.dim() - 1, *range(1, t.dim() - 1))
         n, _, c = t.shape
-        return t[:, self.prefix:].reshape(n, *self.grid, c).permute(0, 3, 1, 2)
+        return t[:, self.prefix:].reshape(n, *self.grid, c).permute(0, len(self.grid) + 1, *range(1, len(self.grid) + 1))
 
     def from_map(self, m: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         """A new layer output made from map ``m``; prefix tokens are taken from ``original``.
@@ -60,32 +64,32 @@ class Layout:
         """
         if self.kind == "nchw":
             return m.clone()
+        last = tuple(range(2, m.dim())) + (1,)
         if self.kind == "nhwc":
-            return m.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format)
+            return m.permute(0, *last).clone(memory_format=torch.contiguous_format)
         n, c = m.shape[:2]
-        patches = m.permute(0, 2, 3, 1).reshape(n, -1, c)
+        patches = m.permute(0, *last).reshape(n, -1, c)
         if not self.prefix:
             return patches.clone(memory_format=torch.contiguous_format)
         front = original[:, :self.prefix].expand(n, -1, -1).to(patches.dtype)
         return torch.cat([front, patches], dim=1)
 
-    def grid_of(self, shape: tuple[int, ...]) -> tuple[int, int]:
-        """The (h, w) of the map an output of ``shape`` gives."""
+    def grid_of(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The (h, w) of the map an output of ``shape`` gives ((t, h, w) for a clip's)."""
         if self.kind == "tokens":
             return self.grid
-        return tuple(shape[1:3]) if self.kind == "nhwc" else tuple(shape[2:])
+        return tuple(shape[1:-1]) if self.kind == "nhwc" else tuple(shape[2:])
 
     def channels_of(self, shape: tuple[int, ...]) -> int:
         """The channel count of the map an output of ``shape`` gives."""
-        return shape[{"nchw": 1, "nhwc": 3, "tokens": 2}[self.kind]]
+        return shape[-1] if self.kind in ("nhwc", "tokens") else shape[1]
 
     def describe(self, shape: tuple[int, ...]) -> str:
         """What ``camcli layers`` prints: ``768x7x7``, ``nhwc 7x7x768 -> 7x7``, ``tokens 197x768 -> 14x14``."""
         dims = "x".join(map(str, shape[1:]))
         if self.kind == "nchw":
             return dims
-        h, w = self.grid_of(shape)
-        return f"{self.kind} {dims} -> {h}x{w}"
+        return f"{self.kind} {dims} -> {'x'.join(map(str, self.grid_of(shape)))}"
 
 
 NCHW = Layout("nchw")
@@ -97,10 +101,16 @@ class TokenGeometry:
 
     patch: tuple[int, int] | None = None
     prefix: int | None = None
+    #: a video transformer's token grids: token count (prefix included) -> (t, h, w), as MViT states them
+    grids: tuple[tuple[int, tuple[int, int, int]], ...] = ()
 
 
 def token_geometry(model: nn.Module) -> TokenGeometry:
-    """Patch size and prefix-token count, read from torchvision's, timm's and HuggingFace's ViT attributes."""
+    """Patch size and prefix-token count, read from torchvision's, timm's and HuggingFace's ViT
+    attributes; a video MViT's (t, h, w) grids from its positional encoding and its blocks."""
+    grids = mvit_grids(model)
+    if grids:
+        return TokenGeometry(prefix=1, grids=grids)
     patch = prefix = None
     if isinstance(getattr(model, "patch_size", None), int) and hasattr(model, "class_token"):
         patch, prefix = (model.patch_size, model.patch_size), 1  # torchvision VisionTransformer
@@ -115,6 +125,37 @@ def token_geometry(model: nn.Module) -> TokenGeometry:
         if isinstance(getattr(model, "num_prefix_tokens", None), int):
             prefix = model.num_prefix_tokens
     return TokenGeometry(patch, prefix)
+
+
+def mvit_grids(model: nn.Module) -> tuple[tuple[int, tuple[int, int, int]], ...]:
+    """torchvision's MViT: every token count its blocks see (class token included) with the
+    (t, h, w) grid it holds: the positional encoding's grid, then each block's query pooling,
+    with the pooling layer's own arithmetic. Empty for any other model; a count two grids share
+    is left out (a layer giving it is refused, not guessed)."""
+    encoding, blocks = getattr(model, "pos_encoding", None), getattr(model, "blocks", None)
+    if not (hasattr(encoding, "temporal_size") and hasattr(encoding, "spatial_size") and hasattr(encoding, "class_token")
+            and isinstance(blocks, nn.Sequential)):
+        return ()
+    thw = (int(encoding.temporal_size), *map(int, encoding.spatial_size))
+    seen = {thw}
+    for block in blocks:
+        pool = getattr(getattr(getattr(block, "attn", None), "pool_q", None), "pool", None)
+        if pool is not None:
+            thw = _pooled(thw, pool)
+        seen.add(thw)
+    counts: dict[int, set] = {}
+    for g in seen:
+        counts.setdefault(1 + math.prod(g), set()).add(g)
+    return tuple((n, next(iter(gs))) for n, gs in sorted(counts.items()) if len(gs) == 1)
+
+
+def _pooled(thw: tuple[int, int, int], pool: nn.Module) -> tuple[int, int, int]:
+    """The grid a 3D convolution or pooling layer makes of ``thw``."""
+    def three(v):
+        return tuple(v) if isinstance(v, (tuple, list)) else (v,) * 3
+    k, s, p = three(pool.kernel_size), three(pool.stride or pool.kernel_size), three(pool.padding)
+    d = three(getattr(pool, "dilation", 1))
+    return tuple((n + 2 * pp - dd * (kk - 1) - 1) // ss + 1 for n, kk, ss, pp, dd in zip(thw, k, s, p, d))
 
 
 def _fits(h: int, w: int, input_size: tuple[int, int]) -> bool:
@@ -156,16 +197,26 @@ def readings(shape: tuple[int, ...], input_size: tuple[int, int], geometry: Toke
         if _fits(shape[1], shape[2], input_size):
             out.append(Layout("nhwc"))
         return out
+    if len(shape) == 3 and len(input_size) == 3:  # a clip's tokens: only the grids the model states
+        return [Layout("tokens", grid, shape[1] - math.prod(grid)) for count, grid in geometry.grids
+                if count == shape[1]]
     if len(shape) == 3:
         return token_grids(shape[1], input_size, geometry)
-    if len(shape) == 5 and len(input_size) == 3 and all(1 <= s <= big for s, big in zip(shape[2:], input_size)):
-        return [NCHW]  # a volume's (N, C, d, h, w): channels first, as 3D convolutions give them
+    if len(shape) == 5 and len(input_size) == 3:
+        out = []
+        if all(1 <= s <= big for s, big in zip(shape[2:], input_size)):
+            out.append(NCHW)  # a volume's or a clip's (N, C, d, h, w), as 3D convolutions give them
+        if all(1 <= s <= big for s, big in zip(shape[1:4], input_size)):
+            out.append(Layout("nhwc"))  # Swin3D's (N, t, h, w, C)
+        return out
     return []
 
 
-def probe_size(input_size: tuple[int, int]) -> tuple[int, int]:
-    """A second input size for telling spatial axes from channels: 1.5x, rounded up to 32."""
-    return tuple(max(32, -(-int(s * 1.5) // 32) * 32) for s in input_size)
+def probe_size(input_size: tuple[int, ...]) -> tuple[int, ...]:
+    """A second input size for telling spatial axes from channels: 1.5x, rounded up to 32 (a
+    clip's or volume's first axis is kept)."""
+    grown = tuple(max(32, -(-int(s * 1.5) // 32) * 32) for s in input_size[-2:])
+    return (*input_size[:-2], *grown)
 
 
 def layer_shapes(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, tuple[int, ...]]:
@@ -188,8 +239,8 @@ def layer_shapes(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[s
 
 def rescaled_shapes(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, tuple[int, ...]]:
     """:func:`layer_shapes` at :func:`probe_size`; empty when the model refuses that size (ViT)."""
-    bigger = F.interpolate(x[:1].float(), size=probe_size(tuple(x.shape[-2:])), mode="bilinear",
-                           align_corners=False).to(x.dtype)
+    bigger = F.interpolate(x[:1].float(), size=probe_size(tuple(x.shape[2:])),
+                           mode="trilinear" if x.dim() == 5 else "bilinear", align_corners=False).to(x.dtype)
     try:
         return layer_shapes(model, layers, bigger)
     except (RuntimeError, ValueError, AssertionError, TypeError):
@@ -213,10 +264,10 @@ def decide_layouts(model: nn.Module, layers: list[str], x: torch.Tensor, request
 def by_scaling(found: list[Layout], shape: tuple[int, ...], other: tuple[int, ...] | None) -> list[Layout]:
     """Of the 4-D readings ``found``, those whose spatial axes are the ones that changed when the
     input grew (``other``: the same layer's output shape at :func:`probe_size`)."""
-    if not other or len(other) != len(shape) or len(shape) != 4:
+    if not other or len(other) != len(shape) or len(shape) not in (4, 5):
         return found
-    changed = {i for i in (1, 2, 3) if shape[i] != other[i]}
-    spatial = {"nchw": {2, 3}, "nhwc": {1, 2}}
+    changed = {i for i in range(1, len(shape)) if shape[i] != other[i]}
+    spatial = {"nchw": set(range(2, len(shape))), "nhwc": set(range(1, len(shape) - 1))}
     return [r for r in found if changed and changed <= spatial.get(r.kind, set())]
 
 
@@ -230,7 +281,7 @@ def detect(shape: tuple[int, ...], input_size: tuple[int, int], geometry: TokenG
     """
     shown = "x".join(map(str, shape))
     found = readings(shape, input_size, geometry)
-    if len(found) > 1 and len(shape) == 4:
+    if len(found) > 1 and len(shape) in (4, 5):
         found = by_scaling(found, shape, rescaled) or found
     if requested != "auto":
         chosen = [r for r in found if r.kind == requested]
@@ -245,7 +296,8 @@ def detect(shape: tuple[int, ...], input_size: tuple[int, int], geometry: TokenG
     if not found:
         what = {4: "no channel axis leaves a grid that matches the input",
                 5: "a volume's layers give (N, C, d, h, w) maps no larger than the input",
-                3: "no square patch grid (with up to 8 prefix tokens) matches the token count"}.get(
+                3: ("the model states no (t, h, w) grid of this many tokens" if len(input_size) == 3 else
+                    "no square patch grid (with up to 8 prefix tokens) matches the token count")}.get(
                     len(shape), "CAM methods need a map: (N, C, H, W), (N, H, W, C) or tokens (N, L, C)")
         raise NotAMap(f"{where} outputs shape {shown} for a {'x'.join(map(str, input_size))} input: {what}")
     if all(r.kind == "tokens" for r in found):

@@ -23,7 +23,7 @@ class LoadedModel:
     model: nn.Module
     architecture: str
     labels: list[str]
-    input_size: tuple[int, int]  # (height, width) fed to the model
+    input_size: tuple[int, ...]  # (height, width) fed to the model; a volume's (d, h, w), a clip's (frames, h, w)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     weights: str | None = None  # torchvision weights enum member, e.g. "ResNet18_Weights.IMAGENET1K_V1"
@@ -40,6 +40,9 @@ class LoadedModel:
     #: where the labels came from when no labels were given and the checkpoint has none: torchvision
     #: weights of the same architecture and class count (``ResNet18_Weights.IMAGENET1K_V1``)
     labels_from: str | None = None
+    #: a video model's clips as its weights were measured on them (frames, frame rate, the frames'
+    #: resize): :class:`camcli.models.video_models.ClipPreset`; ``None`` for every other model
+    clip: object | None = None
 
     @property
     def num_classes(self) -> int:
@@ -51,7 +54,8 @@ class LoadedModel:
                 "checkpoint_sha256": self.checkpoint_sha256, "num_classes": self.num_classes,
                 "input_size": list(self.input_size), "input_channels": self.input_channels,
                 "mean": list(self.mean), "std": list(self.std), "source": self.source, "task": self.task,
-                **({"labels_from": self.labels_from} if self.labels_from else {})}
+                **({"labels_from": self.labels_from} if self.labels_from else {}),
+                **({"clip": self.clip.describe()} if self.clip is not None else {})}
 
     def identity(self) -> dict:
         """What ``--resume`` compares beyond the settings: the checkpoint's hash, the model's class,

@@ -60,11 +60,14 @@ def own_model(model: nn.Module, source: dict, *, size: tuple[int, int] | None = 
                         source={**source, "class": name})
     channels = volume_channels(model)
     if channels is not None:  # a 3D network: fed volumes, one cube of `input_size` per scan
+        from camcli.models.video_models import fixed_clip
+
         side = size[0] if size else VOLUME_SIDE
-        n = classes_of(model, (side,) * 3, output, channels)
+        cube = fixed_clip(model) or (side,) * 3  # an MViT takes one clip size only
+        n = classes_of(model, cube, output, channels)
         if num_classes is not None and num_classes != n:
             raise UsageError(f"`num_classes` {num_classes} does not match the model, which returns {n} scores per scan")
-        return LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), (side,) * 3, (0.0,) * channels,
+        return LoadedModel(model, name, fit_labels(label_list, n, "`labels`"), cube, (0.0,) * channels,
                            (1.0,) * channels, input_channels=channels, **files, source={**source, "class": name})
     size = size or (224, 224)
     gray = takes_one_channel(model)

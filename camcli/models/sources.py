@@ -61,7 +61,8 @@ class ModelSource:
 BUILT_IN = (("camcli.models.modules", "HANDED_OVER"), ("camcli.models.factory", "FACTORY"),
             ("camcli.models.monai_networks", "MONAI"),
             ("camcli.models.detectors", "YOLO"), ("camcli.models.detectors", "DETECTORS"),
-            ("camcli.models.segmenters", "SEGMENTERS"), ("camcli.models.huggingface", "FOLDER"),
+            ("camcli.models.segmenters", "SEGMENTERS"), ("camcli.models.video_models", "VIDEO"),
+            ("camcli.models.huggingface", "FOLDER"),
             ("camcli.models.exported", "PROGRAM"), ("camcli.models.pickled", "PICKLED"),
             ("camcli.models.classifiers", "CLASSIFIERS"))
 _added: list[ModelSource] = []

@@ -5,7 +5,7 @@ one card in memory) and renamed into place at the end. The header gives the run'
 counts. A small inline script (no network) adds what a long run needs: a switch between the
 methods and layers on each card and for all cards, sorting by file name or score, filters for
 failed images and empty maps, pages of 60 cards (images load lazily, hidden cards not at all), and
-for a scan a slider per plane through its slices. The state
+for a scan a slider per plane through its slices; a video's overlays play in the card. The state
 lives in the address's ``#`` part (``#map=cam@layer4[1]&sort=score&filter=failed&page=2``), so a
 view can be bookmarked or shared. Links are relative to the output folder.
 """
@@ -24,6 +24,8 @@ from camcli.output.rows import PredictionRow
 from camcli.tasks import Task
 
 PAGE_SIZE = 60
+#: overlays a card plays as video rather than shows as a picture
+VIDEO_SUFFIXES = (".webm", ".mp4")
 ON = ' class="on"'
 EMPTY = '<div class="empty">empty map</div>'
 
@@ -35,7 +37,7 @@ h1{font-size:1.2rem;margin:0 0 .3rem} .about{font-size:.85rem;color:#444;margin-
 align-items:center;font-size:.85rem;border-bottom:1px solid #ddd;margin-bottom:.6rem;z-index:1}
 .grid{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:260px}
-.card[hidden]{display:none} .card img{width:100%;height:auto;display:block;border-radius:3px}
+.card[hidden]{display:none} .card img,.card video{width:100%;height:auto;display:block;border-radius:3px}
 .card .path{font-size:.8rem;word-break:break-all;color:#555}
 .card .pred{font-weight:600} .card.error{border-color:#c33;background:#fff5f5} .card .err{color:#b00;font-size:.8rem}
 .maps{display:flex;flex-wrap:wrap;gap:4px;font-size:.75rem;margin-top:4px}
@@ -56,7 +58,7 @@ function state(){const s={map:'',sort:'name',filter:'all',page:1};
     if(k in s&&v!==undefined)s[k]=k==='page'?Math.max(1,parseInt(v)||1):decodeURIComponent(v);}
   return s;}
 function show(card,key){const maps=JSON.parse(card.dataset.maps||'[]');const m=maps.find(x=>x[0]===key)||maps[0];
-  if(!m)return;const img=card.querySelector('img');img.src=m[1];img.parentElement.href=m[1];
+  if(!m)return;const img=card.querySelector('img,video');img.src=m[1];img.parentElement.href=m[1];
   card.querySelectorAll('.maps button').forEach(b=>b.classList.toggle('on',b.dataset.key===m[0]));slices(card);}
 function slide(d){const r=d.parentElement.querySelector('input'),n=+d.dataset.frames;
   d.style.backgroundPositionY=(r.value/(n-1)*100)+'%%';}
@@ -151,6 +153,8 @@ class Gallery:
         failed = any(not r.ok for r in rows)
         self.failed += failed
         main = first.output or ""
+        shown = (f'<video src="{_href(main)}" autoplay muted loop playsinline preload="metadata" title="{path}"></video>'
+                 if main.endswith(VIDEO_SUFFIXES) else f'<img loading="lazy" src="{_href(main)}" alt="{path}">')
         buttons = "".join(f'<button data-key="{html.escape(k)}"{ON if i == 0 else ""}>'
                           f"{html.escape(k.replace('@', ' @ '))}</button>" for i, (k, _) in enumerate(maps))
         panel = getattr(first, "panel", None)  # a classifier's panel of every map
@@ -161,7 +165,7 @@ class Gallery:
         self._file.write(
             f'<div class="card" data-path="{path}" data-score="{score if score is not None else ""}" '
             f'data-status="{"failed" if failed else "ok"}" data-empty="{int(empty)}" data-maps="{data_maps}">'
-            f'<a href="{_href(main)}"><img loading="lazy" src="{_href(main)}" alt="{path}"></a>'
+            f'<a href="{_href(main)}">{shown}</a>'
             f'<div class="path">{path}</div><div class="pred">{pred}</div>'
             f'{EMPTY if empty else ""}{errors}'
             f'<div class="maps">{buttons}{panel}</div>{self.task.gallery_more(rows, self.path.parent)}</div>\n')

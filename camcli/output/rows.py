@@ -42,6 +42,14 @@ VOLUME_SEGMENT_COLUMNS = ("index", "path", "shape", "spacing", "orientation", "r
                           "seg_index", "seg_label", "voxel_share", "mean_probability", "method", "layer", "peak_i",
                           "peak_j", "peak_k", "peak_x", "peak_y", "peak_z", "output", "heatmap", "mask", "empty_map",
                           "warning", "status", "error", "note")
+#: a video run's file (clips.csv): one row per video x clip window x method x layer; times in
+#: seconds, frames counted from 0, ``end_frame`` the window's last; the peak is the frame where
+#: the map is strongest and the pixel (in the video's frames) where it is, ``strip`` a picture of
+#: evenly spaced frames beside the overlay video
+VIDEO_COLUMNS = ("index", "path", "width", "height", "fps", "frames", "clip", "clips", "start_frame", "end_frame",
+                 "start_time", "end_time", "pred_index", "pred_label", "score", "method", "layer", "peak_frame",
+                 "peak_time", "peak_x", "peak_y", "output", "strip", "heatmap", "empty_map", "warning", "status",
+                 "error", "note")
 DetBox = tuple[float, float, float, float]  # a detector's box, x0, y0, x1, y1 in original-image pixels
 
 
@@ -327,6 +335,40 @@ class SegmentRow(Row):
 
     def files(self) -> list[str]:
         return [f for f in (self.output, self.heatmap, self.mask) if f]
+
+
+@dataclass
+class VideoRow(Row):
+    """A video's row (clips.csv): one clip window x method x layer. ``output`` is the overlay video
+    (WebM, the source's frame rate), ``strip`` its evenly spaced frames as one PNG."""
+
+    fps: float | None = None
+    frames: int | None = None  # the video's
+    clip: int | None = None  # this window, from 0
+    clips: int | None = None  # the video's windows
+    start_frame: int | None = None
+    end_frame: int | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    pred_index: int | None = None
+    pred_label: str | None = None
+    score: float | None = None
+    peak_frame: int | None = None
+    peak_time: float | None = None
+    peak_x: int | None = None
+    peak_y: int | None = None
+    strip: str | None = None
+
+    @property
+    def explained_count(self) -> int:
+        return self.clips or 1
+
+    @property
+    def explained_label(self) -> str | None:
+        return self.pred_label
+
+    def files(self) -> list[str]:
+        return [f for f in (self.output, self.strip, self.heatmap) if f]
 
 
 def _parse(text: str, kind: str):

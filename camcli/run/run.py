@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from camcli.engine.discovery import KIND_NOUNS
+from camcli.engine.discovery import KIND_FORMATS, KIND_NOUNS
 from camcli.engine.images import discover
 from camcli.engine.stream import ImageResult
 from camcli.engine.work import WorkMeter, counting
@@ -165,7 +165,7 @@ class Run:
                 self._check_folder(shard)
             self.session = session = ExplainSession.open(s, local_rank=shard.local_rank, module=self.module)
             task = session.task
-            items = self._of_kind(items, task.inputs)
+            items = self._of_kind(task.gathered(items), task.inputs)
             shard = replace(shard, stem=task.csv_stem)  # the folder is claimed knowing the task's file names
             out = self._claim_folder(stack, shard) if self.write else None
             keep = self._finished_rows(out, shard) if self.write else []
@@ -210,16 +210,17 @@ class Run:
             raise raised
 
     def _of_kind(self, items: list, kind: str) -> list:
-        """The inputs the task explains: found ones of the other kind (scans beside images) are left
+        """The inputs the task explains: found ones of another kind (scans beside images) are left
         out, with a line saying so; named ones stay (their rows say what is wrong with them)."""
         kept = [i for i in items if i.kind == kind or i.named]
-        ours, other = KIND_NOUNS[kind], next(n for k, n in KIND_NOUNS.items() if k != kind)
+        ours = KIND_NOUNS[kind]
+        others = [KIND_NOUNS[k] for k in dict.fromkeys(i.kind for i in items if i.kind != kind)]
         if len(kept) < len(items):
-            self.log(f"left out {len(items) - len(kept)} {other}(s) found in the input folders: this model explains "
-                     f"{ours}s")
+            self.log(f"left out {len(items) - len(kept)} {' or '.join(others)}(s) found in the input folders: this model "
+                     f"explains {ours}s")
         if items and not kept:
-            raise UsageError(f"no {ours}s among the inputs, which hold {len(items)} {other}(s): this model explains "
-                             f"{ours}s" + (" (NIfTI, NumPy, DICOM series)" if kind == "scan" else ""))
+            raise UsageError(f"no {ours}s among the inputs, which hold {len(items)} {' or '.join(others)}(s): this model "
+                             f"explains {ours}s" + KIND_FORMATS.get(kind, ""))
         self.total = len(kept)
         return kept
 

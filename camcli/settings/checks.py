@@ -32,6 +32,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "overlay_max_side": (16, 65_535),
     "memory_budget": (64, 1 << 24),  # megabytes: 16 TB
     "max_pixels": (1, 1 << 40),
+    "clip_len": (1, 4096),
 }
 
 
@@ -63,7 +64,8 @@ def in_range(s: ExplainSettings) -> None:
             unit = " is in megabytes and" if name == "memory_budget" else ""
             raise UsageError(f"`{name}`{unit} must be {'at least' if value < low else 'at most'} "
                              f"{low if value < low else high}, got {value}")
-    for name in ("alpha", "threshold", "score_threshold", "min_area", "box_threshold", "box_min_area"):
+    for name in ("alpha", "threshold", "score_threshold", "min_area", "box_threshold", "box_min_area", "clip_fps",
+                 "frames_fps"):
         value = getattr(s, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise UsageError(f"`{name}` must be a number, got {value!r}")
@@ -81,7 +83,18 @@ def check_values(s: ExplainSettings) -> None:
     """The settings with fixed choices or bounds, each alone."""
     gather(*(lambda step=step: step(s) for step in (
         _alpha, _resize, _normalisation, _heatmap_outputs, _boxes, _overlay, _precision, _run_mode, _colormap,
-        _intensity)))
+        _intensity, _clips)))
+
+
+def _clips(s: ExplainSettings) -> None:
+    """A video's sampling: which clips, and rates that are positive and at most 1000 per second."""
+    clips = str(s.clips)
+    if clips not in ("one", "all") and not (clips.isdigit() and 1 <= int(clips) <= 100_000):
+        raise UsageError(f"`clips` must be one, all or a number of clips (1 to 100000), got {s.clips!r}")
+    for name in ("clip_fps", "frames_fps"):
+        value = getattr(s, name)
+        if value is not None and not 0 < value <= 1000:
+            raise UsageError(f"`{name}` is in frames per second: above 0 and at most 1000, got {value}")
 
 
 def _alpha(s: ExplainSettings) -> None:

@@ -154,6 +154,17 @@ class ExplainSettings:
                           "percentiles (0.5th to 99.5th percentile to 0..1, clipped), minmax (MONAI's "
                           "ScaleIntensity), zscore (MONAI's NormalizeIntensity) or none.", "Volumes",
                           shapes_outputs=True, evaluate=True)
+    clips: str = option("one", "Video: which clips of each video are explained: one (the middle of it), N (N evenly "
+                        "spaced, first to last frame) or all (back to back over the whole video); a row and an "
+                        "overlay video per clip.", "Video", shapes_outputs=True)
+    clip_len: int | None = option(None, "Video: frames per clip fed to the model.", "Video",
+                                  shown="the weights' (16 for R3D, 32 for Swin3D), else 16", shapes_outputs=True)
+    clip_fps: float | None = option(None, "Video: frames per second sampled into a clip (the source's frame rate "
+                                    "divided to the nearest whole step).", "Video",
+                                    shown="the weights' (15 for R3D), else every frame", shapes_outputs=True)
+    frames_fps: float | None = option(None, "Video: the frame rate of a folder of frames (one clip, frames in name "
+                                      "order) and of a video that states none.", "Video", shown="25",
+                                      shapes_outputs=True)
     cam_batch_size: int | None = method_option("cam_batch_size")
     max_n: int | None = method_option("max_n")
     fem_k: float | None = method_option("fem_k")

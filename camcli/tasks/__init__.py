@@ -30,7 +30,8 @@ __all__ = ["TASK_SETTINGS", "Built", "Task", "all_tasks", "by_csv", "csv_stems",
 #: the tasks camcli ships, by name -> the module whose ``TASK`` it is (classification last: it
 #: claims any model no other task claims)
 BUILT_IN = {"detection": "camcli.tasks.detection", "segmentation": "camcli.tasks.segmentation",
-            "volume": "camcli.tasks.volume", "volume-segmentation": "camcli.tasks.volume_segmentation",
+            "video": "camcli.tasks.video", "volume": "camcli.tasks.volume",
+            "volume-segmentation": "camcli.tasks.volume_segmentation",
             "classification": "camcli.tasks.classification"}
 #: the task of a model no other task claims
 FALLBACK = "classification"

@@ -42,6 +42,8 @@ TASK_SETTINGS: dict[str, Any] = {
     "score_threshold": 0.5, "max_detections": 20, "detection_maps": "each",
     # a volume's: how its values become the model's input
     "window": None, "scaling": "percentiles",
+    # a video's: which clips are cut from it and how
+    "clips": "one", "clip_len": None, "clip_fps": None, "frames_fps": None,
 }
 
 
@@ -76,8 +78,14 @@ class Task:
     #: which of :data:`TASK_SETTINGS` it takes
     takes: ClassVar[frozenset[str]] = frozenset()
     #: the inputs it explains (:attr:`ImageItem.kind <camcli.engine.discovery.ImageItem.kind>`):
-    #: ``image``, or ``scan`` (3D); found inputs of the other kind are left out of its runs
+    #: ``image``, ``scan`` (3D) or ``video``; found inputs of another kind are left out of its runs
     inputs: ClassVar[str] = "image"
+
+    def gathered(self, items: list[ImageItem]) -> list[ImageItem]:
+        """The run's inputs as this task takes them (a video task makes a folder of frames one clip);
+        as found by default."""
+        return items
+
     #: tasks a model may be loaded as and still be stated as this one with ``task``
     stated_from: ClassVar[tuple[str, ...]] = ()
     #: run.json keeps the labels beside the model (saved masks hold class indices)
