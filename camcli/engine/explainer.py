@@ -154,6 +154,8 @@ class Explainer(TaskExplainer):
     def validate(self, input_size: tuple[int, ...], device: torch.device | str, channels: int = 3) -> None:
         """Check every method at every layer on one dummy batch before any image is processed
         (``input_size``: (H, W), or (D, H, W) for a volume; ``channels``: the input's)."""
+        if len(input_size) > 2:  # a volume or a clip: refused before a method's watcher meets a depth axis
+            refuse_flat(self.methods)
         x = torch.rand(1, channels, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
         fp = self.forward(x, None)  # a layer whose output is no map is refused here
         self.channels = {layer: int(a.shape[1]) for layer, a in fp.activations.items()}

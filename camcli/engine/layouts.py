@@ -134,7 +134,7 @@ def mvit_grids(model: nn.Module) -> tuple[tuple[int, tuple[int, int, int]], ...]
     is left out (a layer giving it is refused, not guessed)."""
     encoding, blocks = getattr(model, "pos_encoding", None), getattr(model, "blocks", None)
     if not (hasattr(encoding, "temporal_size") and hasattr(encoding, "spatial_size") and hasattr(encoding, "class_token")
-            and isinstance(blocks, nn.Sequential)):
+            and isinstance(blocks, (nn.Sequential, nn.ModuleList))):
         return ()
     thw = (int(encoding.temporal_size), *map(int, encoding.spatial_size))
     seen = {thw}
