@@ -91,7 +91,10 @@ class Video(Task):
         except NotAMap as e:
             raise UsageError(f"{e}; name a layer whose output is a (t, h, w) map with `layer` (see `camcli layers`)"
                              ) from None
-        return Built(loaded, explainer.layers, methods, explainer)
+        batch = clip_batch(settings, size)
+        notes = [f"batches of up to {batch} clips (each of {size[0]} frames weighs as much as {size[0]} images; "
+                 "`batch_size` sets it)"] if batch < settings.batch_size else []
+        return Built(loaded, explainer.layers, methods, explainer, notes=notes)
 
     @staticmethod
     def _clip_size(loaded, clip_len: int | None, side: int | None) -> tuple[int, int, int]:
@@ -129,7 +132,8 @@ class Video(Task):
         s, clip = session.settings, session.loaded.clip
         sampling = Sampling(clip.clip_len, s.clip_fps or clip.frame_rate, str(s.clips), clip.resize, s.frames_fps,
                             s.max_pixels)
-        return iter_videos(session.loaded, session.explainer, items, sampling, batch_size=session.batch_size,
+        batch = min(session.batch_size, clip_batch(s, session.loaded.input_size))
+        return iter_videos(session.loaded, session.explainer, items, sampling, batch_size=batch,
                            prefetch=plan.prefetch if plan else 2, device=session.device, skip=skip, seed=s.seed)
 
     def header(self, settings, session) -> list[str]:
@@ -187,6 +191,19 @@ class Video(Task):
         from camcli.errors import UsageError
 
         raise UsageError(self.evaluated_from_runs_only)
+
+
+#: the input voxels of a batch of clips when ``batch_size`` is not given: 16 of R3D's 16 x 112 x 112
+#: clips, 2 of Swin3D's 32 x 224 x 224 (an image batch's default of 16 would hold 13 GB of Swin3D-B's
+#: activations)
+BATCH_VOXELS = 16 * 16 * 112 * 112
+
+
+def clip_batch(settings, size: tuple[int, int, int]) -> int:
+    """Clips per shared forward: ``batch_size`` when given, else as many as :data:`BATCH_VOXELS` hold."""
+    if settings.sources.get("batch_size", "default") != "default":
+        return settings.batch_size
+    return max(1, min(settings.batch_size, BATCH_VOXELS // (size[0] * size[1] * size[2])))
 
 
 def default_video_layer(model, size: tuple[int, int, int], device) -> str:
