@@ -349,3 +349,19 @@ def test_the_demo_tells_which_shape_moves_and_its_map_follows_it(tmp_path):
             hits += x0 - slack <= x <= x1 + slack and y0 - slack <= y <= y1 + slack
             frames += 1
     assert hits / frames >= 0.6, hits / frames
+
+
+def test_shards_split_videos_and_keep_a_folder_of_frames_whole(clips, tmp_path):
+    """Two shards of a folder with a folder of frames: every video in exactly one shard, the frames
+    folder one clip in one of them; frames above `max_pixels` are refused before they are decoded."""
+    out = tmp_path / "out"
+    seen = []
+    for index in (0, 1):
+        r = motion(clips, out, "--shard", f"{index}/2", inputs=[clips / "a.mp4", clips / "d_frames", clips / "c.gif"])
+        assert r.exit_code == 0, r.output
+        with open(out / f"clips.part-{index:03d}-of-002.csv", newline="") as f:
+            seen += [row["path"] for row in csv.DictReader(f)]
+    assert sorted(seen) == ["a.mp4", "c.gif", "d_frames"]
+    r = motion(clips, tmp_path / "big", "--max-pixels", "1000", inputs=clips / "a.mp4")
+    error = rows(tmp_path / "big")[0]["error"]
+    assert r.exit_code == 1 and "frames of 96x64 exceed" in error and "1000" in error

@@ -99,11 +99,16 @@ def probe(path: str, frames_fps: float | None = None, max_pixels: int | None = N
         if not capture.isOpened():
             raise UsageError("cannot decode: not a video OpenCV's FFmpeg reads")
         fps = capture.get(cv2.CAP_PROP_FPS)
-        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        _check_pixels(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                      max_pixels)  # before a frame is decoded
+        ok, first = capture.read()  # the frames' size as decoded (a phone's rotated video: after rotation)
+        if not ok:
+            raise UsageError("cannot decode: the video holds no frame")
+        height, width = first.shape[:2]
         note = ""
         if frames <= 0:  # a stream that does not say: counted (decoding nothing but the packets' headers)
-            frames = 0
+            frames = 1
             while capture.grab():
                 frames += 1
     finally:

@@ -89,6 +89,7 @@ def iter_videos(loaded: LoadedModel, explainer, items: Sequence[ImageItem], samp
     todo = [i for i in items if i.rel not in skip]
     if not todo:
         return
+    by_index = {i.index: i for i in todo}
     batch_size = max(1, batch_size)
     inbox: queue.Queue = queue.Queue(maxsize=max(1, prefetch) * batch_size + 2)
     stop = threading.Event()
@@ -111,8 +112,7 @@ def iter_videos(loaded: LoadedModel, explainer, items: Sequence[ImageItem], samp
             kind, index, *rest = message
             if kind == "start":
                 video, frame_fit, count = rest
-                item = next(i for i in todo if i.index == index)
-                results[index] = VideoResult(item, "ok", width=video.width, height=video.height, note=video.note,
+                results[index] = VideoResult(by_index[index], "ok", width=video.width, height=video.height, note=video.note,
                                              video=video, framing=frame_fit)
                 waiting[index] = count
             elif kind == "clip":
@@ -123,8 +123,7 @@ def iter_videos(loaded: LoadedModel, explainer, items: Sequence[ImageItem], samp
             else:  # end: the item is read (or failed: its error)
                 error = rest[0]
                 if error:
-                    item = next(i for i in todo if i.index == index)
-                    results[index] = VideoResult(item, "error", error=error)
+                    results[index] = VideoResult(by_index[index], "error", error=error)
                     waiting[index] = 0
                     batch = [b for b in batch if b[0] != index]
                 ended.add(index)

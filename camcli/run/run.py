@@ -165,7 +165,10 @@ class Run:
                 self._check_folder(shard)
             self.session = session = ExplainSession.open(s, local_rank=shard.local_rank, module=self.module)
             task = session.task
-            items = self._of_kind(task.gathered(items), task.inputs)
+            gathered = task.gathered(all_items)
+            if gathered is not all_items:  # regrouped (a folder of frames is one clip): the shards split the groups
+                items = shard.select(gathered)
+            items = self._of_kind(items, task.inputs)
             shard = replace(shard, stem=task.csv_stem)  # the folder is claimed knowing the task's file names
             out = self._claim_folder(stack, shard) if self.write else None
             keep = self._finished_rows(out, shard) if self.write else []
