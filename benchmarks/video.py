@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,18 +30,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from volumes import timed  # noqa: E402  (wall seconds and peak resident MB of a child process)
+
 CLIP_LEN, STEP = 16, 2  # 15 fps from 30 fps sources
-
-
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak resident MB) of a child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
 
 
 def write_clip(path: Path, frames: int, size: tuple[int, int], seed: int) -> None:

@@ -345,7 +345,7 @@ def test_models_lists_the_detectors_with_their_task(cli):
             "ssdlite320_mobilenet_v3_large", "maskrcnn_resnet50_fpn"} <= names
     assert all(m["task"] == "detection" and m["weights"] for m in found)
     every = json.loads(cli("models", "--json").stdout)
-    assert {m["task"] for m in every} == {"classification", "detection", "segmentation"}
+    assert {m["task"] for m in every} == {"classification", "detection", "segmentation", "video"}
 
 
 # ---------------------------------------------------------------- Ultralytics YOLO (optional extra)

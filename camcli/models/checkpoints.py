@@ -158,6 +158,21 @@ def head_key(model: nn.Module) -> str | None:
     return key
 
 
+def named_state(checkpoint, weights, trust: bool) -> dict:
+    """The state dict of a checkpoint for a torchvision architecture named by ``model``: refused
+    beside torchvision ``weights`` (one of the two supplies them), and when the file is a whole
+    pickled model (then the file is the model)."""
+    from camcli.models.torchvision_weights import no_weights
+
+    if not no_weights(weights):
+        raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
+    state = read_checkpoint(checkpoint, trust=trust)
+    if isinstance(state, nn.Module):
+        raise UsageError(f"checkpoint {checkpoint} is a whole pickled model: the file is the model, so leave "
+                         "`model` out")
+    return state
+
+
 #: what to do when a state dict does not fit a named architecture
 OWN_MODEL_HINT = ("Check `model` and `num_classes`; for a model of your own class, name the code that builds it: "
                   "`model` path/to/file.py:function (see docs/models.md, \"Your own model\")")

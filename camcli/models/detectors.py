@@ -16,11 +16,11 @@ from torch import nn
 
 from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, unknown
-from camcli.models.checkpoints import (TORCHSCRIPT_HINT, file_sha256, is_torchscript, load_into, read_checkpoint,
+from camcli.models.checkpoints import (TORCHSCRIPT_HINT, file_sha256, is_torchscript, load_into, named_state,
                                       read_state_dict)
 from camcli.models.labels import fit_labels, given_labels
 from camcli.models.model_args import parse_model_args
-from camcli.models.torchvision_weights import build_with_weights, no_weights, weights_enum
+from camcli.models.torchvision_weights import build_with_weights, weights_enum
 from camcli.models.sources import ModelRequest, ModelSource
 from camcli.models.kinds import is_detector  # noqa: F401  (where callers found it)
 from camcli.models.yolo import YoloDetector, is_yolo_config, is_yolo_model
@@ -91,12 +91,7 @@ def load_detector(architecture: str, weights: str | None, checkpoint, num_classe
     kwargs = parse_model_args(model_args)
     label_list = given_labels(labels)
     if checkpoint is not None:
-        if not no_weights(weights):
-            raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
-        state = read_checkpoint(checkpoint, trust=trust)
-        if isinstance(state, nn.Module):
-            raise UsageError(f"checkpoint {checkpoint} is a whole pickled model: the file is the model, so leave "
-                             "`model` out")
+        state = named_state(checkpoint, weights, trust)
         n = num_classes or _classes_in(architecture, state, kwargs)
         model = _build(architecture, n, kwargs)
         load_into(model, state, str(checkpoint), hint=TORCHSCRIPT_HINT if is_torchscript(checkpoint) else

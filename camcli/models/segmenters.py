@@ -21,12 +21,12 @@ from torchvision.models.segmentation.lraspp import LRASPP
 
 from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, unknown
-from camcli.models.checkpoints import TORCHSCRIPT_HINT, file_sha256, is_torchscript, load_into, read_checkpoint
+from camcli.models.checkpoints import TORCHSCRIPT_HINT, file_sha256, is_torchscript, load_into, named_state
 from camcli.models.kinds import is_segmenter  # noqa: F401  (where callers found it)
 from camcli.models.labels import fit_labels, given_labels
 from camcli.models.model_args import parse_model_args
 from camcli.models.sources import ModelRequest, ModelSource
-from camcli.models.torchvision_weights import build_with_weights, no_weights, weights_enum
+from camcli.models.torchvision_weights import build_with_weights, weights_enum
 
 #: what torchvision's segmentation weights resize images to (their transforms' ``resize_size``)
 TORCHVISION_SIDE = 520
@@ -66,12 +66,7 @@ def load_segmenter(architecture: str, weights: str | None, checkpoint, num_class
     label_list = given_labels(labels)
     extra: dict = {}
     if checkpoint is not None:
-        if not no_weights(weights):
-            raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
-        state = read_checkpoint(checkpoint, trust=trust)
-        if isinstance(state, nn.Module):
-            raise UsageError(f"checkpoint {checkpoint} is a whole pickled model: the file is the model, so leave "
-                             "`model` out")
+        state = named_state(checkpoint, weights, trust)
         if any(k.startswith("aux_classifier.") for k in state) and "aux_loss" not in kwargs:
             kwargs["aux_loss"] = True  # saved with its training head: built with it, so that every key fits
         n = num_classes or _classes_in(architecture, state, kwargs)

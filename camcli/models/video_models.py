@@ -18,10 +18,10 @@ from torch import nn
 
 from camcli.engine.loaded import LoadedModel
 from camcli.errors import UsageError, unknown
-from camcli.models.checkpoints import OWN_MODEL_HINT, file_sha256, load_into, read_checkpoint
+from camcli.models.checkpoints import OWN_MODEL_HINT, file_sha256, load_into, named_state
 from camcli.models.labels import fit_labels, given_labels
 from camcli.models.sources import ModelRequest, ModelSource
-from camcli.models.torchvision_weights import build_with_weights, no_weights, weights_enum
+from camcli.models.torchvision_weights import build_with_weights, weights_enum
 
 #: frames per clip and the frames' side when neither the weights nor the settings say (R3D's)
 DEFAULT_CLIP_LEN = 16
@@ -94,12 +94,7 @@ def load_video_model(architecture: str, weights: str | None, checkpoint, num_cla
     defaults = torchvision.models.get_model_weights(architecture).DEFAULT
     extra: dict = {}
     if checkpoint is not None:
-        if not no_weights(weights):
-            raise UsageError("`weights` and `checkpoint` exclude each other: the checkpoint supplies the weights")
-        state = read_checkpoint(checkpoint, trust=trust)
-        if isinstance(state, nn.Module):
-            raise UsageError(f"checkpoint {checkpoint} is a whole pickled model: the file is the model, so leave "
-                             "`model` out")
+        state = named_state(checkpoint, weights, trust)
         n = num_classes or _classes_in(architecture, state)
         model = _build(architecture, n)
         load_into(model, state, str(checkpoint), hint=OWN_MODEL_HINT)
