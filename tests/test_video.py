@@ -362,6 +362,8 @@ def test_shards_split_videos_and_keep_a_folder_of_frames_whole(clips, tmp_path):
         with open(out / f"clips.part-{index:03d}-of-002.csv", newline="") as f:
             seen += [row["path"] for row in csv.DictReader(f)]
     assert sorted(seen) == ["a.mp4", "c.gif", "d_frames"]
+    r = motion(clips, tmp_path / "still", inputs=[clips / "a.mp4", clips / "d_frames" / "000.png"])
+    assert r.exit_code == 1 and "not a video (an image)" in rows(tmp_path / "still")[1]["error"]
     r = motion(clips, tmp_path / "big", "--max-pixels", "1000", inputs=clips / "a.mp4")
     error = rows(tmp_path / "big")[0]["error"]
     assert r.exit_code == 1 and "frames of 96x64 exceed" in error and "1000" in error

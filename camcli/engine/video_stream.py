@@ -195,6 +195,9 @@ def _decode(items: list[ImageItem], loaded: LoadedModel, sampling: Sampling, inb
         for item in items:
             error = ""
             try:
+                if item.kind != "video":  # named by the user: an image or a scan is no clip
+                    raise UsageError(f"not a video ({'an image' if item.kind == 'image' else 'a 3D scan'}): a video "
+                                     "model explains video files, animated GIFs and folders of frames")
                 video = probe(item.path, sampling.frames_fps, sampling.max_pixels)
                 found = windows(video, clip_len, frame_step(video, sampling.clip_fps), sampling.clips)
                 fit = framing((video.height, video.width), crop, sampling.resize)
