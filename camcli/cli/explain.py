@@ -134,7 +134,7 @@ def _check_out(settings) -> None:
 
 
 def _dry_run(settings, paths: list[str], as_json: bool) -> None:
-    from camcli.engine.discovery import discover
+    from camcli.engine.discovery import KIND_NOUNS, discover
 
     from camcli.settings.code import code_to_run
 
@@ -151,6 +151,7 @@ def _dry_run(settings, paths: list[str], as_json: bool) -> None:
         out.print(f"{key:<{width}} = {value!r:<40} ({settings.sources[key]})", markup=False)
     out.print("code run: " + ("; ".join(code) if code else "none beyond camcli, torch and torchvision"),
               markup=False)
-    out.print(f"{len(items)} image(s):", markup=False)
+    kinds = {KIND_NOUNS[k]: sum(i.kind == k for i in items) for k in dict.fromkeys(i.kind for i in items)}
+    out.print(", ".join(f"{n} {noun}(s)" for noun, n in kinds.items()) + ":" if kinds else "0 image(s):", markup=False)
     for item in items:
         out.print(f"  {item.path}", markup=False)
