@@ -367,3 +367,37 @@ def test_shards_split_videos_and_keep_a_folder_of_frames_whole(clips, tmp_path):
     r = motion(clips, tmp_path / "big", "--max-pixels", "1000", inputs=clips / "a.mp4")
     error = rows(tmp_path / "big")[0]["error"]
     assert r.exit_code == 1 and "frames of 96x64 exceed" in error and "1000" in error
+
+
+def test_a_named_video_model_loads_from_the_hub_cache_or_a_checkpoint(clips, tmp_path, monkeypatch):
+    """r3d_18 with its Kinetics weights from a pre-filled torch hub cache (seeded stand-in weights:
+    nothing is downloaded), named by Kinetics' labels; and a fine-tuned checkpoint of 3 classes."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    from camcli.models import hub_cache_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    weights = torchvision.models.video.R3D_18_Weights.KINETICS400_V1
+    torch.manual_seed(0)
+    target = hub_cache_file(weights)
+    target.parent.mkdir(parents=True)
+    torch.save(torchvision.models.video.r3d_18().state_dict(), target)
+    out = tmp_path / "cached"
+    r = explain(clips / "b.avi", out, "--model", "r3d_18", "--clip-len", "8", "--input-size", "48", "--json")
+    assert r.exit_code == 0, r.output
+    row = rows(out)[0]
+    assert row["pred_label"] in weights.meta["categories"]
+    assert json.loads((out / "run.json").read_text())["model"]["clip"] == {"clip_len": 8, "frame_rate": 15.0,
+                                                                          "resize": [128, 171]}
+    small = torchvision.models.video.r3d_18(num_classes=3)
+    save_file(small.state_dict(), str(tmp_path / "tuned.safetensors"))
+    (tmp_path / "labels.txt").write_text("walk\nrun\njump\n")
+    out = tmp_path / "tuned"
+    r = explain(clips / "b.avi", out, "--model", "r3d_18", "--checkpoint", str(tmp_path / "tuned.safetensors"),
+                "--labels", str(tmp_path / "labels.txt"), "--clip-len", "8", "--input-size", "48")
+    assert r.exit_code == 0, r.output
+    assert rows(out)[0]["pred_label"] in {"walk", "run", "jump"}
+    r = explain(clips / "b.avi", tmp_path / "both", "--model", "r3d_18", "--weights", "KINETICS400_V1",
+                "--checkpoint", str(tmp_path / "tuned.safetensors"))
+    assert r.exit_code == 2 and "exclude each other" in r.stderr
