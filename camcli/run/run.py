@@ -178,7 +178,7 @@ class Run:
             noun = KIND_NOUNS[task.inputs]
             self.work.unit = f"{noun}s"  # the progress lines count what the run explains
             self.log(f"{session.describe()}; {len(items)} {noun}(s){shard.describe(len(all_items))}"
-                     + (f", {len(done)} already done" if done else "") + f"; {plan.describe()}")
+                     + (f", {len(done)} already done" if done else "") + f"; {task.plan_in_words(session, plan)}")
             for line in session.cost_notes():
                 self.log(line)
             tally = _Tally(ok=len(done), empty=sum(bool(r.empty_map) for r in keep), fail_fast=s.fail_fast,

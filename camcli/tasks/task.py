@@ -162,6 +162,10 @@ class Task:
         """The log line's input size ("input 224x224; "), empty where the model sizes images itself."""
         return f"input {loaded.input_size[0]}x{loaded.input_size[1]}; "
 
+    def plan_in_words(self, session: ExplainSession, plan: MemoryPlan) -> str:
+        """The log line's account of how the inputs flow (batches, decoders, writers)."""
+        return plan.describe()
+
     def explained(self, session: ExplainSession) -> str:
         """What each map explains, in words (the log line and run.json's ``head``)."""
         raise NotImplementedError

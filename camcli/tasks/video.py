@@ -136,6 +136,11 @@ class Video(Task):
         return iter_videos(session.loaded, session.explainer, items, sampling, batch_size=batch,
                            prefetch=plan.prefetch if plan else 2, device=session.device, skip=skip, seed=s.seed)
 
+    def plan_in_words(self, session, plan) -> str:
+        batch = min(session.batch_size, clip_batch(session.settings, session.loaded.input_size))
+        return (f"batches of up to {batch} clip(s), one decoding thread, {plan.prefetch} batch(es) read ahead, "
+                f"{plan.writer_threads} writer thread(s)")
+
     def header(self, settings, session) -> list[str]:
         return list(VIDEO_COLUMNS)
 
