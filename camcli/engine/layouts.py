@@ -19,7 +19,7 @@ grids could explain, is refused with a request for ``layer_layout``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +103,9 @@ class TokenGeometry:
     prefix: int | None = None
     #: a video transformer's token grids: token count (prefix included) -> (t, h, w), as MViT states them
     grids: tuple[tuple[int, tuple[int, int, int]], ...] = ()
+    #: the model's 5-D outputs may be channels-last (Swin3D's stages: (N, t, h, w, C)); 3D
+    #: convolutions' never are, so a volume network's maps are not probed for it
+    channels_last_5d: bool = False
 
 
 def token_geometry(model: nn.Module) -> TokenGeometry:
@@ -111,6 +114,8 @@ def token_geometry(model: nn.Module) -> TokenGeometry:
     grids = mvit_grids(model)
     if grids:
         return TokenGeometry(prefix=1, grids=grids)
+    if any(type(m).__name__ == "PatchEmbed3d" for m in model.modules()):  # torchvision's Swin3D
+        return TokenGeometry(channels_last_5d=True)
     patch = prefix = None
     if isinstance(getattr(model, "patch_size", None), int) and hasattr(model, "class_token"):
         patch, prefix = (model.patch_size, model.patch_size), 1  # torchvision VisionTransformer
@@ -206,7 +211,7 @@ def readings(shape: tuple[int, ...], input_size: tuple[int, int], geometry: Toke
         out = []
         if all(1 <= s <= big for s, big in zip(shape[2:], input_size)):
             out.append(NCHW)  # a volume's or a clip's (N, C, d, h, w), as 3D convolutions give them
-        if all(1 <= s <= big for s, big in zip(shape[1:4], input_size)):
+        if (geometry.channels_last_5d or not out) and all(1 <= s <= big for s, big in zip(shape[1:4], input_size)):
             out.append(Layout("nhwc"))  # Swin3D's (N, t, h, w, C)
         return out
     return []
@@ -280,7 +285,7 @@ def detect(shape: tuple[int, ...], input_size: tuple[int, int], geometry: TokenG
     ``auto`` accepts only a single reading. A requested layout that does not fit is refused.
     """
     shown = "x".join(map(str, shape))
-    found = readings(shape, input_size, geometry)
+    found = readings(shape, input_size, replace(geometry, channels_last_5d=True) if requested == "nhwc" else geometry)
     if len(found) > 1 and len(shape) in (4, 5):
         found = by_scaling(found, shape, rescaled) or found
     if requested != "auto":
