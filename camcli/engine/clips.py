@@ -116,7 +116,8 @@ def probe(path: str, frames_fps: float | None = None, max_pixels: int | None = N
     if frames <= 0 or width <= 0 or height <= 0:
         raise UsageError("cannot decode: the video holds no frame")
     if not 0 < fps < 1000:
-        fps, note = frames_fps or DEFAULT_FPS, f"the video states no frame rate: read as {frames_fps or DEFAULT_FPS:g} fps"
+        fps = frames_fps or DEFAULT_FPS
+        note = f"the video states no frame rate: read as {fps:g} fps"
     _check_pixels(width, height, max_pixels)
     return Video(path, float(fps), frames, width, height, note=note)
 
@@ -155,7 +156,8 @@ def read_frames(video: Video, start: int = 0, stop: int | None = None) -> Iterat
         for k in range(start, stop):
             frame = _read_frame_file(video.frame_files[k])
             if frame.shape[:2] != (video.height, video.width):
-                raise UsageError(f"frame {os.path.basename(video.frame_files[k])} is {frame.shape[1]}x{frame.shape[0]}, "
+                name = os.path.basename(video.frame_files[k])
+                raise UsageError(f"frame {name} is {frame.shape[1]}x{frame.shape[0]}, "
                                  f"the first {video.width}x{video.height}: a clip's frames share one size")
             yield k, frame
         return

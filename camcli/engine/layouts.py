@@ -55,7 +55,8 @@ class Layout:
         if self.kind == "nhwc":
             return t.permute(0, t.dim() - 1, *range(1, t.dim() - 1))
         n, _, c = t.shape
-        return t[:, self.prefix:].reshape(n, *self.grid, c).permute(0, len(self.grid) + 1, *range(1, len(self.grid) + 1))
+        axes = len(self.grid)
+        return t[:, self.prefix:].reshape(n, *self.grid, c).permute(0, axes + 1, *range(1, axes + 1))
 
     def from_map(self, m: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         """A new layer output made from map ``m``; prefix tokens are taken from ``original``.
@@ -138,8 +139,8 @@ def mvit_grids(model: nn.Module) -> tuple[tuple[int, tuple[int, int, int]], ...]
     with the pooling layer's own arithmetic. Empty for any other model; a count two grids share
     is left out (a layer giving it is refused, not guessed)."""
     encoding, blocks = getattr(model, "pos_encoding", None), getattr(model, "blocks", None)
-    if not (hasattr(encoding, "temporal_size") and hasattr(encoding, "spatial_size") and hasattr(encoding, "class_token")
-            and isinstance(blocks, (nn.Sequential, nn.ModuleList))):
+    stated = all(hasattr(encoding, a) for a in ("temporal_size", "spatial_size", "class_token"))
+    if not (stated and isinstance(blocks, (nn.Sequential, nn.ModuleList))):
         return ()
     thw = (int(encoding.temporal_size), *map(int, encoding.spatial_size))
     seen = {thw}

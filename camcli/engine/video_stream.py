@@ -17,6 +17,7 @@ import threading
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
@@ -112,8 +113,8 @@ def iter_videos(loaded: LoadedModel, explainer, items: Sequence[ImageItem], samp
             kind, index, *rest = message
             if kind == "start":
                 video, frame_fit, count = rest
-                results[index] = VideoResult(by_index[index], "ok", width=video.width, height=video.height, note=video.note,
-                                             video=video, framing=frame_fit)
+                results[index] = VideoResult(by_index[index], "ok", width=video.width, height=video.height,
+                                             note=video.note, video=video, framing=frame_fit)
                 waiting[index] = count
             elif kind == "clip":
                 batch.append((index, *rest))
@@ -132,9 +133,13 @@ def iter_videos(loaded: LoadedModel, explainer, items: Sequence[ImageItem], samp
                 head += 1
         if batch:
             _explain(batch, explainer, results, waiting, labels, k, device, seed)
-        while head < len(order):
-            if order[head] in results:
-                yield results.pop(order[head])
+        while head < len(order):  # the decoder ended early (a failure of its own): no video goes unsaid
+            index = order[head]
+            if index in ended and index in results:
+                yield results.pop(index)
+            else:
+                yield VideoResult(by_index[index], "error", error="the decoding thread stopped before this video was "
+                                                                  "read to its end")
             head += 1
     finally:
         stop.set()
@@ -207,7 +212,7 @@ def _decode(items: list[ImageItem], loaded: LoadedModel, sampling: Sampling, inb
                     x = (torch.from_numpy(frames).permute(3, 0, 1, 2).float() - mean) / std
                     if not put(("clip", item.index, window, x)):
                         return
-            except (UsageError, ValueError, OSError) as e:
+            except (UsageError, ValueError, OSError, RuntimeError, cv2.error) as e:
                 error = str(e).splitlines()[0] if str(e) else type(e).__name__
             except MemoryError:
                 error = "out of memory while decoding the video"

@@ -158,7 +158,8 @@ class TorchvisionVideo(ModelSource):
 
     def load(self, request: ModelRequest) -> LoadedModel:
         if request.model_args:
-            raise UsageError("`model_arg` is for a factory or a detector's builder; a named video classifier takes none")
+            raise UsageError("`model_arg` is for a factory or a detector's builder; a named video classifier takes "
+                             "none")
         return load_video_model(request.spec, request.weights, request.checkpoint, request.num_classes,
                                 request.labels, request.trust, request.input_size)
 

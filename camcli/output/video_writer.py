@@ -24,6 +24,7 @@ import numpy as np
 from camcli.engine.clips import quiet, read_frames
 from camcli.engine.layer_names import display_name, file_safe
 from camcli.engine.video_stream import ClipMap, ClipResult, VideoResult
+from camcli.errors import UsageError
 from camcli.output.paths import TARGET_MARK, atomic_write, current_umask, inside, method_file_name
 from camcli.output.render import encode_png, fit_side, overlay
 from camcli.output.rows import VideoRow
@@ -90,17 +91,16 @@ def _write_clip(result: VideoResult, clip: ClipResult, base: VideoRow, out: Path
     try:
         with tempfile.TemporaryDirectory(prefix="camcli-video-") as scratch:
             _render(result, clip, rows, out, settings, Path(scratch))
+    except UsageError as e:  # the decoder's refusal of a frame (the file changed since it was read): this window only
+        _failed(rows, str(e))
     except (OSError, ValueError, cv2.error) as e:
-        for row in rows:
-            row.status, row.error, row.output, row.strip, row.heatmap = "error", f"cannot write outputs: {e}", None, None, None
-    except Exception as e:  # the decoder's refusal of a frame (a file changed since it was read): this window only
-        from camcli.errors import UsageError
-
-        if not isinstance(e, UsageError):
-            raise
-        for row in rows:
-            row.status, row.error, row.output, row.strip, row.heatmap = "error", str(e), None, None, None
+        _failed(rows, f"cannot write outputs: {e}")
     return rows
+
+
+def _failed(rows: list[VideoRow], error: str) -> None:
+    for row in rows:
+        row.status, row.error, row.output, row.strip, row.heatmap = "error", error, None, None, None
 
 
 class _Track:
@@ -168,7 +168,8 @@ def _render(result: VideoResult, clip: ClipResult, rows: list[VideoRow], out: Pa
                 value = float(small.max())
                 if value > t.best:
                     _, _, _, (x, y) = cv2.minMaxLoc(heat)
-                    t.best, t.peak = value, (f, int(min(video.width - 1, x / scale)), int(min(video.height - 1, y / scale)))
+                    t.best = value
+                    t.peak = (f, int(min(video.width - 1, x / scale)), int(min(video.height - 1, y / scale)))
                 picture = overlay(shown, heat, settings.colormap, settings.alpha)
                 t.writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                 if f in strip_at:

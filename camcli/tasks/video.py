@@ -106,8 +106,8 @@ class Video(Task):
         fixed = fixed_clip(loaded.model)
         if fixed:
             if clip_len not in (None, fixed[0]) or side not in (None, fixed[1]):
-                raise UsageError(f"{loaded.architecture} takes clips of {fixed[0]} frames of {fixed[1]}x{fixed[2]} only "
-                                 "(its token grid is built for them); leave `clip_len` and `input_size` out")
+                raise UsageError(f"{loaded.architecture} takes clips of {fixed[0]} frames of {fixed[1]}x{fixed[2]} "
+                                 "only (its token grid is built for them); leave `clip_len` and `input_size` out")
             return fixed
         frames = clip_len or (loaded.clip.clip_len if loaded.clip is not None else DEFAULT_CLIP_LEN)
         if side:
