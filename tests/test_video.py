@@ -364,6 +364,10 @@ def test_shards_split_videos_and_keep_a_folder_of_frames_whole(clips, tmp_path):
     assert sorted(seen) == ["a.mp4", "c.gif", "d_frames"]
     r = motion(clips, tmp_path / "still", inputs=[clips / "a.mp4", clips / "d_frames" / "000.png"])
     assert r.exit_code == 1 and "not a video (an image)" in rows(tmp_path / "still")[1]["error"]
+    from camcli.cli import app
+
+    r = CliRunner().invoke(app, ["audit", str(tmp_path / "still")])  # a video run's maps are no pictures
+    assert r.exit_code == 2 and "is a video run: its maps are three-dimensional" in r.stderr
     r = motion(clips, tmp_path / "big", "--max-pixels", "1000", inputs=clips / "a.mp4")
     error = rows(tmp_path / "big")[0]["error"]
     assert r.exit_code == 1 and "frames of 96x64 exceed" in error and "1000" in error

@@ -77,6 +77,12 @@ def read_run_maps(run: Path, grid: int = GRID, method: str | None = None, layer:
     if not run.is_dir() or tasks.of_folder(run) is None:
         raise UsageError(f"{run} is not a finished `camcli explain` output folder (it has no predictions.csv, "
                          "detections.csv or segments.csv)")
+    task = tasks.of_folder(run)
+    if task.inputs != "image":  # a scan's or a clip's maps have a third axis
+        from camcli.engine.discovery import KIND_NOUNS
+
+        raise UsageError(f"{run} is a {task.name} run: its maps are three-dimensional ({KIND_NOUNS[task.inputs]}s), "
+                         "and camcli audit compares the 2D maps of images")
     _, rows = read_rows(run_csv(run))
     ok = [r for r in rows if r.ok and r.method]
     with_maps = [r for r in ok if r.heatmap]
