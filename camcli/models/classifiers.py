@@ -33,7 +33,7 @@ from camcli.models.labels import fit_labels, given_labels
 from camcli.models.modules import own_model, qualified_name
 from camcli.models.segmenters import segmentation_models
 from camcli.models.sources import ModelRequest, ModelSource
-from camcli.models.torchvision_weights import build_with_weights, categories_for, no_weights, weights_enum
+from camcli.models.torchvision_weights import build_with_weights, categories_for, no_weights, weights_for_classes
 
 #: the model when none is named
 DEFAULT_ARCHITECTURE = "resnet50"
@@ -115,10 +115,7 @@ def _from_checkpoint(architecture: str, request: ModelRequest, label_list: list[
 
 def _with_weights(architecture: str, request: ModelRequest, label_list: list[str] | None) -> LoadedModel:
     """``architecture`` with torchvision weights: their categories, crop size and normalisation."""
-    w = weights_enum(architecture, str(request.weights))
-    if request.num_classes is not None and request.num_classes != len(w.meta["categories"]):
-        raise UsageError(f"`num_classes` {request.num_classes} does not match {w} ({len(w.meta['categories'])} "
-                         "classes); use `checkpoint` for a fine-tuned head")
+    w, _ = weights_for_classes(architecture, str(request.weights), request.num_classes)
     model = build_with_weights(architecture, w)
     preset = w.transforms()
     crop = getattr(preset, "crop_size", [224])

@@ -20,7 +20,7 @@ from camcli.models.checkpoints import (TORCHSCRIPT_HINT, file_sha256, is_torchsc
                                       read_state_dict)
 from camcli.models.labels import fit_labels, given_labels
 from camcli.models.model_args import parse_model_args
-from camcli.models.torchvision_weights import build_with_weights, weights_enum
+from camcli.models.torchvision_weights import build_with_weights, weights_for_classes
 from camcli.models.sources import ModelRequest, ModelSource
 from camcli.models.kinds import is_detector  # noqa: F401  (where callers found it)
 from camcli.models.yolo import YoloDetector, is_yolo_config, is_yolo_model
@@ -101,11 +101,7 @@ def load_detector(architecture: str, weights: str | None, checkpoint, num_classe
     if weights is None or str(weights).lower() == "none":
         n = num_classes or (len(label_list) if label_list else 91)
         return detector(_build(architecture, n, kwargs), architecture, label_list, n)
-    w = weights_enum(architecture, str(weights))
-    categories = list(w.meta["categories"])
-    if num_classes is not None and num_classes != len(categories):
-        raise UsageError(f"`num_classes` {num_classes} does not match {w} ({len(categories)} classes); use "
-                         "`checkpoint` for a fine-tuned head")
+    w, categories = weights_for_classes(architecture, str(weights), num_classes)
     if kwargs:
         model = _with_weights_and_args(architecture, w, kwargs)
     else:

@@ -26,7 +26,7 @@ from camcli.models.kinds import is_segmenter  # noqa: F401  (where callers found
 from camcli.models.labels import fit_labels, given_labels
 from camcli.models.model_args import parse_model_args
 from camcli.models.sources import ModelRequest, ModelSource
-from camcli.models.torchvision_weights import build_with_weights, weights_enum
+from camcli.models.torchvision_weights import build_with_weights, weights_for_classes
 
 #: what torchvision's segmentation weights resize images to (their transforms' ``resize_size``)
 TORCHVISION_SIDE = 520
@@ -78,11 +78,7 @@ def load_segmenter(architecture: str, weights: str | None, checkpoint, num_class
         n = num_classes or (len(label_list) if label_list else 21)
         model = _build(architecture, n, kwargs)
     else:
-        w = weights_enum(architecture, str(weights))
-        categories = list(w.meta["categories"])
-        if num_classes is not None and num_classes != len(categories):
-            raise UsageError(f"`num_classes` {num_classes} does not match {w} ({len(categories)} classes); use "
-                             "`checkpoint` for a fine-tuned head")
+        w, categories = weights_for_classes(architecture, str(weights), num_classes)
         model = build_with_weights(architecture, w)
         if kwargs:
             built = _build(architecture, len(categories), kwargs)

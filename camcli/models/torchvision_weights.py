@@ -53,6 +53,17 @@ def weights_enum(architecture: str, name: str):
     raise unknown(f"weights for {architecture}", name, ["DEFAULT", "none", *[w.name for w in enum]])
 
 
+def weights_for_classes(architecture: str, name: str, num_classes: int | None):
+    """The weights enum member ``name`` and its categories; ``num_classes``, when given, must be
+    theirs (a fine-tuned head comes with a checkpoint)."""
+    w = weights_enum(architecture, name)
+    categories = list(w.meta["categories"])
+    if num_classes is not None and num_classes != len(categories):
+        raise UsageError(f"`num_classes` {num_classes} does not match {w} ({len(categories)} classes); use "
+                         "`checkpoint` for a fine-tuned head")
+    return w, categories
+
+
 def hub_cache_file(w) -> Path:
     """Where torch hub looks for (and downloads) a weights file."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(w.url).path)

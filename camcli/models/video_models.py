@@ -21,7 +21,7 @@ from camcli.errors import UsageError, unknown
 from camcli.models.checkpoints import OWN_MODEL_HINT, file_sha256, load_into, named_state
 from camcli.models.labels import fit_labels, given_labels
 from camcli.models.sources import ModelRequest, ModelSource
-from camcli.models.torchvision_weights import build_with_weights, weights_enum
+from camcli.models.torchvision_weights import build_with_weights, weights_for_classes
 
 #: frames per clip and the frames' side when neither the weights nor the settings say (R3D's)
 DEFAULT_CLIP_LEN = 16
@@ -106,11 +106,7 @@ def load_video_model(architecture: str, weights: str | None, checkpoint, num_cla
         n = num_classes or (len(label_list) if label_list else len(defaults.meta["categories"]))
         model, w = _build(architecture, n), defaults
     else:
-        w = weights_enum(architecture, str(weights))
-        categories = list(w.meta["categories"])
-        if num_classes is not None and num_classes != len(categories):
-            raise UsageError(f"`num_classes` {num_classes} does not match {w} ({len(categories)} classes); use "
-                             "`checkpoint` for a fine-tuned head")
+        w, categories = weights_for_classes(architecture, str(weights), num_classes)
         model = build_with_weights(architecture, w)
         n, label_list, extra["weights"] = len(categories), label_list or categories, str(w)
     t = w.transforms()

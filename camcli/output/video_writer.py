@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 
 from camcli.engine.clips import quiet, read_frames
-from camcli.engine.layer_names import display_name, file_safe
+from camcli.engine.layer_names import display_name
 from camcli.engine.video_stream import ClipMap, ClipResult, VideoResult
 from camcli.errors import UsageError
-from camcli.output.paths import TARGET_MARK, atomic_write, current_umask, inside, method_file_name
+from camcli.output.paths import TARGET_MARK, atomic_write, current_umask, heatmap_rel, inside, overlay_rel
 from camcli.output.render import encode_png, fit_side, overlay
 from camcli.output.rows import VideoRow
 from camcli.output.tempfiles import temp_path
@@ -40,14 +40,6 @@ FOURCC = "VP80"
 def clip_part(clip: int) -> str:
     """``--clip3``: the window a map explains, in its file names."""
     return f"{TARGET_MARK}clip{clip}"
-
-
-def video_rel(video_rel_path: str, method: str, layer: str, clip: int, what: str, ext: str) -> str:
-    """``overlays/walk/a.mp4.gradcam@layer4--clip0.webm``, ``.strip.png`` beside it,
-    ``heatmaps/...npy``: mirrors the input tree, as every task's files do."""
-    folder = "heatmaps" if what == "heatmap" else "overlays"
-    suffix = ".strip" if what == "strip" else ""
-    return f"{folder}/{video_rel_path}.{method_file_name(method)}@{file_safe(layer)}{clip_part(clip)}{suffix}.{ext}"
 
 
 def base_row(result: VideoResult) -> VideoRow:
@@ -83,11 +75,12 @@ def write_video(result: VideoResult, out: Path, settings) -> list[VideoRow]:
 def _write_clip(result: VideoResult, clip: ClipResult, base: VideoRow, out: Path, settings) -> list[VideoRow]:
     """One window's maps, all from one decoding pass over its frames."""
     rel, w = result.item.rel, clip.window
+    part = clip_part(w.index)
     rows = [replace(base, method=m.method, layer=display_name(m.layer), empty_map=m.empty, warning=m.warning or None,
-                    output=video_rel(rel, m.method, m.layer, w.index, "overlay", "webm"),
-                    strip=video_rel(rel, m.method, m.layer, w.index, "strip", "png"),
-                    heatmap=video_rel(rel, m.method, m.layer, w.index, "heatmap", "npy")
-                    if settings.save_heatmap else None) for m in clip.maps]
+                    output=overlay_rel(rel, m.method, m.layer, "webm", part),
+                    strip=overlay_rel(rel, m.method, m.layer, "strip.png", part),
+                    heatmap=heatmap_rel(rel, m.method, m.layer, "npy", part) if settings.save_heatmap else None)
+            for m in clip.maps]
     try:
         with tempfile.TemporaryDirectory(prefix="camcli-video-") as scratch:
             _render(result, clip, rows, out, settings, Path(scratch))
